@@ -1,0 +1,224 @@
+//! Shared state behind every server: the store, the delta tracker, the
+//! mapper and the self metrics. Locks are plain mutexes held for the length
+//! of one batch, never across an `.await`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::export::self_metrics::{
+    ItemLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
+};
+use crate::ingest::delta::DeltaTracker;
+use crate::ingest::otlp::{Batch, Mapper};
+use crate::model::UnixNanos;
+use crate::store::Store;
+
+/// What an export request came to, for its OTLP response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Items refused (`rejected_spans` / `rejected_data_points`).
+    pub rejected: u64,
+    /// Why, when anything was refused.
+    pub message: String,
+    /// Every item was invalid: the request as a whole is bad input
+    /// (HTTP 400 / INVALID_ARGUMENT rather than a partial success).
+    pub all_invalid: bool,
+}
+
+impl Outcome {
+    fn partial(&self) -> bool {
+        self.rejected > 0
+    }
+
+    /// The OTLP trace response: partial success when anything was refused.
+    pub fn trace_response(self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: self.partial().then_some(ExportTracePartialSuccess {
+                rejected_spans: self.rejected as i64,
+                error_message: self.message,
+            }),
+        }
+    }
+
+    /// The OTLP metrics response: partial success when anything was refused.
+    pub fn metrics_response(self) -> ExportMetricsServiceResponse {
+        ExportMetricsServiceResponse {
+            partial_success: self.partial().then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: self.rejected as i64,
+                error_message: self.message,
+            }),
+        }
+    }
+}
+
+/// The daemon's shared state.
+pub struct App {
+    pub config: Config,
+    mapper: Mapper,
+    store: Mutex<Store>,
+    deltas: Mutex<DeltaTracker>,
+    pub metrics: SelfMetrics,
+    registry: Registry,
+    ready: AtomicBool,
+}
+
+impl App {
+    /// `started_at` is when we began listening (see `DeltaTracker::new`).
+    pub fn new(config: Config, started_at: UnixNanos) -> Self {
+        let metrics = SelfMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        Self {
+            mapper: Mapper::new(&config),
+            store: Mutex::new(Store::new(config.limits.max_releases)),
+            deltas: Mutex::new(DeltaTracker::new(
+                config.limits.max_metric_streams,
+                started_at,
+            )),
+            config,
+            metrics,
+            registry,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Maps and records a trace export.
+    pub fn ingest_traces(
+        &self,
+        req: &ExportTraceServiceRequest,
+        via: Transport,
+        now: UnixNanos,
+    ) -> Outcome {
+        let batch = self.mapper.traces(req);
+        self.record(batch, Signal::Spans, via, now)
+    }
+
+    /// Maps and records a metrics export.
+    pub fn ingest_metrics(
+        &self,
+        req: &ExportMetricsServiceRequest,
+        via: Transport,
+        now: UnixNanos,
+    ) -> Outcome {
+        let batch = {
+            let mut deltas = lock(&self.deltas);
+            self.mapper.metrics(req, &mut deltas, now)
+        };
+        self.record(batch, Signal::Points, via, now)
+    }
+
+    fn record(
+        &self,
+        batch: Batch<'_>,
+        signal: Signal,
+        transport: Transport,
+        now: UnixNanos,
+    ) -> Outcome {
+        let (applied, tracked) = {
+            let mut store = lock(&self.store);
+            let applied = store.apply(&batch, now);
+            (applied, store.len())
+        };
+        let m = &self.metrics;
+        let refused_by = |reason, n: u64| {
+            if n > 0 {
+                m.refused
+                    .get_or_create(&RefusedLabels {
+                        signal,
+                        transport,
+                        reason,
+                    })
+                    .inc_by(n);
+            }
+        };
+        refused_by(Reason::Invalid, batch.invalid);
+        refused_by(Reason::ReleaseLimit, applied.refused);
+        let rejected = batch.invalid + applied.refused;
+        m.accepted
+            .get_or_create(&ItemLabels { signal, transport })
+            .inc_by(batch.items.saturating_sub(rejected));
+        if batch.unattributed > 0 {
+            m.unattributed
+                .get_or_create(&SignalLabels { signal })
+                .inc_by(batch.unattributed);
+        }
+        m.releases_refused.inc_by(applied.refused_releases);
+        m.releases_tracked.set(tracked as i64);
+
+        let mut reasons = Vec::new();
+        if let Some(first) = &batch.first_error {
+            reasons.push(format!("{} invalid: {first}", batch.invalid));
+        }
+        if applied.refused > 0 {
+            reasons.push(format!(
+                "{} refused: {} new release(s) over the limit of {} tracked releases",
+                applied.refused, applied.refused_releases, self.config.limits.max_releases
+            ));
+        }
+        Outcome {
+            rejected,
+            message: reasons.join("; "),
+            all_invalid: batch.items > 0 && batch.invalid == batch.items,
+        }
+    }
+
+    /// Counts a whole export request refused before mapping.
+    pub fn refuse_request(&self, signal: Signal, transport: Transport, reason: Reason) {
+        self.metrics
+            .requests_refused
+            .get_or_create(&RefusedLabels {
+                signal,
+                transport,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Forgets idle releases and metric streams.
+    pub fn expire(&self, now: UnixNanos) {
+        let idle = self.config.limits.release_idle_expiry.as_nanos() as u64;
+        let (expired, tracked) = {
+            let mut store = lock(&self.store);
+            (store.expire(now, idle), store.len())
+        };
+        lock(&self.deltas).expire(now, idle);
+        self.metrics.releases_expired.inc_by(expired as u64);
+        self.metrics.releases_tracked.set(tracked as i64);
+    }
+
+    /// Runs `f` with the store locked; keep `f` short and synchronous.
+    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&lock(&self.store))
+    }
+
+    /// The self metrics in text exposition.
+    pub fn encode_metrics(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// A poisoned lock means a panic mid-update elsewhere; the data is counters
+/// that stay usable, so carry on rather than take the daemon down.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,130 @@
+//! The daemon's own counters: what it accepted, refused and ignored, by
+//! signal, transport and reason. Encoded with the rest of `/metrics`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Signal {
+    Spans,
+    Points,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+    Replay,
+}
+
+/// Why items or whole requests were refused.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Reason {
+    /// Broke the OTLP data model or our identity limits.
+    Invalid,
+    /// Belonged to a new release while the release table was full.
+    ReleaseLimit,
+    /// Could not be decoded.
+    Malformed,
+    /// Over the request size limit.
+    TooLarge,
+    /// Content type or encoding not supported.
+    Unsupported,
+}
+
+/// Label values in snake case, as Prometheus users expect.
+macro_rules! label_values {
+    ($($ty:ty { $($variant:ident => $text:literal),* $(,)? })*) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                let text = match self { $(Self::$variant => $text),* };
+                EncodeLabelValue::encode(&text, encoder)
+            }
+        }
+    )*};
+}
+
+label_values! {
+    Signal { Spans => "spans", Points => "points" }
+    Transport { Grpc => "grpc", Http => "http", Replay => "replay" }
+    Reason {
+        Invalid => "invalid",
+        ReleaseLimit => "release_limit",
+        Malformed => "malformed",
+        TooLarge => "too_large",
+        Unsupported => "unsupported",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemLabels {
+    pub signal: Signal,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub signal: Signal,
+    pub transport: Transport,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub signal: Signal,
+}
+
+/// Counters and gauges, registered once.
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    pub accepted: Family<ItemLabels, Counter>,
+    pub refused: Family<RefusedLabels, Counter>,
+    pub requests_refused: Family<RefusedLabels, Counter>,
+    pub unattributed: Family<SignalLabels, Counter>,
+    pub releases_tracked: Gauge,
+    pub releases_refused: Counter,
+    pub releases_expired: Counter,
+}
+
+impl SelfMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "release_verdict_items_accepted",
+            "Spans or data points accepted (recorded, ignored as non-request, or unattributed)",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "release_verdict_items_refused",
+            "Spans or data points refused through OTLP partial success",
+            self.refused.clone(),
+        );
+        registry.register(
+            "release_verdict_export_requests_refused",
+            "Whole export requests refused (malformed, too large, unsupported)",
+            self.requests_refused.clone(),
+        );
+        registry.register(
+            "release_verdict_items_unattributed",
+            "Accepted spans or data points without a release id (ignored)",
+            self.unattributed.clone(),
+        );
+        registry.register(
+            "release_verdict_releases_tracked",
+            "Releases currently tracked",
+            self.releases_tracked.clone(),
+        );
+        registry.register(
+            "release_verdict_releases_refused",
+            "New releases refused because the release table was full",
+            self.releases_refused.clone(),
+        );
+        registry.register(
+            "release_verdict_releases_expired",
+            "Releases forgotten after being idle",
+            self.releases_expired.clone(),
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Histogram buckets as latency samples: units, bucket shapes, and the value
+//! that stands for each bucket.
+
+/// Histogram counts of one data point (or of the delta between two), in the
+/// metric's own unit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buckets {
+    /// `counts[i]` falls in `(bounds[i-1], bounds[i]]`; the last is the overflow.
+    Explicit { bounds: Vec<f64>, counts: Vec<u64> },
+    /// Base-2 exponential: `counts[k]` falls in `(b^(offset+k), b^(offset+k+1)]`
+    /// with `b = 2^(2^-scale)`; `zero` counts values at zero.
+    Exponential {
+        scale: i32,
+        zero: u64,
+        offset: i32,
+        counts: Vec<u64>,
+    },
+}
+
+/// Why a histogram point cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketError {
+    #[error("unit {0:?} is not a duration unit (expected s, ms, us or ns)")]
+    Unit(String),
+    #[error(
+        "explicit histogram has {counts} bucket counts for {bounds} bounds (expected bounds + 1)"
+    )]
+    Shape { counts: usize, bounds: usize },
+    #[error("explicit bounds must be finite and strictly increasing")]
+    Bounds,
+    #[error("exponential histogram scale {0} is outside -10..=20")]
+    Scale(i32),
+}
+
+/// Most buckets one exponential histogram point may carry (the SDKs default
+/// to 160); beyond it a point is refused rather than allocated.
+pub const MAX_BUCKETS: usize = 4096;
+
+/// Factor from a duration unit (UCUM, as the semantic conventions use) to
+/// microseconds. An empty unit is taken as seconds, the conventions' unit.
+pub fn unit_to_micros(unit: &str) -> Result<f64, BucketError> {
+    match unit {
+        "s" | "" => Ok(1e6),
+        "ms" => Ok(1e3),
+        "us" | "µs" => Ok(1.0),
+        "ns" => Ok(1e-3),
+        other => Err(BucketError::Unit(other.to_string())),
+    }
+}
+
+impl Buckets {
+    /// Checks the shape before any arithmetic is done on it.
+    pub fn validate(&self) -> Result<(), BucketError> {
+        match self {
+            Buckets::Explicit { bounds, counts } => {
+                if !counts.is_empty() && counts.len() != bounds.len() + 1 {
+                    return Err(BucketError::Shape {
+                        counts: counts.len(),
+                        bounds: bounds.len(),
+                    });
+                }
+                if counts.len() > MAX_BUCKETS
+                    || bounds.iter().any(|b| !b.is_finite())
+                    || bounds.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(BucketError::Bounds);
+                }
+            }
+            Buckets::Exponential { scale, counts, .. } => {
+                if !(-10..=20).contains(scale) {
+                    return Err(BucketError::Scale(*scale));
+                }
+                if counts.len() > MAX_BUCKETS {
+                    return Err(BucketError::Shape {
+                        counts: counts.len(),
+                        bounds: MAX_BUCKETS,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `(microseconds, count)` for every non-empty bucket, each bucket
+    /// standing at its midpoint (geometric for exponential buckets). The
+    /// first explicit bucket stands at half its upper bound, the overflow
+    /// bucket at its lower bound (an underestimate: the data holds no more).
+    pub fn latencies(&self, factor: f64, out: &mut Vec<(u64, u64)>) {
+        let micros = |v: f64| (v * factor).max(0.0).round() as u64;
+        match self {
+            Buckets::Explicit { bounds, counts } => {
+                for (i, &c) in counts.iter().enumerate() {
+                    if c == 0 {
+                        continue;
+                    }
+                    let value = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
+                        (None, Some(&upper)) => upper / 2.0,
+                        (Some(lower), Some(&upper)) => (lower + upper) / 2.0,
+                        (Some(lower), None) => lower,
+                        (None, None) => 0.0,
+                    };
+                    out.push((micros(value), c));
+                }
+            }
+            Buckets::Exponential {
+                scale,
+                zero,
+                offset,
+                counts,
+            } => {
+                if *zero > 0 {
+                    out.push((0, *zero));
+                }
+                let width = (-*scale as f64).exp2();
+                for (k, &c) in counts.iter().enumerate() {
+                    if c == 0 {
+                        continue;
+                    }
+                    let index = *offset as f64 + k as f64;
+                    out.push((micros(((index + 0.5) * width).exp2()), c));
+                }
+            }
+        }
+    }
+
+    /// Total count across buckets.
+    pub fn total(&self) -> u64 {
+        match self {
+            Buckets::Explicit { counts, .. } => counts.iter().sum(),
+            Buckets::Exponential { zero, counts, .. } => zero + counts.iter().sum::<u64>(),
+        }
+    }
+}
+
+/// Exponential bucket counts re-indexed at a coarser scale (`by` halvings).
+pub fn downscale(offset: i32, counts: &[u64], by: u32) -> (i32, Vec<u64>) {
+    if by == 0 || counts.is_empty() {
+        return (offset, counts.to_vec());
+    }
+    let first = offset >> by;
+    let last = (offset + counts.len() as i32 - 1) >> by;
+    let mut out = vec![0u64; (last - first + 1) as usize];
+    for (k, &c) in counts.iter().enumerate() {
+        out[(((offset + k as i32) >> by) - first) as usize] += c;
+    }
+    (first, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_convert_to_micros() {
+        assert_eq!(unit_to_micros("s").unwrap(), 1e6);
+        assert_eq!(unit_to_micros("ms").unwrap(), 1e3);
+        assert_eq!(unit_to_micros("").unwrap(), 1e6);
+        assert!(matches!(unit_to_micros("By"), Err(BucketError::Unit(_))));
+    }
+
+    #[test]
+    fn explicit_buckets_stand_at_midpoints() {
+        let b = Buckets::Explicit {
+            bounds: vec![0.1, 0.2, 0.4],
+            counts: vec![1, 2, 0, 3],
+        };
+        b.validate().unwrap();
+        let mut out = Vec::new();
+        b.latencies(1e6, &mut out);
+        assert_eq!(out, vec![(50_000, 1), (150_000, 2), (400_000, 3)]);
+        assert_eq!(b.total(), 6);
+    }
+
+    #[test]
+    fn explicit_shape_is_checked() {
+        let b = Buckets::Explicit {
+            bounds: vec![1.0, 2.0],
+            counts: vec![1, 2],
+        };
+        assert!(matches!(b.validate(), Err(BucketError::Shape { .. })));
+        let b = Buckets::Explicit {
+            bounds: vec![2.0, 1.0],
+            counts: vec![0, 0, 0],
+        };
+        assert_eq!(b.validate(), Err(BucketError::Bounds));
+        let b = Buckets::Explicit {
+            bounds: vec![f64::NAN],
+            counts: vec![0, 0],
+        };
+        assert_eq!(b.validate(), Err(BucketError::Bounds));
+    }
+
+    #[test]
+    fn exponential_buckets_stand_at_geometric_midpoints() {
+        // scale 0: bucket i is (2^i, 2^(i+1)]; index 3 is (8, 16] ms.
+        let b = Buckets::Exponential {
+            scale: 0,
+            zero: 2,
+            offset: 3,
+            counts: vec![5],
+        };
+        let mut out = Vec::new();
+        b.latencies(1e3, &mut out);
+        assert_eq!(out[0], (0, 2));
+        let (v, c) = out[1];
+        assert_eq!(c, 5);
+        assert!((11_300..11_320).contains(&v), "{v}"); // 8 * sqrt(2) ms
+        assert_eq!(b.total(), 7);
+    }
+
+    #[test]
+    fn downscale_merges_pairs() {
+        // indices 3,4,5,6 at scale s → 1,2,2,3 at scale s-1
+        assert_eq!(downscale(3, &[1, 2, 3, 4], 1), (1, vec![1, 5, 4]));
+        // negative indices floor: -3,-2,-1 → -2,-1,-1
+        assert_eq!(downscale(-3, &[1, 1, 1], 1), (-2, vec![1, 2]));
+        assert_eq!(downscale(5, &[7], 0), (5, vec![7]));
+    }
+
+    #[test]
+    fn exponential_scale_is_checked() {
+        let b = Buckets::Exponential {
+            scale: 21,
+            zero: 0,
+            offset: 0,
+            counts: vec![],
+        };
+        assert_eq!(b.validate(), Err(BucketError::Scale(21)));
+    }
+}

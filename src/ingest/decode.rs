@@ -1,0 +1,185 @@
+//! OTLP/HTTP bodies: content type, gzip with a size cap, protobuf or JSON,
+//! and the matching encoding of responses and error statuses.
+
+use std::io::Read;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The two OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    /// From a `Content-Type` header (parameters such as charset ignored).
+    pub fn from_content_type(header: Option<&str>) -> Result<Self, DecodeError> {
+        let value = header.unwrap_or("");
+        let media = value.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("application/x-protobuf")
+            || media.eq_ignore_ascii_case("application/protobuf")
+        {
+            Ok(Encoding::Protobuf)
+        } else if media.eq_ignore_ascii_case("application/json") {
+            Ok(Encoding::Json)
+        } else {
+            Err(DecodeError::MediaType(value.to_string()))
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported content type {0:?}: send application/x-protobuf or application/json")]
+    MediaType(String),
+    #[error("unsupported content encoding {0:?}: send gzip or identity")]
+    ContentEncoding(String),
+    #[error("request body is larger than the limit of {limit} bytes (after decompression)")]
+    TooLarge { limit: usize },
+    #[error("gzip body could not be decompressed: {0}")]
+    Gzip(std::io::Error),
+    #[error("invalid protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("invalid OTLP JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes.
+pub fn decompress(
+    body: &[u8],
+    content_encoding: Option<&str>,
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let encoding = content_encoding.unwrap_or("identity").trim();
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        if body.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        return Ok(body.to_vec());
+    }
+    if !encoding.eq_ignore_ascii_case("gzip") {
+        return Err(DecodeError::ContentEncoding(encoding.to_string()));
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(DecodeError::Gzip)?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Decodes an OTLP message in either encoding.
+pub fn decode<M: prost::Message + DeserializeOwned + Default>(
+    bytes: &[u8],
+    encoding: Encoding,
+) -> Result<M, DecodeError> {
+    Ok(match encoding {
+        Encoding::Protobuf => M::decode(bytes)?,
+        Encoding::Json => serde_json::from_slice(bytes)?,
+    })
+}
+
+/// Encodes a response message in the request's encoding.
+pub fn encode<M: prost::Message + Serialize>(msg: &M, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => msg.encode_to_vec(),
+        // Serializing generated OTLP types into a Vec cannot fail.
+        Encoding::Json => serde_json::to_vec(msg).unwrap_or_default(),
+    }
+}
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, prost::Message, Serialize)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn content_types_are_recognised() {
+        assert_eq!(
+            Encoding::from_content_type(Some("application/x-protobuf")).unwrap(),
+            Encoding::Protobuf
+        );
+        assert_eq!(
+            Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            Encoding::Json
+        );
+        assert!(matches!(
+            Encoding::from_content_type(Some("text/plain")),
+            Err(DecodeError::MediaType(_))
+        ));
+        assert!(matches!(
+            Encoding::from_content_type(None),
+            Err(DecodeError::MediaType(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_round_trips_under_the_limit() {
+        let body = gzip(b"hello world");
+        assert_eq!(
+            decompress(&body, Some("gzip"), 100).unwrap(),
+            b"hello world"
+        );
+        assert_eq!(decompress(b"plain", None, 100).unwrap(), b"plain");
+    }
+
+    #[test]
+    fn gzip_bombs_stop_at_the_limit() {
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 20_000);
+        assert!(matches!(
+            decompress(&bomb, Some("gzip"), 1 << 20),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decompress(&[0u8; 2000], None, 1000),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        assert!(matches!(
+            decompress(b"not gzip", Some("gzip"), 100),
+            Err(DecodeError::Gzip(_))
+        ));
+        assert!(matches!(
+            decompress(b"x", Some("br"), 100),
+            Err(DecodeError::ContentEncoding(_))
+        ));
+        let e = decode::<ExportTraceServiceRequest>(&[0xff, 0xff, 0xff], Encoding::Protobuf)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("invalid protobuf"), "{e}");
+        let e = decode::<ExportTraceServiceRequest>(b"{\"resourceSpans\": [", Encoding::Json)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("invalid OTLP JSON"), "{e}");
+    }
+}

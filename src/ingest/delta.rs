@@ -1,0 +1,342 @@
+//! Cumulative histogram streams turned into deltas, one remembered point per
+//! stream, with counter resets, retries and bounded memory handled.
+
+use std::collections::HashMap;
+
+use super::buckets::{downscale, Buckets};
+use crate::model::UnixNanos;
+
+/// One cumulative point of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cumulative {
+    pub start: UnixNanos,
+    pub time: UnixNanos,
+    pub count: u64,
+    pub buckets: Buckets,
+}
+
+/// What a cumulative point adds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    /// New counts since the stream's previous point.
+    Add { count: u64, buckets: Buckets },
+    /// Nothing new: a first point whose history predates us (kept as the
+    /// reference), or a repeat of a point already seen (an exporter retry).
+    Nothing,
+    /// The stream could not be tracked: the stream table is full.
+    Refused,
+}
+
+#[derive(Debug)]
+struct Stream {
+    last: Cumulative,
+    seen_at: UnixNanos,
+}
+
+/// Remembers the last cumulative point of each stream.
+#[derive(Debug)]
+pub struct DeltaTracker {
+    streams: HashMap<u64, Stream>,
+    max_streams: usize,
+    started_at: UnixNanos,
+}
+
+impl DeltaTracker {
+    /// `started_at` decides a new stream's first point: counted in full when
+    /// the stream started after it, kept only as a reference otherwise (its
+    /// counts are history from before we were listening).
+    pub fn new(max_streams: usize, started_at: UnixNanos) -> Self {
+        Self {
+            streams: HashMap::new(),
+            max_streams,
+            started_at,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The delta a point of stream `key` adds, remembering it.
+    pub fn observe(&mut self, key: u64, point: Cumulative, now: UnixNanos) -> Delta {
+        let full = self.streams.len() >= self.max_streams;
+        let started_at = self.started_at;
+        match self.streams.get_mut(&key) {
+            None if full => Delta::Refused,
+            None => {
+                let fresh = point.start != 0 && point.start >= started_at;
+                let delta = if fresh && point.count > 0 {
+                    Delta::Add {
+                        count: point.count,
+                        buckets: point.buckets.clone(),
+                    }
+                } else {
+                    Delta::Nothing
+                };
+                self.streams.insert(
+                    key,
+                    Stream {
+                        last: point,
+                        seen_at: now,
+                    },
+                );
+                delta
+            }
+            Some(stream) => {
+                let prev = &stream.last;
+                let same_run = point.start == prev.start || point.start == 0;
+                if same_run && point.time <= prev.time {
+                    stream.seen_at = now;
+                    return Delta::Nothing;
+                }
+                let delta = if same_run {
+                    subtract(&point, prev)
+                } else {
+                    None
+                };
+                // A new start time or a count that went down: the stream was
+                // reset, and everything in this point is new.
+                let delta = delta.unwrap_or_else(|| Delta::Add {
+                    count: point.count,
+                    buckets: point.buckets.clone(),
+                });
+                stream.last = point;
+                stream.seen_at = now;
+                delta
+            }
+        }
+    }
+
+    /// Forgets streams not seen since `now - idle`.
+    pub fn expire(&mut self, now: UnixNanos, idle: UnixNanos) {
+        let cutoff = now.saturating_sub(idle);
+        self.streams.retain(|_, s| s.seen_at >= cutoff);
+    }
+}
+
+/// `cur - prev`, or None when any count went down (a reset) or the shapes differ.
+fn subtract(cur: &Cumulative, prev: &Cumulative) -> Option<Delta> {
+    let count = cur.count.checked_sub(prev.count)?;
+    let buckets = match (&cur.buckets, &prev.buckets) {
+        (
+            Buckets::Explicit { bounds, counts },
+            Buckets::Explicit {
+                bounds: prev_bounds,
+                counts: prev_counts,
+            },
+        ) => {
+            if bounds != prev_bounds {
+                return None;
+            }
+            let counts = if prev_counts.is_empty() {
+                counts.clone()
+            } else if counts.len() == prev_counts.len() {
+                counts
+                    .iter()
+                    .zip(prev_counts)
+                    .map(|(c, p)| c.checked_sub(*p))
+                    .collect::<Option<Vec<_>>>()?
+            } else {
+                return None;
+            };
+            Buckets::Explicit {
+                bounds: bounds.clone(),
+                counts,
+            }
+        }
+        (
+            Buckets::Exponential {
+                scale,
+                zero,
+                offset,
+                counts,
+            },
+            Buckets::Exponential {
+                scale: prev_scale,
+                zero: prev_zero,
+                offset: prev_offset,
+                counts: prev_counts,
+            },
+        ) => {
+            let common = (*scale).min(*prev_scale);
+            let (off, cur_counts) = downscale(*offset, counts, (scale - common) as u32);
+            let (poff, prev_counts) =
+                downscale(*prev_offset, prev_counts, (prev_scale - common) as u32);
+            let mut out = cur_counts;
+            for (k, p) in prev_counts.iter().enumerate() {
+                if *p == 0 {
+                    continue;
+                }
+                let idx = poff + k as i32 - off;
+                let slot = usize::try_from(idx).ok().and_then(|i| out.get_mut(i))?;
+                *slot = slot.checked_sub(*p)?;
+            }
+            Buckets::Exponential {
+                scale: common,
+                zero: zero.checked_sub(*prev_zero)?,
+                offset: off,
+                counts: out,
+            }
+        }
+        _ => return None,
+    };
+    Some(Delta::Add { count, buckets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explicit(start: u64, time: u64, counts: &[u64]) -> Cumulative {
+        Cumulative {
+            start,
+            time,
+            count: counts.iter().sum(),
+            buckets: Buckets::Explicit {
+                bounds: vec![1.0, 2.0],
+                counts: counts.to_vec(),
+            },
+        }
+    }
+
+    fn added(d: Delta) -> (u64, Vec<u64>) {
+        match d {
+            Delta::Add {
+                count,
+                buckets: Buckets::Explicit { counts, .. },
+            } => (count, counts),
+            Delta::Add {
+                count,
+                buckets: Buckets::Exponential { counts, zero, .. },
+            } => (count, [vec![zero], counts].concat()),
+            other => panic!("expected Add, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cumulative_points_become_deltas() {
+        let mut t = DeltaTracker::new(10, 100);
+        assert_eq!(
+            added(t.observe(1, explicit(150, 200, &[1, 2, 0]), 0)),
+            (3, vec![1, 2, 0])
+        );
+        assert_eq!(
+            added(t.observe(1, explicit(150, 300, &[1, 5, 1]), 0)),
+            (4, vec![0, 3, 1])
+        );
+        assert_eq!(
+            added(t.observe(1, explicit(150, 400, &[1, 5, 1]), 0)),
+            (0, vec![0, 0, 0])
+        );
+    }
+
+    #[test]
+    fn history_from_before_start_is_only_a_reference() {
+        let mut t = DeltaTracker::new(10, 1_000);
+        assert_eq!(
+            t.observe(1, explicit(10, 1_100, &[50, 50, 0]), 0),
+            Delta::Nothing
+        );
+        assert_eq!(
+            added(t.observe(1, explicit(10, 1_200, &[51, 50, 2]), 0)),
+            (3, vec![1, 0, 2])
+        );
+    }
+
+    #[test]
+    fn resets_count_the_new_run_in_full() {
+        let mut t = DeltaTracker::new(10, 0);
+        t.observe(1, explicit(10, 100, &[5, 5, 5]), 0);
+        // the process restarted: new start time, smaller counts
+        assert_eq!(
+            added(t.observe(1, explicit(150, 200, &[1, 0, 0]), 0)),
+            (1, vec![1, 0, 0])
+        );
+        // a count went down without a start time change: still a reset
+        assert_eq!(
+            added(t.observe(1, explicit(150, 300, &[0, 1, 0]), 0)),
+            (1, vec![0, 1, 0])
+        );
+    }
+
+    #[test]
+    fn retried_points_add_nothing() {
+        let mut t = DeltaTracker::new(10, 0);
+        t.observe(1, explicit(10, 100, &[1, 0, 0]), 0);
+        t.observe(1, explicit(10, 200, &[2, 0, 0]), 0);
+        assert_eq!(
+            t.observe(1, explicit(10, 200, &[2, 0, 0]), 0),
+            Delta::Nothing
+        );
+        assert_eq!(
+            t.observe(1, explicit(10, 150, &[1, 0, 0]), 0),
+            Delta::Nothing
+        );
+    }
+
+    #[test]
+    fn the_stream_table_is_bounded_and_expires() {
+        let mut t = DeltaTracker::new(2, 0);
+        t.observe(1, explicit(10, 100, &[1, 0, 0]), 5);
+        t.observe(2, explicit(10, 100, &[1, 0, 0]), 50);
+        assert_eq!(
+            t.observe(3, explicit(10, 100, &[1, 0, 0]), 50),
+            Delta::Refused
+        );
+        t.expire(60, 20);
+        assert_eq!(t.len(), 1);
+        assert!(matches!(
+            t.observe(3, explicit(10, 100, &[1, 0, 0]), 60),
+            Delta::Add { .. }
+        ));
+    }
+
+    #[test]
+    fn exponential_deltas_survive_a_scale_change() {
+        let mut t = DeltaTracker::new(10, 0);
+        let p1 = Cumulative {
+            start: 10,
+            time: 100,
+            count: 3,
+            buckets: Buckets::Exponential {
+                scale: 2,
+                zero: 1,
+                offset: 4,
+                counts: vec![1, 1],
+            },
+        };
+        t.observe(7, p1, 0);
+        // downscaled by one: indices 4,5 at scale 2 → 2 at scale 1
+        let p2 = Cumulative {
+            start: 10,
+            time: 200,
+            count: 6,
+            buckets: Buckets::Exponential {
+                scale: 1,
+                zero: 1,
+                offset: 2,
+                counts: vec![4, 1],
+            },
+        };
+        match t.observe(7, p2, 0) {
+            Delta::Add {
+                count,
+                buckets:
+                    Buckets::Exponential {
+                        scale,
+                        zero,
+                        offset,
+                        counts,
+                    },
+            } => {
+                assert_eq!((count, scale, zero, offset), (3, 1, 0, 2));
+                assert_eq!(counts, vec![2, 1]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! OTLP/HTTP receivers: `POST /v1/traces` and `/v1/metrics`, protobuf or
+//! JSON, optionally gzip, answered in the request's encoding.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
+use crate::app::App;
+use crate::export::self_metrics::{Reason, Signal, Transport};
+use crate::model::system_now;
+
+/// gRPC status codes carried in `google.rpc.Status` bodies.
+const INVALID_ARGUMENT: i32 = 3;
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let (req, encoding) =
+        match read::<ExportTraceServiceRequest>(&app, &headers, body, Signal::Spans).await {
+            Ok(ok) => ok,
+            Err(resp) => return resp,
+        };
+    let outcome = app.ingest_traces(&req, Transport::Http, system_now());
+    if outcome.all_invalid {
+        return invalid(outcome.message, encoding);
+    }
+    reply(&outcome.trace_response(), encoding)
+}
+
+pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let (req, encoding) =
+        match read::<ExportMetricsServiceRequest>(&app, &headers, body, Signal::Points).await {
+            Ok(ok) => ok,
+            Err(resp) => return resp,
+        };
+    let outcome = app.ingest_metrics(&req, Transport::Http, system_now());
+    if outcome.all_invalid {
+        return invalid(outcome.message, encoding);
+    }
+    reply(&outcome.metrics_response(), encoding)
+}
+
+/// Reads, decompresses and decodes a body, or answers with the error.
+async fn read<M>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    signal: Signal,
+) -> Result<(M, Encoding), Response>
+where
+    M: prost::Message + serde::de::DeserializeOwned + Default,
+{
+    let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let limit = app.config.server.max_request_bytes;
+    let fail = |e: DecodeError, encoding| {
+        let reason = match e {
+            DecodeError::TooLarge { .. } => Reason::TooLarge,
+            DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => Reason::Unsupported,
+            _ => Reason::Malformed,
+        };
+        app.refuse_request(signal, Transport::Http, reason);
+        error_response(&e, encoding)
+    };
+    let encoding = Encoding::from_content_type(header_str(header::CONTENT_TYPE))
+        .map_err(|e| fail(e, Encoding::Json))?;
+    let raw: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| fail(DecodeError::TooLarge { limit }, encoding))?;
+    let bytes = decompress(&raw, header_str(header::CONTENT_ENCODING), limit)
+        .map_err(|e| fail(e, encoding))?;
+    let msg = decode::<M>(&bytes, encoding).map_err(|e| fail(e, encoding))?;
+    Ok((msg, encoding))
+}
+
+fn reply<M: prost::Message + serde::Serialize>(msg: &M, encoding: Encoding) -> Response {
+    (
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        encode(msg, encoding),
+    )
+        .into_response()
+}
+
+/// 400 for a request whose every item broke the data model.
+fn invalid(message: String, encoding: Encoding) -> Response {
+    let mut resp = reply(
+        &RpcStatus {
+            code: INVALID_ARGUMENT,
+            message,
+        },
+        encoding,
+    );
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp
+}
+
+/// The OTLP/HTTP error answer: status code plus a `google.rpc.Status` body.
+pub fn error_response(e: &DecodeError, encoding: Encoding) -> Response {
+    let (status, code) = match e {
+        DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED),
+        DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT)
+        }
+        _ => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
+    };
+    let body = RpcStatus {
+        code,
+        message: e.to_string(),
+    };
+    let mut resp = reply(&body, encoding);
+    *resp.status_mut() = status;
+    resp
+}

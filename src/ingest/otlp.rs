@@ -1,0 +1,444 @@
+//! OTLP export requests mapped to per-release samples: which spans and data
+//! points are requests, which of those failed, how long they took.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::hash::{Hash, Hasher};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use super::buckets::{unit_to_micros, Buckets};
+use super::delta::{Cumulative, Delta, DeltaTracker};
+use super::identity::{int_value, string_value, Found, IdentityKeys, ReleaseRef};
+use crate::config::Config;
+use crate::model::{Sample, SpanKindFilter, UnixNanos};
+
+/// OTLP `Status.code` for ERROR.
+const STATUS_ERROR: i32 = 2;
+/// OTLP `AggregationTemporality` values.
+const DELTA: i32 = 1;
+const CUMULATIVE: i32 = 2;
+
+/// The per-request grouping of samples by release.
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    /// One entry per release named in the request.
+    pub groups: Vec<Group<'a>>,
+    index: HashMap<(&'a str, &'a str, &'a str), usize>,
+    /// Spans or data points in the request.
+    pub items: u64,
+    /// Items without a release id: accepted, counted, otherwise ignored.
+    pub unattributed: u64,
+    /// Items refused as invalid.
+    pub invalid: u64,
+    /// What was wrong with the first invalid item, for the partial-success message.
+    pub first_error: Option<String>,
+}
+
+/// The samples of one release within a request.
+#[derive(Debug)]
+pub struct Group<'a> {
+    pub release: ReleaseRef<'a>,
+    /// Items that contributed (they are refused together if the release is).
+    pub items: u64,
+    pub sample: Sample,
+}
+
+impl<'a> Batch<'a> {
+    fn group(&mut self, release: ReleaseRef<'a>) -> &mut Group<'a> {
+        let key = (release.service, release.environment, release.deployment_id);
+        let next = self.groups.len();
+        let i = *self.index.entry(key).or_insert(next);
+        if i == next {
+            self.groups.push(Group {
+                release,
+                items: 0,
+                sample: Sample::default(),
+            });
+        }
+        let group = &mut self.groups[i];
+        if release.git_sha.is_some() {
+            group.release.git_sha = release.git_sha;
+        }
+        if release.role.is_some() {
+            group.release.role = release.role;
+        }
+        group
+    }
+
+    fn reject(&mut self, n: u64, why: impl Display) {
+        self.invalid += n;
+        if self.first_error.is_none() {
+            self.first_error = Some(why.to_string());
+        }
+    }
+
+    /// Finds the release of an item, counting unattributed and invalid items.
+    fn attribute(
+        &mut self,
+        found: Found<'a>,
+        what: impl FnOnce() -> String,
+    ) -> Option<&mut Group<'a>> {
+        match found.release() {
+            Ok(Some(release)) => Some(self.group(release)),
+            Ok(None) => {
+                self.unattributed += 1;
+                None
+            }
+            Err(e) => {
+                self.reject(1, format_args!("{}: {e}", what()));
+                None
+            }
+        }
+    }
+}
+
+/// Maps OTLP requests with the configured keys and filters.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    keys: IdentityKeys,
+    kinds: SpanKindFilter,
+    duration_metric: String,
+}
+
+impl Default for Mapper {
+    fn default() -> Self {
+        Self::new(&Config::default())
+    }
+}
+
+impl Mapper {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            keys: IdentityKeys::from(&config.identity),
+            kinds: config.ingest.span_kind_filter(),
+            duration_metric: config.ingest.duration_metric.clone(),
+        }
+    }
+
+    /// Requests, errors and latencies from the request spans of a trace export.
+    pub fn traces<'a>(&self, req: &'a ExportTraceServiceRequest) -> Batch<'a> {
+        let mut batch = Batch::default();
+        for (r, rs) in req.resource_spans.iter().enumerate() {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|r| Found::scan(&r.attributes, &self.keys))
+                .unwrap_or_default();
+            for (s, ss) in rs.scope_spans.iter().enumerate() {
+                for (i, span) in ss.spans.iter().enumerate() {
+                    batch.items += 1;
+                    let at = || format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
+                    if let Err(why) = validate_span(span) {
+                        batch.reject(1, format_args!("{}: {why}", at()));
+                        continue;
+                    }
+                    if !self.kinds.accepts(span.kind) {
+                        continue;
+                    }
+                    let found = Found::scan(&span.attributes, &self.keys).over(resource);
+                    let Some(group) = batch.attribute(found, at) else {
+                        continue;
+                    };
+                    group.items += 1;
+                    group.sample.requests += 1;
+                    if span_failed(span) {
+                        group.sample.errors += 1;
+                    }
+                    let micros = (span.end_time_unix_nano - span.start_time_unix_nano) / 1_000;
+                    group.sample.latencies_us.push((micros, 1));
+                }
+            }
+        }
+        batch
+    }
+
+    /// Requests, errors and latencies from the request-duration histogram of
+    /// a metrics export; cumulative streams go through `deltas`.
+    pub fn metrics<'a>(
+        &self,
+        req: &'a ExportMetricsServiceRequest,
+        deltas: &mut DeltaTracker,
+        now: UnixNanos,
+    ) -> Batch<'a> {
+        let mut batch = Batch::default();
+        for (r, rm) in req.resource_metrics.iter().enumerate() {
+            let resource_attrs: &[KeyValue] = rm
+                .resource
+                .as_ref()
+                .map(|r| &r.attributes[..])
+                .unwrap_or(&[]);
+            let resource = Found::scan(resource_attrs, &self.keys);
+            for (s, sm) in rm.scope_metrics.iter().enumerate() {
+                let scope = sm.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+                for (m, metric) in sm.metrics.iter().enumerate() {
+                    let points = point_count(metric);
+                    batch.items += points;
+                    if metric.name != self.duration_metric {
+                        continue;
+                    }
+                    let at = format!("resource_metrics[{r}].scope_metrics[{s}].metrics[{m}]");
+                    let factor = match unit_to_micros(&metric.unit) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            batch.reject(points, format_args!("{at} ({}): {e}", metric.name));
+                            continue;
+                        }
+                    };
+                    let stream = StreamKey {
+                        resource: resource_attrs,
+                        scope,
+                        metric,
+                    };
+                    self.duration_points(
+                        &mut batch, metric, resource, stream, factor, deltas, now, &at,
+                    );
+                }
+            }
+        }
+        batch
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn duration_points<'a>(
+        &self,
+        batch: &mut Batch<'a>,
+        metric: &'a Metric,
+        resource: Found<'a>,
+        stream: StreamKey<'_>,
+        factor: f64,
+        deltas: &mut DeltaTracker,
+        now: UnixNanos,
+        at: &str,
+    ) {
+        let points: Vec<HistPoint<'a>> = match &metric.data {
+            Some(Data::Histogram(h)) => h
+                .data_points
+                .iter()
+                .map(|p| HistPoint {
+                    attributes: &p.attributes,
+                    temporality: h.aggregation_temporality,
+                    cumulative: Cumulative {
+                        start: p.start_time_unix_nano,
+                        time: p.time_unix_nano,
+                        count: p.count,
+                        buckets: Buckets::Explicit {
+                            bounds: p.explicit_bounds.clone(),
+                            counts: p.bucket_counts.clone(),
+                        },
+                    },
+                })
+                .collect(),
+            Some(Data::ExponentialHistogram(h)) => h
+                .data_points
+                .iter()
+                .map(|p| {
+                    let (offset, counts) = p
+                        .positive
+                        .as_ref()
+                        .map(|b| (b.offset, b.bucket_counts.clone()))
+                        .unwrap_or_default();
+                    HistPoint {
+                        attributes: &p.attributes,
+                        temporality: h.aggregation_temporality,
+                        cumulative: Cumulative {
+                            start: p.start_time_unix_nano,
+                            time: p.time_unix_nano,
+                            count: p.count,
+                            buckets: Buckets::Exponential {
+                                scale: p.scale,
+                                zero: p.zero_count,
+                                offset,
+                                counts,
+                            },
+                        },
+                    }
+                })
+                .collect(),
+            _ => {
+                let n = point_count(metric);
+                batch.reject(n, format_args!("{at} ({}): not a histogram", metric.name));
+                return;
+            }
+        };
+        for (p, point) in points.into_iter().enumerate() {
+            if let Err(e) = point.cumulative.buckets.validate() {
+                batch.reject(1, format_args!("{at}.data_points[{p}]: {e}"));
+                continue;
+            }
+            let (count, buckets) = match point.temporality {
+                DELTA => (point.cumulative.count, point.cumulative.buckets),
+                CUMULATIVE => {
+                    let key = stream.hash(point.attributes);
+                    match deltas.observe(key, point.cumulative, now) {
+                        Delta::Add { count, buckets } => (count, buckets),
+                        Delta::Nothing => (
+                            0,
+                            Buckets::Explicit {
+                                bounds: vec![],
+                                counts: vec![],
+                            },
+                        ),
+                        Delta::Refused => {
+                            batch.reject(1, format_args!("{at}.data_points[{p}]: too many cumulative streams tracked; try again later"));
+                            continue;
+                        }
+                    }
+                }
+                other => {
+                    batch.reject(1, format_args!("{at}: aggregation temporality {other} is not delta (1) or cumulative (2)"));
+                    continue;
+                }
+            };
+            let found = Found::scan(point.attributes, &self.keys).over(resource);
+            let failed = status_code(point.attributes).is_some_and(|c| c >= 500);
+            let Some(group) = batch.attribute(found, || format!("{at}.data_points[{p}]")) else {
+                continue;
+            };
+            group.items += 1;
+            group.sample.requests += count;
+            if failed {
+                group.sample.errors += count;
+            }
+            buckets.latencies(factor, &mut group.sample.latencies_us);
+        }
+    }
+}
+
+struct HistPoint<'a> {
+    attributes: &'a [KeyValue],
+    temporality: i32,
+    cumulative: Cumulative,
+}
+
+/// What identifies one cumulative stream: resource, scope, metric and point attributes.
+#[derive(Clone, Copy)]
+struct StreamKey<'a> {
+    resource: &'a [KeyValue],
+    scope: &'a str,
+    metric: &'a Metric,
+}
+
+impl StreamKey<'_> {
+    fn hash(&self, point_attrs: &[KeyValue]) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        hash_attrs(self.resource, &mut h);
+        self.scope.hash(&mut h);
+        self.metric.name.hash(&mut h);
+        self.metric.unit.hash(&mut h);
+        hash_attrs(point_attrs, &mut h);
+        h.finish()
+    }
+}
+
+fn hash_attrs(attrs: &[KeyValue], h: &mut impl Hasher) {
+    attrs.len().hash(h);
+    for kv in attrs {
+        kv.key.hash(h);
+        hash_value(kv.value.as_ref(), h);
+    }
+}
+
+fn hash_value(v: Option<&AnyValue>, h: &mut impl Hasher) {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => 0u8.hash(h),
+        Some(Value::StringValue(s)) => (1u8, s).hash(h),
+        Some(Value::StringValueStrindex(i)) => (8u8, i).hash(h),
+        Some(Value::BoolValue(b)) => (2u8, b).hash(h),
+        Some(Value::IntValue(i)) => (3u8, i).hash(h),
+        Some(Value::DoubleValue(d)) => (4u8, d.to_bits()).hash(h),
+        Some(Value::BytesValue(b)) => (5u8, b).hash(h),
+        Some(Value::ArrayValue(a)) => {
+            6u8.hash(h);
+            a.values.len().hash(h);
+            for v in &a.values {
+                hash_value(Some(v), h);
+            }
+        }
+        Some(Value::KvlistValue(l)) => {
+            7u8.hash(h);
+            hash_attrs(&l.values, h);
+        }
+    }
+}
+
+fn point_count(metric: &Metric) -> u64 {
+    (match &metric.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }) as u64
+}
+
+/// Why a span breaks the OTLP data model.
+fn validate_span(span: &Span) -> Result<(), String> {
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+        return Err(format!(
+            "trace_id must be 16 bytes and not all zero (got {} bytes)",
+            span.trace_id.len()
+        ));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return Err(format!(
+            "span_id must be 8 bytes and not all zero (got {} bytes)",
+            span.span_id.len()
+        ));
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err("end_time_unix_nano is before start_time_unix_nano".to_string());
+    }
+    Ok(())
+}
+
+/// HTTP status code of a span or point (current and older conventions).
+fn status_code(attrs: &[KeyValue]) -> Option<i64> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == "http.response.status_code" || kv.key == "http.status_code")
+        .and_then(|kv| int_value(kv.value.as_ref()))
+}
+
+/// gRPC status codes a server reports as its own failure (semantic conventions).
+fn grpc_server_error(code: i64) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+fn grpc_server_error_name(name: &str) -> bool {
+    matches!(
+        name,
+        "UNKNOWN"
+            | "DEADLINE_EXCEEDED"
+            | "UNIMPLEMENTED"
+            | "INTERNAL"
+            | "UNAVAILABLE"
+            | "DATA_LOSS"
+    )
+}
+
+/// A request span failed: status ERROR, HTTP 5xx, or a gRPC server error.
+fn span_failed(span: &Span) -> bool {
+    if span.status.as_ref().is_some_and(|s| s.code == STATUS_ERROR) {
+        return true;
+    }
+    span.attributes.iter().any(|kv| match kv.key.as_str() {
+        "http.response.status_code" | "http.status_code" => {
+            int_value(kv.value.as_ref()).is_some_and(|c| c >= 500)
+        }
+        "rpc.grpc.status_code" => int_value(kv.value.as_ref()).is_some_and(grpc_server_error),
+        "rpc.response.status_code" => match int_value(kv.value.as_ref()) {
+            Some(c) => grpc_server_error(c),
+            None => string_value(kv.value.as_ref()).is_some_and(grpc_server_error_name),
+        },
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! Mapping tests: spans and histogram points into per-release samples.
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point::Buckets as ExpBuckets, metric::Data, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
+    ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+};
+
+use super::*;
+use crate::ingest::identity::tests::{kv, kv_int};
+
+fn span(kind: i32, millis: u64, attrs: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        kind,
+        start_time_unix_nano: 1_000_000_000,
+        end_time_unix_nano: 1_000_000_000 + millis * 1_000_000,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+fn traces(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const CONSUMER: i32 = 5;
+
+fn checkout() -> Vec<KeyValue> {
+    vec![
+        kv("service.name", "checkout"),
+        kv("deployment.environment.name", "prod"),
+        kv("deployment.id", "checkout-2b5d"),
+        kv("git.sha", "2b5d9af"),
+    ]
+}
+
+#[test]
+fn request_spans_count_with_errors_and_latency() {
+    let mut failed = span(SERVER, 30, vec![]);
+    failed.status = Some(Status {
+        code: StatusCode::Error as i32,
+        ..Default::default()
+    });
+    let req = traces(
+        checkout(),
+        vec![
+            span(SERVER, 10, vec![]),
+            span(CONSUMER, 20, vec![]),
+            failed,
+            span(SERVER, 5, vec![kv_int("http.response.status_code", 503)]),
+            span(SERVER, 5, vec![kv_int("http.response.status_code", 404)]),
+            span(SERVER, 5, vec![kv_int("rpc.grpc.status_code", 13)]),
+            span(SERVER, 5, vec![kv_int("rpc.grpc.status_code", 5)]),
+            span(CLIENT, 99, vec![]),
+            span(1, 99, vec![]),
+        ],
+    );
+    let b = Mapper::default().traces(&req);
+    assert_eq!((b.items, b.invalid, b.unattributed), (9, 0, 0));
+    assert_eq!(b.groups.len(), 1);
+    let g = &b.groups[0];
+    assert_eq!(g.release.deployment_id, "checkout-2b5d");
+    assert_eq!(g.release.environment, "prod");
+    assert_eq!(g.items, 7);
+    assert_eq!((g.sample.requests, g.sample.errors), (7, 3));
+    assert_eq!(g.sample.latencies_us[0], (10_000, 1));
+    assert_eq!(g.sample.latencies_us.len(), 7);
+}
+
+#[test]
+fn span_attributes_split_one_resource_into_releases() {
+    let req = traces(
+        vec![kv("service.name", "web")],
+        vec![
+            span(
+                SERVER,
+                1,
+                vec![kv("deployment.id", "a"), kv("git.sha", "aaa")],
+            ),
+            span(SERVER, 1, vec![kv("deployment.id", "b")]),
+            span(SERVER, 1, vec![kv("deployment.id", "a")]),
+            span(SERVER, 1, vec![]),
+        ],
+    );
+    let b = Mapper::default().traces(&req);
+    assert_eq!(b.unattributed, 1);
+    let counts: Vec<_> = b
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.release.deployment_id,
+                g.release.git_sha,
+                g.sample.requests,
+            )
+        })
+        .collect();
+    assert_eq!(counts, vec![("a", Some("aaa"), 2), ("b", None, 1)]);
+}
+
+#[test]
+fn invalid_spans_are_rejected_with_a_reason() {
+    let mut short_id = span(SERVER, 1, vec![]);
+    short_id.trace_id = vec![1; 8];
+    let mut zero_span = span(SERVER, 1, vec![]);
+    zero_span.span_id = vec![0; 8];
+    let mut backwards = span(SERVER, 1, vec![]);
+    backwards.end_time_unix_nano = 0;
+    let req = traces(
+        checkout(),
+        vec![short_id, zero_span, backwards, span(SERVER, 1, vec![])],
+    );
+    let b = Mapper::default().traces(&req);
+    assert_eq!(b.invalid, 3);
+    let msg = b.first_error.unwrap();
+    assert!(
+        msg.contains("spans[0]") && msg.contains("trace_id"),
+        "{msg}"
+    );
+    assert_eq!(b.groups[0].sample.requests, 1);
+}
+
+#[test]
+fn overlong_release_ids_are_rejected() {
+    let long = "x".repeat(300);
+    let req = traces(
+        vec![kv("deployment.id", &long)],
+        vec![span(SERVER, 1, vec![])],
+    );
+    let b = Mapper::default().traces(&req);
+    assert_eq!((b.invalid, b.groups.len()), (1, 0));
+    assert!(b.first_error.unwrap().contains("deployment id"));
+}
+
+fn duration_metric(unit: &str, data: Data) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: checkout(),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http.server.request.duration".into(),
+                    unit: unit.into(),
+                    data: Some(data),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn hist_point(status: i64, start: u64, time: u64, counts: Vec<u64>) -> HistogramDataPoint {
+    HistogramDataPoint {
+        attributes: vec![kv_int("http.response.status_code", status)],
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        count: counts.iter().sum(),
+        explicit_bounds: vec![0.1, 0.5],
+        bucket_counts: counts,
+        ..Default::default()
+    }
+}
+
+fn histogram(temporality: i32, points: Vec<HistogramDataPoint>) -> Data {
+    Data::Histogram(Histogram {
+        data_points: points,
+        aggregation_temporality: temporality,
+    })
+}
+
+#[test]
+fn delta_histograms_count_requests_errors_and_buckets() {
+    let req = duration_metric(
+        "s",
+        histogram(
+            DELTA,
+            vec![
+                hist_point(200, 1, 2, vec![3, 1, 0]),
+                hist_point(500, 1, 2, vec![0, 0, 2]),
+            ],
+        ),
+    );
+    let mut deltas = DeltaTracker::new(10, 0);
+    let b = Mapper::default().metrics(&req, &mut deltas, 0);
+    assert_eq!(b.items, 2);
+    let s = &b.groups[0].sample;
+    assert_eq!((s.requests, s.errors), (6, 2));
+    assert_eq!(
+        s.latencies_us,
+        vec![(50_000, 3), (300_000, 1), (500_000, 2)]
+    );
+    assert!(deltas.is_empty());
+}
+
+#[test]
+fn cumulative_histograms_become_deltas_per_stream() {
+    let mapper = Mapper::default();
+    let mut deltas = DeltaTracker::new(10, 0);
+    let first = duration_metric(
+        "ms",
+        histogram(
+            CUMULATIVE,
+            vec![
+                hist_point(200, 5, 10, vec![1, 0, 0]),
+                hist_point(503, 5, 10, vec![0, 1, 0]),
+            ],
+        ),
+    );
+    let b = mapper.metrics(&first, &mut deltas, 0);
+    assert_eq!(
+        (b.groups[0].sample.requests, b.groups[0].sample.errors),
+        (2, 1)
+    );
+    let second = duration_metric(
+        "ms",
+        histogram(
+            CUMULATIVE,
+            vec![
+                hist_point(200, 5, 20, vec![4, 0, 0]),
+                hist_point(503, 5, 20, vec![0, 1, 0]),
+            ],
+        ),
+    );
+    let b = mapper.metrics(&second, &mut deltas, 0);
+    let s = &b.groups[0].sample;
+    assert_eq!((s.requests, s.errors), (3, 0));
+    assert_eq!(s.latencies_us, vec![(50, 3)]);
+    assert_eq!(deltas.len(), 2);
+}
+
+#[test]
+fn exponential_histograms_are_read() {
+    let point = ExponentialHistogramDataPoint {
+        attributes: vec![],
+        start_time_unix_nano: 1,
+        time_unix_nano: 2,
+        count: 4,
+        scale: 0,
+        zero_count: 1,
+        positive: Some(ExpBuckets {
+            offset: 3,
+            bucket_counts: vec![2, 1],
+        }),
+        ..Default::default()
+    };
+    let req = duration_metric(
+        "ms",
+        Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![point],
+            aggregation_temporality: DELTA,
+        }),
+    );
+    let b = Mapper::default().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
+    let s = &b.groups[0].sample;
+    assert_eq!((s.requests, s.errors), (4, 0));
+    let total: u64 = s.latencies_us.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, 4);
+}
+
+#[test]
+fn bad_units_and_temporality_are_rejected() {
+    let req = duration_metric(
+        "By",
+        histogram(DELTA, vec![hist_point(200, 1, 2, vec![1, 0, 0])]),
+    );
+    let b = Mapper::default().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!(b.invalid, 1);
+    assert!(b.first_error.unwrap().contains("unit"));
+    let req = duration_metric(
+        "s",
+        histogram(0, vec![hist_point(200, 1, 2, vec![1, 0, 0])]),
+    );
+    let b = Mapper::default().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!(b.invalid, 1);
+    let mut bad = hist_point(200, 1, 2, vec![1, 0]);
+    bad.explicit_bounds = vec![1.0, 2.0, 3.0];
+    let req = duration_metric("s", histogram(DELTA, vec![bad]));
+    let b = Mapper::default().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!((b.invalid, b.groups.len()), (1, 0));
+}
+
+#[test]
+fn other_metrics_are_accepted_and_ignored() {
+    let mut req = duration_metric(
+        "s",
+        histogram(DELTA, vec![hist_point(200, 1, 2, vec![1, 0, 0])]),
+    );
+    req.resource_metrics[0].scope_metrics[0].metrics[0].name = "queue.depth".into();
+    let b = Mapper::default().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!((b.items, b.invalid, b.groups.len()), (1, 0, 0));
+}

@@ -1,0 +1,33 @@
+//! release-verdict: is the release OK? OTLP spans and metrics in, a
+//! canary-vs-baseline verdict out.
+//!
+//! # Layout
+//!
+//! A pure core, handed the time and never doing I/O, inside thin shells.
+//!
+//! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`model`]: time, roles, span-kind filters, samples.
+//! - [`ingest`]: OTLP → samples. `identity` (which release), `buckets` and
+//!   `delta` (histograms, cumulative → delta) and `otlp` (the mapping) are
+//!   pure; `decode`, `http` and `grpc` receive requests.
+//! - [`window`]: per-release counters and latency histograms.
+//! - [`store`]: releases by service, environment and deployment id, the
+//!   baseline rule, the release cap and expiry.
+//! - [`verdict`]: the verdict object served by the API.
+//! - [`app`]: the shared state the shells hold (locks live here only).
+//! - [`export`]: the JSON API, health and self metrics.
+//! - [`server`]: binds ports, serves, expires, drains. [`telemetry`]: logs
+//!   and the daemon's own traces.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod export;
+pub mod ingest;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod verdict;
+pub mod window;

@@ -1,0 +1,182 @@
+//! The daemon: binds the gRPC and HTTP ports, serves OTLP and the API over
+//! one shared `App`, expires idle releases, and drains on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::export::api;
+use crate::ingest::{grpc::OtlpGrpc, http};
+use crate::model::system_now;
+
+/// How often idle releases are looked for.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the daemon could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    app: Arc<App>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    /// Binds both ports (port 0 picks free ones).
+    pub async fn bind(config: Config) -> Result<Self, ServeError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let grpc = bind(config.server.grpc_listen).await?;
+        let http = bind(config.server.http_listen).await?;
+        let app = Arc::new(App::new(config, system_now()));
+        Ok(Self { app, grpc, http })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish for up to the configured grace, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
+        let app = self.app;
+        let stop = CancellationToken::new();
+        let limit = app.config.server.max_request_bytes;
+
+        let otlp = OtlpGrpc { app: app.clone() };
+        let grpc = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                too_large_is_resource_exhausted,
+            ))
+            .add_service(
+                TraceServiceServer::new(otlp.clone())
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                MetricsServiceServer::new(otlp)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
+                    .max_decoding_message_size(limit),
+            )
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.grpc),
+                stop.clone().cancelled_owned(),
+            );
+        let grpc = tokio::spawn(grpc);
+
+        let router = Router::new()
+            .route("/v1/traces", post(http::traces))
+            .route("/v1/metrics", post(http::metrics))
+            .route("/api/v1/releases", get(api::list))
+            .route("/api/v1/releases/{deployment_id}", get(api::get))
+            .route("/healthz", get(api::healthz))
+            .route("/readyz", get(api::readyz))
+            .route("/metrics", get(api::metrics))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(app.clone());
+        let http =
+            axum::serve(self.http, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let http = tokio::spawn(async move { http.await });
+
+        let ticker = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => app.expire(system_now()),
+                    }
+                }
+            })
+        };
+
+        app.set_ready(true);
+        info!(%grpc_addr, %http_addr, "release-verdict listening");
+        shutdown.await;
+        app.set_ready(false);
+        let grace = app.config.server.shutdown_grace;
+        info!(grace = ?grace, "shutting down: draining in-flight requests");
+        stop.cancel();
+        let drain = async {
+            let grpc = grpc.await;
+            let http = http.await;
+            let _ = ticker.await;
+            (grpc, http)
+        };
+        match tokio::time::timeout(grace, drain).await {
+            Ok((grpc, http)) => {
+                if let Ok(Err(e)) = grpc {
+                    return Err(e.into());
+                }
+                if let Ok(Err(e)) = http {
+                    return Err(ServeError::Http(e));
+                }
+                info!("drained");
+            }
+            Err(_) => {
+                warn!(grace = ?grace, "requests still in flight after the grace period; stopping anyway")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// tonic answers an over-limit uncompressed message with OUT_OF_RANGE; the
+/// OTLP answer for "too large" is RESOURCE_EXHAUSTED (as tonic already
+/// gives for an over-limit compressed one).
+fn too_large_is_resource_exhausted<B>(
+    mut resp: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    const OUT_OF_RANGE: &str = "11";
+    let status = resp.headers().get("grpc-status");
+    if status.is_some_and(|s| s.as_bytes() == OUT_OF_RANGE.as_bytes()) {
+        resp.headers_mut()
+            .insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    resp
+}

@@ -1,0 +1,426 @@
+//! OTLP in over real sockets: gRPC, HTTP protobuf, HTTP JSON with gzip, and
+//! the read API showing exact counts.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use release_verdict::config::Config;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn grpc_spans_are_counted_exactly() {
+    let server = TestServer::start().await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let resource = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
+    for _ in 0..4 {
+        let resp = client
+            .export(trace_request(resource.clone(), 10, 10))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.partial_success, None);
+    }
+    let v = server
+        .wait_for_release("checkout-2b5d9af", |v| v["canary"]["requests"] == 40)
+        .await;
+    assert_eq!(v["canary"]["errors"], 4);
+    assert_eq!(v["service"], "checkout");
+    assert_eq!(v["environment"], "prod");
+    assert_eq!(v["git_sha"], "2b5d9af");
+    assert_eq!(v["verdict"], "yellow");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_protobuf_spans_are_counted_exactly() {
+    let server = TestServer::start().await;
+    let req = trace_request(release_resource("cart", "prod", "cart-1", "c1"), 40, 10);
+    let resp = reqwest::Client::new()
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let body = ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body.partial_success, None);
+    let v = server
+        .wait_for_release("cart-1", |v| v["canary"]["requests"] == 40)
+        .await;
+    assert_eq!(v["canary"]["errors"], 4);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_json_gzip_with_identity_on_span_attributes() {
+    let server = TestServer::start().await;
+    // The seed's Node example: identity set on the span, not the resource;
+    // ids are hex, int64 as strings, enums as integers.
+    let span = |i: u32, status: u32, code: &str| {
+        format!(
+            r#"{{"traceId":"5b8efff798038103d269b633813fc6{i:02x}","spanId":"eee19b7ec3c1b1{i:02x}","name":"POST /pay","kind":2,
+               "startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000250000000",
+               "status":{{"code":{status}}},
+               "attributes":[{{"key":"deployment.id","value":{{"stringValue":"pay/v2 #7"}}}},
+                             {{"key":"git.sha","value":{{"stringValue":"abc123"}}}},
+                             {{"key":"http.response.status_code","value":{{"intValue":"{code}"}}}}]}}"#
+        )
+    };
+    let spans: Vec<String> = (0..10)
+        .map(|i| match i {
+            0 => span(i, 2, "200"),
+            1 => span(i, 0, "502"),
+            _ => span(i, 0, "200"),
+        })
+        .collect();
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"payments"}}}}]}},
+             "scopeSpans":[{{"scope":{{"name":"manual"}},"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    );
+    let resp = reqwest::Client::new()
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(body.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    // the id holds a slash, a space and a hash: percent-encoded in the path
+    let v = server
+        .wait_for_release("pay/v2 #7", |v| v["canary"]["requests"] == 10)
+        .await;
+    assert_eq!(v["canary"]["errors"], 2);
+    assert_eq!(v["service"], "payments");
+    assert_eq!(v["git_sha"], "abc123");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_deployment_serving_before_is_the_baseline() {
+    let server = TestServer::start().await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let stable = release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4");
+    client
+        .export(trace_request(stable.clone(), 50, 0))
+        .await
+        .unwrap();
+    server
+        .wait_for_release("checkout-1a2b3c4", |v| v["canary"]["requests"] == 50)
+        .await;
+    let canary = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
+    client.export(trace_request(canary, 5, 0)).await.unwrap();
+    client.export(trace_request(stable, 10, 5)).await.unwrap();
+    let v = server
+        .wait_for_release("checkout-2b5d9af", |v| v["baseline"]["requests"] == 60)
+        .await;
+    assert_eq!(v["baseline"]["deployment_id"], "checkout-1a2b3c4");
+    assert_eq!(v["baseline"]["git_sha"], "1a2b3c4");
+    assert_eq!(v["baseline"]["errors"], 2);
+    // the incumbent itself has none; another environment is another fleet
+    let (_, stable_v) = server.get_json("/api/v1/releases/checkout-1a2b3c4").await;
+    assert!(stable_v["baseline"].is_null());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lookups_narrow_and_disambiguate() {
+    let server = TestServer::start().await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    for env in ["prod", "staging"] {
+        client
+            .export(trace_request(
+                release_resource("api", env, "v42", "s"),
+                3,
+                0,
+            ))
+            .await
+            .unwrap();
+    }
+    let (status, body) = server.get_json("/api/v1/releases/v42").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["matches"].as_array().unwrap().len(), 2);
+    let (status, body) = server
+        .get_json("/api/v1/releases/v42?environment=staging")
+        .await;
+    assert_eq!(
+        (status, body["environment"].as_str()),
+        (200, Some("staging"))
+    );
+    let (status, body) = server.get_json("/api/v1/releases/nope").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    let (status, body) = server
+        .get_json("/api/v1/releases?service=api&environment=prod")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["releases"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_http_input_gets_400_with_a_message() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let post = |ct: &'static str, body: Vec<u8>| {
+        http.post(server.url("/v1/traces"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = post("application/x-protobuf", vec![0xff, 0xff, 0xff, 0x01])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let status =
+        release_verdict::ingest::decode::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
+    assert!(
+        status.message.contains("invalid protobuf"),
+        "{}",
+        status.message
+    );
+
+    let r = post("application/json", b"{\"resourceSpans\": [".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid OTLP JSON"),
+        "{body}"
+    );
+
+    let bad_id = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not-hex!","spanId":"eee19b7ec3c1b174","kind":2}]}]}]}"#;
+    let r = post("application/json", bad_id.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("invalid"),
+        "{body}"
+    );
+
+    let r = post("text/plain", b"hi".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 415);
+
+    // protobuf that decodes but breaks the data model: every span invalid → 400
+    let mut req = trace_request(release_resource("a", "b", "c", "d"), 2, 0);
+    for s in &mut req.resource_spans[0].scope_spans[0].spans {
+        s.trace_id = vec![1, 2, 3];
+    }
+    let r = post("application/x-protobuf", req.encode_to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let status =
+        release_verdict::ingest::decode::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
+    assert!(
+        status.message.contains("trace_id must be 16 bytes"),
+        "{}",
+        status.message
+    );
+
+    // some spans invalid → partial success naming the problem
+    let mut req = trace_request(release_resource("a", "b", "c", "d"), 3, 0);
+    req.resource_spans[0].scope_spans[0].spans[1].span_id = vec![];
+    let r = post("application/x-protobuf", req.encode_to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    let partial = body.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(
+        partial.error_message.contains("spans[1]: span_id"),
+        "{}",
+        partial.error_message
+    );
+
+    let (status, _) = server.get_json("/api/v1/releases/c").await;
+    assert_eq!(status, 200);
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_as_too_large() {
+    let mut config = Config::default();
+    config.server.max_request_bytes = 64 * 1024;
+    let server = TestServer::with_config(config).await;
+    let big = trace_request(release_resource("a", "b", "big", "d"), 2_000, 0);
+    assert!(big.encoded_len() > 64 * 1024);
+
+    // HTTP, plain and as a gzip bomb that is small on the wire
+    let http = reqwest::Client::new();
+    let r = http
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(big.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let bomb = gzip(&vec![0u8; 8 << 20]);
+    assert!(bomb.len() < 64 * 1024);
+    let r = http
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // gRPC, plain and gzip-compressed
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let err = client.export(big.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let mut gz = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let err = gz.export(big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+
+    // nothing of it was counted, and small requests still go through
+    let (status, _) = server.get_json("/api/v1/releases/big").await;
+    assert_eq!(status, 404);
+    let ok = client
+        .export(trace_request(
+            release_resource("a", "b", "small", "d"),
+            5,
+            0,
+        ))
+        .await;
+    assert!(ok.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_requests_of_only_invalid_spans_are_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut req = trace_request(release_resource("a", "b", "c", "d"), 2, 0);
+    for s in &mut req.resource_spans[0].scope_spans[0].spans {
+        s.span_id = vec![0; 8];
+    }
+    let err = client.export(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("span_id"), "{}", err.message());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_release_cap_refuses_and_counts_new_releases() {
+    let mut config = Config::default();
+    config.limits.max_releases = 3;
+    let server = TestServer::with_config(config).await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for i in 0..5 {
+        let resp = client
+            .export(trace_request(
+                release_resource("s", "e", &format!("r{i}"), "x"),
+                2,
+                0,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(p) = resp.partial_success {
+            assert!(
+                p.error_message.contains("limit of 3"),
+                "{}",
+                p.error_message
+            );
+            refused += p.rejected_spans;
+        }
+    }
+    assert_eq!(refused, 4);
+    // known releases keep being counted at the cap
+    client
+        .export(trace_request(release_resource("s", "e", "r0", "x"), 2, 0))
+        .await
+        .unwrap();
+    server
+        .wait_for_release("r0", |v| v["canary"]["requests"] == 4)
+        .await;
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("release_verdict_releases_tracked 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"release_verdict_items_refused_total{signal="spans",transport="grpc",reason="release_limit"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("release_verdict_releases_refused_total 2"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn spans_without_a_release_are_counted_and_ignored() {
+    let server = TestServer::start().await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let resp = client
+        .export(trace_request(vec![kv("service.name", "anon")], 7, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.partial_success, None);
+    let (_, body) = server.get_json("/api/v1/releases").await;
+    assert_eq!(body["releases"].as_array().unwrap().len(), 0);
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"release_verdict_items_unattributed_total{signal="spans"} 7"#),
+        "{metrics}"
+    );
+    server.stop().await;
+}
