@@ -1,0 +1,56 @@
+"""The release cap: a burst of 100,000 distinct deployment ids over OTLP/HTTP
+protobuf. The first 10,000 (the default `limits.max_releases`) are tracked,
+the other 90,000 are refused through OTLP partial success and counted, and
+the daemon stays healthy and keeps serving the releases it tracks.
+
+benches/burst_releases.py sends the same burst to the release build and
+reports peak RSS.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from harness import burst_requests, counts, poll_release, send_burst
+
+TOTAL = 100_000
+PER_REQUEST = 1_000
+CAP = 10_000  # the default limits.max_releases
+
+
+def test_release_burst_is_capped_refused_and_counted(daemon_factory):
+    # A daemon of its own (empty config: every default) so that the counters
+    # and the tracked-release gauge start from zero.
+    d = daemon_factory("")
+    bodies = burst_requests(TOTAL, PER_REQUEST, prefix="burst-")
+    assert len(bodies) == TOTAL // PER_REQUEST
+
+    result = send_burst(d.http_addr, bodies)
+    print(f"burst: {result.requests} requests in {result.seconds:.1f}s, {result.rejected_spans} spans rejected")
+
+    assert result.rejected_spans == TOTAL - CAP
+    # Every request after the cap filled up said why.
+    assert len(result.messages) == (TOTAL - CAP) // PER_REQUEST
+    assert all("limit of 10000 tracked releases" in m for m in result.messages), result.messages[:3]
+
+    m = d.metrics()
+    assert m.get("release_verdict_releases_tracked", None) == CAP
+    assert m.get("release_verdict_releases_refused_total", None) == TOTAL - CAP
+    assert m.get("release_verdict_items_refused_total", None, signal="spans", transport="http", reason="release_limit") == TOTAL - CAP
+    assert m.get("release_verdict_items_accepted_total", None, signal="spans", transport="http") == CAP
+
+    # Healthy, and a tracked release keeps counting while a new one is refused.
+    assert requests.get(f"{d.http_url}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{d.http_url}/readyz", timeout=5).status_code == 200
+    assert counts(d.get_release("burst-0").json()) == (1, 0)
+    again = send_burst(d.http_addr, burst_requests(1, 1, prefix="burst-"))
+    assert again.rejected_spans == 0
+    poll_release(d, "burst-0", lambda v: counts(v) == (2, 0))
+    fresh = send_burst(d.http_addr, burst_requests(1, 1, prefix="one-more-"))
+    assert fresh.rejected_spans == 1 and fresh.messages
+    assert d.get_release("one-more-0").status_code == 404
+    assert d.get_release(f"burst-{TOTAL - 1}").status_code == 404
+
+    # (Not GET /api/v1/releases: listing 10,000 releases of one service is
+    # quadratic in the daemon today and takes seconds; see the bench.)
+    assert d.metrics().get("release_verdict_releases_tracked", None) == CAP
