@@ -87,9 +87,7 @@ impl Server {
 
         let otlp = OtlpGrpc { app: app.clone() };
         let grpc = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(
-                too_large_is_resource_exhausted,
-            ))
+            .layer(tower::util::MapResponseLayer::new(otlp_status))
             .add_service(
                 TraceServiceServer::new(otlp.clone())
                     .accept_compressed(CompressionEncoding::Gzip)
@@ -125,11 +123,19 @@ impl Server {
         let ticker = {
             let (app, stop) = (app.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+                let mut judge = tokio::time::interval(app.config.judge.tick);
+                judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tick.tick() => app.expire(system_now()),
+                        _ = judge.tick() => {
+                            // Judging takes the store lock for a while: keep it off the
+                            // async workers that serve requests.
+                            let app = app.clone();
+                            let _ = tokio::task::spawn_blocking(move || app.tick(system_now())).await;
+                        }
+                        _ = expiry.tick() => app.expire(system_now()),
                     }
                 }
             })
@@ -166,17 +172,41 @@ impl Server {
     }
 }
 
-/// tonic answers an over-limit uncompressed message with OUT_OF_RANGE; the
-/// OTLP answer for "too large" is RESOURCE_EXHAUSTED (as tonic already
-/// gives for an over-limit compressed one).
-fn too_large_is_resource_exhausted<B>(
-    mut resp: axum::http::Response<B>,
-) -> axum::http::Response<B> {
-    const OUT_OF_RANGE: &str = "11";
-    let status = resp.headers().get("grpc-status");
-    if status.is_some_and(|s| s.as_bytes() == OUT_OF_RANGE.as_bytes()) {
-        resp.headers_mut()
-            .insert("grpc-status", axum::http::HeaderValue::from_static("8"));
-    }
+/// Puts tonic's own refusals in OTLP's terms. Our handlers answer only OK
+/// or INVALID_ARGUMENT, so these codes come from tonic's decoding of the
+/// request: OUT_OF_RANGE is an over-limit uncompressed message (OTLP says
+/// RESOURCE_EXHAUSTED, which tonic already gives a compressed one), and
+/// INTERNAL an undecodable one — the client's bad input, not our fault,
+/// so INVALID_ARGUMENT (which exporters do not retry).
+fn otlp_status<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    let mapped = match resp.headers().get("grpc-status").map(|s| s.as_bytes()) {
+        Some(b"11") => "8",
+        Some(b"13") => "3",
+        _ => return resp,
+    };
+    resp.headers_mut()
+        .insert("grpc-status", axum::http::HeaderValue::from_static(mapped));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_status(code: &'static str) -> axum::http::Response<()> {
+        let mut r = axum::http::Response::new(());
+        r.headers_mut()
+            .insert("grpc-status", axum::http::HeaderValue::from_static(code));
+        r
+    }
+
+    #[test]
+    fn tonic_refusals_become_otlp_codes() {
+        let code =
+            |r: axum::http::Response<()>| r.headers()["grpc-status"].to_str().unwrap().to_string();
+        assert_eq!(code(otlp_status(with_status("11"))), "8");
+        assert_eq!(code(otlp_status(with_status("13"))), "3");
+        assert_eq!(code(otlp_status(with_status("0"))), "0");
+        assert_eq!(code(otlp_status(with_status("14"))), "14");
+    }
 }

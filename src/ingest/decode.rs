@@ -50,7 +50,7 @@ pub enum DecodeError {
     #[error("invalid protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
     #[error("invalid OTLP JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[from] serde_path_to_error::Error<serde_json::Error>),
 }
 
 /// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes.
@@ -87,8 +87,15 @@ pub fn decode<M: prost::Message + DeserializeOwned + Default>(
 ) -> Result<M, DecodeError> {
     Ok(match encoding {
         Encoding::Protobuf => M::decode(bytes)?,
-        Encoding::Json => serde_json::from_slice(bytes)?,
+        Encoding::Json => from_json(bytes)?,
     })
+}
+
+/// Decodes OTLP/JSON, naming the field where decoding failed.
+pub fn from_json<M: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<M, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
 }
 
 /// Encodes a response message in the request's encoding.
