@@ -19,8 +19,9 @@ use crate::export::self_metrics::{
 };
 use crate::ingest::delta::DeltaTracker;
 use crate::ingest::otlp::{Batch, Mapper};
+use crate::judge::Judge;
 use crate::model::UnixNanos;
-use crate::store::Store;
+use crate::store::{Changed, Store};
 
 /// What an export request came to, for its OTLP response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,7 +80,10 @@ impl App {
         metrics.register(&mut registry);
         Self {
             mapper: Mapper::new(&config),
-            store: Mutex::new(Store::new(config.limits.max_releases)),
+            store: Mutex::new(Store::new(
+                config.limits.max_releases,
+                Judge::new(&config.judge, &config.checks),
+            )),
             deltas: Mutex::new(DeltaTracker::new(
                 config.limits.max_metric_streams,
                 started_at,
@@ -181,6 +185,25 @@ impl App {
                 reason,
             })
             .inc();
+    }
+
+    /// Judges every release on what arrived since the last tick.
+    pub fn tick(&self, now: UnixNanos) -> Vec<Changed> {
+        let started = std::time::Instant::now();
+        let changed = lock(&self.store).tick(now);
+        self.metrics
+            .evaluation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for c in &changed {
+            tracing::info!(
+                service = %c.service,
+                environment = %c.environment,
+                deployment_id = %c.deployment_id,
+                verdict = ?c.color,
+                "verdict changed"
+            );
+        }
+        changed
     }
 
     /// Forgets idle releases and metric streams.

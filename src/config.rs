@@ -23,6 +23,175 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The daemon's own logs and traces.
     pub telemetry: TelemetryConfig,
+    /// How often and how strictly releases are judged.
+    pub judge: JudgeConfig,
+    /// What is compared, and the tolerances.
+    pub checks: ChecksConfig,
+}
+
+/// How often and how strictly releases are judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeConfig {
+    /// Evaluation period.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Length of the rolling window that latency thresholds and reported
+    /// rates and quantiles are read from.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Sub-windows in the rolling window.
+    pub window_slots: usize,
+    /// Confidence for red: the chance a release that meets its tolerances is
+    /// ever called red is at most 1 − confidence, however long it is watched.
+    pub confidence: f64,
+    /// Confidence for green: the chance green is given while a check is
+    /// beyond its pass bound is at most 1 − green_confidence.
+    pub green_confidence: f64,
+    /// Requests each cohort needs before green.
+    pub min_requests: u64,
+    /// Time the canary needs to have been seen before green.
+    #[serde(with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// A regression is looked for from every epoch boundary on, so one that
+    /// starts late is not buried under the healthy time before it.
+    #[serde(with = "humantime_serde")]
+    pub epoch: Duration,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            window: Duration::from_secs(60),
+            window_slots: 6,
+            confidence: 0.99,
+            green_confidence: 0.9,
+            min_requests: 200,
+            min_duration: Duration::from_secs(30),
+            epoch: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The checks, like a Kayenta canary config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// Canary error ratio against the baseline's.
+    pub error_ratio: ErrorRatioCheck,
+    /// Canary latency distribution against the baseline's.
+    pub latency: LatencyCheck,
+    /// Absolute limits on the canary, with or without a baseline.
+    pub guardrails: Guardrails,
+}
+
+/// Error ratio, canary vs baseline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorRatioCheck {
+    pub enabled: bool,
+    /// A failure alone makes the verdict red.
+    pub critical: bool,
+    /// Share of the score.
+    pub weight: f64,
+    /// Red needs evidence that the canary's error ratio exceeds the
+    /// baseline's by more than this fraction of it...
+    pub tolerance: f64,
+    /// ...and an observed increase of at least this many (absolute).
+    pub tolerance_abs: f64,
+    /// Green needs evidence that the canary's error ratio is at most
+    /// (1 + pass_bound) times the baseline's...
+    pub pass_bound: f64,
+    /// ...or at most the baseline's plus this (absolute).
+    pub pass_bound_abs: f64,
+}
+
+impl Default for ErrorRatioCheck {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            critical: true,
+            weight: 1.0,
+            tolerance: 0.0,
+            tolerance_abs: 0.001,
+            pass_bound: 1.0,
+            pass_bound_abs: 0.01,
+        }
+    }
+}
+
+/// Latency distribution, canary vs baseline, compared at baseline quantiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyCheck {
+    pub enabled: bool,
+    pub critical: bool,
+    pub weight: f64,
+    /// Baseline quantiles the canary is compared at.
+    pub quantiles: Vec<f64>,
+    /// Red needs evidence that the canary is slower than the baseline by
+    /// more than this fraction at one of the quantiles...
+    pub tolerance: f64,
+    /// ...and by more than this much.
+    #[serde(with = "humantime_serde")]
+    pub tolerance_abs: Duration,
+    /// Green needs evidence that the canary is at most this fraction slower
+    /// at every quantile...
+    pub pass_bound: f64,
+    /// ...or at most this much slower.
+    #[serde(with = "humantime_serde")]
+    pub pass_bound_abs: Duration,
+}
+
+impl Default for LatencyCheck {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            critical: true,
+            weight: 1.0,
+            quantiles: vec![0.5, 0.95],
+            tolerance: 0.1,
+            tolerance_abs: Duration::from_millis(1),
+            pass_bound: 0.25,
+            pass_bound_abs: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Absolute limits on the canary, as in a PrometheusRule. Off unless set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guardrails {
+    /// Most errors per request, e.g. 0.02.
+    pub max_error_ratio: Option<f64>,
+    /// Highest median latency.
+    #[serde(with = "humantime_serde")]
+    pub max_p50: Option<Duration>,
+    /// Highest 95th percentile latency, e.g. "500ms".
+    #[serde(with = "humantime_serde")]
+    pub max_p95: Option<Duration>,
+    /// Highest 99th percentile latency.
+    #[serde(with = "humantime_serde")]
+    pub max_p99: Option<Duration>,
+}
+
+impl Guardrails {
+    /// The latency guardrails as (quantile, limit).
+    pub fn latency(&self) -> Vec<(f64, Duration)> {
+        [
+            (0.5, self.max_p50),
+            (0.95, self.max_p95),
+            (0.99, self.max_p99),
+        ]
+        .into_iter()
+        .filter_map(|(q, d)| d.map(|d| (q, d)))
+        .collect()
+    }
+
+    pub fn any(&self) -> bool {
+        self.max_error_ratio.is_some() || !self.latency().is_empty()
+    }
 }
 
 /// Listen addresses, request limits and shutdown.
@@ -231,6 +400,61 @@ impl Config {
         if self.limits.max_metric_streams == 0 {
             problems.push("limits.max_metric_streams must be at least 1".to_string());
         }
+        let j = &self.judge;
+        if j.tick < Duration::from_millis(10) {
+            problems.push("judge.tick must be at least 10ms".to_string());
+        }
+        if j.window < j.tick || j.window_slots == 0 || j.window_slots > 600 {
+            problems.push(
+                "judge.window must be at least one tick, with 1 to 600 window_slots".to_string(),
+            );
+        }
+        for (name, c) in [
+            ("judge.confidence", j.confidence),
+            ("judge.green_confidence", j.green_confidence),
+        ] {
+            if !(0.5..1.0).contains(&c) {
+                problems.push(format!("{name} must be in [0.5, 1), not {c}"));
+            }
+        }
+        if j.epoch < j.tick {
+            problems.push("judge.epoch must be at least one tick".to_string());
+        }
+        let e = &self.checks.error_ratio;
+        let l = &self.checks.latency;
+        for (name, v) in [
+            ("checks.error_ratio.tolerance", e.tolerance),
+            ("checks.error_ratio.tolerance_abs", e.tolerance_abs),
+            ("checks.error_ratio.pass_bound", e.pass_bound),
+            ("checks.error_ratio.pass_bound_abs", e.pass_bound_abs),
+            ("checks.error_ratio.weight", e.weight),
+            ("checks.latency.tolerance", l.tolerance),
+            ("checks.latency.pass_bound", l.pass_bound),
+            ("checks.latency.weight", l.weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                problems.push(format!("{name} must be a non-negative number, not {v}"));
+            }
+        }
+        if e.pass_bound < e.tolerance {
+            problems
+                .push("checks.error_ratio.pass_bound must be at least its tolerance".to_string());
+        }
+        if l.pass_bound < l.tolerance {
+            problems.push("checks.latency.pass_bound must be at least its tolerance".to_string());
+        }
+        if l.quantiles.is_empty() || l.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+            problems.push(
+                "checks.latency.quantiles must list quantiles strictly between 0 and 1".to_string(),
+            );
+        }
+        if let Some(r) = self.checks.guardrails.max_error_ratio {
+            if !(r > 0.0 && r < 1.0) {
+                problems.push(format!(
+                    "checks.guardrails.max_error_ratio must be in (0, 1), not {r}"
+                ));
+            }
+        }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             problems.push(format!(
                 "telemetry.log_format must be \"text\" or \"json\", not {:?}",
@@ -274,6 +498,29 @@ mod tests {
         assert_eq!(c.limits.release_idle_expiry, Duration::from_secs(90));
         assert_eq!(c.limits.max_releases, 5);
         assert_eq!(c.identity.release_keys, vec!["release"]);
+    }
+
+    #[test]
+    fn checks_and_guardrails_parse() {
+        let c = Config::from_toml(
+            "[checks.error_ratio]\ntolerance = 0.2\ncritical = false\n[checks.guardrails]\nmax_error_ratio = 0.02\nmax_p95 = \"500ms\"\n[judge]\nconfidence = 0.999\n",
+        )
+        .unwrap();
+        assert_eq!(c.checks.error_ratio.tolerance, 0.2);
+        assert!(!c.checks.error_ratio.critical);
+        assert_eq!(
+            c.checks.guardrails.latency(),
+            vec![(0.95, Duration::from_millis(500))]
+        );
+        assert_eq!(c.judge.confidence, 0.999);
+        let err =
+            Config::from_toml("[checks.latency]\nquantiles = [1.5]\n[judge]\nconfidence = 2.0\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("quantiles") && text.contains("confidence"),
+            "{text}"
+        );
     }
 
     #[test]

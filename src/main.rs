@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use release_verdict::config::Config;
 use release_verdict::server::Server;
-use release_verdict::telemetry;
+use release_verdict::{sim, telemetry};
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 78;
+/// Exit code for an input file that cannot be opened.
+const EXIT_NO_INPUT: u8 = 66;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +38,33 @@ enum Command {
         #[arg(long)]
         http_listen: Option<std::net::SocketAddr>,
     },
+    /// Judge recorded telemetry: OTLP/JSON lines (the Collector's file
+    /// exporter format) in, one verdict object per line out whenever a
+    /// release's verdict changes. Time comes from the telemetry.
+    Replay {
+        /// The file to read; `-` for standard input.
+        file: PathBuf,
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Print every release's verdict at every tick, not only changes.
+        #[arg(long)]
+        every_tick: bool,
+    },
+    /// Run the judge's evaluation suite on simulated canaries and print a table.
+    Simulate {
+        /// Configuration whose [judge] and [checks] are evaluated.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Simulated releases per case.
+        #[arg(long, default_value_t = 200)]
+        releases: usize,
+        /// First seed; case k uses seeds from seed + k * 1_000_000.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only the cases whose name contains this.
+        #[arg(long)]
+        case: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,12 +75,9 @@ fn main() -> ExitCode {
             grpc_listen,
             http_listen,
         } => {
-            let mut config = match Config::load(&config) {
+            let mut config = match load(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("release-verdict: {}: {e}", config.display());
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
+                Err(code) => return code,
             };
             if let Some(addr) = grpc_listen {
                 config.server.grpc_listen = addr;
@@ -67,7 +93,76 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Replay {
+            file,
+            config,
+            every_tick,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                match std::fs::File::open(&file) {
+                    Ok(f) => Box::new(std::io::BufReader::new(f)),
+                    Err(e) => {
+                        eprintln!("release-verdict: {}: {e}", file.display());
+                        return ExitCode::from(EXIT_NO_INPUT);
+                    }
+                }
+            };
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            match release_verdict::replay::replay(config, input, out, every_tick) {
+                Ok(s) => {
+                    if let Some(p) = &s.first_problem {
+                        eprintln!(
+                            "release-verdict: {} of {} lines skipped or partly refused; first: {p}",
+                            s.skipped, s.lines
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("release-verdict: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Simulate {
+            config,
+            releases,
+            seed,
+            case,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            println!("{}", sim::Summary::header());
+            for (k, scenario) in sim::Scenario::suite().iter().enumerate() {
+                if case
+                    .as_ref()
+                    .is_some_and(|c| !scenario.name.contains(c.as_str()))
+                {
+                    continue;
+                }
+                let summary =
+                    sim::summarize(scenario, releases, seed + k as u64 * 1_000_000, &config);
+                println!("{}", summary.row());
+            }
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// Loads the configuration, or says why not and gives the exit code.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("release-verdict: {}: {e}", path.display());
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::ingest::otlp::Batch;
+use crate::judge::{BaselineView, Color, Judge, Judgement, View};
 use crate::model::{Role, UnixNanos};
-use crate::window::Signals;
+use crate::window::{Rolling, Signals};
 
 /// One deployment of one service in one environment.
 #[derive(Debug)]
@@ -22,46 +23,92 @@ pub struct Release {
     pub serving_before: Option<Arc<str>>,
     /// Totals since first seen.
     pub total: Signals,
+    /// The rolling window.
+    pub window: Rolling,
+    /// Samples since the judge's last tick.
+    pub pending: Signals,
+    /// The verdict and its evidence (taken out only while the judge works).
+    judgement: Option<Judgement>,
+}
+
+impl Release {
+    /// What the judge is shown of this release.
+    fn view(&self) -> View<'_> {
+        View {
+            first_seen: self.first_seen,
+            pending: &self.pending,
+            window: self.window.sum(),
+        }
+    }
+
+    pub fn judgement(&self) -> &Judgement {
+        self.judgement
+            .as_ref()
+            .expect("judgement is only taken during a tick")
+    }
+}
+
+/// Deployments that declared a role, found once per pass over a fleet.
+#[derive(Debug, Default, Clone)]
+pub struct Roles {
+    baseline: Option<Arc<str>>,
+    stable: Option<Arc<str>>,
 }
 
 /// All deployments of one service in one environment.
 #[derive(Debug, Default)]
 pub struct Fleet {
     pub releases: HashMap<Arc<str>, Release>,
+    /// The non-canary deployment recorded most recently.
+    latest_serving: Option<Arc<str>>,
 }
 
 impl Fleet {
+    /// The most recently seen deployments declaring `baseline` and `stable`.
+    pub fn roles(&self) -> Roles {
+        let latest = |role| {
+            self.releases
+                .values()
+                .filter(|r| r.role == Some(role))
+                .max_by_key(|r| (r.last_seen, r.total.requests))
+                .map(|r| r.deployment_id.clone())
+        };
+        Roles {
+            baseline: latest(Role::Baseline),
+            stable: latest(Role::Stable),
+        }
+    }
+
     /// The baseline of `release` by DESIGN.md's rule: a deployment reporting
     /// the `baseline` role; else the one serving before this release first
     /// appeared (while it is still tracked); else one reporting `stable`.
     /// Releases that are themselves baseline or stable have none.
-    pub fn baseline_of(&self, release: &Release) -> Option<&Release> {
+    pub fn baseline_of<'a>(&'a self, release: &Release, roles: &Roles) -> Option<&'a Release> {
         if matches!(release.role, Some(Role::Baseline | Role::Stable)) {
             return None;
         }
-        let others = || {
-            self.releases
-                .values()
-                .filter(move |r| r.deployment_id != release.deployment_id)
+        let usable = |id: &Option<Arc<str>>| {
+            id.as_ref()
+                .filter(|id| **id != release.deployment_id)
+                .and_then(|id| self.releases.get(id))
         };
-        let latest = |role| {
-            others()
-                .filter(|r| r.role == Some(role))
-                .max_by_key(|r| (r.last_seen, r.total.requests))
-        };
-        latest(Role::Baseline)
-            .or_else(|| {
-                release
-                    .serving_before
-                    .as_ref()
-                    .and_then(|id| self.releases.get(id))
-            })
-            .or_else(|| latest(Role::Stable))
+        usable(&roles.baseline)
+            .or_else(|| usable(&release.serving_before))
+            .or_else(|| usable(&roles.stable))
     }
 
-    /// The deployment serving when a new one appears at `now`: not a
-    /// declared canary, first seen earlier, most recently seen, busiest.
+    /// The deployment serving when a new one appears at `now`: the
+    /// non-canary one recorded most recently, first seen before `now`.
     fn serving_at(&self, now: UnixNanos) -> Option<Arc<str>> {
+        let cached = self
+            .latest_serving
+            .as_ref()
+            .and_then(|id| self.releases.get(id))
+            .filter(|r| r.first_seen < now && r.role != Some(Role::Canary));
+        if let Some(r) = cached {
+            return Some(r.deployment_id.clone());
+        }
+        // The latest was born this very instant: look further.
         self.releases
             .values()
             .filter(|r| r.role != Some(Role::Canary) && r.first_seen < now)
@@ -83,20 +130,31 @@ pub struct Applied {
     pub created: u64,
 }
 
+/// A release whose verdict changed color at a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub service: Arc<str>,
+    pub environment: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub color: Color,
+}
+
 /// Every tracked release.
 #[derive(Debug)]
 pub struct Store {
     fleets: HashMap<Arc<str>, HashMap<Arc<str>, Fleet>>,
     len: usize,
     max_releases: usize,
+    judge: Judge,
 }
 
 impl Store {
-    pub fn new(max_releases: usize) -> Self {
+    pub fn new(max_releases: usize, judge: Judge) -> Self {
         Self {
             fleets: HashMap::new(),
             len: 0,
             max_releases,
+            judge,
         }
     }
 
@@ -118,35 +176,42 @@ impl Store {
                 Some(envs) => envs.get_mut(r.environment),
                 None => None,
             };
-            let existing = fleet.and_then(|f| f.releases.get_mut(r.deployment_id));
-            let release = match existing {
-                Some(release) => release,
-                None if self.len >= self.max_releases => {
-                    applied.refused += group.items;
-                    applied.refused_releases += 1;
-                    continue;
-                }
-                None => {
-                    let fleet = self
-                        .fleets
-                        .entry(Arc::from(r.service))
-                        .or_default()
-                        .entry(Arc::from(r.environment))
-                        .or_default();
-                    let id: Arc<str> = Arc::from(r.deployment_id);
-                    let release = Release {
-                        deployment_id: id.clone(),
-                        git_sha: None,
-                        role: None,
-                        first_seen: now,
-                        last_seen: now,
-                        serving_before: fleet.serving_at(now),
-                        total: Signals::default(),
-                    };
-                    self.len += 1;
-                    applied.created += 1;
-                    fleet.releases.entry(id).or_insert(release)
-                }
+            let known = fleet.is_some_and(|f| f.releases.contains_key(r.deployment_id));
+            if !known && self.len >= self.max_releases {
+                applied.refused += group.items;
+                applied.refused_releases += 1;
+                continue;
+            }
+            let fleet = self
+                .fleets
+                .entry(Arc::from(r.service))
+                .or_default()
+                .entry(Arc::from(r.environment))
+                .or_default();
+            if !known {
+                let id: Arc<str> = Arc::from(r.deployment_id);
+                let release = Release {
+                    deployment_id: id.clone(),
+                    git_sha: None,
+                    role: None,
+                    first_seen: now,
+                    last_seen: now,
+                    serving_before: fleet.serving_at(now),
+                    total: Signals::default(),
+                    window: Rolling::new(
+                        self.judge.judge.window,
+                        self.judge.judge.window_slots,
+                        now,
+                    ),
+                    pending: Signals::default(),
+                    judgement: Some(Judgement::new(&self.judge.checks, now)),
+                };
+                fleet.releases.insert(id, release);
+                self.len += 1;
+                applied.created += 1;
+            }
+            let Some(release) = fleet.releases.get_mut(r.deployment_id) else {
+                continue;
             };
             if let Some(sha) = r.git_sha {
                 if release.git_sha.as_deref() != Some(sha) {
@@ -158,9 +223,74 @@ impl Store {
             }
             release.last_seen = release.last_seen.max(now);
             release.total.record(&group.sample);
+            release.window.record(&group.sample, now);
+            release.pending.record(&group.sample);
+            if release.role != Some(Role::Canary) {
+                fleet.latest_serving = Some(release.deployment_id.clone());
+            }
             applied.recorded += group.items;
         }
         applied
+    }
+
+    /// Judges every release on the samples since the last tick; returns the
+    /// releases whose verdict changed color, in a stable order.
+    pub fn tick(&mut self, now: UnixNanos) -> Vec<Changed> {
+        let mut changed = Vec::new();
+        for (service, envs) in &mut self.fleets {
+            for (env, fleet) in envs.iter_mut() {
+                for r in fleet.releases.values_mut() {
+                    r.window.advance(now);
+                }
+                let roles = fleet.roles();
+                let pairs: Vec<(Arc<str>, Option<Arc<str>>)> = fleet
+                    .releases
+                    .values()
+                    .map(|r| {
+                        let base = fleet
+                            .baseline_of(r, &roles)
+                            .map(|b| b.deployment_id.clone());
+                        (r.deployment_id.clone(), base)
+                    })
+                    .collect();
+                for (id, base) in pairs {
+                    let Some(mut j) = fleet.releases.get_mut(&id).and_then(|r| r.judgement.take())
+                    else {
+                        continue;
+                    };
+                    let r = &fleet.releases[&id];
+                    let baseline =
+                        base.as_ref()
+                            .and_then(|b| fleet.releases.get(b))
+                            .map(|b| BaselineView {
+                                id: &b.deployment_id,
+                                view: b.view(),
+                            });
+                    if self.judge.evaluate(&mut j, r.view(), baseline, now) {
+                        changed.push(Changed {
+                            service: service.clone(),
+                            environment: env.clone(),
+                            deployment_id: id.clone(),
+                            color: j.color,
+                        });
+                    }
+                    if let Some(r) = fleet.releases.get_mut(&id) {
+                        r.judgement = Some(j);
+                    }
+                }
+                for r in fleet.releases.values_mut() {
+                    r.pending.clear();
+                }
+            }
+        }
+        changed.sort_by(|a, b| {
+            (&a.service, &a.environment, &a.deployment_id).cmp(&(
+                &b.service,
+                &b.environment,
+                &b.deployment_id,
+            ))
+        });
+        changed
     }
 
     /// Forgets releases not seen since `now - idle`; returns how many.
@@ -225,9 +355,19 @@ mod tests {
         store.fleets().next().unwrap().2
     }
 
+    fn store(max: usize) -> Store {
+        let c = crate::config::Config::default();
+        Store::new(max, Judge::new(&c.judge, &c.checks))
+    }
+
+    fn base<'a>(f: &'a Fleet, id: &str) -> Option<&'a str> {
+        f.baseline_of(&f.releases[id], &f.roles())
+            .map(|b| &*b.deployment_id)
+    }
+
     #[test]
     fn totals_accumulate_per_release() {
-        let mut s = Store::new(10);
+        let mut s = store(10);
         s.apply(&batch(&[("a", 3, None), ("b", 2, None)]), 10);
         s.apply(&batch(&[("a", 4, None)]), 20);
         let f = fleet(&s);
@@ -240,42 +380,38 @@ mod tests {
 
     #[test]
     fn the_release_serving_before_is_the_baseline() {
-        let mut s = Store::new(10);
+        let mut s = store(10);
         s.apply(&batch(&[("stable", 100, None)]), 10);
         s.apply(&batch(&[("stable", 100, None), ("canary", 5, None)]), 20);
         let f = fleet(&s);
-        let canary = &f.releases["canary"];
-        assert_eq!(&*f.baseline_of(canary).unwrap().deployment_id, "stable");
+        assert_eq!(base(f, "canary"), Some("stable"));
         // the incumbent has no baseline of its own
-        assert!(f.baseline_of(&f.releases["stable"]).is_none());
+        assert_eq!(base(f, "stable"), None);
     }
 
     #[test]
     fn a_declared_baseline_wins() {
-        let mut s = Store::new(10);
+        let mut s = store(10);
         s.apply(&batch(&[("old", 10, None)]), 10);
         s.apply(&batch(&[("canary", 5, Some(Role::Canary))]), 20);
         s.apply(&batch(&[("base", 5, Some(Role::Baseline))]), 30);
         let f = fleet(&s);
-        assert_eq!(
-            &*f.baseline_of(&f.releases["canary"]).unwrap().deployment_id,
-            "base"
-        );
-        assert!(f.baseline_of(&f.releases["base"]).is_none());
+        assert_eq!(base(f, "canary"), Some("base"));
+        assert_eq!(base(f, "base"), None);
     }
 
     #[test]
     fn a_declared_canary_is_never_anyones_baseline() {
-        let mut s = Store::new(10);
+        let mut s = store(10);
         s.apply(&batch(&[("c1", 5, Some(Role::Canary))]), 10);
         s.apply(&batch(&[("c2", 5, None)]), 20);
         let f = fleet(&s);
-        assert!(f.baseline_of(&f.releases["c2"]).is_none());
+        assert_eq!(base(f, "c2"), None);
     }
 
     #[test]
     fn the_cap_refuses_new_releases_but_not_known_ones() {
-        let mut s = Store::new(2);
+        let mut s = store(2);
         let a = s.apply(
             &batch(&[("a", 1, None), ("b", 1, None), ("c", 3, None)]),
             10,
@@ -291,7 +427,7 @@ mod tests {
 
     #[test]
     fn idle_releases_expire_and_free_their_slot() {
-        let mut s = Store::new(2);
+        let mut s = store(2);
         s.apply(&batch(&[("a", 1, None)]), 10);
         s.apply(&batch(&[("b", 1, None)]), 100);
         assert_eq!(s.expire(105, 50), 1);

@@ -1,11 +1,12 @@
 //! The verdict object (DESIGN.md): one schema for the HTTP API, replay and
-//! gRPC, built from the store. Until the judge exists every release is
-//! yellow, "not judged yet", with its totals.
+//! gRPC, built from a release and its judgement.
 
 use serde::Serialize;
 
+use crate::judge::checks::CheckReport;
+pub use crate::judge::Color;
 use crate::model::{format_time, Role, UnixNanos};
-use crate::store::{Fleet, Release, Store};
+use crate::store::{Fleet, Release, Roles, Store};
 
 /// A release's verdict as users see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -22,17 +23,14 @@ pub struct Verdict {
     pub evaluated_at: String,
     pub first_seen_at: String,
     pub last_seen_at: String,
+    /// When the verdict last changed color.
+    pub changed_at: String,
+    /// When it turned red; red is final for a release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub red_since: Option<String>,
+    /// Totals since first seen.
     pub canary: CohortTotals,
-    pub checks: Vec<Check>,
-}
-
-/// green / yellow / red.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Color {
-    Green,
-    Yellow,
-    Red,
+    pub checks: Vec<CheckReport>,
 }
 
 /// The baseline a release is compared with.
@@ -51,28 +49,23 @@ pub struct CohortTotals {
     pub errors: u64,
 }
 
-/// One check's outcome (filled in by the judge).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Check {
-    pub name: String,
-    pub result: String,
-    pub detail: String,
-}
-
 impl Verdict {
+    /// The verdict object of `r`; `now` stands in for a release not judged yet.
     pub fn of(
         service: &str,
         environment: &str,
         fleet: &Fleet,
+        roles: &Roles,
         r: &Release,
         now: UnixNanos,
     ) -> Self {
-        let baseline = fleet.baseline_of(r).map(|b| BaselineRef {
+        let baseline = fleet.baseline_of(r, roles).map(|b| BaselineRef {
             deployment_id: b.deployment_id.to_string(),
             git_sha: b.git_sha.as_deref().map(str::to_string),
             requests: b.total.requests,
             errors: b.total.errors,
         });
+        let j = r.judgement();
         Verdict {
             service: service.to_string(),
             environment: environment.to_string(),
@@ -80,16 +73,18 @@ impl Verdict {
             git_sha: r.git_sha.as_deref().map(str::to_string),
             role: r.role,
             baseline,
-            verdict: Color::Yellow,
-            reason: "not judged yet: the judge is not enabled in this build".to_string(),
-            evaluated_at: format_time(now),
+            verdict: j.color,
+            reason: j.reason.clone(),
+            evaluated_at: format_time(j.evaluated_at.unwrap_or(now)),
             first_seen_at: format_time(r.first_seen),
             last_seen_at: format_time(r.last_seen),
+            changed_at: format_time(j.changed_at),
+            red_since: j.red_since.map(format_time),
             canary: CohortTotals {
                 requests: r.total.requests,
                 errors: r.total.errors,
             },
-            checks: Vec::new(),
+            checks: j.checks.clone(),
         }
     }
 }
@@ -123,10 +118,11 @@ pub fn list(store: &Store, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
         .fleets()
         .filter(|(s, e, _)| filter.matches(s, e))
         .flat_map(|(s, e, fleet)| {
+            let roles = fleet.roles();
             fleet
                 .releases
                 .values()
-                .map(move |r| (r.first_seen, Verdict::of(s, e, fleet, r, now)))
+                .map(move |r| (r.first_seen, Verdict::of(s, e, fleet, &roles, r, now)))
         })
         .collect();
     out.sort_by(|(ta, a), (tb, b)| {
@@ -154,7 +150,7 @@ pub fn find(
             fleet
                 .releases
                 .get(id)
-                .map(|r| Verdict::of(s, e, fleet, r, now))
+                .map(|r| Verdict::of(s, e, fleet, &fleet.roles(), r, now))
         })
         .collect();
     match matches.len() {

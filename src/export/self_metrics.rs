@@ -5,6 +5,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -78,8 +79,9 @@ pub struct SignalLabels {
 }
 
 /// Counters and gauges, registered once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SelfMetrics {
+    pub evaluation_seconds: Histogram,
     pub accepted: Family<ItemLabels, Counter>,
     pub refused: Family<RefusedLabels, Counter>,
     pub requests_refused: Family<RefusedLabels, Counter>,
@@ -89,8 +91,30 @@ pub struct SelfMetrics {
     pub releases_expired: Counter,
 }
 
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        Self {
+            evaluation_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            accepted: Family::default(),
+            refused: Family::default(),
+            requests_refused: Family::default(),
+            unattributed: Family::default(),
+            releases_tracked: Gauge::default(),
+            releases_refused: Counter::default(),
+            releases_expired: Counter::default(),
+        }
+    }
+}
+
 impl SelfMetrics {
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "release_verdict_evaluation_duration_seconds",
+            "Time to judge every release once (one tick)",
+            self.evaluation_seconds.clone(),
+        );
         registry.register(
             "release_verdict_items_accepted",
             "Spans or data points accepted (recorded, ignored as non-request, or unattributed)",

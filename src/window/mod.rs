@@ -3,6 +3,8 @@
 
 use hdrhistogram::Histogram;
 
+use crate::model::{Sample, UnixNanos};
+
 /// Significant digits of latency histograms: 2 gives at most 1% relative
 /// error on any quantile, in a fraction of the memory of 3.
 const SIGFIG: u8 = 2;
@@ -54,6 +56,37 @@ impl Latency {
     }
 }
 
+impl Latency {
+    /// Observations strictly above `micros` (at histogram resolution).
+    pub fn count_above(&self, micros: u64) -> u64 {
+        if self.hist.is_empty() || micros >= self.hist.max() {
+            return 0;
+        }
+        let edge = self.hist.highest_equivalent(micros);
+        self.hist.len() - self.hist.count_between(0, edge)
+    }
+
+    /// Adds another distribution.
+    pub fn add(&mut self, other: &Latency) {
+        if self.hist.add(&other.hist).is_err() {
+            for v in other.hist.iter_recorded() {
+                self.record(v.value_iterated_to(), v.count_at_value() as u64);
+            }
+        }
+    }
+
+    /// Removes a distribution previously added.
+    pub fn subtract(&mut self, other: &Latency) {
+        // Cannot fail: `other` was added, so its range is within ours.
+        let _ = self.hist.subtract(&other.hist);
+    }
+
+    /// Empties the histogram, keeping its memory.
+    pub fn clear(&mut self) {
+        self.hist.reset();
+    }
+}
+
 /// Requests, errors and latencies of one release over some span of time.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
@@ -64,12 +97,102 @@ pub struct Signals {
 
 impl Signals {
     /// Adds one export request's worth of a release's requests.
-    pub fn record(&mut self, sample: &crate::model::Sample) {
+    pub fn record(&mut self, sample: &Sample) {
         self.requests = self.requests.saturating_add(sample.requests);
         self.errors = self.errors.saturating_add(sample.errors);
         for &(micros, count) in &sample.latencies_us {
             self.latency.record(micros, count);
         }
+    }
+}
+
+impl Signals {
+    pub fn add(&mut self, other: &Signals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.latency.add(&other.latency);
+    }
+
+    pub fn subtract(&mut self, other: &Signals) {
+        self.requests = self.requests.saturating_sub(other.requests);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.latency.subtract(&other.latency);
+    }
+
+    pub fn clear(&mut self) {
+        self.requests = 0;
+        self.errors = 0;
+        self.latency.clear();
+    }
+
+    /// Errors per request, None before the first request.
+    pub fn error_ratio(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+}
+
+/// A rolling window: a ring of sub-windows advanced by the clock passed in,
+/// with their running sum kept beside them so reading the window costs one
+/// histogram, not a merge.
+#[derive(Debug, Clone)]
+pub struct Rolling {
+    slots: Vec<Signals>,
+    slot_nanos: u64,
+    /// Index of the current sub-window and the time it began.
+    head: usize,
+    head_start: UnixNanos,
+    sum: Signals,
+}
+
+impl Rolling {
+    /// `slots` sub-windows of `window / slots` each, starting at `now`.
+    pub fn new(window: std::time::Duration, slots: usize, now: UnixNanos) -> Self {
+        let slots = slots.max(1);
+        let slot_nanos = (window.as_nanos() as u64 / slots as u64).max(1);
+        Self {
+            slots: vec![Signals::default(); slots],
+            slot_nanos,
+            head: 0,
+            head_start: now - now % slot_nanos,
+            sum: Signals::default(),
+        }
+    }
+
+    /// Moves the window to `now`, dropping sub-windows that fell out of it.
+    /// Time never runs backwards here: an earlier `now` changes nothing.
+    pub fn advance(&mut self, now: UnixNanos) {
+        if now < self.head_start + self.slot_nanos {
+            return;
+        }
+        let steps = (now - self.head_start) / self.slot_nanos;
+        for _ in 0..steps.min(self.slots.len() as u64) {
+            self.head = (self.head + 1) % self.slots.len();
+            let old = &mut self.slots[self.head];
+            self.sum.subtract(old);
+            old.clear();
+        }
+        self.head_start += steps * self.slot_nanos;
+    }
+
+    /// Adds a sample at `now`.
+    pub fn record(&mut self, sample: &Sample, now: UnixNanos) {
+        self.advance(now);
+        self.slots[self.head].record(sample);
+        self.sum.record(sample);
+    }
+
+    /// Everything in the window.
+    pub fn sum(&self) -> &Signals {
+        &self.sum
+    }
+
+    /// Heap bytes held by the histograms.
+    pub fn heap_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.latency.heap_bytes())
+            .sum::<usize>()
+            + self.sum.latency.heap_bytes()
     }
 }
 
@@ -106,6 +229,65 @@ mod tests {
             (MAX_LATENCY_US..=MAX_LATENCY_US / 100 * 101).contains(&max),
             "{max}"
         );
+    }
+
+    #[test]
+    fn count_above_uses_histogram_resolution() {
+        let mut l = Latency::default();
+        for v in [100, 200, 300, 400] {
+            l.record(v * 1000, 1);
+        }
+        assert_eq!(l.count_above(250_000), 2);
+        assert_eq!(l.count_above(50_000), 4);
+        assert_eq!(l.count_above(400_000), 0);
+        assert_eq!(Latency::default().count_above(1), 0);
+    }
+
+    fn one(micros: u64) -> Sample {
+        Sample {
+            requests: 1,
+            errors: 0,
+            latencies_us: vec![(micros, 1)],
+        }
+    }
+
+    #[test]
+    fn the_window_forgets_what_falls_out_of_it() {
+        let sec = 1_000_000_000;
+        let mut w = Rolling::new(std::time::Duration::from_secs(60), 6, 0);
+        w.record(&one(1_000), 0);
+        w.record(&one(2_000), 15 * sec);
+        w.record(&one(3_000), 59 * sec);
+        assert_eq!(w.sum().requests, 3);
+        w.advance(65 * sec);
+        assert_eq!(w.sum().requests, 2);
+        assert_eq!(w.sum().latency.count(), 2);
+        w.advance(200 * sec);
+        assert_eq!(w.sum().requests, 0);
+        assert_eq!(w.sum().latency.quantile(0.5), None);
+        w.record(&one(4_000), 201 * sec);
+        assert_eq!(w.sum().requests, 1);
+    }
+
+    #[test]
+    fn signals_add_and_subtract() {
+        let mut a = Signals::default();
+        a.record(&Sample {
+            requests: 10,
+            errors: 1,
+            latencies_us: vec![(5_000, 10)],
+        });
+        let mut b = Signals::default();
+        b.record(&Sample {
+            requests: 5,
+            errors: 2,
+            latencies_us: vec![(9_000_000, 5)],
+        });
+        a.add(&b);
+        assert_eq!((a.requests, a.errors, a.latency.count()), (15, 3, 15));
+        a.subtract(&b);
+        assert_eq!((a.requests, a.errors, a.latency.count()), (10, 1, 10));
+        assert_eq!(a.error_ratio(), Some(0.1));
     }
 
     #[test]

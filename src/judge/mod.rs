@@ -1,0 +1,287 @@
+//! The judge: every tick, each release's new samples (and its baseline's)
+//! feed its checks, and the checks' results become a green / yellow / red
+//! verdict with its reasons. Pure: the store and the time are passed in.
+
+pub mod checks;
+pub mod eprocess;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{ChecksConfig, JudgeConfig};
+use crate::model::{UnixNanos, NANOS_PER_SEC};
+use crate::window::Signals;
+use checks::{CheckReport, ErrorTest, GuardTest, LatencyTest, Levels, Outcome};
+
+/// green / yellow / red.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    Green,
+    Yellow,
+    Red,
+}
+
+impl Color {
+    /// 0 green, 1 yellow, 2 red: the verdict metric's value.
+    pub fn value(self) -> u8 {
+        match self {
+            Color::Green => 0,
+            Color::Yellow => 1,
+            Color::Red => 2,
+        }
+    }
+}
+
+/// The comparison state against one particular baseline.
+#[derive(Debug, Clone)]
+struct Comparison {
+    baseline: Arc<str>,
+    errors: ErrorTest,
+    latency: LatencyTest,
+}
+
+/// A release's judgement: its checks' evidence and the current verdict.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    comparison: Option<Comparison>,
+    guards: GuardTest,
+    next_epoch: UnixNanos,
+    pub color: Color,
+    pub reason: String,
+    pub checks: Vec<CheckReport>,
+    /// When the verdict last changed color.
+    pub changed_at: UnixNanos,
+    /// When it turned red (red is final for a release).
+    pub red_since: Option<UnixNanos>,
+    pub evaluated_at: Option<UnixNanos>,
+}
+
+impl Judgement {
+    pub fn new(checks: &ChecksConfig, now: UnixNanos) -> Self {
+        Self {
+            comparison: None,
+            guards: GuardTest::new(&checks.guardrails),
+            next_epoch: now,
+            color: Color::Yellow,
+            reason: "not judged yet".into(),
+            checks: Vec::new(),
+            changed_at: now,
+            red_since: None,
+            evaluated_at: None,
+        }
+    }
+}
+
+/// What the judge is shown of a release at a tick.
+pub struct View<'a> {
+    pub first_seen: UnixNanos,
+    /// Samples since the previous tick.
+    pub pending: &'a Signals,
+    /// The rolling window.
+    pub window: &'a Signals,
+}
+
+/// The baseline as the judge is shown it.
+pub struct BaselineView<'a> {
+    pub id: &'a Arc<str>,
+    pub view: View<'a>,
+}
+
+/// Configuration the judge reads, with its evidence thresholds.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    pub judge: JudgeConfig,
+    pub checks: ChecksConfig,
+    levels: Levels,
+}
+
+impl Judge {
+    pub fn new(judge: &JudgeConfig, checks: &ChecksConfig) -> Self {
+        Self {
+            levels: Levels::new(judge.confidence, judge.green_confidence),
+            judge: judge.clone(),
+            checks: checks.clone(),
+        }
+    }
+
+    /// Feeds one tick's samples and re-evaluates; returns whether the color changed.
+    pub fn evaluate(
+        &self,
+        j: &mut Judgement,
+        canary: View<'_>,
+        baseline: Option<BaselineView<'_>>,
+        now: UnixNanos,
+    ) -> bool {
+        let epoch_over = now >= j.next_epoch;
+        if epoch_over {
+            j.next_epoch = now + self.judge.epoch.as_nanos() as u64;
+        }
+        // A new baseline (the old one expired, or one declared itself)
+        // starts the comparison afresh: evidence against another cohort
+        // says nothing about this one.
+        if let Some(b) = &baseline {
+            if j.comparison.as_ref().map(|c| &c.baseline) != Some(b.id) {
+                j.comparison = Some(Comparison {
+                    baseline: b.id.clone(),
+                    errors: ErrorTest::default(),
+                    latency: LatencyTest::new(&self.checks.latency),
+                });
+            }
+        } else {
+            j.comparison = None;
+        }
+        if epoch_over {
+            j.guards.new_epoch();
+            if let Some(c) = &mut j.comparison {
+                c.errors.new_epoch();
+                c.latency.new_epoch();
+            }
+        }
+        j.guards.feed(canary.pending);
+        let mut reports = Vec::new();
+        if let (Some(c), Some(b)) = (&mut j.comparison, &baseline) {
+            if self.checks.error_ratio.enabled {
+                c.errors
+                    .feed(canary.pending, b.view.pending, &self.checks.error_ratio);
+                reports.push(c.errors.report(&self.checks.error_ratio, self.levels));
+            }
+            if self.checks.latency.enabled {
+                c.latency.feed(
+                    canary.pending,
+                    b.view.pending,
+                    b.view.window,
+                    &self.checks.latency,
+                    epoch_over,
+                );
+                reports.push(c.latency.report(
+                    canary.window,
+                    b.view.window,
+                    &self.checks.latency,
+                    self.levels,
+                ));
+            }
+        }
+        reports.extend(j.guards.reports(canary.window, self.levels));
+
+        let (color, reason) = if j.red_since.is_some() {
+            (Color::Red, j.reason.clone())
+        } else {
+            self.decide(&reports, &canary, baseline.as_ref(), now)
+        };
+        j.checks = reports;
+        j.evaluated_at = Some(now);
+        let changed = color != j.color;
+        if changed {
+            j.changed_at = now;
+            if color == Color::Red {
+                j.red_since = Some(now);
+            }
+        }
+        j.color = color;
+        j.reason = reason;
+        changed
+    }
+
+    fn decide(
+        &self,
+        reports: &[CheckReport],
+        canary: &View<'_>,
+        baseline: Option<&BaselineView<'_>>,
+        now: UnixNanos,
+    ) -> (Color, String) {
+        if let Some(failed) = reports
+            .iter()
+            .filter(|r| r.result == Outcome::Fail && r.critical)
+            .max_by(|a, b| a.statistic.e_value.total_cmp(&b.statistic.e_value))
+        {
+            return (Color::Red, failed.detail.clone());
+        }
+        let failed: Vec<&str> = reports
+            .iter()
+            .filter(|r| r.result == Outcome::Fail)
+            .map(|r| r.name.as_str())
+            .collect();
+        let guards_only = baseline.is_none();
+        if guards_only && reports.is_empty() {
+            return (
+                Color::Yellow,
+                "no baseline to compare with and no guardrails configured: deploy a baseline or set [checks.guardrails]".into(),
+            );
+        }
+        let min = self.judge.min_requests;
+        let age = now.saturating_sub(canary.first_seen);
+        let min_age = self.judge.min_duration.as_nanos() as u64;
+        let canary_requests = reports
+            .iter()
+            .map(|r| r.canary.requests)
+            .max()
+            .unwrap_or(0)
+            .max(canary.window.requests);
+        let baseline_requests = reports
+            .iter()
+            .filter_map(|r| r.baseline.as_ref().map(|b| b.requests))
+            .max();
+        let short =
+            canary_requests < min || baseline_requests.is_some_and(|b| b < min) || age < min_age;
+        if short {
+            let mut why = format!(
+                "insufficient data: canary {canary_requests} of {min} requests over {}s of {}s",
+                age / NANOS_PER_SEC,
+                min_age / NANOS_PER_SEC
+            );
+            if let Some(b) = baseline_requests {
+                why.push_str(&format!(", baseline {b} of {min} requests"));
+            }
+            if guards_only {
+                why.push_str("; no baseline, judged on guardrails alone");
+            }
+            return (Color::Yellow, why);
+        }
+        let pending: Vec<&CheckReport> = reports
+            .iter()
+            .filter(|r| r.result != Outcome::Pass)
+            .collect();
+        if pending.is_empty() {
+            let what = if guards_only {
+                "no baseline; every guardrail holds".to_string()
+            } else {
+                let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+                format!(
+                    "canary within tolerance of baseline on {}",
+                    names.join(", ")
+                )
+            };
+            return (Color::Green, format!("{what}: promote"));
+        }
+        let mut why = if !failed.is_empty() {
+            format!(
+                "marginal: non-critical check(s) failing: {}",
+                failed.join(", ")
+            )
+        } else {
+            let names: Vec<String> = pending
+                .iter()
+                .map(|r| format!("{} ({})", r.name, outcome_word(r.result)))
+                .collect();
+            format!("marginal: not conclusive yet on {}", names.join(", "))
+        };
+        if guards_only {
+            why.push_str("; no baseline, judged on guardrails alone");
+        }
+        (Color::Yellow, why)
+    }
+}
+
+fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "pass",
+        Outcome::Marginal => "marginal",
+        Outcome::Fail => "fail",
+        Outcome::Nodata => "no data",
+    }
+}
+
+#[cfg(test)]
+mod tests;

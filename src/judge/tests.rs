@@ -1,0 +1,178 @@
+//! Verdict state machine tests, on seeded samples fed tick by tick.
+
+use super::*;
+use crate::config::Config;
+use crate::model::Sample;
+use crate::sim::Rng;
+
+const SEC: u64 = NANOS_PER_SEC;
+
+struct Pair {
+    judge: Judge,
+    j: Judgement,
+    canary_window: Signals,
+    baseline_window: Signals,
+    id: Arc<str>,
+    rng: Rng,
+    t: UnixNanos,
+}
+
+fn sample(rng: &mut Rng, n: u64, error: f64, median_ms: f64) -> Signals {
+    let mut s = Signals::default();
+    let errors = rng.binomial(n, error);
+    let latencies_us = (0..n)
+        .map(|_| ((rng.lognormal(median_ms, 0.4) * 1000.0) as u64, 1))
+        .collect();
+    s.record(&Sample {
+        requests: n,
+        errors,
+        latencies_us,
+    });
+    s
+}
+
+impl Pair {
+    fn new(config: &Config) -> Self {
+        Self {
+            judge: Judge::new(&config.judge, &config.checks),
+            j: Judgement::new(&config.checks, 0),
+            canary_window: Signals::default(),
+            baseline_window: Signals::default(),
+            id: Arc::from("base"),
+            rng: Rng::new(17),
+            t: 0,
+        }
+    }
+
+    /// One second: `n` canary and `9n` baseline requests.
+    fn second(&mut self, n: u64, canary_error: f64, canary_ms: f64, with_baseline: bool) -> Color {
+        self.t += SEC;
+        let c = sample(&mut self.rng, n, canary_error, canary_ms);
+        let b = sample(&mut self.rng, 9 * n, 0.005, 50.0);
+        self.canary_window.add(&c);
+        self.baseline_window.add(&b);
+        let canary = View {
+            first_seen: 0,
+            pending: &c,
+            window: &self.canary_window,
+        };
+        let baseline = with_baseline.then_some(BaselineView {
+            id: &self.id,
+            view: View {
+                first_seen: 0,
+                pending: &b,
+                window: &self.baseline_window,
+            },
+        });
+        self.judge.evaluate(&mut self.j, canary, baseline, self.t);
+        self.j.color
+    }
+}
+
+#[test]
+fn a_healthy_canary_goes_green_then_red_when_it_regresses_and_stays_red() {
+    let mut p = Pair::new(&Config::default());
+    let mut green_at = None;
+    for s in 0..120 {
+        if p.second(50, 0.005, 50.0, true) == Color::Green && green_at.is_none() {
+            green_at = Some(s);
+        }
+    }
+    assert!(green_at.is_some(), "never green: {}", p.j.reason);
+    assert_eq!(p.j.color, Color::Green);
+    assert!(p.j.reason.contains("promote"), "{}", p.j.reason);
+    let mut red_at = None;
+    for s in 0..120 {
+        if p.second(50, 0.08, 50.0, true) == Color::Red {
+            red_at = Some(s);
+            break;
+        }
+    }
+    assert!(red_at.is_some(), "never red: {}", p.j.reason);
+    assert!(p.j.red_since.is_some());
+    assert!(p.j.reason.contains("error ratio"), "{}", p.j.reason);
+    // red is final, whatever comes next
+    for _ in 0..60 {
+        assert_eq!(p.second(50, 0.0, 50.0, true), Color::Red);
+    }
+}
+
+#[test]
+fn a_slower_canary_is_red_on_latency() {
+    let mut p = Pair::new(&Config::default());
+    for _ in 0..60 {
+        if p.second(20, 0.005, 100.0, true) == Color::Red {
+            break;
+        }
+    }
+    assert_eq!(p.j.color, Color::Red, "{}", p.j.reason);
+    let latency = p.j.checks.iter().find(|c| c.name == "latency").unwrap();
+    assert_eq!(latency.result, Outcome::Fail);
+    assert!(latency.canary.p50_ms.unwrap() > latency.baseline.as_ref().unwrap().p50_ms.unwrap());
+}
+
+#[test]
+fn too_little_traffic_is_yellow_insufficient_data() {
+    let mut p = Pair::new(&Config::default());
+    for _ in 0..120 {
+        p.second(1, 0.005, 50.0, true);
+    }
+    assert_eq!(p.j.color, Color::Yellow);
+    assert!(
+        p.j.reason.starts_with("insufficient data"),
+        "{}",
+        p.j.reason
+    );
+}
+
+#[test]
+fn without_baseline_or_guardrails_the_verdict_says_so() {
+    let mut p = Pair::new(&Config::default());
+    for _ in 0..60 {
+        p.second(50, 0.005, 50.0, false);
+    }
+    assert_eq!(p.j.color, Color::Yellow);
+    assert!(p.j.reason.contains("no baseline"), "{}", p.j.reason);
+    assert!(p.j.checks.is_empty());
+}
+
+#[test]
+fn guardrails_judge_a_release_without_baseline() {
+    let mut config = Config::default();
+    config.checks.guardrails.max_error_ratio = Some(0.02);
+    config.checks.guardrails.max_p95 = Some(std::time::Duration::from_millis(500));
+    let mut healthy = Pair::new(&config);
+    for _ in 0..90 {
+        healthy.second(50, 0.002, 50.0, false);
+    }
+    assert_eq!(healthy.j.color, Color::Green, "{}", healthy.j.reason);
+    assert!(
+        healthy.j.reason.contains("guardrail"),
+        "{}",
+        healthy.j.reason
+    );
+    let mut failing = Pair::new(&config);
+    for _ in 0..90 {
+        if failing.second(50, 0.10, 50.0, false) == Color::Red {
+            break;
+        }
+    }
+    assert_eq!(failing.j.color, Color::Red, "{}", failing.j.reason);
+    assert!(
+        failing.j.reason.contains("guardrail"),
+        "{}",
+        failing.j.reason
+    );
+}
+
+#[test]
+fn a_non_critical_failure_does_not_make_red() {
+    let mut config = Config::default();
+    config.checks.latency.critical = false;
+    let mut p = Pair::new(&config);
+    for _ in 0..90 {
+        p.second(20, 0.005, 150.0, true);
+    }
+    assert_eq!(p.j.color, Color::Yellow, "{}", p.j.reason);
+    assert!(p.j.reason.contains("non-critical"), "{}", p.j.reason);
+}

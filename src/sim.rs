@@ -1,0 +1,452 @@
+//! Deterministic randomness for the simulator and the statistical tests:
+//! splitmix64 with the few distributions the judge is exercised with.
+
+/// A small, fast, seedable generator (splitmix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    pub fn bernoulli(&mut self, p: f64) -> bool {
+        self.uniform() < p
+    }
+
+    /// Binomial(n, p) by counting Bernoulli trials (n is small here).
+    pub fn binomial(&mut self, n: u64, p: f64) -> u64 {
+        (0..n).filter(|_| self.bernoulli(p)).count() as u64
+    }
+
+    /// Poisson(mean) by Knuth's method for small means, normal beyond.
+    pub fn poisson(&mut self, mean: f64) -> u64 {
+        if mean > 60.0 {
+            return (mean + mean.sqrt() * self.normal()).round().max(0.0) as u64;
+        }
+        let limit = (-mean).exp();
+        let mut k = 0;
+        let mut p = self.uniform();
+        while p > limit {
+            k += 1;
+            p *= self.uniform();
+        }
+        k
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Log-normal with the given median and log-space sigma.
+    pub fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
+    }
+}
+
+use crate::config::Config;
+use crate::ingest::identity::ReleaseRef;
+use crate::ingest::otlp::{Batch, Group};
+use crate::judge::Color;
+use crate::model::{Sample, NANOS_PER_SEC};
+use crate::store::Store;
+
+/// One simulated release: a warm baseline, then a canary beside it.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// Requests per second of both cohorts together.
+    pub total_rps: f64,
+    /// The canary's share of traffic.
+    pub canary_weight: f64,
+    pub baseline_error: f64,
+    pub canary_error: f64,
+    pub median_ms: f64,
+    /// Log-space spread of latencies.
+    pub sigma: f64,
+    /// Canary latencies are multiplied by this.
+    pub canary_slowdown: f64,
+    /// The canary behaves like the baseline until this many seconds in.
+    pub regression_at: u64,
+    /// Seconds the baseline serves alone before the canary appears.
+    pub warmup: u64,
+    /// Seconds simulated after the canary appears.
+    pub duration: u64,
+    /// Whether a baseline deployment exists at all.
+    pub with_baseline: bool,
+}
+
+impl Scenario {
+    /// Identical cohorts at the given total traffic.
+    pub fn a_a(name: &'static str, total_rps: f64) -> Self {
+        Self {
+            name,
+            total_rps,
+            canary_weight: 0.1,
+            baseline_error: 0.005,
+            canary_error: 0.005,
+            median_ms: 50.0,
+            sigma: 0.5,
+            canary_slowdown: 1.0,
+            regression_at: 0,
+            warmup: 120,
+            duration: 300,
+            with_baseline: true,
+        }
+    }
+
+    /// The cases of the evaluation suite (issue 3's targets).
+    pub fn suite() -> Vec<Scenario> {
+        let base = Scenario::a_a("", 100.0);
+        vec![
+            Scenario::a_a("A/A, 10 rps", 10.0),
+            Scenario::a_a("A/A, 100 rps", 100.0),
+            Scenario::a_a("A/A, 1000 rps", 1000.0),
+            Scenario {
+                name: "errors 0.5% → 5%",
+                canary_error: 0.05,
+                ..base.clone()
+            },
+            Scenario {
+                name: "errors 0.5% → 2%",
+                canary_error: 0.02,
+                ..base.clone()
+            },
+            Scenario {
+                name: "latency ×1.5",
+                canary_slowdown: 1.5,
+                ..base.clone()
+            },
+            Scenario {
+                name: "errors → 5% at 2 min",
+                canary_error: 0.05,
+                regression_at: 120,
+                ..base.clone()
+            },
+            Scenario {
+                name: "too little traffic (2 rps)",
+                ..Scenario::a_a("", 2.0)
+            },
+            Scenario {
+                name: "no baseline",
+                with_baseline: false,
+                ..base
+            },
+        ]
+    }
+}
+
+/// What happened to one simulated release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// Seconds from the canary's (or regression's) start to red / green.
+    pub red_after: Option<u64>,
+    pub green_after: Option<u64>,
+    pub last: Color,
+    pub last_reason: String,
+}
+
+fn cohort(rng: &mut Rng, rps: f64, error: f64, median_ms: f64, sigma: f64) -> Sample {
+    let n = rng.poisson(rps);
+    let errors = rng.binomial(n, error);
+    let latencies_us = (0..n)
+        .map(|_| ((rng.lognormal(median_ms, sigma) * 1000.0) as u64, 1))
+        .collect();
+    Sample {
+        requests: n,
+        errors,
+        latencies_us,
+    }
+}
+
+fn group(id: &'static str, sample: Sample) -> Group<'static> {
+    Group {
+        release: ReleaseRef {
+            service: "sim",
+            environment: "prod",
+            deployment_id: id,
+            git_sha: None,
+            role: None,
+        },
+        items: sample.requests,
+        sample,
+    }
+}
+
+/// Runs one release of a scenario with its own seed, one sample batch
+/// per cohort per second and a judge tick after each.
+pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
+    let judge = crate::judge::Judge::new(&config.judge, &config.checks);
+    let mut store = Store::new(16, judge);
+    let mut rng = Rng::new(seed);
+    let start = 1_700_000_000 * NANOS_PER_SEC;
+    let (mut red_after, mut green_after) = (None, None);
+    let canary_rps = s.total_rps * s.canary_weight;
+    let baseline_rps = s.total_rps - canary_rps;
+    for t in 0..s.warmup + s.duration {
+        let now = start + t * NANOS_PER_SEC;
+        let mut batch = Batch::default();
+        let canary_on = t >= s.warmup;
+        if s.with_baseline {
+            let rps = if canary_on { baseline_rps } else { s.total_rps };
+            batch.groups.push(group(
+                "baseline",
+                cohort(&mut rng, rps, s.baseline_error, s.median_ms, s.sigma),
+            ));
+        }
+        if canary_on {
+            let bad = t - s.warmup >= s.regression_at;
+            let (error, slow) = if bad {
+                (s.canary_error, s.canary_slowdown)
+            } else {
+                (s.baseline_error, 1.0)
+            };
+            batch.groups.push(group(
+                "canary",
+                cohort(&mut rng, canary_rps, error, s.median_ms * slow, s.sigma),
+            ));
+        }
+        store.apply(&batch, now);
+        store.tick(now + NANOS_PER_SEC / 2);
+        if canary_on {
+            let since = t - s.warmup + 1;
+            let after_onset = since.saturating_sub(s.regression_at);
+            let Some((_, _, fleet)) = store.fleets().next() else {
+                continue;
+            };
+            let Some(canary) = fleet.releases.get("canary") else {
+                continue;
+            };
+            match canary.judgement().color {
+                Color::Red if red_after.is_none() => red_after = Some(after_onset),
+                Color::Green if green_after.is_none() => green_after = Some(since),
+                _ => {}
+            }
+        }
+    }
+    let (_, _, fleet) = store.fleets().next().expect("the simulated fleet exists");
+    let j = fleet.releases["canary"].judgement();
+    RunResult {
+        red_after,
+        green_after,
+        last: j.color,
+        last_reason: j.reason.clone(),
+    }
+}
+
+/// A scenario's results over many releases.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub name: &'static str,
+    pub runs: usize,
+    pub red: usize,
+    pub green: usize,
+    pub green_within_60s: usize,
+    pub red_within_60s: usize,
+    pub median_red: Option<u64>,
+    pub p95_red: Option<u64>,
+    pub median_green: Option<u64>,
+    pub yellow_insufficient: usize,
+}
+
+fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+    (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize])
+}
+
+/// Runs `runs` releases of a scenario with seeds `seed..seed+runs`.
+pub fn summarize(s: &Scenario, runs: usize, seed: u64, config: &Config) -> Summary {
+    let results: Vec<RunResult> = (0..runs as u64).map(|i| run(s, seed + i, config)).collect();
+    let mut reds: Vec<u64> = results.iter().filter_map(|r| r.red_after).collect();
+    let mut greens: Vec<u64> = results.iter().filter_map(|r| r.green_after).collect();
+    reds.sort_unstable();
+    greens.sort_unstable();
+    Summary {
+        name: s.name,
+        runs,
+        red: reds.len(),
+        green: greens.len(),
+        green_within_60s: greens.iter().filter(|g| **g <= 60).count(),
+        red_within_60s: reds.iter().filter(|r| **r <= 60).count(),
+        median_red: quantile(&reds, 0.5),
+        p95_red: quantile(&reds, 0.95),
+        median_green: quantile(&greens, 0.5),
+        yellow_insufficient: results
+            .iter()
+            .filter(|r| r.last == Color::Yellow && r.last_reason.starts_with("insufficient data"))
+            .count(),
+    }
+}
+
+impl Summary {
+    pub fn header() -> &'static str {
+        "| case | releases | red | red ≤60s | median to red | p95 to red | green | green ≤60s | median to green | yellow, insufficient data |\n|---|---|---|---|---|---|---|---|---|---|"
+    }
+
+    pub fn row(&self) -> String {
+        let pct = |n: usize| format!("{:.1}%", 100.0 * n as f64 / self.runs as f64);
+        let secs = |s: Option<u64>| s.map(|s| format!("{s} s")).unwrap_or_else(|| "–".into());
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.name,
+            self.runs,
+            pct(self.red),
+            pct(self.red_within_60s),
+            secs(self.median_red),
+            secs(self.p95_red),
+            pct(self.green),
+            pct(self.green_within_60s),
+            secs(self.median_green),
+            pct(self.yellow_insufficient),
+        )
+    }
+}
+
+/// Simulated traffic as OTLP: one `ExportTraceServiceRequest` per second of
+/// a scenario, with both cohorts' SERVER spans (for replay tests, benches
+/// and the load generator).
+pub mod otlp {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{
+        status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+    };
+
+    use super::{Rng, Scenario};
+    use crate::model::NANOS_PER_SEC;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn resource(id: &str, sha: &str) -> Resource {
+        Resource {
+            attributes: vec![
+                kv("service.name", "checkout"),
+                kv("deployment.environment.name", "prod"),
+                kv("deployment.id", id),
+                kv("git.sha", sha),
+                kv("host.name", "pod-1"),
+                kv("telemetry.sdk.language", "rust"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// Spans of one cohort for one second starting at `t`.
+    fn spans(rng: &mut Rng, t: u64, rps: f64, error: f64, median_ms: f64, sigma: f64) -> Vec<Span> {
+        let n = rng.poisson(rps);
+        (0..n)
+            .map(|_| {
+                let start = t + rng.below(NANOS_PER_SEC);
+                let dur = (rng.lognormal(median_ms, sigma) * 1e6) as u64;
+                let failed = rng.bernoulli(error);
+                Span {
+                    trace_id: rng.next_u64().to_be_bytes().repeat(2),
+                    span_id: (rng.next_u64() | 1).to_be_bytes().to_vec(),
+                    name: "POST /checkout".into(),
+                    kind: 2,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: start + dur,
+                    attributes: vec![
+                        kv("http.request.method", "POST"),
+                        kv("http.route", "/checkout"),
+                        KeyValue {
+                            key: "http.response.status_code".into(),
+                            value: Some(AnyValue {
+                                value: Some(Value::IntValue(if failed { 503 } else { 200 })),
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    status: failed.then(|| Status {
+                        code: StatusCode::Error as i32,
+                        message: "upstream unavailable".into(),
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    /// The scenario's traffic, one request per simulated second, from `start`.
+    pub fn requests(s: &Scenario, seed: u64, start: u64) -> Vec<ExportTraceServiceRequest> {
+        let mut rng = Rng::new(seed);
+        let canary_rps = s.total_rps * s.canary_weight;
+        (0..s.warmup + s.duration)
+            .map(|sec| {
+                let t = start + sec * NANOS_PER_SEC;
+                let canary_on = sec >= s.warmup;
+                let mut out = Vec::new();
+                if s.with_baseline {
+                    let rps = if canary_on {
+                        s.total_rps - canary_rps
+                    } else {
+                        s.total_rps
+                    };
+                    out.push(ResourceSpans {
+                        resource: Some(resource("checkout-1a2b3c4", "1a2b3c4")),
+                        scope_spans: vec![ScopeSpans {
+                            spans: spans(&mut rng, t, rps, s.baseline_error, s.median_ms, s.sigma),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    });
+                }
+                if canary_on {
+                    let bad = sec - s.warmup >= s.regression_at;
+                    let (error, slow) = if bad {
+                        (s.canary_error, s.canary_slowdown)
+                    } else {
+                        (s.baseline_error, 1.0)
+                    };
+                    out.push(ResourceSpans {
+                        resource: Some(resource("checkout-2b5d9af", "2b5d9af")),
+                        scope_spans: vec![ScopeSpans {
+                            spans: spans(
+                                &mut rng,
+                                t,
+                                canary_rps,
+                                error,
+                                s.median_ms * slow,
+                                s.sigma,
+                            ),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    });
+                }
+                ExportTraceServiceRequest {
+                    resource_spans: out,
+                }
+            })
+            .collect()
+    }
+}

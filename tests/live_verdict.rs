@@ -1,0 +1,95 @@
+//! The daemon judging live traffic: a healthy canary turns green, then
+//! turns red when it starts failing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use release_verdict::config::Config;
+
+async fn until(
+    server: &TestServer,
+    client: &mut TraceServiceClient<tonic::transport::Channel>,
+    canary_error_every: u64,
+    want: &str,
+) -> serde_json::Value {
+    let stable = release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4");
+    let canary = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        client
+            .export(trace_request(stable.clone(), 180, 0))
+            .await
+            .unwrap();
+        client
+            .export(trace_request(canary.clone(), 60, canary_error_every))
+            .await
+            .unwrap();
+        let (_, v) = server.get_json("/api/v1/releases/checkout-2b5d9af").await;
+        if v["verdict"] == want {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never {want}; last: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn healthy_canary_goes_green_then_red_when_it_fails() {
+    let mut config = Config::default();
+    config.judge.tick = Duration::from_millis(100);
+    config.judge.epoch = Duration::from_secs(1);
+    config.judge.min_duration = Duration::from_secs(1);
+    config.judge.min_requests = 300;
+    let server = TestServer::with_config(config).await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    // the stable deployment serves first
+    client
+        .export(trace_request(
+            release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4"),
+            100,
+            0,
+        ))
+        .await
+        .unwrap();
+    server
+        .wait_for_release("checkout-1a2b3c4", |v| v["canary"]["requests"] == 100)
+        .await;
+
+    let green = until(&server, &mut client, 0, "green").await;
+    assert_eq!(green["baseline"]["deployment_id"], "checkout-1a2b3c4");
+    assert!(
+        green["reason"].as_str().unwrap().contains("promote"),
+        "{green}"
+    );
+    let checks = green["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["result"] == "pass"), "{green}");
+
+    let red = until(&server, &mut client, 3, "red").await;
+    assert!(
+        red["reason"].as_str().unwrap().contains("error ratio"),
+        "{red}"
+    );
+    assert!(red["red_since"].is_string(), "{red}");
+    let error_check = checks_named(&red, "error_ratio");
+    assert_eq!(error_check["result"], "fail");
+    assert!(
+        error_check["canary"]["error_ratio"].as_f64().unwrap() > 0.01,
+        "{red}"
+    );
+    assert_eq!(error_check["baseline"]["error_ratio"], 0.0);
+    server.stop().await;
+}
+
+fn checks_named<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
