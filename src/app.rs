@@ -3,7 +3,7 @@
 //! of one batch, never across an `.await`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
+use crate::export::prometheus::{encode_releases, openmetrics_to_text, Format};
 use crate::export::self_metrics::{
     ItemLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
 };
@@ -22,6 +23,10 @@ use crate::ingest::otlp::{Batch, Mapper};
 use crate::judge::Judge;
 use crate::model::UnixNanos;
 use crate::store::{Changed, Store};
+use crate::verdict::{self, Filter, Verdict};
+
+/// Verdict changes buffered for slow watchers before they must catch up.
+const CHANGES_BUFFER: usize = 1024;
 
 /// What an export request came to, for its OTLP response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,6 +75,8 @@ pub struct App {
     pub metrics: SelfMetrics,
     registry: Registry,
     ready: AtomicBool,
+    /// Verdicts that changed color, for watchers.
+    changes: tokio::sync::broadcast::Sender<Arc<Verdict>>,
 }
 
 impl App {
@@ -92,6 +99,7 @@ impl App {
             metrics,
             registry,
             ready: AtomicBool::new(false),
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
         }
     }
 
@@ -194,6 +202,24 @@ impl App {
         self.metrics
             .evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
+        if self.changes.receiver_count() > 0 && !changed.is_empty() {
+            let verdicts: Vec<Verdict> = self.read(|store| {
+                changed
+                    .iter()
+                    .filter_map(|c| {
+                        let filter = Filter {
+                            service: Some(c.service.to_string()),
+                            environment: Some(c.environment.to_string()),
+                        };
+                        verdict::find(store, &c.deployment_id, &filter, now).ok()
+                    })
+                    .collect()
+            });
+            for v in verdicts {
+                // No receiver left is fine: nobody is watching.
+                let _ = self.changes.send(Arc::new(v));
+            }
+        }
         for c in &changed {
             tracing::info!(
                 service = %c.service,
@@ -223,12 +249,25 @@ impl App {
         f(&lock(&self.store))
     }
 
-    /// The self metrics in text exposition.
-    pub fn encode_metrics(&self) -> String {
+    /// The whole `/metrics` exposition: every release's series, then the
+    /// daemon's own.
+    pub fn encode_metrics(&self, format: Format, now: UnixNanos) -> String {
+        let window = self.config.judge.window.as_nanos() as u64;
         let mut out = String::new();
+        self.read(|store| encode_releases(&mut out, store, window, now));
+        let mut own = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut own, &self.registry);
+        match format {
+            Format::OpenMetrics => out.push_str(&own),
+            Format::Text => openmetrics_to_text(&own, &mut out),
+        }
         out
+    }
+
+    /// Every verdict that changes color from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Verdict>> {
+        self.changes.subscribe()
     }
 
     pub fn set_ready(&self, ready: bool) {

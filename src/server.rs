@@ -20,6 +20,8 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::config::Config;
 use crate::export::api;
+use crate::export::grpc::pb::verdict_service_server::VerdictServiceServer;
+use crate::export::grpc::{pb, VerdictGrpc};
 use crate::ingest::{grpc::OtlpGrpc, http};
 use crate::model::system_now;
 
@@ -38,6 +40,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("gRPC reflection could not be set up: {0}")]
+    Reflection(String),
 }
 
 /// Bound listeners, ready to serve.
@@ -86,6 +90,16 @@ impl Server {
         let limit = app.config.server.max_request_bytes;
 
         let otlp = OtlpGrpc { app: app.clone() };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<VerdictServiceServer<VerdictGrpc>>()
+            .await;
+        health.set_serving::<TraceServiceServer<OtlpGrpc>>().await;
+        health.set_serving::<MetricsServiceServer<OtlpGrpc>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(otlp_status))
             .add_service(
@@ -100,6 +114,12 @@ impl Server {
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(limit),
             )
+            .add_service(VerdictServiceServer::new(VerdictGrpc {
+                app: app.clone(),
+                stop: stop.clone(),
+            }))
+            .add_service(health_service)
+            .add_service(reflection)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.grpc),
                 stop.clone().cancelled_owned(),

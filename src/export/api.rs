@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use crate::app::App;
+use crate::export::prometheus::Format;
 use crate::model::system_now;
 use crate::verdict::{self, Filter, LookupError};
 
@@ -66,17 +67,13 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// `GET /metrics`
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// `GET /metrics`: Prometheus text, or OpenMetrics when the scraper asks.
+pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = app.encode_metrics(format, system_now());
     (
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-            NO_STORE,
-        ],
-        app.encode_metrics(),
+        [(header::CONTENT_TYPE, format.content_type()), NO_STORE],
+        body,
     )
         .into_response()
 }

@@ -1,0 +1,273 @@
+//! Prometheus exposition of every release's verdict, checks and cohort
+//! numbers: a pure function of the store, in the Prometheus text format or
+//! OpenMetrics. Series of expired releases disappear with them.
+
+use std::fmt::Write;
+
+use crate::judge::checks::Outcome;
+use crate::model::{UnixNanos, NANOS_PER_SEC};
+use crate::store::{Release, Store};
+use crate::window::Signals;
+
+/// The two exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`
+    OpenMetrics,
+}
+
+impl Format {
+    /// From an `Accept` header: OpenMetrics when asked for, else text.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The gauges, in exposition order: name, help.
+const FAMILIES: [(&str, &str); 7] = [
+    (
+        "release_verdict",
+        "Verdict of a release: 0 green, 1 yellow, 2 red",
+    ),
+    (
+        "release_verdict_first_seen_timestamp_seconds",
+        "When a release was first seen (a deploy marker)",
+    ),
+    (
+        "release_verdict_check_status",
+        "Result of one check: 0 pass, 1 marginal, 2 fail, 3 no data",
+    ),
+    (
+        "release_verdict_check_e_value",
+        "Anytime-valid e-value for a regression beyond tolerance on a check",
+    ),
+    (
+        "release_verdict_request_rate",
+        "Requests per second over the rolling window, by cohort",
+    ),
+    (
+        "release_verdict_error_ratio",
+        "Errors per request over the rolling window, by cohort",
+    ),
+    (
+        "release_verdict_latency_seconds",
+        "Latency quantiles over the rolling window, by cohort",
+    ),
+];
+
+/// Escapes a label value: backslash, double quote and newline.
+pub fn escape(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One sample line.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(v, out);
+        out.push('"');
+    }
+    out.push_str("} ");
+    if value.is_finite() {
+        let _ = write!(out, "{value}");
+    } else if value.is_nan() {
+        out.push_str("NaN");
+    } else if value > 0.0 {
+        out.push_str("+Inf");
+    } else {
+        out.push_str("-Inf");
+    }
+    out.push('\n');
+}
+
+fn status(o: Outcome) -> f64 {
+    match o {
+        Outcome::Pass => 0.0,
+        Outcome::Marginal => 1.0,
+        Outcome::Fail => 2.0,
+        Outcome::Nodata => 3.0,
+    }
+}
+
+/// Seconds of the window a release's numbers cover.
+fn covered(r: &Release, window: UnixNanos, now: UnixNanos) -> f64 {
+    let age = now
+        .saturating_sub(r.first_seen)
+        .clamp(NANOS_PER_SEC, window.max(NANOS_PER_SEC));
+    age as f64 / NANOS_PER_SEC as f64
+}
+
+/// Writes every release's series (without the self metrics).
+pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: UnixNanos) {
+    // Gather per family so each family's samples are contiguous.
+    let mut families: Vec<String> = vec![String::new(); FAMILIES.len()];
+    for (service, env, fleet) in store.fleets() {
+        let roles = fleet.roles();
+        for r in fleet.releases.values() {
+            let id = &*r.deployment_id;
+            let sha = r.git_sha.as_deref().unwrap_or("");
+            let base = [
+                ("service", service),
+                ("environment", env),
+                ("deployment_id", id),
+            ];
+            let with_sha = [base[0], base[1], base[2], ("git_sha", sha)];
+            let j = r.judgement();
+            sample(
+                &mut families[0],
+                FAMILIES[0].0,
+                &with_sha,
+                j.color.value() as f64,
+            );
+            sample(
+                &mut families[1],
+                FAMILIES[1].0,
+                &with_sha,
+                r.first_seen as f64 / NANOS_PER_SEC as f64,
+            );
+            for c in &j.checks {
+                let labels = [base[0], base[1], base[2], ("check", c.name.as_str())];
+                sample(&mut families[2], FAMILIES[2].0, &labels, status(c.result));
+                sample(
+                    &mut families[3],
+                    FAMILIES[3].0,
+                    &labels,
+                    c.statistic.e_value,
+                );
+            }
+            let mut cohort = |name: &str, rel: &Release, w: &Signals| {
+                let labels = [base[0], base[1], base[2], ("cohort", name)];
+                sample(
+                    &mut families[4],
+                    FAMILIES[4].0,
+                    &labels,
+                    w.requests as f64 / covered(rel, window, now),
+                );
+                if let Some(ratio) = w.error_ratio() {
+                    sample(&mut families[5], FAMILIES[5].0, &labels, ratio);
+                }
+                for (q, qs) in [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")] {
+                    if let Some(us) = w.latency.quantile(q) {
+                        let labels = [
+                            base[0],
+                            base[1],
+                            base[2],
+                            ("cohort", name),
+                            ("quantile", qs),
+                        ];
+                        sample(&mut families[6], FAMILIES[6].0, &labels, us as f64 / 1e6);
+                    }
+                }
+            };
+            cohort("canary", r, r.window.sum());
+            if let Some(b) = fleet.baseline_of(r, &roles) {
+                cohort("baseline", b, b.window.sum());
+            }
+        }
+    }
+    for ((name, help), body) in FAMILIES.iter().zip(families) {
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        out.push_str(&body);
+    }
+}
+
+/// prometheus-client writes OpenMetrics; the text format differs in a
+/// counter's family name (`x_total` there, `x` here), has no `# UNIT`
+/// and no `# EOF`.
+pub fn openmetrics_to_text(om: &str, out: &mut String) {
+    let mut counters: Vec<&str> = Vec::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.push(name);
+            }
+        }
+    }
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# TYPE ")
+            .map(|r| ("# TYPE ", r))
+            .or_else(|| line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)));
+        if let Some((kind, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(&name) {
+                let _ = writeln!(out, "{kind}{name}_total{}", &rest[name.len()..]);
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("a", "x\"y\\z\nw")], 1.5);
+        assert_eq!(out, "m{a=\"x\\\"y\\\\z\\nw\"} 1.5\n");
+    }
+
+    #[test]
+    fn special_values_are_spelled_out() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[], f64::INFINITY);
+        sample(&mut out, "m", &[], f64::NAN);
+        assert_eq!(out, "m{} +Inf\nm{} NaN\n");
+    }
+
+    #[test]
+    fn openmetrics_counters_become_text_counters() {
+        let om = "# HELP x_items Items.\n# TYPE x_items counter\nx_items_total{a=\"b\"} 3\n# TYPE g gauge\ng 1\n# EOF\n";
+        let mut out = String::new();
+        openmetrics_to_text(om, &mut out);
+        assert_eq!(
+            out,
+            "# HELP x_items_total Items.\n# TYPE x_items_total counter\nx_items_total{a=\"b\"} 3\n# TYPE g gauge\ng 1\n"
+        );
+    }
+
+    #[test]
+    fn accept_headers_choose_the_format() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
+    }
+}
