@@ -84,6 +84,67 @@ pub struct ChecksConfig {
     pub latency: LatencyCheck,
     /// Absolute limits on the canary, with or without a baseline.
     pub guardrails: Guardrails,
+    /// Checks on any OTLP metric (`[[checks.metric]]`).
+    pub metric: Vec<MetricCheck>,
+}
+
+/// Which change of a metric is a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Increase,
+    Decrease,
+    Either,
+}
+
+/// A check on any OTLP metric, canary vs baseline, like a Kayenta metric.
+/// Sums are compared as events per request (the canary's share of the
+/// increments against its share of the requests); gauges and histograms by
+/// their distributions at baseline quantiles, like latency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricCheck {
+    /// The check's name in verdicts and metrics.
+    pub name: String,
+    /// The OTLP metric it reads.
+    pub metric: String,
+    /// Which change is bad.
+    pub direction: Direction,
+    /// Red needs evidence of a change beyond this fraction...
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// ...and beyond this much, in the metric's unit (per request for sums).
+    #[serde(default)]
+    pub tolerance_abs: f64,
+    /// Green needs evidence the change is within this fraction...
+    #[serde(default = "default_pass_bound")]
+    pub pass_bound: f64,
+    /// ...or within this much.
+    #[serde(default)]
+    pub pass_bound_abs: f64,
+    /// Baseline quantiles compared at (gauges and histograms).
+    #[serde(default = "default_metric_quantiles")]
+    pub quantiles: Vec<f64>,
+    #[serde(default)]
+    pub critical: bool,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_tolerance() -> f64 {
+    0.1
+}
+
+fn default_pass_bound() -> f64 {
+    0.25
+}
+
+fn default_metric_quantiles() -> Vec<f64> {
+    vec![0.5]
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 /// Error ratio, canary vs baseline.
@@ -448,6 +509,46 @@ impl Config {
                 "checks.latency.quantiles must list quantiles strictly between 0 and 1".to_string(),
             );
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.checks.metric.iter().enumerate() {
+            let at = format!("checks.metric[{i}] ({:?})", m.name);
+            if m.name.is_empty() || m.metric.is_empty() {
+                problems.push(format!("{at}: name and metric must not be empty"));
+            }
+            if !names.insert(m.name.as_str())
+                || matches!(m.name.as_str(), "error_ratio" | "latency")
+            {
+                problems.push(format!("{at}: the name is already taken"));
+            }
+            if m.metric == self.ingest.duration_metric {
+                problems.push(format!(
+                    "{at}: {} already feeds the built-in checks",
+                    m.metric
+                ));
+            }
+            for (what, v) in [
+                ("tolerance", m.tolerance),
+                ("tolerance_abs", m.tolerance_abs),
+                ("pass_bound", m.pass_bound),
+                ("pass_bound_abs", m.pass_bound_abs),
+                ("weight", m.weight),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    problems.push(format!(
+                        "{at}: {what} must be a non-negative number, not {v}"
+                    ));
+                }
+            }
+            if m.direction != Direction::Increase && m.tolerance >= 1.0 {
+                problems.push(format!("{at}: a decrease tolerance must be below 1"));
+            }
+            if m.quantiles.is_empty() || m.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+                problems.push(format!("{at}: quantiles must be strictly between 0 and 1"));
+            }
+        }
+        if self.checks.metric.len() > 64 {
+            problems.push("at most 64 [[checks.metric]] are supported".to_string());
+        }
         if let Some(r) = self.checks.guardrails.max_error_ratio {
             if !(r > 0.0 && r < 1.0) {
                 problems.push(format!(
@@ -520,6 +621,25 @@ mod tests {
         assert!(
             text.contains("quantiles") && text.contains("confidence"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn metric_checks_parse_and_validate() {
+        let c = Config::from_toml(
+            "[[checks.metric]]\nname = \"queue\"\nmetric = \"app.queue.depth\"\ndirection = \"increase\"\ncritical = true\n[[checks.metric]]\nname = \"orders\"\nmetric = \"orders.placed\"\ndirection = \"decrease\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.checks.metric.len(), 2);
+        assert_eq!(c.checks.metric[1].direction, Direction::Decrease);
+        assert_eq!(c.checks.metric[0].quantiles, vec![0.5]);
+        let err = Config::from_toml(
+            "[[checks.metric]]\nname = \"latency\"\nmetric = \"x\"\ndirection = \"up\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("direction") || err.to_string().contains("up"),
+            "{err}"
         );
     }
 

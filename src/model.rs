@@ -91,11 +91,26 @@ pub struct Sample {
     pub requests: u64,
     pub errors: u64,
     pub latencies_us: Vec<(u64, u64)>,
+    /// Observations for `[[checks.metric]]`, by check index.
+    pub metrics: Vec<(u16, MetricObservation)>,
+}
+
+/// One observation of a configured metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricObservation {
+    /// New increments of a sum.
+    Count(u64),
+    /// `count` values at `milli` thousandths of the metric's unit (gauges,
+    /// histogram buckets).
+    Values { milli: u64, count: u64 },
 }
 
 impl Sample {
     pub fn is_empty(&self) -> bool {
-        self.requests == 0 && self.errors == 0 && self.latencies_us.is_empty()
+        self.requests == 0
+            && self.errors == 0
+            && self.latencies_us.is_empty()
+            && self.metrics.is_empty()
     }
 }
 

@@ -177,6 +177,7 @@ fn cohort(rng: &mut Rng, rps: f64, error: f64, median_ms: f64, sigma: f64) -> Sa
         requests: n,
         errors,
         latencies_us,
+        ..Default::default()
     }
 }
 

@@ -345,6 +345,7 @@ mod tests {
                     requests: n,
                     errors: 0,
                     latencies_us: vec![(1000, n)],
+                    ..Default::default()
                 },
             });
         }

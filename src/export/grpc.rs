@@ -158,6 +158,8 @@ fn stats(s: &CohortStats) -> pb::CohortStats {
         p50_ms: s.p50_ms,
         p95_ms: s.p95_ms,
         p99_ms: s.p99_ms,
+        per_request: s.per_request,
+        median: s.median,
     }
 }
 

@@ -8,14 +8,16 @@ use std::hash::{Hash, Hasher};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point::Value as NumberValue, Metric,
+};
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::buckets::{unit_to_micros, Buckets};
 use super::delta::{Cumulative, Delta, DeltaTracker};
 use super::identity::{int_value, string_value, Found, IdentityKeys, ReleaseRef};
 use crate::config::Config;
-use crate::model::{Sample, SpanKindFilter, UnixNanos};
+use crate::model::{MetricObservation, Sample, SpanKindFilter, UnixNanos};
 
 /// OTLP `Status.code` for ERROR.
 const STATUS_ERROR: i32 = 2;
@@ -103,6 +105,8 @@ pub struct Mapper {
     keys: IdentityKeys,
     kinds: SpanKindFilter,
     duration_metric: String,
+    /// Metrics read by `[[checks.metric]]`, with the checks' indices.
+    checked: HashMap<String, Vec<u16>>,
 }
 
 impl Default for Mapper {
@@ -117,6 +121,15 @@ impl Mapper {
             keys: IdentityKeys::from(&config.identity),
             kinds: config.ingest.span_kind_filter(),
             duration_metric: config.ingest.duration_metric.clone(),
+            checked: config.checks.metric.iter().enumerate().fold(
+                HashMap::new(),
+                |mut m, (i, c)| {
+                    m.entry(c.metric.clone())
+                        .or_insert_with(Vec::new)
+                        .push(i as u16);
+                    m
+                },
+            ),
         }
     }
 
@@ -178,6 +191,18 @@ impl Mapper {
                 for (m, metric) in sm.metrics.iter().enumerate() {
                     let points = point_count(metric);
                     batch.items += points;
+                    let stream = StreamKey {
+                        resource: resource_attrs,
+                        scope,
+                        metric,
+                    };
+                    if let Some(checks) = self.checked.get(&metric.name) {
+                        let at = format!("resource_metrics[{r}].scope_metrics[{s}].metrics[{m}]");
+                        self.check_points(
+                            &mut batch, metric, checks, resource, stream, deltas, now, &at,
+                        );
+                        continue;
+                    }
                     if metric.name != self.duration_metric {
                         continue;
                     }
@@ -189,11 +214,6 @@ impl Mapper {
                             continue;
                         }
                     };
-                    let stream = StreamKey {
-                        resource: resource_attrs,
-                        scope,
-                        metric,
-                    };
                     self.duration_points(
                         &mut batch, metric, resource, stream, factor, deltas, now, &at,
                     );
@@ -203,6 +223,7 @@ impl Mapper {
         batch
     }
 
+    /// Requests, errors and latencies from the request-duration histogram.
     #[allow(clippy::too_many_arguments)]
     fn duration_points<'a>(
         &self,
@@ -215,87 +236,14 @@ impl Mapper {
         now: UnixNanos,
         at: &str,
     ) {
-        let points: Vec<HistPoint<'a>> = match &metric.data {
-            Some(Data::Histogram(h)) => h
-                .data_points
-                .iter()
-                .map(|p| HistPoint {
-                    attributes: &p.attributes,
-                    temporality: h.aggregation_temporality,
-                    cumulative: Cumulative {
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                        count: p.count,
-                        buckets: Buckets::Explicit {
-                            bounds: p.explicit_bounds.clone(),
-                            counts: p.bucket_counts.clone(),
-                        },
-                    },
-                })
-                .collect(),
-            Some(Data::ExponentialHistogram(h)) => h
-                .data_points
-                .iter()
-                .map(|p| {
-                    let (offset, counts) = p
-                        .positive
-                        .as_ref()
-                        .map(|b| (b.offset, b.bucket_counts.clone()))
-                        .unwrap_or_default();
-                    HistPoint {
-                        attributes: &p.attributes,
-                        temporality: h.aggregation_temporality,
-                        cumulative: Cumulative {
-                            start: p.start_time_unix_nano,
-                            time: p.time_unix_nano,
-                            count: p.count,
-                            buckets: Buckets::Exponential {
-                                scale: p.scale,
-                                zero: p.zero_count,
-                                offset,
-                                counts,
-                            },
-                        },
-                    }
-                })
-                .collect(),
-            _ => {
-                let n = point_count(metric);
-                batch.reject(n, format_args!("{at} ({}): not a histogram", metric.name));
-                return;
-            }
+        let Some(points) = hist_points(metric, false) else {
+            let n = point_count(metric);
+            batch.reject(n, format_args!("{at} ({}): not a histogram", metric.name));
+            return;
         };
-        for (p, point) in points.into_iter().enumerate() {
-            if let Err(e) = point.cumulative.buckets.validate() {
-                batch.reject(1, format_args!("{at}.data_points[{p}]: {e}"));
-                continue;
-            }
-            let (count, buckets) = match point.temporality {
-                DELTA => (point.cumulative.count, point.cumulative.buckets),
-                CUMULATIVE => {
-                    let key = stream.hash(point.attributes);
-                    match deltas.observe(key, point.cumulative, now) {
-                        Delta::Add { count, buckets } => (count, buckets),
-                        Delta::Nothing => (
-                            0,
-                            Buckets::Explicit {
-                                bounds: vec![],
-                                counts: vec![],
-                            },
-                        ),
-                        Delta::Refused => {
-                            batch.reject(1, format_args!("{at}.data_points[{p}]: too many cumulative streams tracked; try again later"));
-                            continue;
-                        }
-                    }
-                }
-                other => {
-                    batch.reject(1, format_args!("{at}: aggregation temporality {other} is not delta (1) or cumulative (2)"));
-                    continue;
-                }
-            };
-            let found = Found::scan(point.attributes, &self.keys).over(resource);
-            let failed = status_code(point.attributes).is_some_and(|c| c >= 500);
+        for (p, attributes, count, buckets) in resolve(batch, points, stream, deltas, now, at) {
+            let found = Found::scan(attributes, &self.keys).over(resource);
+            let failed = status_code(attributes).is_some_and(|c| c >= 500);
             let Some(group) = batch.attribute(found, || format!("{at}.data_points[{p}]")) else {
                 continue;
             };
@@ -307,6 +255,208 @@ impl Mapper {
             buckets.latencies(factor, &mut group.sample.latencies_us);
         }
     }
+
+    /// Observations of a metric that `[[checks.metric]]` reads: increments
+    /// of monotonic sums, values of gauges, non-monotonic sums and
+    /// histograms (in thousandths of the metric's unit).
+    #[allow(clippy::too_many_arguments)]
+    fn check_points<'a>(
+        &self,
+        batch: &mut Batch<'a>,
+        metric: &'a Metric,
+        checks: &[u16],
+        resource: Found<'a>,
+        stream: StreamKey<'_>,
+        deltas: &mut DeltaTracker,
+        now: UnixNanos,
+        at: &str,
+    ) {
+        let mut observed: Vec<(usize, &'a [KeyValue], Vec<MetricObservation>)> = Vec::new();
+        let values = match &metric.data {
+            Some(Data::Gauge(g)) => Some(&g.data_points),
+            Some(Data::Sum(s)) if !s.is_monotonic => Some(&s.data_points),
+            _ => None,
+        };
+        if let Some(points) = values {
+            for (p, point) in points.iter().enumerate() {
+                let v = match point.value {
+                    Some(NumberValue::AsDouble(d)) => d,
+                    Some(NumberValue::AsInt(i)) => i as f64,
+                    None => continue,
+                };
+                if !v.is_finite() {
+                    batch.reject(
+                        1,
+                        format_args!("{at}.data_points[{p}]: value is not finite"),
+                    );
+                    continue;
+                }
+                let milli = (v * 1000.0).max(0.0).round() as u64;
+                observed.push((
+                    p,
+                    &point.attributes,
+                    vec![MetricObservation::Values { milli, count: 1 }],
+                ));
+            }
+        } else if let Some(points) = hist_points(metric, true) {
+            let is_sum = matches!(metric.data, Some(Data::Sum(_)));
+            for (p, attributes, count, buckets) in resolve(batch, points, stream, deltas, now, at) {
+                let obs = if is_sum {
+                    vec![MetricObservation::Count(count)]
+                } else {
+                    let mut values = Vec::new();
+                    buckets.latencies(1000.0, &mut values);
+                    values
+                        .into_iter()
+                        .map(|(milli, count)| MetricObservation::Values { milli, count })
+                        .collect()
+                };
+                observed.push((p, attributes, obs));
+            }
+        } else {
+            let n = point_count(metric);
+            batch.reject(
+                n,
+                format_args!("{at} ({}): summaries cannot be checked", metric.name),
+            );
+            return;
+        }
+        for (p, attributes, obs) in observed {
+            let found = Found::scan(attributes, &self.keys).over(resource);
+            let Some(group) = batch.attribute(found, || format!("{at}.data_points[{p}]")) else {
+                continue;
+            };
+            group.items += 1;
+            for o in obs {
+                group.sample.metrics.extend(checks.iter().map(|c| (*c, o)));
+            }
+        }
+    }
+}
+
+/// Histogram points (and, with `sums`, monotonic sum points as bare
+/// counts) of a metric; None for any other kind.
+fn hist_points(metric: &Metric, sums: bool) -> Option<Vec<HistPoint<'_>>> {
+    Some(match &metric.data {
+        Some(Data::Histogram(h)) => h
+            .data_points
+            .iter()
+            .map(|p| HistPoint {
+                attributes: &p.attributes,
+                temporality: h.aggregation_temporality,
+                cumulative: Cumulative {
+                    start: p.start_time_unix_nano,
+                    time: p.time_unix_nano,
+                    count: p.count,
+                    buckets: Buckets::Explicit {
+                        bounds: p.explicit_bounds.clone(),
+                        counts: p.bucket_counts.clone(),
+                    },
+                },
+            })
+            .collect(),
+        Some(Data::ExponentialHistogram(h)) => h
+            .data_points
+            .iter()
+            .map(|p| {
+                let (offset, counts) = p
+                    .positive
+                    .as_ref()
+                    .map(|b| (b.offset, b.bucket_counts.clone()))
+                    .unwrap_or_default();
+                HistPoint {
+                    attributes: &p.attributes,
+                    temporality: h.aggregation_temporality,
+                    cumulative: Cumulative {
+                        start: p.start_time_unix_nano,
+                        time: p.time_unix_nano,
+                        count: p.count,
+                        buckets: Buckets::Exponential {
+                            scale: p.scale,
+                            zero: p.zero_count,
+                            offset,
+                            counts,
+                        },
+                    },
+                }
+            })
+            .collect(),
+        Some(Data::Sum(s)) if sums && s.is_monotonic => s
+            .data_points
+            .iter()
+            .map(|p| {
+                let v = match p.value {
+                    Some(NumberValue::AsDouble(d)) => d,
+                    Some(NumberValue::AsInt(i)) => i as f64,
+                    None => 0.0,
+                };
+                HistPoint {
+                    attributes: &p.attributes,
+                    temporality: s.aggregation_temporality,
+                    cumulative: Cumulative {
+                        start: p.start_time_unix_nano,
+                        time: p.time_unix_nano,
+                        count: if v.is_finite() {
+                            v.max(0.0).round() as u64
+                        } else {
+                            0
+                        },
+                        buckets: Buckets::Explicit {
+                            bounds: vec![],
+                            counts: vec![],
+                        },
+                    },
+                }
+            })
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Validates points and turns cumulative ones into deltas; refused points
+/// are counted in the batch. Yields (index, attributes, count, buckets).
+fn resolve<'a>(
+    batch: &mut Batch<'_>,
+    points: Vec<HistPoint<'a>>,
+    stream: StreamKey<'_>,
+    deltas: &mut DeltaTracker,
+    now: UnixNanos,
+    at: &str,
+) -> Vec<(usize, &'a [KeyValue], u64, Buckets)> {
+    let mut out = Vec::with_capacity(points.len());
+    for (p, point) in points.into_iter().enumerate() {
+        if let Err(e) = point.cumulative.buckets.validate() {
+            batch.reject(1, format_args!("{at}.data_points[{p}]: {e}"));
+            continue;
+        }
+        let (count, buckets) = match point.temporality {
+            DELTA => (point.cumulative.count, point.cumulative.buckets),
+            CUMULATIVE => {
+                match deltas.observe(stream.hash(point.attributes), point.cumulative, now) {
+                    Delta::Add { count, buckets } => (count, buckets),
+                    Delta::Nothing => continue,
+                    Delta::Refused => {
+                        batch.reject(
+                        1,
+                        format_args!("{at}.data_points[{p}]: too many cumulative streams tracked; try again later"),
+                    );
+                        continue;
+                    }
+                }
+            }
+            other => {
+                batch.reject(
+                    1,
+                    format_args!(
+                        "{at}: aggregation temporality {other} is not delta (1) or cumulative (2)"
+                    ),
+                );
+                continue;
+            }
+        };
+        out.push((p, point.attributes, count, buckets));
+    }
+    out
 }
 
 struct HistPoint<'a> {

@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 
-use super::eprocess::{null_share, ChangeDetector, PointTest};
-use crate::config::{ErrorRatioCheck, Guardrails, LatencyCheck};
-use crate::window::{Latency, Signals};
+use super::eprocess::{null_share, ChangeDetector, PointTest, Side};
+use crate::config::{Direction, ErrorRatioCheck, Guardrails, LatencyCheck, MetricCheck};
+use crate::window::{Latency, MetricSignals, Signals};
 
 /// pass / marginal / fail / nodata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,6 +32,12 @@ pub struct CohortStats {
     pub p95_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
+    /// Events per request (metric checks on sums).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<f64>,
+    /// Median value over the window (metric checks on gauges and histograms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median: Option<f64>,
 }
 
 impl CohortStats {
@@ -239,6 +245,54 @@ fn ratio(x: u64, n: u64) -> Option<f64> {
     (n > 0).then(|| x as f64 / n as f64)
 }
 
+/// How far the canary may move from a baseline quantile, and which way is bad.
+#[derive(Debug, Clone, Copy)]
+pub struct Margins {
+    pub tolerance: f64,
+    pub tolerance_abs: f64,
+    pub pass_bound: f64,
+    pub pass_bound_abs: f64,
+    /// Higher is worse (latency); else lower is worse.
+    pub increase: bool,
+}
+
+impl Margins {
+    fn latency(cfg: &LatencyCheck) -> Self {
+        Self {
+            tolerance: cfg.tolerance,
+            tolerance_abs: cfg.tolerance_abs.as_micros() as f64,
+            pass_bound: cfg.pass_bound,
+            pass_bound_abs: cfg.pass_bound_abs.as_micros() as f64,
+            increase: true,
+        }
+    }
+
+    /// The canary's fail and pass thresholds for a baseline quantile `tau`.
+    fn thresholds(&self, tau: u64) -> (u64, u64) {
+        let shift = |rel: f64, abs: f64| {
+            let by = (tau as f64 * rel).max(abs).round() as u64;
+            if self.increase {
+                tau.saturating_add(by)
+            } else {
+                tau.saturating_sub(by)
+            }
+        };
+        (
+            shift(self.tolerance, self.tolerance_abs),
+            shift(self.pass_bound, self.pass_bound_abs),
+        )
+    }
+
+    /// Observations on the bad side of `threshold`.
+    fn beyond(&self, h: &Latency, threshold: u64) -> u64 {
+        if self.increase {
+            h.count_above(threshold)
+        } else {
+            h.count_below(threshold)
+        }
+    }
+}
+
 /// Latency at one baseline quantile: requests slower than the baseline's
 /// quantile (stretched by the tolerance for the canary), tested for the
 /// canary's share of them against its share of the requests. A canary no
@@ -270,33 +324,21 @@ impl QuantileTest {
         }
     }
 
-    /// The canary thresholds for a baseline quantile `tau`.
-    fn thresholds(tau: u64, cfg: &LatencyCheck) -> (u64, u64) {
-        let stretch = |rel: f64, abs: std::time::Duration| {
-            let by = (tau as f64 * rel).max(abs.as_micros() as f64);
-            tau + by.round() as u64
-        };
-        (
-            stretch(cfg.tolerance, cfg.tolerance_abs),
-            stretch(cfg.pass_bound, cfg.pass_bound_abs),
-        )
-    }
-
     fn feed(
         &mut self,
         canary: &Latency,
         baseline: &Latency,
         baseline_window: &Latency,
-        cfg: &LatencyCheck,
+        m: &Margins,
         epoch_over: bool,
     ) {
         if let Some(tau) = self.tau {
-            let (fail_at, pass_at) = Self::thresholds(tau, cfg);
+            let (fail_at, pass_at) = m.thresholds(tau);
             let add = [
-                canary.count_above(fail_at),
-                canary.count_above(pass_at),
+                m.beyond(canary, fail_at),
+                m.beyond(canary, pass_at),
                 canary.count(),
-                baseline.count_above(tau),
+                m.beyond(baseline, tau),
                 baseline.count(),
             ];
             for (b, a) in self.batch.iter_mut().zip(add) {
@@ -319,10 +361,10 @@ impl QuantileTest {
         if (self.tau.is_none() || epoch_over) && batch_empty {
             self.tau = baseline_window.quantile(self.q);
             if let Some(tau) = self.tau {
-                let (_, pass_at) = Self::thresholds(tau, cfg);
-                let slow = baseline_window.count_above(tau);
+                let (_, pass_at) = m.thresholds(tau);
+                let slow = m.beyond(baseline_window, tau);
                 if slow > 0 {
-                    let r = baseline_window.count_above(pass_at) as f64 / slow as f64;
+                    let r = m.beyond(baseline_window, pass_at) as f64 / slow as f64;
                     self.like_baseline = r.clamp(0.01, 0.99);
                 }
             }
@@ -330,20 +372,16 @@ impl QuantileTest {
     }
 }
 
-/// Latency distribution, canary vs baseline, at several baseline quantiles.
+/// A distribution, canary vs baseline, at several baseline quantiles.
 #[derive(Debug, Clone)]
-pub struct LatencyTest {
+pub struct DistributionTest {
     quantiles: Vec<QuantileTest>,
 }
 
-impl LatencyTest {
-    pub fn new(cfg: &LatencyCheck) -> Self {
+impl DistributionTest {
+    pub fn new(quantiles: &[f64]) -> Self {
         Self {
-            quantiles: cfg
-                .quantiles
-                .iter()
-                .map(|q| QuantileTest::new(*q))
-                .collect(),
+            quantiles: quantiles.iter().map(|q| QuantileTest::new(*q)).collect(),
         }
     }
 
@@ -351,6 +389,67 @@ impl LatencyTest {
         for q in &mut self.quantiles {
             q.worse.new_epoch();
         }
+    }
+
+    fn feed(
+        &mut self,
+        canary: &Latency,
+        baseline: &Latency,
+        baseline_window: &Latency,
+        m: &Margins,
+        epoch_over: bool,
+    ) {
+        for q in &mut self.quantiles {
+            q.feed(canary, baseline, baseline_window, m, epoch_over);
+        }
+    }
+
+    /// (log e-value of a regression, log e-value of "within bounds", the
+    /// quantile with the most evidence, whether any threshold is set yet).
+    fn evidence(&self) -> (f64, f64, f64, bool) {
+        // the average of e-processes is one
+        let log_e = log_mean_exp(self.quantiles.iter().map(|q| q.worse.log_e()));
+        let log_pass = self
+            .quantiles
+            .iter()
+            .map(|q| q.within.log_e())
+            .fold(f64::INFINITY, f64::min);
+        let worst = self
+            .quantiles
+            .iter()
+            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()))
+            .map(|w| w.q)
+            .unwrap_or(0.5);
+        let ready = self.quantiles.iter().any(|q| q.tau.is_some());
+        (log_e, log_pass, worst, ready)
+    }
+}
+
+/// log of the mean of exp(x): averaging e-values keeps an e-value.
+fn log_mean_exp(xs: impl Iterator<Item = f64>) -> f64 {
+    let xs: Vec<f64> = xs.collect();
+    let max = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    max + xs.iter().map(|l| (l - max).exp()).sum::<f64>().ln() - (xs.len() as f64).ln()
+}
+
+/// Latency distribution, canary vs baseline, at several baseline quantiles.
+#[derive(Debug, Clone)]
+pub struct LatencyTest {
+    test: DistributionTest,
+}
+
+impl LatencyTest {
+    pub fn new(cfg: &LatencyCheck) -> Self {
+        Self {
+            test: DistributionTest::new(&cfg.quantiles),
+        }
+    }
+
+    pub fn new_epoch(&mut self) {
+        self.test.new_epoch();
     }
 
     pub fn feed(
@@ -361,15 +460,14 @@ impl LatencyTest {
         cfg: &LatencyCheck,
         epoch_over: bool,
     ) {
-        for q in &mut self.quantiles {
-            q.feed(
-                &canary.latency,
-                &baseline.latency,
-                &baseline_window.latency,
-                cfg,
-                epoch_over,
-            );
-        }
+        let m = Margins::latency(cfg);
+        self.test.feed(
+            &canary.latency,
+            &baseline.latency,
+            &baseline_window.latency,
+            &m,
+            epoch_over,
+        );
     }
 
     pub fn report(
@@ -381,21 +479,7 @@ impl LatencyTest {
     ) -> CheckReport {
         let canary = CohortStats::latency(canary_window);
         let baseline = CohortStats::latency(baseline_window);
-        let n = self.quantiles.len().max(1) as f64;
-        // the average of e-processes is one
-        let logs: Vec<f64> = self.quantiles.iter().map(|q| q.worse.log_e()).collect();
-        let max = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let log_e = max + logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln() - n.ln();
-        let log_pass = self
-            .quantiles
-            .iter()
-            .map(|q| q.within.log_e())
-            .fold(f64::INFINITY, f64::min);
-        let worst = self
-            .quantiles
-            .iter()
-            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()));
-        let ready = self.quantiles.iter().any(|q| q.tau.is_some());
+        let (log_e, log_pass, worst_q, ready) = self.test.evidence();
         let result = if !ready || canary.requests == 0 {
             Outcome::Nodata
         } else if log_e >= levels.fail {
@@ -412,7 +496,7 @@ impl LatencyTest {
         let detail = match result {
             Outcome::Nodata => "no latency observations yet from one of the cohorts".to_string(),
             Outcome::Fail => {
-                let q = worst.map(|w| w.q).unwrap_or(0.5);
+                let q = worst_q;
                 let (c, b) = at(q);
                 format!(
                     "canary p{} latency {} vs baseline {} (p<{:.2}): the canary is slower; roll back",
@@ -599,5 +683,237 @@ impl GuardTest {
                 }
             })
             .collect()
+    }
+}
+
+/// Events per request, canary vs baseline (a `[[checks.metric]]` on a sum).
+#[derive(Debug, Clone)]
+struct CountTest {
+    /// Not yet fed: canary requests, events, baseline requests, events.
+    batch: [u64; 4],
+    worse: ChangeDetector,
+    within: PointTest,
+}
+
+impl CountTest {
+    fn new(increase: bool) -> Self {
+        Self {
+            batch: [0; 4],
+            worse: ChangeDetector::new(if increase { Side::Worse } else { Side::Better }),
+            within: PointTest::default(),
+        }
+    }
+
+    /// The canary's share of a batch's events if its rate is `multiplier`
+    /// times the baseline's.
+    fn share(nc: u64, nb: u64, multiplier: f64) -> f64 {
+        let c = nc as f64 * multiplier.max(0.0);
+        c / (c + nb as f64)
+    }
+
+    fn feed(&mut self, add: [u64; 4], m: &Margins, baseline_rate: Option<f64>) {
+        for (b, a) in self.batch.iter_mut().zip(add) {
+            *b += a;
+        }
+        let [nc, xc, nb, xb] = self.batch;
+        if nc == 0 || nb == 0 {
+            return;
+        }
+        let sign = if m.increase { 1.0 } else { -1.0 };
+        if xc + xb > 0 {
+            self.worse
+                .update(xc, xc + xb, Self::share(nc, nb, 1.0 + sign * m.tolerance));
+            let by = match baseline_rate {
+                Some(rate) if rate > 0.0 => m.pass_bound.max(m.pass_bound_abs / rate),
+                _ => m.pass_bound,
+            };
+            let bound = Self::share(nc, nb, 1.0 + sign * by);
+            self.within
+                .update(xc, xc + xb, bound, Self::share(nc, nb, 1.0));
+        }
+        self.batch = [0; 4];
+    }
+}
+
+/// One direction of a `[[checks.metric]]`.
+#[derive(Debug, Clone)]
+struct MetricSide {
+    margins: Margins,
+    values: DistributionTest,
+    counts: CountTest,
+}
+
+/// A check on any OTLP metric: sums as events per request, gauges and
+/// histograms by their distribution at baseline quantiles.
+#[derive(Debug, Clone)]
+pub struct MetricTest {
+    index: usize,
+    sides: Vec<MetricSide>,
+    /// Since judging began: canary requests, events, baseline requests, events.
+    total: [u64; 4],
+    values_seen: bool,
+}
+
+impl MetricTest {
+    pub fn new(index: usize, cfg: &MetricCheck) -> Self {
+        let side = |increase| MetricSide {
+            margins: Margins {
+                tolerance: cfg.tolerance,
+                tolerance_abs: cfg.tolerance_abs * 1000.0,
+                pass_bound: cfg.pass_bound,
+                pass_bound_abs: cfg.pass_bound_abs * 1000.0,
+                increase,
+            },
+            values: DistributionTest::new(&cfg.quantiles),
+            counts: CountTest::new(increase),
+        };
+        let sides = match cfg.direction {
+            Direction::Increase => vec![side(true)],
+            Direction::Decrease => vec![side(false)],
+            Direction::Either => vec![side(true), side(false)],
+        };
+        Self {
+            index,
+            sides,
+            total: [0; 4],
+            values_seen: false,
+        }
+    }
+
+    pub fn new_epoch(&mut self) {
+        for s in &mut self.sides {
+            s.values.new_epoch();
+            s.counts.worse.new_epoch();
+        }
+    }
+
+    pub fn feed(
+        &mut self,
+        canary: &Signals,
+        baseline: &Signals,
+        baseline_window: &Signals,
+        epoch_over: bool,
+    ) {
+        let (c, b) = (canary.metric(self.index), baseline.metric(self.index));
+        let count = |m: Option<&MetricSignals>| m.map(|m| m.count).unwrap_or(0);
+        let add = [canary.requests, count(c), baseline.requests, count(b)];
+        let baseline_rate = ratio(self.total[3], self.total[2]).map(|r| r * 1000.0);
+        for (t, a) in self.total.iter_mut().zip(add) {
+            *t += a;
+        }
+        let empty = Latency::default;
+        let values = |m: Option<&MetricSignals>| m.and_then(|m| m.values.clone());
+        let (cv, bv, wv) = (
+            values(c),
+            values(b),
+            values(baseline_window.metric(self.index)),
+        );
+        self.values_seen |= cv.is_some() || bv.is_some();
+        for s in &mut self.sides {
+            s.counts
+                .feed(add, &s.margins, baseline_rate.map(|r| r / 1000.0));
+            if self.values_seen {
+                let (cv, bv, wv) = (
+                    cv.clone().unwrap_or_else(empty),
+                    bv.clone().unwrap_or_else(empty),
+                    wv.clone().unwrap_or_else(empty),
+                );
+                s.values.feed(&cv, &bv, &wv, &s.margins, epoch_over);
+            }
+        }
+    }
+
+    pub fn report(
+        &self,
+        cfg: &MetricCheck,
+        canary_window: &Signals,
+        baseline_window: &Signals,
+        levels: Levels,
+    ) -> CheckReport {
+        let [nc, xc, nb, xb] = self.total;
+        let per_request = |x, n| ratio(x, n);
+        let median = |w: &Signals| {
+            w.metric(self.index)
+                .and_then(|m| m.values.as_ref())
+                .and_then(|v| v.quantile(0.5))
+                .map(|milli| milli as f64 / 1000.0)
+        };
+        let stats = |n: u64, x: u64, w: &Signals| CohortStats {
+            requests: n,
+            per_request: (!self.values_seen).then(|| per_request(x, n)).flatten(),
+            median: median(w),
+            ..CohortStats::default()
+        };
+        let canary = stats(nc, xc, canary_window);
+        let baseline = stats(nb, xb, baseline_window);
+        let evidence: Vec<(f64, f64, bool)> = self
+            .sides
+            .iter()
+            .map(|s| {
+                if self.values_seen {
+                    let (e, p, _, ready) = s.values.evidence();
+                    (e, p, ready)
+                } else {
+                    (
+                        s.counts.worse.log_e(),
+                        s.counts.within.log_e(),
+                        nc > 0 && nb > 0,
+                    )
+                }
+            })
+            .collect();
+        let log_e = log_mean_exp(evidence.iter().map(|e| e.0));
+        let log_pass = evidence.iter().map(|e| e.1).fold(f64::INFINITY, f64::min);
+        let ready = evidence.iter().any(|e| e.2);
+        // Sums: the observed change per request must also clear tolerance_abs.
+        let big_enough = self.values_seen
+            || match (canary.per_request, baseline.per_request) {
+                (Some(c), Some(b)) => self.sides.iter().any(|s| {
+                    let change = if s.margins.increase { c - b } else { b - c };
+                    change >= cfg.tolerance_abs
+                }),
+                _ => false,
+            };
+        let result = if !ready {
+            Outcome::Nodata
+        } else if log_e >= levels.fail && big_enough {
+            Outcome::Fail
+        } else if log_pass >= levels.pass && log_e < levels.leaning() {
+            Outcome::Pass
+        } else {
+            Outcome::Marginal
+        };
+        let show = |s: &CohortStats| match (s.per_request, s.median) {
+            (Some(r), _) => format!("{r:.4}/request"),
+            (None, Some(m)) => format!("median {m:.3}"),
+            _ => "n/a".into(),
+        };
+        let what = format!(
+            "canary {} {} vs baseline {}",
+            cfg.metric,
+            show(&canary),
+            show(&baseline)
+        );
+        let detail = match result {
+            Outcome::Nodata => {
+                format!("no {} observations yet from one of the cohorts", cfg.metric)
+            }
+            Outcome::Fail => format!(
+                "{what} (p<{:.2}): a regression beyond tolerance",
+                (-levels.fail).exp()
+            ),
+            Outcome::Pass => format!("{what}: within bounds"),
+            Outcome::Marginal => format!("{what}: not conclusive yet"),
+        };
+        CheckReport {
+            name: cfg.name.clone(),
+            result,
+            critical: cfg.critical,
+            weight: cfg.weight,
+            canary,
+            baseline: Some(baseline),
+            statistic: Statistic::new(log_e, log_pass),
+            detail,
+        }
     }
 }

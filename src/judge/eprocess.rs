@@ -153,23 +153,30 @@ pub struct ChangeDetector {
 }
 
 impl Default for ChangeDetector {
+    /// Detects events becoming more likely.
     fn default() -> Self {
-        Self {
-            from_start: EProcess::new(Side::Worse),
-            restarts: Vec::new(),
-            epoch: 0,
-        }
+        Self::new(Side::Worse)
     }
 }
 
 impl ChangeDetector {
+    /// Detects events becoming more (`Worse`) or less (`Better`) likely.
+    pub fn new(side: Side) -> Self {
+        Self {
+            from_start: EProcess::new(side),
+            restarts: Vec::new(),
+            epoch: 0,
+        }
+    }
+
     /// Opens a new restart point (call once per epoch, before its updates).
     pub fn new_epoch(&mut self) {
         self.epoch += 1;
         if self.restarts.len() == RESTARTS_KEPT {
             self.restarts.remove(0);
         }
-        self.restarts.push((self.epoch, EProcess::new(Side::Worse)));
+        self.restarts
+            .push((self.epoch, EProcess::new(self.from_start.side)));
     }
 
     pub fn update(&mut self, k: u64, m: u64, p0: f64) {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{ChecksConfig, JudgeConfig};
 use crate::model::{UnixNanos, NANOS_PER_SEC};
 use crate::window::Signals;
-use checks::{CheckReport, ErrorTest, GuardTest, LatencyTest, Levels, Outcome};
+use checks::{CheckReport, ErrorTest, GuardTest, LatencyTest, Levels, MetricTest, Outcome};
 
 /// green / yellow / red.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
@@ -40,6 +40,7 @@ struct Comparison {
     baseline: Arc<str>,
     errors: ErrorTest,
     latency: LatencyTest,
+    metrics: Vec<MetricTest>,
 }
 
 /// A release's judgement: its checks' evidence and the current verdict.
@@ -127,6 +128,13 @@ impl Judge {
                     baseline: b.id.clone(),
                     errors: ErrorTest::default(),
                     latency: LatencyTest::new(&self.checks.latency),
+                    metrics: self
+                        .checks
+                        .metric
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| MetricTest::new(i, m))
+                        .collect(),
                 });
             }
         } else {
@@ -137,6 +145,9 @@ impl Judge {
             if let Some(c) = &mut j.comparison {
                 c.errors.new_epoch();
                 c.latency.new_epoch();
+                for m in &mut c.metrics {
+                    m.new_epoch();
+                }
             }
         }
         j.guards.feed(canary.pending);
@@ -161,6 +172,10 @@ impl Judge {
                     &self.checks.latency,
                     self.levels,
                 ));
+            }
+            for (m, cfg) in c.metrics.iter_mut().zip(&self.checks.metric) {
+                m.feed(canary.pending, b.view.pending, b.view.window, epoch_over);
+                reports.push(m.report(cfg, canary.window, b.view.window, self.levels));
             }
         }
         reports.extend(j.guards.reports(canary.window, self.levels));

@@ -27,6 +27,7 @@ fn sample(rng: &mut Rng, n: u64, error: f64, median_ms: f64) -> Signals {
         requests: n,
         errors,
         latencies_us,
+        ..Default::default()
     });
     s
 }
@@ -175,4 +176,112 @@ fn a_non_critical_failure_does_not_make_red() {
     }
     assert_eq!(p.j.color, Color::Yellow, "{}", p.j.reason);
     assert!(p.j.reason.contains("non-critical"), "{}", p.j.reason);
+}
+
+fn metric_config(direction: crate::config::Direction) -> Config {
+    let mut config = Config::default();
+    config.checks.metric.push(crate::config::MetricCheck {
+        name: "queue".into(),
+        metric: "app.queue.depth".into(),
+        direction,
+        tolerance: 0.1,
+        tolerance_abs: 0.0,
+        pass_bound: 0.25,
+        pass_bound_abs: 0.0,
+        quantiles: vec![0.5],
+        critical: true,
+        weight: 1.0,
+    });
+    config
+}
+
+/// One second of a configured metric: `n` gauge values around `median`
+/// (canary) and `9n` around 10 (baseline), or sum increments.
+fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
+    use crate::model::MetricObservation::{Count, Values};
+    p.t += SEC;
+    let mut draw = |median: f64, n: u64| -> Sample {
+        let metrics = if sums {
+            vec![(
+                0,
+                Count((0..n).filter(|_| p.rng.bernoulli(median / 100.0)).count() as u64),
+            )]
+        } else {
+            (0..n)
+                .map(|_| {
+                    (
+                        0,
+                        Values {
+                            milli: (p.rng.lognormal(median, 0.3) * 1000.0) as u64,
+                            count: 1,
+                        },
+                    )
+                })
+                .collect()
+        };
+        Sample {
+            requests: n,
+            metrics,
+            ..Default::default()
+        }
+    };
+    let (cs, bs) = (draw(canary, n), draw(10.0, 9 * n));
+    let (mut c, mut b) = (Signals::default(), Signals::default());
+    c.record(&cs);
+    b.record(&bs);
+    p.canary_window.add(&c);
+    p.baseline_window.add(&b);
+    let canary = View {
+        first_seen: 0,
+        pending: &c,
+        window: &p.canary_window,
+    };
+    let baseline = Some(BaselineView {
+        id: &p.id,
+        view: View {
+            first_seen: 0,
+            pending: &b,
+            window: &p.baseline_window,
+        },
+    });
+    p.judge.evaluate(&mut p.j, canary, baseline, p.t);
+    p.j.checks
+        .iter()
+        .find(|c| c.name == "queue")
+        .map(|_| p.j.color)
+        .unwrap_or(Color::Yellow)
+}
+
+#[test]
+fn a_metric_check_on_a_gauge_catches_an_increase() {
+    let mut p = Pair::new(&metric_config(crate::config::Direction::Increase));
+    for _ in 0..60 {
+        if metric_second(&mut p, 20, 15.0, false) == Color::Red {
+            break;
+        }
+    }
+    assert_eq!(p.j.color, Color::Red, "{}", p.j.reason);
+    let q = p.j.checks.iter().find(|c| c.name == "queue").unwrap();
+    assert_eq!(q.result, Outcome::Fail);
+    assert!(q.canary.median.unwrap() > q.baseline.as_ref().unwrap().median.unwrap());
+}
+
+#[test]
+fn a_metric_check_on_a_sum_catches_a_decrease_and_passes_when_equal() {
+    let mut bad = Pair::new(&metric_config(crate::config::Direction::Decrease));
+    for _ in 0..120 {
+        if metric_second(&mut bad, 20, 3.0, true) == Color::Red {
+            break;
+        }
+    }
+    let q = bad.j.checks.iter().find(|c| c.name == "queue").unwrap();
+    assert_eq!(q.result, Outcome::Fail, "{}", q.detail);
+    assert!(q.canary.per_request.unwrap() < q.baseline.as_ref().unwrap().per_request.unwrap());
+
+    let mut same = Pair::new(&metric_config(crate::config::Direction::Either));
+    for _ in 0..120 {
+        metric_second(&mut same, 50, 10.0, true);
+    }
+    let q = same.j.checks.iter().find(|c| c.name == "queue").unwrap();
+    assert_ne!(q.result, Outcome::Fail, "{}", q.detail);
 }

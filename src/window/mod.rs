@@ -3,7 +3,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::model::{Sample, UnixNanos};
+use crate::model::{MetricObservation, Sample, UnixNanos};
 
 /// Significant digits of latency histograms: 2 gives at most 1% relative
 /// error on any quantile, in a fraction of the memory of 3.
@@ -57,6 +57,18 @@ impl Latency {
 }
 
 impl Latency {
+    /// Observations strictly below `value` (at histogram resolution).
+    pub fn count_below(&self, value: u64) -> u64 {
+        if self.hist.is_empty() || value <= self.hist.min() {
+            return 0;
+        }
+        let edge = self.hist.lowest_equivalent(value);
+        if edge == 0 {
+            return 0;
+        }
+        self.hist.count_between(0, edge - 1)
+    }
+
     /// Observations strictly above `micros` (at histogram resolution).
     pub fn count_above(&self, micros: u64) -> u64 {
         if self.hist.is_empty() || micros >= self.hist.max() {
@@ -87,12 +99,45 @@ impl Latency {
     }
 }
 
+/// Observations of one configured metric: increments of a sum, or values
+/// of a gauge or histogram (thousandths of the metric's unit).
+#[derive(Debug, Clone, Default)]
+pub struct MetricSignals {
+    pub count: u64,
+    pub values: Option<Latency>,
+}
+
+impl MetricSignals {
+    fn add(&mut self, other: &MetricSignals) {
+        self.count = self.count.saturating_add(other.count);
+        if let Some(v) = &other.values {
+            self.values.get_or_insert_with(Latency::default).add(v);
+        }
+    }
+
+    fn subtract(&mut self, other: &MetricSignals) {
+        self.count = self.count.saturating_sub(other.count);
+        if let (Some(mine), Some(theirs)) = (&mut self.values, &other.values) {
+            mine.subtract(theirs);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.count = 0;
+        if let Some(v) = &mut self.values {
+            v.clear();
+        }
+    }
+}
+
 /// Requests, errors and latencies of one release over some span of time.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
     pub requests: u64,
     pub errors: u64,
     pub latency: Latency,
+    /// Configured metrics, by check index (grown on first observation).
+    pub metrics: Vec<MetricSignals>,
 }
 
 impl Signals {
@@ -103,6 +148,28 @@ impl Signals {
         for &(micros, count) in &sample.latencies_us {
             self.latency.record(micros, count);
         }
+        for &(check, obs) in &sample.metrics {
+            let m = self.metric_mut(check as usize);
+            match obs {
+                MetricObservation::Count(n) => m.count = m.count.saturating_add(n),
+                MetricObservation::Values { milli, count } => m
+                    .values
+                    .get_or_insert_with(Latency::default)
+                    .record(milli, count),
+            }
+        }
+    }
+
+    fn metric_mut(&mut self, i: usize) -> &mut MetricSignals {
+        if self.metrics.len() <= i {
+            self.metrics.resize_with(i + 1, MetricSignals::default);
+        }
+        &mut self.metrics[i]
+    }
+
+    /// A configured metric's observations, if any arrived.
+    pub fn metric(&self, i: usize) -> Option<&MetricSignals> {
+        self.metrics.get(i)
     }
 }
 
@@ -111,18 +178,27 @@ impl Signals {
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
         self.latency.add(&other.latency);
+        for (i, m) in other.metrics.iter().enumerate() {
+            self.metric_mut(i).add(m);
+        }
     }
 
     pub fn subtract(&mut self, other: &Signals) {
         self.requests = self.requests.saturating_sub(other.requests);
         self.errors = self.errors.saturating_sub(other.errors);
         self.latency.subtract(&other.latency);
+        for (mine, theirs) in self.metrics.iter_mut().zip(&other.metrics) {
+            mine.subtract(theirs);
+        }
     }
 
     pub fn clear(&mut self) {
         self.requests = 0;
         self.errors = 0;
         self.latency.clear();
+        for m in &mut self.metrics {
+            m.clear();
+        }
     }
 
     /// Errors per request, None before the first request.
@@ -208,6 +284,7 @@ mod tests {
             requests: 100,
             errors: 3,
             latencies_us: (1..=100).map(|i| (i * 1000, 1)).collect(),
+            ..Default::default()
         });
         assert_eq!((s.requests, s.errors, s.latency.count()), (100, 3, 100));
         let p50 = s.latency.quantile(0.5).unwrap();
@@ -243,11 +320,44 @@ mod tests {
         assert_eq!(Latency::default().count_above(1), 0);
     }
 
+    #[test]
+    fn configured_metrics_ride_along() {
+        let mut a = Signals::default();
+        a.record(&Sample {
+            metrics: vec![
+                (1, MetricObservation::Count(5)),
+                (
+                    1,
+                    MetricObservation::Values {
+                        milli: 2_000,
+                        count: 3,
+                    },
+                ),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(a.metrics.len(), 2);
+        let m = a.metric(1).unwrap();
+        assert_eq!(m.count, 5);
+        assert_eq!(m.values.as_ref().unwrap().count(), 3);
+        let mut b = Signals::default();
+        b.add(&a);
+        b.add(&a);
+        b.subtract(&a);
+        assert_eq!(b.metric(1).unwrap().count, 5);
+        b.clear();
+        assert_eq!(b.metric(1).unwrap().count, 0);
+        let l = m.values.as_ref().unwrap();
+        assert_eq!(l.count_below(3_000), 3);
+        assert_eq!(l.count_below(1_000), 0);
+    }
+
     fn one(micros: u64) -> Sample {
         Sample {
             requests: 1,
             errors: 0,
             latencies_us: vec![(micros, 1)],
+            ..Default::default()
         }
     }
 
@@ -276,12 +386,14 @@ mod tests {
             requests: 10,
             errors: 1,
             latencies_us: vec![(5_000, 10)],
+            ..Default::default()
         });
         let mut b = Signals::default();
         b.record(&Sample {
             requests: 5,
             errors: 2,
             latencies_us: vec![(9_000_000, 5)],
+            ..Default::default()
         });
         a.add(&b);
         assert_eq!((a.requests, a.errors, a.latency.count()), (15, 3, 15));

@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 
 use super::*;
 use crate::ingest::identity::tests::{kv, kv_int};
+use crate::model::MetricObservation;
 
 fn span(kind: i32, millis: u64, attrs: Vec<KeyValue>) -> Span {
     Span {
@@ -314,4 +315,96 @@ fn other_metrics_are_accepted_and_ignored() {
     req.resource_metrics[0].scope_metrics[0].metrics[0].name = "queue.depth".into();
     let b = Mapper::default().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
     assert_eq!((b.items, b.invalid, b.groups.len()), (1, 0, 0));
+}
+
+fn number_metric(name: &str, data: Data) -> ExportMetricsServiceRequest {
+    let mut req = duration_metric("1", data);
+    req.resource_metrics[0].scope_metrics[0].metrics[0].name = name.into();
+    req
+}
+
+fn number_point(
+    value: f64,
+    start: u64,
+    time: u64,
+) -> opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
+    opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        value: Some(
+            opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(value),
+        ),
+        ..Default::default()
+    }
+}
+
+fn checked_mapper() -> Mapper {
+    let config = crate::config::Config::from_toml(
+        "[[checks.metric]]\nname = \"queue\"\nmetric = \"app.queue.depth\"\ndirection = \"increase\"\n\
+         [[checks.metric]]\nname = \"orders\"\nmetric = \"orders.placed\"\ndirection = \"decrease\"\n",
+    )
+    .unwrap();
+    Mapper::new(&config)
+}
+
+#[test]
+fn gauges_of_checked_metrics_become_values() {
+    use opentelemetry_proto::tonic::metrics::v1::Gauge;
+    let req = number_metric(
+        "app.queue.depth",
+        Data::Gauge(Gauge {
+            data_points: vec![number_point(2.5, 0, 1), number_point(4.0, 0, 1)],
+        }),
+    );
+    let b = checked_mapper().metrics(&req, &mut DeltaTracker::new(10, 0), 0);
+    let s = &b.groups[0].sample;
+    assert_eq!(s.requests, 0);
+    assert_eq!(
+        s.metrics,
+        vec![
+            (
+                0,
+                MetricObservation::Values {
+                    milli: 2_500,
+                    count: 1
+                }
+            ),
+            (
+                0,
+                MetricObservation::Values {
+                    milli: 4_000,
+                    count: 1
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn cumulative_sums_of_checked_metrics_become_increments() {
+    use opentelemetry_proto::tonic::metrics::v1::Sum;
+    let sum = |v: f64, t: u64| {
+        number_metric(
+            "orders.placed",
+            Data::Sum(Sum {
+                data_points: vec![number_point(v, 5, t)],
+                aggregation_temporality: CUMULATIVE,
+                is_monotonic: true,
+            }),
+        )
+    };
+    let mapper = checked_mapper();
+    let mut deltas = DeltaTracker::new(10, 0);
+    let first = sum(10.0, 10);
+    let b = mapper.metrics(&first, &mut deltas, 0);
+    assert_eq!(
+        b.groups[0].sample.metrics,
+        vec![(1, MetricObservation::Count(10))]
+    );
+    let second = sum(14.0, 20);
+    let b = mapper.metrics(&second, &mut deltas, 0);
+    assert_eq!(
+        b.groups[0].sample.metrics,
+        vec![(1, MetricObservation::Count(4))]
+    );
 }
