@@ -77,6 +77,8 @@ pub struct App {
     ready: AtomicBool,
     /// Verdicts that changed color, for watchers.
     changes: tokio::sync::broadcast::Sender<Arc<Verdict>>,
+    /// Export requests being processed (bounded: see `admit`).
+    admission: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -95,12 +97,28 @@ impl App {
                 config.limits.max_metric_streams,
                 started_at,
             )),
+            admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
             config,
             metrics,
             registry,
             ready: AtomicBool::new(false),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
         }
+    }
+
+    /// A place for one export request, or None when as many as allowed are
+    /// already being processed: the caller answers with a retryable refusal
+    /// and counts it. Every span is thus either counted or refused.
+    pub fn admit(
+        &self,
+        signal: Signal,
+        transport: Transport,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permit = self.admission.try_acquire().ok();
+        if permit.is_none() {
+            self.refuse_request(signal, transport, Reason::Overloaded);
+        }
+        permit
     }
 
     /// Maps and records a trace export.

@@ -268,6 +268,13 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Export requests processed at once; beyond it, requests are refused
+    /// with an answer OTLP clients retry (gRPC UNAVAILABLE, HTTP 503 with
+    /// Retry-After), so memory stays bounded under overload.
+    pub max_inflight_requests: usize,
+    /// What clients are told to wait before retrying an overload refusal.
+    #[serde(with = "humantime_serde")]
+    pub overload_retry_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -277,6 +284,8 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
             max_request_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            max_inflight_requests: 64,
+            overload_retry_after: Duration::from_secs(1),
         }
     }
 }
@@ -423,6 +432,9 @@ impl Config {
     /// Every problem at once, so a user fixes the file in one go.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if self.server.max_inflight_requests == 0 {
+            problems.push("server.max_inflight_requests must be at least 1".to_string());
+        }
         if self.server.max_request_bytes < 1024 {
             problems.push("server.max_request_bytes must be at least 1024".to_string());
         }

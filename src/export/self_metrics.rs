@@ -34,6 +34,8 @@ pub enum Reason {
     TooLarge,
     /// Content type or encoding not supported.
     Unsupported,
+    /// Refused for overload, with an answer the client retries.
+    Overloaded,
 }
 
 /// Label values in snake case, as Prometheus users expect.
@@ -57,6 +59,7 @@ label_values! {
         Malformed => "malformed",
         TooLarge => "too_large",
         Unsupported => "unsupported",
+        Overloaded => "overloaded",
     }
 }
 

@@ -18,8 +18,12 @@ use crate::model::system_now;
 /// gRPC status codes carried in `google.rpc.Status` bodies.
 const INVALID_ARGUMENT: i32 = 3;
 const RESOURCE_EXHAUSTED: i32 = 8;
+const UNAVAILABLE: i32 = 14;
 
 pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let Some(_admitted) = app.admit(Signal::Spans, Transport::Http) else {
+        return overloaded(&app, &headers, body).await;
+    };
     let (req, encoding) =
         match read::<ExportTraceServiceRequest>(&app, &headers, body, Signal::Spans).await {
             Ok(ok) => ok,
@@ -33,6 +37,9 @@ pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
 }
 
 pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let Some(_admitted) = app.admit(Signal::Points, Transport::Http) else {
+        return overloaded(&app, &headers, body).await;
+    };
     let (req, encoding) =
         match read::<ExportMetricsServiceRequest>(&app, &headers, body, Signal::Points).await {
             Ok(ok) => ok,
@@ -83,6 +90,39 @@ fn reply<M: prost::Message + serde::Serialize>(msg: &M, encoding: Encoding) -> R
         encode(msg, encoding),
     )
         .into_response()
+}
+
+/// 503 with Retry-After: the OTLP/HTTP answer exporters retry. The body is
+/// read and dropped frame by frame first (nothing kept), so the client can
+/// finish sending and read the answer instead of a broken connection.
+async fn overloaded(app: &App, headers: &HeaderMap, body: Body) -> Response {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map(|d| d.len()).unwrap_or(0);
+        if seen > app.config.server.max_request_bytes {
+            break;
+        }
+    }
+    let encoding = Encoding::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .unwrap_or(Encoding::Json);
+    let after = app.config.server.overload_retry_after.as_secs().max(1);
+    let body = RpcStatus {
+        code: UNAVAILABLE,
+        message: format!(
+            "overloaded: {} export requests in flight; retry after {after}s",
+            app.config.server.max_inflight_requests
+        ),
+    };
+    let mut resp = reply(&body, encoding);
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(header::RETRY_AFTER, after.into());
+    resp
 }
 
 /// 400 for a request whose every item broke the data model.
