@@ -25,6 +25,10 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod app;
 pub mod config;
 pub mod export;

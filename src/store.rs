@@ -41,6 +41,13 @@ impl Release {
         }
     }
 
+    /// Heap bytes held by the release's histograms (the bulk of its memory).
+    pub fn heap_bytes(&self) -> usize {
+        self.total.latency.heap_bytes()
+            + self.window.heap_bytes()
+            + self.pending.latency.heap_bytes()
+    }
+
     pub fn judgement(&self) -> &Judgement {
         self.judgement
             .as_ref()

@@ -1,0 +1,205 @@
+//! The engine's hot paths on realistic input: 512-span OTLP requests of an
+//! instrumented HTTP fleet (~8 resource and 9 span attributes, 2% errors,
+//! 4 releases a request). Prints spans/s and bytes per release to compare.
+//!
+//! cargo bench --bench engine
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use release_verdict::config::Config;
+use release_verdict::export::prometheus::encode_releases;
+use release_verdict::ingest::otlp::Mapper;
+use release_verdict::judge::Judge;
+use release_verdict::model::{Sample, NANOS_PER_SEC};
+use release_verdict::sim::{otlp::fleet_request, Rng};
+use release_verdict::store::Store;
+use release_verdict::window::Rolling;
+
+const SPANS: usize = 512;
+const START: u64 = 1_763_800_000 * NANOS_PER_SEC;
+
+fn requests(n: usize) -> Vec<ExportTraceServiceRequest> {
+    let mut rng = Rng::new(1);
+    (0..n)
+        .map(|i| fleet_request(&mut rng, SPANS, 4, START + i as u64 * NANOS_PER_SEC))
+        .collect()
+}
+
+fn store(config: &Config) -> Store {
+    Store::new(
+        config.limits.max_releases,
+        Judge::new(&config.judge, &config.checks),
+    )
+}
+
+fn ingest(c: &mut Criterion) {
+    let config = Config::default();
+    let mapper = Mapper::new(&config);
+    let reqs = requests(16);
+    let encoded: Vec<Vec<u8>> = reqs.iter().map(|r| r.encode_to_vec()).collect();
+    let json: Vec<Vec<u8>> = reqs
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect();
+    let bytes_per_span = encoded[0].len() / SPANS;
+    eprintln!(
+        "fixture: {SPANS} spans, {} bytes protobuf ({bytes_per_span} B/span), {} bytes JSON",
+        encoded[0].len(),
+        json[0].len()
+    );
+
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(SPANS as u64));
+    g.bench_function("protobuf decode", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            black_box(ExportTraceServiceRequest::decode(&encoded[i][..]).unwrap())
+        })
+    });
+    g.bench_function("protobuf decode + identity + record", |b| {
+        let mut s = store(&config);
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            let req = ExportTraceServiceRequest::decode(&encoded[i][..]).unwrap();
+            let batch = mapper.traces(&req);
+            black_box(s.apply(&batch, START + i as u64))
+        })
+    });
+    g.bench_function("identity + record (decoded)", |b| {
+        let mut s = store(&config);
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % reqs.len();
+            let batch = mapper.traces(&reqs[i]);
+            black_box(s.apply(&batch, START + i as u64))
+        })
+    });
+    g.bench_function("JSON decode", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % json.len();
+            black_box(serde_json::from_slice::<ExportTraceServiceRequest>(&json[i]).unwrap())
+        })
+    });
+    g.finish();
+}
+
+fn window(c: &mut Criterion) {
+    let mut rng = Rng::new(2);
+    let sample = Sample {
+        requests: SPANS as u64,
+        errors: 10,
+        latencies_us: (0..SPANS)
+            .map(|_| ((rng.lognormal(50.0, 0.5) * 1000.0) as u64, 1))
+            .collect(),
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("window");
+    g.throughput(Throughput::Elements(SPANS as u64));
+    g.bench_function("record 512 latencies", |b| {
+        let mut w = Rolling::new(Duration::from_secs(60), 6, START);
+        let mut t = START;
+        b.iter(|| {
+            t += NANOS_PER_SEC / 10;
+            w.record(black_box(&sample), t)
+        })
+    });
+    g.finish();
+    c.bench_function("window/rotate one sub-window", |b| {
+        b.iter_batched(
+            || {
+                let mut w = Rolling::new(Duration::from_secs(60), 6, START);
+                for s in 0..60 {
+                    w.record(&sample, START + s * NANOS_PER_SEC);
+                }
+                w
+            },
+            |mut w| {
+                w.advance(START + 70 * NANOS_PER_SEC);
+                w
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// A store with `pairs` canary/baseline fleets, warmed with a minute of traffic.
+fn warm_store(config: &Config, pairs: usize) -> (Store, u64) {
+    let mapper = Mapper::new(config);
+    let mut s = store(config);
+    let mut rng = Rng::new(3);
+    let mut t = START;
+    for sec in 0..60 {
+        t = START + sec * NANOS_PER_SEC;
+        for p in 0..pairs {
+            let mut req = fleet_request(&mut rng, 40, 2, t);
+            for rs in &mut req.resource_spans {
+                let attrs = &mut rs.resource.as_mut().unwrap().attributes;
+                attrs[0].value = Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                            format!("svc-{p}"),
+                        ),
+                    ),
+                });
+            }
+            s.apply(&mapper.traces(&req), t);
+        }
+        s.tick(t + NANOS_PER_SEC / 2);
+    }
+    (s, t)
+}
+
+fn evaluate(c: &mut Criterion) {
+    let config = Config::default();
+    let (mut one, t1) = warm_store(&config, 1);
+    let (mut many, tm) = warm_store(&config, 500);
+    let per_release: usize = many
+        .fleets()
+        .flat_map(|(_, _, f)| f.releases.values())
+        .map(|r| r.heap_bytes())
+        .sum::<usize>()
+        / many.len();
+    eprintln!(
+        "memory: {} releases, {per_release} histogram heap bytes per active release",
+        many.len()
+    );
+    let mut g = c.benchmark_group("evaluate");
+    g.bench_function("tick, 1 canary + baseline", |b| {
+        let mut t = t1;
+        b.iter(|| {
+            t += NANOS_PER_SEC;
+            black_box(one.tick(t))
+        })
+    });
+    g.throughput(Throughput::Elements(many.len() as u64));
+    g.sample_size(20);
+    g.bench_function("tick, 1000 releases", |b| {
+        let mut t = tm;
+        b.iter(|| {
+            t += NANOS_PER_SEC;
+            black_box(many.tick(t))
+        })
+    });
+    g.finish();
+    c.bench_function("prometheus/encode 1000 releases", |b| {
+        b.iter(|| {
+            let mut out = String::with_capacity(1 << 20);
+            encode_releases(&mut out, &many, 60 * NANOS_PER_SEC, tm);
+            black_box(out)
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = ingest, window, evaluate
+}
+criterion_main!(benches);
