@@ -19,6 +19,7 @@
 //! - [`verdict`]: the verdict object served by the API.
 //! - [`app`]: the shared state the shells hold (locks live here only).
 //! - [`export`]: the JSON API, health and self metrics.
+//! - [`loadgen`]: realistic OTLP traffic for load tests and the demo.
 //! - [`replay`]: the engine on recorded OTLP/JSON lines, telemetry time.
 //! - [`server`]: binds ports, serves, expires, drains. [`telemetry`]: logs
 //!   and the daemon's own traces.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod export;
 pub mod ingest;
 pub mod judge;
+pub mod loadgen;
 pub mod model;
 pub mod replay;
 pub mod server;

@@ -365,36 +365,38 @@ pub mod otlp {
     fn spans(rng: &mut Rng, t: u64, rps: f64, error: f64, median_ms: f64, sigma: f64) -> Vec<Span> {
         let n = rng.poisson(rps);
         (0..n)
-            .map(|_| {
-                let start = t + rng.below(NANOS_PER_SEC);
-                let dur = (rng.lognormal(median_ms, sigma) * 1e6) as u64;
-                let failed = rng.bernoulli(error);
-                Span {
-                    trace_id: rng.next_u64().to_be_bytes().repeat(2),
-                    span_id: (rng.next_u64() | 1).to_be_bytes().to_vec(),
-                    name: "POST /checkout".into(),
-                    kind: 2,
-                    start_time_unix_nano: start,
-                    end_time_unix_nano: start + dur,
-                    attributes: vec![
-                        kv("http.request.method", "POST"),
-                        kv("http.route", "/checkout"),
-                        KeyValue {
-                            key: "http.response.status_code".into(),
-                            value: Some(AnyValue {
-                                value: Some(Value::IntValue(if failed { 503 } else { 200 })),
-                            }),
-                            ..Default::default()
-                        },
-                    ],
-                    status: failed.then(|| Status {
-                        code: StatusCode::Error as i32,
-                        message: "upstream unavailable".into(),
+            .map(|_| one_span(rng, t, error, median_ms, sigma))
+            .collect()
+    }
+
+    fn one_span(rng: &mut Rng, t: u64, error: f64, median_ms: f64, sigma: f64) -> Span {
+        let start = t + rng.below(NANOS_PER_SEC);
+        let dur = (rng.lognormal(median_ms, sigma) * 1e6) as u64;
+        let failed = rng.bernoulli(error);
+        Span {
+            trace_id: rng.next_u64().to_be_bytes().repeat(2),
+            span_id: (rng.next_u64() | 1).to_be_bytes().to_vec(),
+            name: "POST /checkout".into(),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + dur,
+            attributes: vec![
+                kv("http.request.method", "POST"),
+                kv("http.route", "/checkout"),
+                KeyValue {
+                    key: "http.response.status_code".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::IntValue(if failed { 503 } else { 200 })),
                     }),
                     ..Default::default()
-                }
-            })
-            .collect()
+                },
+            ],
+            status: failed.then(|| Status {
+                code: StatusCode::Error as i32,
+                message: "upstream unavailable".into(),
+            }),
+            ..Default::default()
+        }
     }
 
     /// A request as an instrumented HTTP fleet exports it: `spans` SERVER
@@ -463,6 +465,32 @@ pub mod otlp {
             })
             .collect();
         ExportTraceServiceRequest { resource_spans }
+    }
+
+    /// `n` SERVER spans of one deployment of `service` ending around `t`,
+    /// a `error` share failed, latencies log-normal around `median_ms`.
+    pub fn release_spans(
+        rng: &mut Rng,
+        service: &str,
+        id: &str,
+        n: u64,
+        error: f64,
+        median_ms: f64,
+        t: u64,
+    ) -> ResourceSpans {
+        let mut res = resource(id, id);
+        res.attributes[0] = kv("service.name", service);
+        let spans = (0..n)
+            .map(|_| one_span(rng, t, error, median_ms, 0.5))
+            .collect();
+        ResourceSpans {
+            resource: Some(res),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
     }
 
     /// The scenario's traffic, one request per simulated second, from `start`.

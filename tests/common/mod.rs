@@ -85,7 +85,18 @@ impl TestServer {
         id: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        self.wait_for_release_within(id, Duration::from_secs(2), pred)
+            .await
+    }
+
+    /// As `wait_for_release`, with a deadline of `within`.
+    pub async fn wait_for_release_within(
+        &self,
+        id: &str,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
         let path = format!("/api/v1/releases/{}", encode_segment(id));
         loop {
             let (status, body) = self.get_json(&path).await;

@@ -1,0 +1,272 @@
+//! The load generator: realistic OTLP span traffic over gRPC or HTTP, at a
+//! rate or flat out, across services with a stable deployment and a canary
+//! each, optionally with a regression injected into the canaries. Also the
+//! demo: watch a bad canary turn red.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use crate::model::system_now;
+use crate::sim::{otlp::release_spans, Rng};
+
+/// Where and what to send.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `grpc://host:port` (OTLP/gRPC) or `http://host:port` (OTLP/HTTP protobuf).
+    pub target: String,
+    /// Spans per second in total; 0 sends flat out.
+    pub rate: u64,
+    pub duration: Duration,
+    /// Services, each with a stable deployment and a canary.
+    pub services: usize,
+    /// The canaries' share of each service's traffic.
+    pub canary_weight: f64,
+    pub baseline_error: f64,
+    pub canary_error: f64,
+    /// Canary latencies are multiplied by this.
+    pub canary_slowdown: f64,
+    pub spans_per_request: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    pub seed: u64,
+}
+
+/// What was sent and what the daemon answered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub requests: u64,
+    pub spans_sent: u64,
+    /// Spans the daemon took (sent, less those its partial success refused).
+    pub spans_accepted: u64,
+    /// Spans refused inside accepted requests (partial success).
+    pub spans_rejected: u64,
+    /// Spans in requests refused for overload (retryable).
+    pub spans_throttled: u64,
+    /// Spans in requests that failed otherwise.
+    pub spans_failed: u64,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        format!(
+            "{} requests, {} spans sent in {:.1}s ({:.0} spans/s); accepted {}, rejected {}, throttled {}, failed {}",
+            self.requests,
+            self.spans_sent,
+            secs,
+            self.spans_sent as f64 / secs,
+            self.spans_accepted,
+            self.spans_rejected,
+            self.spans_throttled,
+            self.spans_failed,
+        )
+    }
+}
+
+/// Why the load generator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("target must start with grpc:// or http://, not {0:?}")]
+    Target(String),
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A pool of requests to cycle through: building spans costs more than
+/// sending them, and the daemon judges by arrival time.
+fn pool(o: &Options, canary_on: bool, n: usize) -> Vec<ExportTraceServiceRequest> {
+    let mut rng = Rng::new(o.seed);
+    let services = o.services.max(1);
+    let per_service = (o.spans_per_request / services).max(1) as u64;
+    (0..n)
+        .map(|_| {
+            let t = system_now();
+            let resource_spans = (0..services)
+                .flat_map(|s| {
+                    let service = format!("loadgen-{s}");
+                    let canary_n = if canary_on {
+                        (per_service as f64 * o.canary_weight).round() as u64
+                    } else {
+                        0
+                    };
+                    let mut out = vec![release_spans(
+                        &mut rng,
+                        &service,
+                        &format!("{service}-stable"),
+                        per_service - canary_n.min(per_service),
+                        o.baseline_error,
+                        50.0,
+                        t,
+                    )];
+                    if canary_n > 0 {
+                        out.push(release_spans(
+                            &mut rng,
+                            &service,
+                            &format!("{service}-canary"),
+                            canary_n,
+                            o.canary_error,
+                            50.0 * o.canary_slowdown,
+                            t,
+                        ));
+                    }
+                    out
+                })
+                .collect();
+            ExportTraceServiceRequest { resource_spans }
+        })
+        .collect()
+}
+
+fn spans_in(r: &ExportTraceServiceRequest) -> u64 {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len() as u64)
+        .sum()
+}
+
+enum Sender {
+    Grpc(TraceServiceClient<tonic::transport::Channel>),
+    Http(reqwest::Client, String),
+}
+
+/// What one export came to: (accepted, rejected, throttled, failed) spans.
+async fn send(sender: &mut Sender, req: &ExportTraceServiceRequest, encoded: &[u8]) -> [u64; 4] {
+    let n = spans_in(req);
+    let rejected = |resp: ExportTraceServiceResponse| {
+        resp.partial_success
+            .map(|p| p.rejected_spans.max(0) as u64)
+            .unwrap_or(0)
+            .min(n)
+    };
+    match sender {
+        Sender::Grpc(client) => match client.export(req.clone()).await {
+            Ok(resp) => {
+                let r = rejected(resp.into_inner());
+                [n - r, r, 0, 0]
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                ) =>
+            {
+                [0, 0, n, 0]
+            }
+            Err(_) => [0, 0, 0, n],
+        },
+        Sender::Http(client, url) => {
+            let resp = client
+                .post(url.as_str())
+                .header("content-type", "application/x-protobuf")
+                .body(encoded.to_vec())
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    let body = r.bytes().await.unwrap_or_default();
+                    let r = ExportTraceServiceResponse::decode(body)
+                        .map(rejected)
+                        .unwrap_or(0);
+                    [n - r, r, 0, 0]
+                }
+                Ok(r) if matches!(r.status().as_u16(), 429 | 503) => [0, 0, n, 0],
+                _ => [0, 0, 0, n],
+            }
+        }
+    }
+}
+
+async fn connect(target: &str) -> Result<Sender, LoadError> {
+    if let Some(addr) = target.strip_prefix("grpc://") {
+        let client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|source| LoadError::Connect {
+                target: target.to_string(),
+                source,
+            })?;
+        Ok(Sender::Grpc(client.max_encoding_message_size(64 << 20)))
+    } else if target.starts_with("http://") {
+        Ok(Sender::Http(
+            reqwest::Client::new(),
+            format!("{}/v1/traces", target.trim_end_matches('/')),
+        ))
+    } else {
+        Err(LoadError::Target(target.to_string()))
+    }
+}
+
+/// Sends traffic for `o.duration` and reports what the daemon answered.
+pub async fn run(o: Options) -> Result<Report, LoadError> {
+    // The stable deployments serve first, so each becomes its canary's baseline.
+    let mut first = connect(&o.target).await?;
+    let warm = pool(&o, false, 1).remove(0);
+    let warm_outcome = send(&mut first, &warm, &warm.encode_to_vec()).await;
+    let requests: Arc<Vec<(ExportTraceServiceRequest, Vec<u8>)>> = Arc::new(
+        pool(&o, true, 64)
+            .into_iter()
+            .map(|r| {
+                let bytes = r.encode_to_vec();
+                (r, bytes)
+            })
+            .collect(),
+    );
+    let counters: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
+    let started = Instant::now();
+    let deadline = started + o.duration;
+    let workers = o.concurrency.max(1);
+    // Each worker paces itself to its share of the rate.
+    let interval = (o.rate > 0).then(|| {
+        Duration::from_secs_f64(o.spans_per_request as f64 * workers as f64 / o.rate as f64)
+    });
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (requests, counters, target) = (requests.clone(), counters.clone(), o.target.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&target).await?;
+            let mut next = Instant::now();
+            let mut i = w;
+            while Instant::now() < deadline {
+                let (req, bytes) = &requests[i % requests.len()];
+                i += workers;
+                let outcome = send(&mut sender, req, bytes).await;
+                counters[0].fetch_add(1, Ordering::Relaxed);
+                for (c, v) in counters[1..].iter().zip(outcome) {
+                    c.fetch_add(v, Ordering::Relaxed);
+                }
+                if let Some(every) = interval {
+                    next += every;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            Ok::<(), LoadError>(())
+        }));
+    }
+    for t in tasks {
+        if let Ok(Err(e)) = t.await {
+            return Err(e);
+        }
+    }
+    let c: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let [a, r, t, f] = warm_outcome;
+    Ok(Report {
+        requests: c[0] + 1,
+        spans_accepted: c[1] + a,
+        spans_rejected: c[2] + r,
+        spans_throttled: c[3] + t,
+        spans_failed: c[4] + f,
+        spans_sent: c[1..].iter().sum::<u64>() + a + r + t + f,
+        elapsed: started.elapsed(),
+    })
+}
