@@ -1,4 +1,5 @@
-//! The `release-verdict` command line: `serve` runs the daemon.
+//! The `release-verdict` command line: `serve` runs the daemon; `replay`,
+//! `simulate`, `gate` and `loadgen` drive or query it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,8 @@ use clap::{Parser, Subcommand};
 use release_verdict::config::Config;
 use release_verdict::server::Server;
 use release_verdict::{sim, telemetry};
+
+mod gate;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 78;
@@ -65,10 +68,84 @@ enum Command {
         #[arg(long)]
         case: Option<String>,
     },
+    /// Wait until a release is green or red, for a CI step: polls the
+    /// daemon's JSON API, prints the verdict's reason and exits 0 green,
+    /// 1 red, 2 undecided at the timeout, 3 unreachable or unknown release,
+    /// 4 ambiguous id.
+    #[command(after_help = gate::EXIT_CODES_HELP)]
+    Gate {
+        /// The daemon's HTTP address (the OTLP/HTTP port, 4318 by default):
+        /// http:// or https://, with an optional path prefix.
+        #[arg(long, env = "RELEASE_VERDICT_SERVER")]
+        server: String,
+        /// The release to wait on (its `deployment.id`).
+        #[arg(long)]
+        deployment_id: String,
+        /// Narrows the lookup when the id is tracked in several services.
+        #[arg(long)]
+        service: Option<String>,
+        /// Narrows the lookup when the id is tracked in several environments.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Give up after this long, e.g. "10m" or "90s".
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Time between polls.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        interval: std::time::Duration,
+    },
+    /// Send realistic OTLP span traffic: services with a stable deployment
+    /// (sent first, so it is the baseline) and a canary each, optionally with
+    /// a regression in the canaries. Reports what the daemon accepted.
+    Loadgen {
+        /// grpc://HOST:PORT (OTLP/gRPC) or http://HOST:PORT (OTLP/HTTP).
+        #[arg(long, default_value = "grpc://127.0.0.1:4317")]
+        target: String,
+        /// Spans per second in total; 0 sends flat out.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        duration: std::time::Duration,
+        /// Services, each with a stable deployment and a canary.
+        #[arg(long, default_value_t = 4)]
+        services: usize,
+        /// The canaries' share of each service's traffic.
+        #[arg(long, default_value_t = 0.1)]
+        canary_weight: f64,
+        #[arg(long, default_value_t = 0.005)]
+        baseline_error: f64,
+        /// Error ratio injected into the canaries (e.g. 0.05).
+        #[arg(long, default_value_t = 0.005)]
+        canary_error: f64,
+        /// Canary latency multiplier (e.g. 1.5).
+        #[arg(long, default_value_t = 1.0)]
+        canary_slowdown: f64,
+        #[arg(long, default_value_t = 512)]
+        spans_per_request: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
+/// Exit code for a command line that cannot be used (sysexits EX_USAGE),
+/// kept apart from gate's 2 ("undecided").
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Serve {
             config,
@@ -153,6 +230,76 @@ fn main() -> ExitCode {
                 println!("{}", summary.row());
             }
             ExitCode::SUCCESS
+        }
+        Command::Gate {
+            server,
+            deployment_id,
+            service,
+            environment,
+            timeout,
+            interval,
+        } => {
+            let url = gate::verdict_url(
+                &server,
+                &deployment_id,
+                service.as_deref(),
+                environment.as_deref(),
+            );
+            match url {
+                Ok(url) => ExitCode::from(gate::main(gate::Options {
+                    url,
+                    deployment_id,
+                    timeout,
+                    interval,
+                })),
+                Err(e) => {
+                    eprintln!("release-verdict gate: {e}");
+                    ExitCode::from(gate::exit::USAGE)
+                }
+            }
+        }
+        Command::Loadgen {
+            target,
+            rate,
+            duration,
+            services,
+            canary_weight,
+            baseline_error,
+            canary_error,
+            canary_slowdown,
+            spans_per_request,
+            concurrency,
+            seed,
+        } => {
+            let options = release_verdict::loadgen::Options {
+                target,
+                rate,
+                duration,
+                services,
+                canary_weight,
+                baseline_error,
+                canary_error,
+                canary_slowdown,
+                spans_per_request,
+                concurrency,
+                seed,
+            };
+            let run = tokio::runtime::Runtime::new()
+                .map(|rt| rt.block_on(release_verdict::loadgen::run(options)));
+            match run {
+                Ok(Ok(report)) => {
+                    println!("{}", report.summary());
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => {
+                    eprintln!("release-verdict loadgen: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("release-verdict loadgen: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

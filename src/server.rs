@@ -96,9 +96,17 @@ impl Server {
             .await;
         health.set_serving::<TraceServiceServer<OtlpGrpc>>().await;
         health.set_serving::<MetricsServiceServer<OtlpGrpc>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        // Many clients (grpcurl's older releases, Postman, Evans) still speak v1alpha.
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(otlp_status))
@@ -119,7 +127,8 @@ impl Server {
                 stop: stop.clone(),
             }))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.grpc),
                 stop.clone().cancelled_owned(),

@@ -137,7 +137,7 @@ pub struct Applied {
     pub created: u64,
 }
 
-/// A release whose verdict changed color at a tick.
+/// A release whose verdict is news at a tick: its first, or a new color.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changed {
     pub service: Arc<str>,

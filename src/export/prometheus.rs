@@ -63,7 +63,7 @@ const FAMILIES: [(&str, &str); 7] = [
     ),
     (
         "release_verdict_latency_seconds",
-        "Latency quantiles over the rolling window, by cohort",
+        "Latency percentiles (p50, p95, p99) over the rolling window, by cohort",
     ),
 ];
 
@@ -171,14 +171,15 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
                 if let Some(ratio) = w.error_ratio() {
                     sample(&mut families[5], FAMILIES[5].0, &labels, ratio);
                 }
-                for (q, qs) in [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")] {
+                // `quantile` is reserved for summaries; these are gauges.
+                for (q, qs) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
                     if let Some(us) = w.latency.quantile(q) {
                         let labels = [
                             base[0],
                             base[1],
                             base[2],
                             ("cohort", name),
-                            ("quantile", qs),
+                            ("percentile", qs),
                         ];
                         sample(&mut families[6], FAMILIES[6].0, &labels, us as f64 / 1e6);
                     }

@@ -107,7 +107,8 @@ impl Judge {
         }
     }
 
-    /// Feeds one tick's samples and re-evaluates; returns whether the color changed.
+    /// Feeds one tick's samples and re-evaluates; returns whether the
+    /// verdict is news: its first one, or a change of color.
     pub fn evaluate(
         &self,
         j: &mut Judgement,
@@ -186,11 +187,12 @@ impl Judge {
             self.decide(&reports, &canary, baseline.as_ref(), now)
         };
         j.checks = reports;
+        // A release's first verdict is news too (watchers learn of it).
+        let changed = color != j.color || j.evaluated_at.is_none();
         j.evaluated_at = Some(now);
-        let changed = color != j.color;
         if changed {
             j.changed_at = now;
-            if color == Color::Red {
+            if color == Color::Red && j.red_since.is_none() {
                 j.red_since = Some(now);
             }
         }

@@ -1,0 +1,572 @@
+//! `release-verdict gate`: waits on the JSON API until a release is green or
+//! red, for a CI step. A pure decision over each answer, inside a polling loop.
+
+use std::time::{Duration, Instant};
+
+use release_verdict::verdict::Color;
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+/// Exit codes, as documented in `--help` and the README.
+pub mod exit {
+    /// The release is green: promote.
+    pub const GREEN: u8 = 0;
+    /// The release is red: roll back.
+    pub const RED: u8 = 1;
+    /// Still yellow when the timeout passed.
+    pub const UNDECIDED: u8 = 2;
+    /// The server could not be reached, or did not know the release, until
+    /// the timeout passed.
+    pub const UNAVAILABLE: u8 = 3;
+    /// The deployment id names releases in several services or environments.
+    pub const AMBIGUOUS: u8 = 4;
+    /// The `--server` URL cannot be used (EX_USAGE).
+    pub const USAGE: u8 = 64;
+}
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  green: promote
+  1  red: roll back
+  2  still yellow when --timeout passed (undecided); the last reason is printed
+  3  no verdict before --timeout: the server was unreachable, answered errors,
+     or did not know the release (404); the last problem is printed
+  4  the deployment id names releases in several services or environments:
+     narrow with --service / --environment (the matches are listed); at once
+  64 the --server URL, or the command line, is unusable
+
+Example (a CI step):
+  release-verdict gate --server http://release-verdict:4318 \\
+      --deployment-id \"$DEPLOYMENT_ID\" --environment prod --timeout 10m";
+
+/// The part of the verdict object the gate reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub service: String,
+    pub environment: String,
+    pub deployment_id: String,
+    pub verdict: Color,
+    pub reason: String,
+}
+
+/// One of the releases an ambiguous id names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Candidate {
+    pub service: String,
+    pub environment: String,
+}
+
+/// What one poll of `GET /api/v1/releases/{id}` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// 200 with a verdict object.
+    Verdict(Seen),
+    /// 404: the daemon does not track the release (yet).
+    Unknown(String),
+    /// 409: the id is tracked in several (service, environment)s.
+    Ambiguous(Vec<Candidate>),
+    /// No usable answer: connection refused, timed out, 5xx, not JSON.
+    Unreachable(String),
+}
+
+impl Answer {
+    /// A progress line while waiting, and the key that changes only when
+    /// the news does: the color and the reason's gist (the text before its
+    /// first colon, so "insufficient data" is printed once, not its counts).
+    pub fn progress(&self) -> (String, String) {
+        match self {
+            Answer::Verdict(s) => {
+                let gist = s.reason.split(':').next().unwrap_or_default();
+                let color = color_name(s.verdict);
+                (
+                    format!("{color} {gist}"),
+                    format!("gate: {color}: {}", s.reason),
+                )
+            }
+            Answer::Unknown(p) | Answer::Unreachable(p) => {
+                (p.clone(), format!("gate: waiting: {p}"))
+            }
+            Answer::Ambiguous(_) => (String::new(), String::new()),
+        }
+    }
+}
+
+/// How the gate ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Green(Seen),
+    Red(Seen),
+    /// Yellow at the timeout; the last problem, when the last poll failed.
+    Undecided(Seen, Option<String>),
+    /// Never a verdict before the timeout: the last problem.
+    Unavailable(String),
+    Ambiguous(Vec<Candidate>),
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Green(_) => exit::GREEN,
+            Outcome::Red(_) => exit::RED,
+            Outcome::Undecided(..) => exit::UNDECIDED,
+            Outcome::Unavailable(_) => exit::UNAVAILABLE,
+            Outcome::Ambiguous(_) => exit::AMBIGUOUS,
+        }
+    }
+
+    /// The line printed when the gate ends, for a person reading CI logs.
+    pub fn message(&self, id: &str, timeout: Duration) -> String {
+        let waited = humantime::format_duration(timeout);
+        match self {
+            Outcome::Green(s) => format!("green: {}: {}", release(s), s.reason),
+            Outcome::Red(s) => format!("red: {}: {}", release(s), s.reason),
+            Outcome::Undecided(s, problem) => {
+                let mut m = format!(
+                    "undecided: {} still yellow after {waited}: {}",
+                    release(s),
+                    s.reason
+                );
+                if let Some(p) = problem {
+                    m.push_str(&format!(" (last poll failed: {p})"));
+                }
+                m
+            }
+            Outcome::Unavailable(problem) => {
+                format!("unavailable: no verdict for {id:?} within {waited}: {problem}")
+            }
+            Outcome::Ambiguous(matches) => {
+                let list: Vec<String> = matches
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "--service {:?} --environment {:?}",
+                            c.service, c.environment
+                        )
+                    })
+                    .collect();
+                format!(
+                    "ambiguous: deployment id {id:?} names {} releases; narrow with one of: {}",
+                    matches.len(),
+                    list.join("; ")
+                )
+            }
+        }
+    }
+}
+
+fn color_name(c: Color) -> &'static str {
+    match c {
+        Color::Green => "green",
+        Color::Yellow => "yellow",
+        Color::Red => "red",
+    }
+}
+
+fn release(s: &Seen) -> String {
+    format!("{} ({}/{})", s.deployment_id, s.service, s.environment)
+}
+
+/// The gate's memory across polls: the last verdict seen, if any.
+#[derive(Debug, Default)]
+pub struct Gate {
+    last: Option<Seen>,
+}
+
+impl Gate {
+    /// Decides on one answer. `timed_out`: the timeout has passed, so this
+    /// was the last poll. `None`: keep polling.
+    ///
+    /// Green and red end the wait at once, as does an ambiguous id (waiting
+    /// cannot resolve it). At the timeout a release seen yellow is undecided,
+    /// even if the server stopped answering since; one never seen is
+    /// unavailable.
+    pub fn observe(&mut self, answer: Answer, timed_out: bool) -> Option<Outcome> {
+        let problem = match answer {
+            Answer::Verdict(seen) => match seen.verdict {
+                Color::Green => return Some(Outcome::Green(seen)),
+                Color::Red => return Some(Outcome::Red(seen)),
+                Color::Yellow => {
+                    self.last = Some(seen);
+                    None
+                }
+            },
+            Answer::Ambiguous(matches) => return Some(Outcome::Ambiguous(matches)),
+            Answer::Unknown(p) | Answer::Unreachable(p) => Some(p),
+        };
+        if !timed_out {
+            return None;
+        }
+        Some(match self.last.take() {
+            Some(seen) => Outcome::Undecided(seen, problem),
+            None => Outcome::Unavailable(problem.unwrap_or_default()),
+        })
+    }
+}
+
+/// The verdict object as JSON, read leniently: only what the gate needs.
+#[derive(Deserialize)]
+struct VerdictBody {
+    service: String,
+    environment: String,
+    deployment_id: String,
+    verdict: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    matches: Vec<Candidate>,
+}
+
+/// Classifies an HTTP answer (status and body) of the verdict endpoint.
+pub fn classify(status: StatusCode, body: &[u8]) -> Answer {
+    match status {
+        StatusCode::OK => match serde_json::from_slice::<VerdictBody>(body) {
+            Ok(v) => {
+                let verdict = match v.verdict.as_str() {
+                    "green" => Color::Green,
+                    "yellow" => Color::Yellow,
+                    "red" => Color::Red,
+                    other => {
+                        return Answer::Unreachable(format!("unexpected verdict {other:?}"));
+                    }
+                };
+                Answer::Verdict(Seen {
+                    service: v.service,
+                    environment: v.environment,
+                    deployment_id: v.deployment_id,
+                    verdict,
+                    reason: v.reason,
+                })
+            }
+            Err(e) => Answer::Unreachable(format!("not a verdict object: {e}")),
+        },
+        StatusCode::NOT_FOUND => Answer::Unknown(
+            serde_json::from_slice::<ErrorBody>(body)
+                .ok()
+                .filter(|b| !b.error.is_empty())
+                .map(|b| b.error)
+                .unwrap_or_else(|| "404 Not Found: is --server the daemon's HTTP port?".into()),
+        ),
+        StatusCode::CONFLICT => match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(b) if !b.matches.is_empty() => Answer::Ambiguous(b.matches),
+            _ => Answer::Unreachable("409 without a list of matches".into()),
+        },
+        other => Answer::Unreachable(format!("the server answered {other}")),
+    }
+}
+
+/// Why the gate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("--server {0:?}: {1}")]
+    Parse(String, String),
+    #[error("--server {0:?}: want an http:// or https:// URL")]
+    Scheme(String),
+}
+
+/// `{server}/api/v1/releases/{id}?service=&environment=`, the id
+/// percent-encoded as one path segment; a path prefix on `server` is kept.
+pub fn verdict_url(
+    server: &str,
+    id: &str,
+    service: Option<&str>,
+    environment: Option<&str>,
+) -> Result<Url, UrlError> {
+    let mut url = Url::parse(server).map_err(|e| UrlError::Parse(server.into(), e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UrlError::Scheme(server.into()));
+    }
+    url.path_segments_mut()
+        .map_err(|()| UrlError::Scheme(server.into()))?
+        .pop_if_empty()
+        .extend(["api", "v1", "releases", id]);
+    url.set_query(None);
+    if service.is_some() || environment.is_some() {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = service {
+            q.append_pair("service", s);
+        }
+        if let Some(e) = environment {
+            q.append_pair("environment", e);
+        }
+    }
+    Ok(url)
+}
+
+/// What to wait on and how.
+pub struct Options {
+    pub url: Url,
+    pub deployment_id: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+/// The `gate` command: waits, prints the outcome (stdout for a verdict,
+/// stderr for a problem) and returns the exit code.
+pub fn main(opts: Options) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("release-verdict gate: cannot start: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let outcome = runtime.block_on(run(&opts));
+    let message = outcome.message(&opts.deployment_id, opts.timeout);
+    match outcome {
+        Outcome::Green(_) | Outcome::Red(_) | Outcome::Undecided(..) => println!("{message}"),
+        Outcome::Unavailable(_) | Outcome::Ambiguous(_) => eprintln!("{message}"),
+    }
+    outcome.exit_code()
+}
+
+/// A slow or silent server must not hold one poll past this.
+const MAX_REQUEST_TIME: Duration = Duration::from_secs(10);
+/// `--interval 0s` must not spin.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Polls until the gate decides. Progress (each change of color or problem)
+/// goes to stderr.
+pub async fn run(opts: &Options) -> Outcome {
+    let deadline = Instant::now() + opts.timeout;
+    let client = reqwest::Client::new();
+    let mut gate = Gate::default();
+    let mut last_key = String::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let request_time = remaining.clamp(Duration::from_millis(200), MAX_REQUEST_TIME);
+        let answer = fetch(&client, &opts.url, request_time).await;
+        let (key, line) = answer.progress();
+        let now = Instant::now();
+        if let Some(outcome) = gate.observe(answer, now >= deadline) {
+            return outcome;
+        }
+        if key != last_key {
+            eprintln!("{line}");
+            last_key = key;
+        }
+        let pause = opts.interval.max(MIN_INTERVAL).min(deadline - now);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &Url, timeout: Duration) -> Answer {
+    let response = match client.get(url.clone()).timeout(timeout).send().await {
+        Ok(r) => r,
+        Err(e) => return Answer::Unreachable(describe(&e, url)),
+    };
+    let status = response.status();
+    match response.bytes().await {
+        Ok(body) => classify(status, &body),
+        Err(e) => Answer::Unreachable(describe(&e, url)),
+    }
+}
+
+/// A reqwest error by its root cause ("Connection refused" sits at the
+/// bottom of the chain; the layers above it add little).
+fn describe(e: &reqwest::Error, url: &Url) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
+    let what = if e.is_timeout() {
+        "no answer in time"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{url}: {what}: {root}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(verdict: Color, reason: &str) -> Seen {
+        Seen {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            deployment_id: "checkout-2b5d9af".into(),
+            verdict,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn green_and_red_end_the_wait_at_once() {
+        let mut g = Gate::default();
+        let o = g.observe(Answer::Verdict(seen(Color::Green, "ok")), false);
+        assert_eq!(o, Some(Outcome::Green(seen(Color::Green, "ok"))));
+        assert_eq!(o.unwrap().exit_code(), 0);
+        let o = Gate::default().observe(Answer::Verdict(seen(Color::Red, "errors")), false);
+        assert_eq!(o.as_ref().map(Outcome::exit_code), Some(1));
+    }
+
+    #[test]
+    fn yellow_waits_then_is_undecided_at_the_timeout() {
+        let mut g = Gate::default();
+        assert_eq!(
+            g.observe(Answer::Verdict(seen(Color::Yellow, "a")), false),
+            None
+        );
+        let o = g.observe(Answer::Verdict(seen(Color::Yellow, "b")), true);
+        assert_eq!(o, Some(Outcome::Undecided(seen(Color::Yellow, "b"), None)));
+        assert_eq!(o.unwrap().exit_code(), 2);
+    }
+
+    #[test]
+    fn yellow_then_unreachable_at_the_timeout_is_still_undecided() {
+        let mut g = Gate::default();
+        g.observe(Answer::Verdict(seen(Color::Yellow, "a")), false);
+        assert_eq!(g.observe(Answer::Unreachable("down".into()), false), None);
+        let o = g.observe(Answer::Unreachable("down".into()), true).unwrap();
+        assert_eq!(
+            o,
+            Outcome::Undecided(seen(Color::Yellow, "a"), Some("down".into()))
+        );
+        assert!(o
+            .message("x", Duration::from_secs(5))
+            .contains("last poll failed: down"));
+    }
+
+    #[test]
+    fn never_a_verdict_is_unavailable_not_undecided() {
+        let mut g = Gate::default();
+        assert_eq!(g.observe(Answer::Unknown("no release".into()), false), None);
+        assert_eq!(
+            g.observe(Answer::Unreachable("refused".into()), false),
+            None
+        );
+        let o = g
+            .observe(Answer::Unknown("no release".into()), true)
+            .unwrap();
+        assert_eq!(o, Outcome::Unavailable("no release".into()));
+        assert_eq!(o.exit_code(), 3);
+    }
+
+    #[test]
+    fn unknown_then_green_passes() {
+        let mut g = Gate::default();
+        assert_eq!(g.observe(Answer::Unknown("not yet".into()), false), None);
+        let o = g.observe(Answer::Verdict(seen(Color::Green, "ok")), false);
+        assert_eq!(o.map(|o| o.exit_code()), Some(0));
+    }
+
+    #[test]
+    fn ambiguous_ends_at_once_and_lists_the_matches() {
+        let m = vec![
+            Candidate {
+                service: "a".into(),
+                environment: "prod".into(),
+            },
+            Candidate {
+                service: "b".into(),
+                environment: "prod".into(),
+            },
+        ];
+        let o = Gate::default()
+            .observe(Answer::Ambiguous(m.clone()), false)
+            .unwrap();
+        assert_eq!(o.exit_code(), 4);
+        let msg = o.message("v42", Duration::from_secs(1));
+        assert!(
+            msg.contains(r#"--service "a" --environment "prod""#),
+            "{msg}"
+        );
+        assert!(msg.contains(r#"--service "b""#), "{msg}");
+    }
+
+    #[test]
+    fn classifies_the_api_answers() {
+        let body = br#"{"service":"s","environment":"e","deployment_id":"d","git_sha":null,
+            "verdict":"red","reason":"errors up","checks":[]}"#;
+        let a = classify(StatusCode::OK, body);
+        assert!(
+            matches!(a, Answer::Verdict(Seen { verdict: Color::Red, ref reason, .. }) if reason == "errors up")
+        );
+        let a = classify(StatusCode::NOT_FOUND, br#"{"error":"no release \"x\""}"#);
+        assert_eq!(a, Answer::Unknown("no release \"x\"".into()));
+        let a = classify(StatusCode::NOT_FOUND, b"not found");
+        assert!(matches!(a, Answer::Unknown(ref m) if m.contains("HTTP port")));
+        let a = classify(
+            StatusCode::CONFLICT,
+            br#"{"error":"ambiguous","matches":[{"service":"a","environment":"b"}]}"#,
+        );
+        assert_eq!(
+            a,
+            Answer::Ambiguous(vec![Candidate {
+                service: "a".into(),
+                environment: "b".into()
+            }])
+        );
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, b""),
+            Answer::Unreachable(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::OK, b"<html>"),
+            Answer::Unreachable(_)
+        ));
+        assert!(matches!(
+            classify(
+                StatusCode::OK,
+                br#"{"service":"s","environment":"e","deployment_id":"d","verdict":"blue"}"#
+            ),
+            Answer::Unreachable(_)
+        ));
+    }
+
+    #[test]
+    fn progress_changes_with_the_gist_not_the_counts() {
+        let a = Answer::Verdict(seen(Color::Yellow, "insufficient data: canary 20 of 300"));
+        let b = Answer::Verdict(seen(Color::Yellow, "insufficient data: canary 80 of 300"));
+        let c = Answer::Verdict(seen(
+            Color::Yellow,
+            "marginal: not conclusive yet on latency",
+        ));
+        assert_eq!(a.progress().0, b.progress().0);
+        assert_ne!(b.progress().0, c.progress().0);
+        assert_eq!(
+            c.progress().1,
+            "gate: yellow: marginal: not conclusive yet on latency"
+        );
+    }
+
+    #[test]
+    fn builds_the_verdict_url() {
+        let u = verdict_url("http://127.0.0.1:4318", "a/b c", None, None).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:4318/api/v1/releases/a%2Fb%20c"
+        );
+        let u = verdict_url(
+            "https://rv.example/verdicts/",
+            "v1",
+            Some("check out"),
+            Some("prod"),
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://rv.example/verdicts/api/v1/releases/v1?service=check+out&environment=prod"
+        );
+        assert!(matches!(
+            verdict_url("localhost:4318", "x", None, None),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            verdict_url("not a url", "x", None, None),
+            Err(UrlError::Parse(..))
+        ));
+    }
+}
