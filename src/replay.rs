@@ -89,6 +89,56 @@ fn telemetry_time(line: &Line) -> UnixNanos {
     }
 }
 
+/// A line as read (numbered from 0) and as decoded: an I/O error, a blank
+/// line (None), or a request or the reason it is not one.
+type Numbered<T> = (usize, T);
+type Decoded = Result<Option<Result<Line, String>>, ReplayError>;
+
+/// Lines decoded this many at a time, in parallel, then applied in order.
+const CHUNK: usize = 32;
+
+/// The input's lines, numbered from 0 and decoded (None for blank lines).
+/// Decoding JSON is nearly all of a replay's work, so each chunk of lines
+/// is decoded on two threads; the results keep the input's order, so the
+/// output stays deterministic.
+fn decoded(input: impl BufRead) -> impl Iterator<Item = Numbered<Decoded>> {
+    let mut lines = input.lines().enumerate();
+    std::iter::from_fn(move || {
+        let chunk: Vec<Numbered<std::io::Result<String>>> = lines.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            return None;
+        }
+        let decode = |part: &[Numbered<std::io::Result<String>>]| -> Vec<Numbered<Decoded>> {
+            part.iter()
+                .map(|(n, line)| {
+                    let out = match line {
+                        Err(e) => Err(ReplayError::Read(std::io::Error::new(
+                            e.kind(),
+                            e.to_string(),
+                        ))),
+                        Ok(l) if l.trim().is_empty() => Ok(None),
+                        Ok(l) => Ok(Some(parse(l))),
+                    };
+                    (*n, out)
+                })
+                .collect()
+        };
+        let (first, second) = chunk.split_at(chunk.len() / 2);
+        let mut out = std::thread::scope(|scope| {
+            let other = scope.spawn(|| decode(first));
+            let mine = decode(second);
+            let mut all = other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            all.extend(mine);
+            all
+        });
+        out.reverse();
+        Some(std::iter::from_fn(move || out.pop()))
+    })
+    .flatten()
+}
+
 /// Replays `input` into a fresh engine, writing verdict lines to `out`.
 pub fn replay(
     config: Config,
@@ -133,13 +183,13 @@ pub fn replay(
         Ok(())
     };
 
-    for (n, line) in input.lines().enumerate() {
-        let line = line.map_err(ReplayError::Read)?;
-        if line.trim().is_empty() {
+    for (n, parsed) in decoded(input) {
+        let parsed = parsed?;
+        let Some(parsed) = parsed else {
             continue;
-        }
+        };
         summary.lines += 1;
-        let parsed = match parse(&line) {
+        let parsed = match parsed {
             Ok(p) => p,
             Err(e) => {
                 summary.skipped += 1;
