@@ -221,18 +221,7 @@ impl App {
             .evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
         if self.changes.receiver_count() > 0 && !changed.is_empty() {
-            let verdicts: Vec<Verdict> = self.read(|store| {
-                changed
-                    .iter()
-                    .filter_map(|c| {
-                        let filter = Filter {
-                            service: Some(c.service.to_string()),
-                            environment: Some(c.environment.to_string()),
-                        };
-                        verdict::find(store, &c.deployment_id, &filter, now).ok()
-                    })
-                    .collect()
-            });
+            let verdicts = self.verdicts_of(&changed, now);
             for v in verdicts {
                 // No receiver left is fine: nobody is watching.
                 let _ = self.changes.send(Arc::new(v));
@@ -281,6 +270,22 @@ impl App {
             Format::Text => openmetrics_to_text(&own, &mut out),
         }
         out
+    }
+
+    /// The current verdict objects of releases a tick reported.
+    pub fn verdicts_of(&self, changed: &[Changed], now: UnixNanos) -> Vec<Verdict> {
+        self.read(|store| {
+            changed
+                .iter()
+                .filter_map(|c| {
+                    let filter = Filter {
+                        service: Some(c.service.to_string()),
+                        environment: Some(c.environment.to_string()),
+                    };
+                    verdict::find(store, &c.deployment_id, &filter, now).ok()
+                })
+                .collect()
+        })
     }
 
     /// Every verdict that changes color from now on.

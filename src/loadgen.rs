@@ -16,25 +16,38 @@ use prost::Message;
 use crate::model::system_now;
 use crate::sim::{otlp::release_spans, Rng};
 
-/// Where and what to send.
-#[derive(Debug, Clone)]
+/// Where and what to send (also the `loadgen` command's arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// `grpc://host:port` (OTLP/gRPC) or `http://host:port` (OTLP/HTTP protobuf).
+    /// grpc://HOST:PORT (OTLP/gRPC) or http://HOST:PORT (OTLP/HTTP protobuf).
+    #[arg(long, default_value = "grpc://127.0.0.1:4317")]
     pub target: String,
     /// Spans per second in total; 0 sends flat out.
+    #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
+    /// How long to send, e.g. "30s".
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub duration: Duration,
     /// Services, each with a stable deployment and a canary.
+    #[arg(long, default_value_t = 4)]
     pub services: usize,
     /// The canaries' share of each service's traffic.
+    #[arg(long, default_value_t = 0.1)]
     pub canary_weight: f64,
+    #[arg(long, default_value_t = 0.005)]
     pub baseline_error: f64,
+    /// Error ratio injected into the canaries (e.g. 0.05).
+    #[arg(long, default_value_t = 0.005)]
     pub canary_error: f64,
-    /// Canary latencies are multiplied by this.
+    /// Canary latency multiplier (e.g. 1.5).
+    #[arg(long, default_value_t = 1.0)]
     pub canary_slowdown: f64,
+    #[arg(long, default_value_t = 512)]
     pub spans_per_request: usize,
     /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 

@@ -97,37 +97,7 @@ enum Command {
     /// Send realistic OTLP span traffic: services with a stable deployment
     /// (sent first, so it is the baseline) and a canary each, optionally with
     /// a regression in the canaries. Reports what the daemon accepted.
-    Loadgen {
-        /// grpc://HOST:PORT (OTLP/gRPC) or http://HOST:PORT (OTLP/HTTP).
-        #[arg(long, default_value = "grpc://127.0.0.1:4317")]
-        target: String,
-        /// Spans per second in total; 0 sends flat out.
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
-        duration: std::time::Duration,
-        /// Services, each with a stable deployment and a canary.
-        #[arg(long, default_value_t = 4)]
-        services: usize,
-        /// The canaries' share of each service's traffic.
-        #[arg(long, default_value_t = 0.1)]
-        canary_weight: f64,
-        #[arg(long, default_value_t = 0.005)]
-        baseline_error: f64,
-        /// Error ratio injected into the canaries (e.g. 0.05).
-        #[arg(long, default_value_t = 0.005)]
-        canary_error: f64,
-        /// Canary latency multiplier (e.g. 1.5).
-        #[arg(long, default_value_t = 1.0)]
-        canary_slowdown: f64,
-        #[arg(long, default_value_t = 512)]
-        spans_per_request: usize,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Loadgen(release_verdict::loadgen::Options),
 }
 
 /// Exit code for a command line that cannot be used (sysexits EX_USAGE),
@@ -258,32 +228,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Loadgen {
-            target,
-            rate,
-            duration,
-            services,
-            canary_weight,
-            baseline_error,
-            canary_error,
-            canary_slowdown,
-            spans_per_request,
-            concurrency,
-            seed,
-        } => {
-            let options = release_verdict::loadgen::Options {
-                target,
-                rate,
-                duration,
-                services,
-                canary_weight,
-                baseline_error,
-                canary_error,
-                canary_slowdown,
-                spans_per_request,
-                concurrency,
-                seed,
-            };
+        Command::Loadgen(options) => {
             let run = tokio::runtime::Runtime::new()
                 .map(|rt| rt.block_on(release_verdict::loadgen::run(options)));
             match run {

@@ -163,17 +163,7 @@ pub fn replay(
         let lines: Vec<verdict::Verdict> = if every_tick {
             app.read(|store| verdict::list(store, &Filter::default(), at))
         } else {
-            changed
-                .iter()
-                .filter_map(|c| {
-                    let filter = Filter {
-                        service: Some(c.service.to_string()),
-                        environment: Some(c.environment.to_string()),
-                    };
-                    app.read(|store| verdict::find(store, &c.deployment_id, &filter, at))
-                        .ok()
-                })
-                .collect()
+            app.verdicts_of(&changed, at)
         };
         for v in lines {
             serde_json::to_writer(&mut *out, &v).map_err(|e| ReplayError::Write(e.into()))?;
