@@ -122,6 +122,7 @@ impl App {
     }
 
     /// Maps and records a trace export.
+    #[tracing::instrument(name = "ingest traces", skip_all, fields(transport = ?via))]
     pub fn ingest_traces(
         &self,
         req: &ExportTraceServiceRequest,
@@ -133,6 +134,7 @@ impl App {
     }
 
     /// Maps and records a metrics export.
+    #[tracing::instrument(name = "ingest metrics", skip_all, fields(transport = ?via))]
     pub fn ingest_metrics(
         &self,
         req: &ExportMetricsServiceRequest,
@@ -214,6 +216,7 @@ impl App {
     }
 
     /// Judges every release on what arrived since the last tick.
+    #[tracing::instrument(name = "judge tick", skip_all, level = "debug")]
     pub fn tick(&self, now: UnixNanos) -> Vec<Changed> {
         let started = std::time::Instant::now();
         let changed = lock(&self.store).tick(now);
