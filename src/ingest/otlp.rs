@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point::Value as NumberValue, Metric,
+    metric::Data, number_data_point::Value as NumberValue, Metric, NumberDataPoint,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -279,10 +279,8 @@ impl Mapper {
         };
         if let Some(points) = values {
             for (p, point) in points.iter().enumerate() {
-                let v = match point.value {
-                    Some(NumberValue::AsDouble(d)) => d,
-                    Some(NumberValue::AsInt(i)) => i as f64,
-                    None => continue,
+                let Some(v) = number(point) else {
+                    continue;
                 };
                 if !v.is_finite() {
                     batch.reject(
@@ -331,6 +329,14 @@ impl Mapper {
                 group.sample.metrics.extend(checks.iter().map(|c| (*c, o)));
             }
         }
+    }
+}
+
+/// A sum's or gauge's value, integer or double.
+fn number(p: &NumberDataPoint) -> Option<f64> {
+    match p.value? {
+        NumberValue::AsDouble(d) => Some(d),
+        NumberValue::AsInt(i) => Some(i as f64),
     }
 }
 
@@ -385,11 +391,7 @@ fn hist_points(metric: &Metric, sums: bool) -> Option<Vec<HistPoint<'_>>> {
             .data_points
             .iter()
             .map(|p| {
-                let v = match p.value {
-                    Some(NumberValue::AsDouble(d)) => d,
-                    Some(NumberValue::AsInt(i)) => i as f64,
-                    None => 0.0,
-                };
+                let v = number(p).unwrap_or(0.0);
                 HistPoint {
                     attributes: &p.attributes,
                     temporality: s.aggregation_temporality,
