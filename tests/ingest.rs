@@ -377,12 +377,7 @@ async fn the_release_cap_refuses_and_counts_new_releases() {
     server
         .wait_for_release("r0", |v| v["canary"]["requests"] == 4)
         .await;
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("release_verdict_releases_tracked 3"),
         "{metrics}"
@@ -412,12 +407,7 @@ async fn spans_without_a_release_are_counted_and_ignored() {
     assert_eq!(resp.partial_success, None);
     let (_, body) = server.get_json("/api/v1/releases").await;
     assert_eq!(body["releases"].as_array().unwrap().len(), 0);
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"release_verdict_items_unattributed_total{signal="spans"} 7"#),
         "{metrics}"

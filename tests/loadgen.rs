@@ -24,16 +24,6 @@ fn options(target: String) -> Options {
     }
 }
 
-async fn counted(server: &TestServer) -> u64 {
-    let (_, list) = server.get_json("/api/v1/releases").await;
-    list["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["canary"]["requests"].as_u64().unwrap())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_span_is_accounted_for_and_bad_canaries_turn_red() {
     let server = TestServer::start().await;
@@ -41,7 +31,7 @@ async fn every_span_is_accounted_for_and_bad_canaries_turn_red() {
         format!("grpc://{}", server.grpc),
         format!("http://{}", server.http),
     ] {
-        let before = counted(&server).await;
+        let before = server.counted_requests("").await;
         let report = run(options(target.clone())).await.unwrap();
         assert!(report.spans_sent > 10_000, "{target}: {}", report.summary());
         assert_eq!(report.spans_failed, 0, "{target}: {}", report.summary());
@@ -50,7 +40,7 @@ async fn every_span_is_accounted_for_and_bad_canaries_turn_red() {
             report.spans_accepted + report.spans_rejected + report.spans_throttled
         );
         assert_eq!(
-            counted(&server).await - before,
+            server.counted_requests("").await - before,
             report.spans_accepted,
             "{}",
             report.summary()

@@ -74,20 +74,9 @@ async fn accepted_equals_counted_under_overload() {
         "the daemon was never overloaded; the test proves nothing"
     );
     assert!(accepted > 0);
-    let (_, list) = server.get_json("/api/v1/releases?service=svc").await;
-    let counted: u64 = list["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["canary"]["requests"].as_u64().unwrap())
-        .sum();
+    let counted = server.counted_requests("service=svc").await;
     assert_eq!(counted, accepted, "accepted spans must all be counted");
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let refused_requests: u64 = metrics
         .lines()
         .filter(|l| {

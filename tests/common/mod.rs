@@ -79,6 +79,27 @@ impl TestServer {
         (status, r.json().await.expect("JSON body"))
     }
 
+    /// The `/metrics` exposition.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Requests counted across the releases `GET /api/v1/releases?{query}` lists.
+    pub async fn counted_requests(&self, query: &str) -> u64 {
+        let (_, list) = self.get_json(&format!("/api/v1/releases?{query}")).await;
+        list["releases"]
+            .as_array()
+            .expect("a release list")
+            .iter()
+            .map(|v| v["canary"]["requests"].as_u64().expect("a count"))
+            .sum()
+    }
+
     /// Polls the release until `pred` holds, or panics with the last answer.
     pub async fn wait_for_release(
         &self,
