@@ -177,7 +177,7 @@ impl Default for ErrorRatioCheck {
             tolerance: 0.0,
             tolerance_abs: 0.001,
             pass_bound: 1.0,
-            pass_bound_abs: 0.01,
+            pass_bound_abs: 0.015,
         }
     }
 }

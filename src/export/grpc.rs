@@ -174,7 +174,7 @@ fn check(c: &CheckReport) -> pb::Check {
         statistic: Some(pb::Statistic {
             e_value: c.statistic.e_value,
             p_value: c.statistic.p_value,
-            pass_e_value: c.statistic.pass_e_value,
+            pass_p_value: c.statistic.pass_p_value,
         }),
         detail: c.detail.clone(),
     }

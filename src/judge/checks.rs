@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::eprocess::{null_share, ChangeDetector, PointTest, Side};
+use super::eprocess::{null_share, ChangeDetector, Side};
+use super::spending::{Look, PassTest};
 use crate::config::{Direction, ErrorRatioCheck, Guardrails, LatencyCheck, MetricCheck};
 use crate::window::{Latency, MetricSignals, Signals};
 
@@ -69,17 +70,18 @@ pub struct Statistic {
     pub e_value: f64,
     /// The matching anytime-valid p-value, min(1, 1/e).
     pub p_value: f64,
-    /// E-value for "any regression is within the pass bound".
-    pub pass_e_value: f64,
+    /// Group-sequential p-value of "a regression as large as the pass
+    /// bound": green needs it within the error budget spent so far.
+    pub pass_p_value: f64,
 }
 
 impl Statistic {
-    fn new(log_e: f64, log_pass: f64) -> Self {
+    fn new(log_e: f64, pass_p: f64) -> Self {
         let e = log_e.exp();
         Self {
             e_value: round_sig(e),
             p_value: round_sig((1.0 / e).min(1.0)),
-            pass_e_value: round_sig(log_pass.exp()),
+            pass_p_value: round_sig(pass_p),
         }
     }
 }
@@ -149,7 +151,7 @@ pub struct ErrorTest {
     /// Since judging against this baseline began.
     total: [u64; 4],
     worse: ChangeDetector,
-    within: PointTest,
+    within: PassTest,
 }
 
 impl ErrorTest {
@@ -157,15 +159,29 @@ impl ErrorTest {
         self.worse.new_epoch();
     }
 
-    pub fn feed(&mut self, canary: &Signals, baseline: &Signals, cfg: &ErrorRatioCheck) {
+    pub fn feed(
+        &mut self,
+        canary: &Signals,
+        baseline: &Signals,
+        baseline_window: &Signals,
+        cfg: &ErrorRatioCheck,
+        look: Look,
+    ) {
+        // The baseline's error ratio, from its rolling window or from all
+        // of this comparison, whichever has seen more requests. It depends
+        // on baseline data only, so it is fixed as far as the canary's
+        // outcomes are concerned.
+        let baseline_ratio = if baseline_window.requests >= self.total[2] {
+            ratio(baseline_window.errors, baseline_window.requests)
+        } else {
+            ratio(self.total[3], self.total[2])
+        };
         let add = [
             canary.requests,
             canary.errors,
             baseline.requests,
             baseline.errors,
         ];
-        // the baseline's error ratio before this batch: known in advance
-        let baseline_ratio = ratio(self.total[3], self.total[2]);
         for ((b, t), a) in self.batch.iter_mut().zip(&mut self.total).zip(add) {
             *b += a;
             *t += a;
@@ -179,13 +195,10 @@ impl ErrorTest {
                 .update(xc, xc + xb, null_share(nc, nb, cfg.tolerance));
         }
         // Within bounds: the canary's errors among its requests, against
-        // the baseline's ratio plus the pass bound, with "like the
-        // baseline" as the alternative.
+        // the baseline's ratio plus the pass bound.
         if let Some(base) = baseline_ratio {
             let bound = base + (base * cfg.pass_bound).max(cfg.pass_bound_abs);
-            let like_baseline = base.max(bound / 100.0);
-            self.within
-                .update(xc, nc, bound.min(0.999_999), like_baseline);
+            self.within.update(xc, nc, bound.min(0.999_999), look);
         }
         self.batch = [0; 4];
     }
@@ -195,14 +208,13 @@ impl ErrorTest {
         let canary = CohortStats::errors(nc, xc);
         let baseline = CohortStats::errors(nb, xb);
         let log_e = self.worse.log_e();
-        let log_pass = self.within.log_e();
         let (rc, rb) = (canary.error_ratio, baseline.error_ratio);
         let increase = rc.zip(rb).map(|(c, b)| c - b);
         let result = if nc == 0 || nb == 0 {
             Outcome::Nodata
         } else if log_e >= levels.fail && increase.is_some_and(|d| d >= cfg.tolerance_abs) {
             Outcome::Fail
-        } else if log_pass >= levels.pass && log_e < levels.leaning() {
+        } else if self.within.passed() && log_e < levels.leaning() {
             Outcome::Pass
         } else {
             Outcome::Marginal
@@ -235,7 +247,7 @@ impl ErrorTest {
             weight: cfg.weight,
             canary,
             baseline: Some(baseline),
-            statistic: Statistic::new(log_e, log_pass),
+            statistic: Statistic::new(log_e, self.within.p_value()),
             detail,
         }
     }
@@ -305,11 +317,8 @@ struct QuantileTest {
     /// Not yet fed: canary slow (fail threshold), slow (pass threshold),
     /// canary count, baseline slow, baseline count.
     batch: [u64; 5],
-    /// Share of the baseline's slow requests that are also slower than the
-    /// pass threshold: what a canary just like the baseline would show.
-    like_baseline: f64,
     worse: ChangeDetector,
-    within: PointTest,
+    within: PassTest,
 }
 
 impl QuantileTest {
@@ -318,9 +327,8 @@ impl QuantileTest {
             q,
             tau: None,
             batch: [0; 5],
-            like_baseline: 1.0,
             worse: ChangeDetector::default(),
-            within: PointTest::default(),
+            within: PassTest::default(),
         }
     }
 
@@ -331,6 +339,7 @@ impl QuantileTest {
         baseline_window: &Latency,
         m: &Margins,
         epoch_over: bool,
+        look: Look,
     ) {
         if let Some(tau) = self.tau {
             let (fail_at, pass_at) = m.thresholds(tau);
@@ -348,10 +357,8 @@ impl QuantileTest {
             if nc > 0 && nb > 0 {
                 let share = null_share(nc, nb, 0.0);
                 self.worse.update(slow_fail, slow_fail + slow_b, share);
-                let r = self.like_baseline;
-                let like_baseline = share * r / (share * r + 1.0 - share);
                 self.within
-                    .update(slow_pass, slow_pass + slow_b, share, like_baseline);
+                    .update(slow_pass, slow_pass + slow_b, share, look);
                 self.batch = [0; 5];
             }
         }
@@ -360,14 +367,6 @@ impl QuantileTest {
         let batch_empty = self.batch[2] == 0 && self.batch[4] == 0;
         if (self.tau.is_none() || epoch_over) && batch_empty {
             self.tau = baseline_window.quantile(self.q);
-            if let Some(tau) = self.tau {
-                let (_, pass_at) = m.thresholds(tau);
-                let slow = m.beyond(baseline_window, tau);
-                if slow > 0 {
-                    let r = m.beyond(baseline_window, pass_at) as f64 / slow as f64;
-                    self.like_baseline = r.clamp(0.01, 0.99);
-                }
-            }
         }
     }
 }
@@ -398,31 +397,49 @@ impl DistributionTest {
         baseline_window: &Latency,
         m: &Margins,
         epoch_over: bool,
+        look: Look,
     ) {
         for q in &mut self.quantiles {
-            q.feed(canary, baseline, baseline_window, m, epoch_over);
+            q.feed(canary, baseline, baseline_window, m, epoch_over, look);
         }
     }
 
-    /// (log e-value of a regression, log e-value of "within bounds", the
-    /// quantile with the most evidence, whether any threshold is set yet).
-    fn evidence(&self) -> (f64, f64, f64, bool) {
+    /// The evidence at all quantiles together.
+    fn evidence(&self) -> Evidence {
         // the average of e-processes is one
         let log_e = log_mean_exp(self.quantiles.iter().map(|q| q.worse.log_e()));
-        let log_pass = self
-            .quantiles
-            .iter()
-            .map(|q| q.within.log_e())
-            .fold(f64::INFINITY, f64::min);
         let worst = self
             .quantiles
             .iter()
             .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()))
             .map(|w| w.q)
             .unwrap_or(0.5);
-        let ready = self.quantiles.iter().any(|q| q.tau.is_some());
-        (log_e, log_pass, worst, ready)
+        Evidence {
+            log_e,
+            pass_p: self
+                .quantiles
+                .iter()
+                .map(|q| q.within.p_value())
+                .fold(0.0, f64::max),
+            passed: self.quantiles.iter().all(|q| q.within.passed()),
+            worst,
+            ready: self.quantiles.iter().any(|q| q.tau.is_some()),
+        }
     }
+}
+
+/// What a distribution test has shown.
+struct Evidence {
+    /// log e-value of a regression.
+    log_e: f64,
+    /// The largest pass p-value of the quantiles.
+    pass_p: f64,
+    /// Every quantile is shown within its pass bound.
+    passed: bool,
+    /// The quantile with the most evidence of a regression.
+    worst: f64,
+    /// Some threshold is set.
+    ready: bool,
 }
 
 /// log of the mean of exp(x): averaging e-values keeps an e-value.
@@ -459,6 +476,7 @@ impl LatencyTest {
         baseline_window: &Signals,
         cfg: &LatencyCheck,
         epoch_over: bool,
+        look: Look,
     ) {
         let m = Margins::latency(cfg);
         self.test.feed(
@@ -467,6 +485,7 @@ impl LatencyTest {
             &baseline_window.latency,
             &m,
             epoch_over,
+            look,
         );
     }
 
@@ -479,12 +498,18 @@ impl LatencyTest {
     ) -> CheckReport {
         let canary = CohortStats::latency(canary_window);
         let baseline = CohortStats::latency(baseline_window);
-        let (log_e, log_pass, worst_q, ready) = self.test.evidence();
+        let Evidence {
+            log_e,
+            pass_p,
+            passed,
+            worst: worst_q,
+            ready,
+        } = self.test.evidence();
         let result = if !ready || canary.requests == 0 {
             Outcome::Nodata
         } else if log_e >= levels.fail {
             Outcome::Fail
-        } else if log_pass >= levels.pass && log_e < levels.leaning() {
+        } else if passed && log_e < levels.leaning() {
             Outcome::Pass
         } else {
             Outcome::Marginal
@@ -529,7 +554,7 @@ impl LatencyTest {
             weight: cfg.weight,
             canary,
             baseline: Some(baseline),
-            statistic: Statistic::new(log_e, log_pass),
+            statistic: Statistic::new(log_e, pass_p),
             detail,
         }
     }
@@ -541,7 +566,7 @@ impl LatencyTest {
 struct Guard {
     kind: GuardKind,
     worse: ChangeDetector,
-    within: PointTest,
+    within: PassTest,
     events: u64,
     trials: u64,
 }
@@ -588,7 +613,7 @@ impl GuardTest {
                 .map(|kind| Guard {
                     kind,
                     worse: ChangeDetector::default(),
-                    within: PointTest::default(),
+                    within: PassTest::default(),
                     events: 0,
                     trials: 0,
                 })
@@ -606,7 +631,7 @@ impl GuardTest {
         }
     }
 
-    pub fn feed(&mut self, canary: &Signals) {
+    pub fn feed(&mut self, canary: &Signals, look: Look) {
         for g in &mut self.guards {
             let (k, m) = match g.kind {
                 GuardKind::ErrorRatio(_) => (canary.errors, canary.requests),
@@ -616,9 +641,7 @@ impl GuardTest {
             };
             let p0 = g.allowed();
             g.worse.update(k, m, p0);
-            // the canary's own rate so far (smoothed) as the alternative
-            let so_far = (g.events as f64 + 0.5) / (g.trials as f64 + 1.0);
-            g.within.update(k, m, p0, so_far.clamp(p0 / 50.0, p0 * 0.9));
+            g.within.update(k, m, p0, look);
             g.events += k;
             g.trials += m;
         }
@@ -630,13 +653,12 @@ impl GuardTest {
             .map(|g| {
                 let observed = ratio(g.events, g.trials);
                 let log_e = g.worse.log_e();
-                let log_pass = g.within.log_e();
                 let breached = observed.is_some_and(|o| o > g.allowed());
                 let result = if g.trials == 0 {
                     Outcome::Nodata
                 } else if log_e >= levels.fail && breached {
                     Outcome::Fail
-                } else if log_pass >= levels.pass && log_e < levels.leaning() {
+                } else if g.within.passed() && log_e < levels.leaning() {
                     Outcome::Pass
                 } else {
                     Outcome::Marginal
@@ -678,7 +700,7 @@ impl GuardTest {
                     weight: 1.0,
                     canary,
                     baseline: None,
-                    statistic: Statistic::new(log_e, log_pass),
+                    statistic: Statistic::new(log_e, g.within.p_value()),
                     detail,
                 }
             })
@@ -692,7 +714,7 @@ struct CountTest {
     /// Not yet fed: canary requests, events, baseline requests, events.
     batch: [u64; 4],
     worse: ChangeDetector,
-    within: PointTest,
+    within: PassTest,
 }
 
 impl CountTest {
@@ -700,7 +722,7 @@ impl CountTest {
         Self {
             batch: [0; 4],
             worse: ChangeDetector::new(if increase { Side::Worse } else { Side::Better }),
-            within: PointTest::default(),
+            within: PassTest::default(),
         }
     }
 
@@ -711,7 +733,7 @@ impl CountTest {
         c / (c + nb as f64)
     }
 
-    fn feed(&mut self, add: [u64; 4], m: &Margins, baseline_rate: Option<f64>) {
+    fn feed(&mut self, add: [u64; 4], m: &Margins, baseline_rate: Option<f64>, look: Look) {
         for (b, a) in self.batch.iter_mut().zip(add) {
             *b += a;
         }
@@ -728,8 +750,7 @@ impl CountTest {
                 _ => m.pass_bound,
             };
             let bound = Self::share(nc, nb, 1.0 + sign * by);
-            self.within
-                .update(xc, xc + xb, bound, Self::share(nc, nb, 1.0));
+            self.within.update(xc, xc + xb, bound, look);
         }
         self.batch = [0; 4];
     }
@@ -793,6 +814,7 @@ impl MetricTest {
         baseline: &Signals,
         baseline_window: &Signals,
         epoch_over: bool,
+        look: Look,
     ) {
         let (c, b) = (canary.metric(self.index), baseline.metric(self.index));
         let count = |m: Option<&MetricSignals>| m.map(|m| m.count).unwrap_or(0);
@@ -811,14 +833,14 @@ impl MetricTest {
         self.values_seen |= cv.is_some() || bv.is_some();
         for s in &mut self.sides {
             s.counts
-                .feed(add, &s.margins, baseline_rate.map(|r| r / 1000.0));
+                .feed(add, &s.margins, baseline_rate.map(|r| r / 1000.0), look);
             if self.values_seen {
                 let (cv, bv, wv) = (
                     cv.clone().unwrap_or_else(empty),
                     bv.clone().unwrap_or_else(empty),
                     wv.clone().unwrap_or_else(empty),
                 );
-                s.values.feed(&cv, &bv, &wv, &s.margins, epoch_over);
+                s.values.feed(&cv, &bv, &wv, &s.margins, epoch_over, look);
             }
         }
     }
@@ -846,25 +868,27 @@ impl MetricTest {
         };
         let canary = stats(nc, xc, canary_window);
         let baseline = stats(nb, xb, baseline_window);
-        let evidence: Vec<(f64, f64, bool)> = self
+        let evidence: Vec<Evidence> = self
             .sides
             .iter()
             .map(|s| {
                 if self.values_seen {
-                    let (e, p, _, ready) = s.values.evidence();
-                    (e, p, ready)
+                    s.values.evidence()
                 } else {
-                    (
-                        s.counts.worse.log_e(),
-                        s.counts.within.log_e(),
-                        nc > 0 && nb > 0,
-                    )
+                    Evidence {
+                        log_e: s.counts.worse.log_e(),
+                        pass_p: s.counts.within.p_value(),
+                        passed: s.counts.within.passed(),
+                        worst: 0.5,
+                        ready: nc > 0 && nb > 0,
+                    }
                 }
             })
             .collect();
-        let log_e = log_mean_exp(evidence.iter().map(|e| e.0));
-        let log_pass = evidence.iter().map(|e| e.1).fold(f64::INFINITY, f64::min);
-        let ready = evidence.iter().any(|e| e.2);
+        let log_e = log_mean_exp(evidence.iter().map(|e| e.log_e));
+        let pass_p = evidence.iter().map(|e| e.pass_p).fold(0.0, f64::max);
+        let passed = evidence.iter().all(|e| e.passed);
+        let ready = evidence.iter().any(|e| e.ready);
         // Sums: the observed change per request must also clear tolerance_abs.
         let big_enough = self.values_seen
             || match (canary.per_request, baseline.per_request) {
@@ -878,7 +902,7 @@ impl MetricTest {
             Outcome::Nodata
         } else if log_e >= levels.fail && big_enough {
             Outcome::Fail
-        } else if log_pass >= levels.pass && log_e < levels.leaning() {
+        } else if passed && log_e < levels.leaning() {
             Outcome::Pass
         } else {
             Outcome::Marginal
@@ -912,7 +936,7 @@ impl MetricTest {
             weight: cfg.weight,
             canary,
             baseline: Some(baseline),
-            statistic: Statistic::new(log_e, log_pass),
+            statistic: Statistic::new(log_e, pass_p),
             detail,
         }
     }

@@ -109,32 +109,6 @@ impl EProcess {
 /// Prior weight on "the regression was there from the release's start".
 const START_WEIGHT: f64 = 0.9;
 
-/// A likelihood-ratio test of one predictable alternative against the null
-/// boundary (Wald's SPRT, run as an e-process). The alternative may change
-/// every update as long as it is fixed before the update's data is seen,
-/// so a plug-in estimate from earlier data is allowed. Used for the
-/// "within bounds" side, where the natural alternative is known: the canary
-/// behaving like the baseline.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PointTest {
-    log_lr: f64,
-}
-
-impl PointTest {
-    /// Adds `k` events in `m` trials: alternative `p1` against null `p0`.
-    pub fn update(&mut self, k: u64, m: u64, p0: f64, p1: f64) {
-        let valid = |p: f64| p > 0.0 && p < 1.0;
-        if m == 0 || !valid(p0) || !valid(p1) {
-            return;
-        }
-        self.log_lr += log_lr(k.min(m) as f64, m as f64, p0, p1);
-    }
-
-    pub fn log_e(&self) -> f64 {
-        self.log_lr
-    }
-}
-
 /// How many restart points a change detector keeps besides the start.
 const RESTARTS_KEPT: usize = 16;
 
@@ -313,28 +287,6 @@ mod tests {
             crossed as f64 / runs as f64 <= 0.01 + 0.01,
             "{crossed} of {runs}"
         );
-    }
-
-    #[test]
-    fn point_test_accepts_the_alternative_and_holds_under_the_null() {
-        let mut rng = Rng::new(9);
-        let mut good = PointTest::default();
-        for _ in 0..100 {
-            good.update(rng.binomial(50, 0.01), 50, 0.03, 0.01);
-        }
-        assert!(good.log_e() > 20f64.ln(), "{}", good.log_e());
-        let runs = 2000;
-        let crossed = (0..runs)
-            .filter(|seed| {
-                let mut rng = Rng::new(50_000 + seed);
-                let mut t = PointTest::default();
-                (0..200).any(|_| {
-                    t.update(rng.binomial(50, 0.03), 50, 0.03, 0.01);
-                    t.log_e() >= 10f64.ln()
-                })
-            })
-            .count();
-        assert!(crossed as f64 / runs as f64 <= 0.1 + 0.015, "{crossed}");
     }
 
     #[test]

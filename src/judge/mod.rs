@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod eprocess;
+pub mod spending;
 
 use std::sync::Arc;
 
@@ -151,12 +152,23 @@ impl Judge {
                 }
             }
         }
-        j.guards.feed(canary.pending);
+        // Green is possible once the canary is old enough; the pass tests
+        // look (and spend their error budget) only from then on.
+        let look = spending::Look {
+            alpha: 1.0 - self.judge.green_confidence,
+            now: now.saturating_sub(canary.first_seen) >= self.judge.min_duration.as_nanos() as u64,
+        };
+        j.guards.feed(canary.pending, look);
         let mut reports = Vec::new();
         if let (Some(c), Some(b)) = (&mut j.comparison, &baseline) {
             if self.checks.error_ratio.enabled {
-                c.errors
-                    .feed(canary.pending, b.view.pending, &self.checks.error_ratio);
+                c.errors.feed(
+                    canary.pending,
+                    b.view.pending,
+                    b.view.window,
+                    &self.checks.error_ratio,
+                    look,
+                );
                 reports.push(c.errors.report(&self.checks.error_ratio, self.levels));
             }
             if self.checks.latency.enabled {
@@ -166,6 +178,7 @@ impl Judge {
                     b.view.window,
                     &self.checks.latency,
                     epoch_over,
+                    look,
                 );
                 reports.push(c.latency.report(
                     canary.window,
@@ -175,7 +188,13 @@ impl Judge {
                 ));
             }
             for (m, cfg) in c.metrics.iter_mut().zip(&self.checks.metric) {
-                m.feed(canary.pending, b.view.pending, b.view.window, epoch_over);
+                m.feed(
+                    canary.pending,
+                    b.view.pending,
+                    b.view.window,
+                    epoch_over,
+                    look,
+                );
                 reports.push(m.report(cfg, canary.window, b.view.window, self.levels));
             }
         }

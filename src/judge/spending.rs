@@ -1,0 +1,388 @@
+//! Green evidence: an exact group-sequential test that a canary's event
+//! probability is *below* a bound, with an α-spending function in
+//! information time (Lan & DeMets, Biometrika 1983).
+//!
+//! Red needs evidence that survives being looked at forever, and the
+//! e-processes give it. Green is a different question: "is there enough
+//! data to rule out a regression as large as the pass bound?". An
+//! anytime-valid likelihood ratio answers it too, but pays for every look
+//! it might have taken, and with rare events that price is steep: 600
+//! canary requests at 0.5% errors hold about 3 errors, and a likelihood
+//! ratio against a 2% bound reaches 10 only with 4 or fewer, where an exact
+//! test at a planned look accepts 5 or 6.
+//!
+//! So the green side keeps the exact distribution of the canary's event
+//! count under the bound, for the paths that have not passed yet, and at
+//! each look passes the counts low enough that the probability of *ever*
+//! passing so far stays within the budget `α · spend(I)`. `I` is the
+//! information: the events expected at the bound so far. The spending
+//! function is fixed in advance, so the chance that a canary at (or worse
+//! than) the bound is ever called within it is at most α, however often it
+//! is looked at, and most of the budget goes where decisions are made.
+//!
+//! Conservative simplifications, each of which can only lower the chance of
+//! passing: probability mass too small to matter (below 1e-20) is dropped
+//! and counted as spent; updates between looks are merged into one binomial
+//! at their mean probability (a binomial is more spread than the
+//! Poisson-binomial it stands for, so its lower tail is heavier).
+
+/// Information at which half of the error budget has been spent: this many
+/// events expected at the bound. The budget grows with its square at first,
+/// so the earliest looks, on the least data, spend little: a canary at 10
+/// requests per second (a 2% bound expects 6 errors by its first look at
+/// 30 s) spends a third of it by then and two thirds by its first minute,
+/// and the rest is kept for releases that need longer.
+const HALF_SPENT: f64 = 8.0;
+
+/// Looks come every update up to this information, then only when the
+/// information has grown by `SPARSE_STEP`: late looks add little power,
+/// and the distribution is wide by then.
+const DENSE_UNTIL: f64 = 100.0;
+const SPARSE_STEP: f64 = 1.05;
+
+/// Past this information the budget left is 0.002% of α: the test stops.
+const GIVE_UP: f64 = 2000.0;
+
+/// Probabilities below this are dropped (and counted as spent).
+const TINY: f64 = 1e-20;
+
+/// The budget spent by information `i`, as a share of α.
+fn spend(i: f64) -> f64 {
+    i * i / (i * i + HALF_SPENT * HALF_SPENT)
+}
+
+/// When the test may pass, and at what level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Look {
+    /// 1 − green confidence: the chance of passing at or beyond the bound.
+    pub alpha: f64,
+    /// Whether green is possible now (the release is old enough): looks
+    /// before that would spend budget on decisions nobody can take.
+    pub now: bool,
+}
+
+/// Where the test stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum State {
+    Open,
+    /// Shown within the bound.
+    Passed,
+    /// The budget is spent without passing.
+    Exhausted,
+}
+
+/// The test that events are less likely than a bound (see the module docs).
+#[derive(Debug, Clone)]
+pub struct PassTest {
+    /// P(count = offset + i, not passed yet) under the bound.
+    dist: Vec<f64>,
+    offset: u64,
+    info: f64,
+    events: u64,
+    /// Updates not yet folded into `dist`: trials and expected events.
+    pending_trials: u64,
+    pending_info: f64,
+    last_look: f64,
+    state: State,
+    /// The budget a pass would have needed at the latest look.
+    p_value: f64,
+}
+
+impl Default for PassTest {
+    fn default() -> Self {
+        Self {
+            dist: vec![1.0],
+            offset: 0,
+            info: 0.0,
+            events: 0,
+            pending_trials: 0,
+            pending_info: 0.0,
+            last_look: 0.0,
+            state: State::Open,
+            p_value: 1.0,
+        }
+    }
+}
+
+impl PassTest {
+    /// Adds `k` events in `m` trials whose event probability under the
+    /// bound is `p0`, then looks if `look` allows it.
+    pub fn update(&mut self, k: u64, m: u64, p0: f64, look: Look) {
+        if self.state != State::Open || m == 0 || !(p0 > 0.0 && p0 < 1.0) {
+            return;
+        }
+        self.events += k.min(m);
+        self.pending_trials += m;
+        self.pending_info += m as f64 * p0;
+        if !look.now {
+            return;
+        }
+        let info = self.info + self.pending_info;
+        if info > DENSE_UNTIL && info < self.last_look * SPARSE_STEP {
+            return;
+        }
+        self.fold();
+        self.look(look.alpha);
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn passed(&self) -> bool {
+        self.state == State::Passed
+    }
+
+    /// The error budget passing would have needed at the latest look
+    /// (1 before any): the stage-wise p-value of "beyond the bound".
+    pub fn p_value(&self) -> f64 {
+        self.p_value
+    }
+
+    /// Convolves the pending trials into the distribution.
+    fn fold(&mut self) {
+        if self.pending_trials == 0 {
+            return;
+        }
+        let m = self.pending_trials;
+        let p = (self.pending_info / m as f64).clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON);
+        let (lo, pmf) = binomial_pmf(m, p);
+        let mut next = vec![0.0; self.dist.len() + pmf.len() - 1];
+        for (i, a) in self.dist.iter().enumerate() {
+            for (j, b) in pmf.iter().enumerate() {
+                next[i + j] += a * b;
+            }
+        }
+        self.offset += lo;
+        self.dist = next;
+        self.info += self.pending_info;
+        self.pending_trials = 0;
+        self.pending_info = 0.0;
+        // drop negligible tails
+        let first = self.dist.iter().position(|p| *p >= TINY);
+        let last = self.dist.iter().rposition(|p| *p >= TINY);
+        match (first, last) {
+            (Some(a), Some(b)) => {
+                self.dist.truncate(b + 1);
+                self.dist.drain(..a);
+                self.offset += a as u64;
+            }
+            _ => self.dist.clear(),
+        }
+    }
+
+    fn look(&mut self, alpha: f64) {
+        self.last_look = self.info;
+        let alive: f64 = self.dist.iter().sum();
+        let spent = (1.0 - alive).max(0.0);
+        let budget = alpha * spend(self.info);
+        // the stage-wise p-value: spent so far plus the paths at or below
+        // the observed count
+        let at_or_below: f64 = self
+            .dist
+            .iter()
+            .take((self.events + 1).saturating_sub(self.offset) as usize)
+            .sum();
+        self.p_value = (spent + at_or_below).min(1.0);
+        // pass the lowest counts while the budget allows
+        let mut crossed = 0.0;
+        let mut cut = 0;
+        for p in &self.dist {
+            if spent + crossed + p > budget {
+                break;
+            }
+            crossed += p;
+            cut += 1;
+        }
+        let boundary = self.offset + cut as u64; // counts below this pass
+        self.dist.drain(..cut);
+        self.offset = boundary;
+        if self.events < boundary {
+            self.state = State::Passed;
+        } else if self.info > GIVE_UP || self.dist.is_empty() {
+            self.state = State::Exhausted;
+        }
+        if self.state != State::Open {
+            self.dist = Vec::new();
+        }
+    }
+}
+
+/// The binomial(m, p) probabilities that are at least `TINY`, as the first
+/// count and the probabilities from there.
+fn binomial_pmf(m: u64, p: f64) -> (u64, Vec<f64>) {
+    let mode = (((m + 1) as f64 * p).floor() as u64).min(m);
+    let (mf, q) = (m as f64, 1.0 - p);
+    let ln_at_mode = ln_choose(m, mode) + mode as f64 * p.ln() + (mf - mode as f64) * q.ln();
+    let at_mode = ln_at_mode.exp();
+    let mut below = Vec::new();
+    let mut x = at_mode;
+    let mut k = mode;
+    while k > 0 {
+        // P(k−1) = P(k) · k / (m − k + 1) · q / p
+        x *= k as f64 / (mf - k as f64 + 1.0) * q / p;
+        if x < TINY {
+            break;
+        }
+        below.push(x);
+        k -= 1;
+    }
+    let lo = mode - below.len() as u64;
+    below.reverse();
+    below.push(at_mode);
+    let mut x = at_mode;
+    let mut k = mode;
+    while k < m {
+        // P(k+1) = P(k) · (m − k) / (k + 1) · p / q
+        x *= (mf - k as f64) / (k as f64 + 1.0) * p / q;
+        if x < TINY {
+            break;
+        }
+        below.push(x);
+        k += 1;
+    }
+    (lo, below)
+}
+
+fn ln_choose(n: u64, k: u64) -> f64 {
+    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
+}
+
+/// ln Γ(x) for x ≥ 1 (Lanczos, g = 7, nine terms: about 15 digits).
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + G + 0.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::Rng;
+
+    const LOOK: Look = Look {
+        alpha: 0.1,
+        now: true,
+    };
+
+    #[test]
+    fn ln_gamma_matches_factorials() {
+        let mut f = 1.0f64;
+        for n in 1..30u32 {
+            f *= n as f64;
+            let got = ln_gamma(n as f64 + 1.0);
+            assert!((got - f.ln()).abs() < 1e-9 * f.ln().max(1.0), "{n}: {got}");
+        }
+    }
+
+    #[test]
+    fn binomial_pmf_sums_to_one_and_has_the_right_mean() {
+        for (m, p) in [(10, 0.3), (600, 0.02), (100_000, 0.015), (5, 0.999)] {
+            let (lo, pmf) = binomial_pmf(m, p);
+            let total: f64 = pmf.iter().sum();
+            let mean: f64 = pmf
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (lo + i as u64) as f64 * q)
+                .sum();
+            assert!((total - 1.0).abs() < 1e-9, "{m} {p}: {total}");
+            assert!(
+                (mean - m as f64 * p).abs() < 1e-6 * m as f64,
+                "{m} {p}: {mean}"
+            );
+        }
+    }
+
+    /// One simulated canary: `rate` requests a second at error probability
+    /// `p`, tested against the bound `bound`, looking from second 30.
+    fn seconds_to_pass(rng: &mut Rng, rate: f64, p: f64, bound: f64, secs: u64) -> Option<u64> {
+        let mut t = PassTest::default();
+        (1..=secs).find(|s| {
+            let n = rng.poisson(rate);
+            let k = rng.binomial(n, p);
+            let look = Look {
+                now: *s >= 30,
+                ..LOOK
+            };
+            t.update(k, n, bound, look);
+            t.passed()
+        })
+    }
+
+    /// The guarantee, checked by simulation with fixed seeds: a canary
+    /// exactly at the bound passes in at most about α of runs, however long
+    /// it is watched.
+    #[test]
+    fn at_the_bound_it_passes_at_most_alpha_of_the_time() {
+        let runs = 3000;
+        let passed = (0..runs)
+            .filter(|seed| {
+                let mut rng = Rng::new(70_000 + seed);
+                seconds_to_pass(&mut rng, 10.0, 0.02, 0.02, 300).is_some()
+            })
+            .count();
+        // α = 0.1; three standard errors of slack for the simulation
+        assert!(
+            passed as f64 / runs as f64 <= 0.1 + 0.017,
+            "{passed} of {runs}"
+        );
+    }
+
+    #[test]
+    fn a_canary_well_within_the_bound_passes_in_its_first_minute() {
+        let runs = 400;
+        let quick = (0..runs)
+            .filter(|seed| {
+                let mut rng = Rng::new(80_000 + seed);
+                seconds_to_pass(&mut rng, 10.0, 0.005, 0.02, 60).is_some()
+            })
+            .count();
+        assert!(quick as f64 / runs as f64 >= 0.9, "{quick} of {runs}");
+    }
+
+    #[test]
+    fn beyond_the_bound_it_rarely_passes_and_gives_up_in_the_end() {
+        let mut rng = Rng::new(4);
+        let mut t = PassTest::default();
+        for _ in 0..100_000 {
+            let n = rng.poisson(50.0);
+            t.update(rng.binomial(n, 0.03), n, 0.02, LOOK);
+            if t.state() != State::Open {
+                break;
+            }
+        }
+        assert_eq!(t.state(), State::Exhausted);
+        assert!(t.p_value() > 0.1, "{}", t.p_value());
+    }
+
+    #[test]
+    fn no_look_no_pass_and_the_budget_waits() {
+        let mut t = PassTest::default();
+        let wait = Look { now: false, ..LOOK };
+        for _ in 0..60 {
+            t.update(0, 10, 0.02, wait);
+        }
+        assert_eq!(t.state(), State::Open);
+        // the first look may spend what has accrued: 0 errors in 600 at a
+        // 2% bound (12 expected) passes at once
+        t.update(0, 10, 0.02, LOOK);
+        assert!(t.passed(), "p = {}", t.p_value());
+        assert!(t.p_value() < 1e-4, "{}", t.p_value());
+    }
+}
