@@ -9,19 +9,33 @@ use release_verdict::sim::{summarize, Scenario, Summary};
 const RELEASES: usize = 100;
 
 fn case(name: &str) -> Summary {
+    case_with(name, RELEASES)
+}
+
+/// A case with as many releases as `release-verdict simulate` runs, for the
+/// targets whose margins are too thin for fewer.
+fn full_case(name: &str) -> Summary {
+    case_with(name, 200)
+}
+
+fn case_with(name: &str, releases: usize) -> Summary {
     let suite = Scenario::suite();
     let (k, s) = suite
         .iter()
         .enumerate()
         .find(|(_, s)| s.name == name)
         .unwrap_or_else(|| panic!("no case {name}"));
-    let summary = summarize(s, RELEASES, 1 + k as u64 * 1_000_000, &Config::default());
+    let summary = summarize(s, releases, 1 + k as u64 * 1_000_000, &Config::default());
     println!("{}\n{}", Summary::header(), summary.row());
     summary
 }
 
 fn share(n: usize) -> f64 {
     n as f64 / RELEASES as f64
+}
+
+fn share_of(n: usize, s: &Summary) -> f64 {
+    n as f64 / s.runs as f64
 }
 
 #[test]
@@ -34,12 +48,11 @@ fn identical_cohorts_are_almost_never_red() {
 
 #[test]
 fn identical_cohorts_turn_green() {
-    let s = case("A/A, 100 rps");
-    // Target: 90% within 60 s. With 0.5% errors and 10 canary rps, 60 s
-    // holds ~3 canary errors: too few to bound the error ratio, so green
-    // comes later for part of the releases (see README, "The judge").
-    assert!(share(s.green) >= 0.95, "{}", s.row());
-    assert!(share(s.green_within_60s) >= 0.55, "{}", s.row());
+    // Target: 90% within 60 s at 10 canary rps, where a minute holds about
+    // 3 canary errors (see README, "The judge").
+    let s = full_case("A/A, 100 rps");
+    assert!(share_of(s.green, &s) >= 0.95, "{}", s.row());
+    assert!(share_of(s.green_within_60s, &s) >= 0.9, "{}", s.row());
     let s = case("A/A, 1000 rps");
     assert!(share(s.green_within_60s) >= 0.9, "{}", s.row());
 }
@@ -54,10 +67,12 @@ fn a_tenfold_error_increase_is_red_fast() {
 
 #[test]
 fn a_fourfold_error_increase_is_red() {
-    let s = case("errors 0.5% → 2%");
-    assert!(share(s.red) >= 0.95, "{}", s.row());
-    // Target: median 45 s; the suite measures 47–48 s (see README).
-    assert!(s.median_red.unwrap() <= 50, "{}", s.row());
+    let s = full_case("errors 0.5% → 2%");
+    assert!(share_of(s.red, &s) >= 0.95, "{}", s.row());
+    assert!(s.median_red.unwrap() <= 45, "{}", s.row());
+    // 2% sits exactly at the default pass bound (0.5% + 1.5 points), so
+    // green's guarantee applies: shown green, before red, in at most 10%.
+    assert!(share_of(s.green, &s) <= 0.1, "{}", s.row());
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! - one-sample (guardrails): events are canary errors among requests, and
 //!   `p0` is the guardrail.
 //!
-//! The alternative is a uniform mixture over a grid of odds ratios against
+//! The alternative is a weighted mixture over a grid of odds ratios against
 //! the null boundary, so the e-value adapts to the effect's size. Under any
 //! null probability at or below (above, for the "better" direction) `p0`,
 //! each component's likelihood ratio is a nonnegative supermartingale, and
@@ -24,8 +24,14 @@
 const WORSE: [f64; GRID] = [1.6, 2.5, 4.0, 7.0, 15.0];
 /// Odds ratios of the "better" alternatives (event less likely than `p0`).
 const BETTER: [f64; GRID] = [0.7, 0.5, 0.33, 0.2, 0.1];
-/// Alternatives in each mixture: each costs ln(GRID) nats of evidence.
+/// Alternatives in each mixture.
 const GRID: usize = 5;
+/// Prior weights of the alternatives (they sum to one): a component costs
+/// ln(1/weight) nats of evidence. Odds ratios of 2.5–4 get the most: they
+/// are the regressions a canary exists to catch within a minute, where
+/// every nat counts; small ones take minutes whatever the weight, and
+/// large ones are caught in seconds even with little.
+const WEIGHTS: [f64; GRID] = [0.1, 0.25, 0.35, 0.2, 0.1];
 
 /// Which side of the null boundary the alternatives lie on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +107,7 @@ impl EProcess {
 
     /// log of the e-value: the mixture's likelihood ratio.
     pub fn log_e(&self) -> f64 {
-        let w = -(self.log_lr.len() as f64).ln();
-        log_sum_exp(self.log_lr.iter().map(|s| s + w))
+        log_sum_exp(self.log_lr.iter().zip(WEIGHTS).map(|(s, w)| s + w.ln()))
     }
 }
 
