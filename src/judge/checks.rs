@@ -110,11 +110,11 @@ pub struct CheckReport {
     pub detail: String,
 }
 
-/// Evidence thresholds, as natural logs.
+/// The red evidence threshold, as a natural log. (Green's level travels
+/// with each look: see `spending::Look`.)
 #[derive(Debug, Clone, Copy)]
 pub struct Levels {
     pub fail: f64,
-    pub pass: f64,
 }
 
 impl Levels {
@@ -124,10 +124,9 @@ impl Levels {
         self.fail / 2.0
     }
 
-    pub fn new(confidence: f64, green_confidence: f64) -> Self {
+    pub fn new(confidence: f64) -> Self {
         Self {
             fail: (1.0 / (1.0 - confidence)).ln(),
-            pass: (1.0 / (1.0 - green_confidence)).ln(),
         }
     }
 }

@@ -102,7 +102,7 @@ pub struct Judge {
 impl Judge {
     pub fn new(judge: &JudgeConfig, checks: &ChecksConfig) -> Self {
         Self {
-            levels: Levels::new(judge.confidence, judge.green_confidence),
+            levels: Levels::new(judge.confidence),
             judge: judge.clone(),
             checks: checks.clone(),
         }
