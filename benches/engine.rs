@@ -11,13 +11,13 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use release_verdict::config::Config;
-use release_verdict::export::prometheus::encode_releases;
-use release_verdict::ingest::otlp::Mapper;
-use release_verdict::judge::Judge;
+use release_verdict::encode_releases;
 use release_verdict::model::{Sample, NANOS_PER_SEC};
 use release_verdict::sim::{otlp::fleet_request, Rng};
-use release_verdict::store::Store;
-use release_verdict::window::Rolling;
+use release_verdict::Judge;
+use release_verdict::Mapper;
+use release_verdict::Rolling;
+use release_verdict::Store;
 
 const SPANS: usize = 512;
 const START: u64 = 1_763_800_000 * NANOS_PER_SEC;

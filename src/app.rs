@@ -15,13 +15,13 @@ use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::export::prometheus::{encode_releases, openmetrics_to_text, Format};
-use crate::export::self_metrics::{
+use crate::ingest::delta::DeltaTracker;
+use crate::ingest::otlp::Mapper;
+use crate::judge::Judge;
+use crate::model::{Batch, UnixNanos};
+use crate::self_metrics::{
     ItemLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
 };
-use crate::ingest::delta::DeltaTracker;
-use crate::ingest::otlp::{Batch, Mapper};
-use crate::judge::Judge;
-use crate::model::UnixNanos;
 use crate::store::{Changed, Store};
 use crate::verdict::{self, Filter, Verdict};
 
@@ -30,7 +30,7 @@ const CHANGES_BUFFER: usize = 1024;
 
 /// What an export request came to, for its OTLP response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Ingested {
     /// Items refused (`rejected_spans` / `rejected_data_points`).
     pub rejected: u64,
     /// Why, when anything was refused.
@@ -40,7 +40,7 @@ pub struct Outcome {
     pub all_invalid: bool,
 }
 
-impl Outcome {
+impl Ingested {
     fn partial(&self) -> bool {
         self.rejected > 0
     }
@@ -128,7 +128,7 @@ impl App {
         req: &ExportTraceServiceRequest,
         via: Transport,
         now: UnixNanos,
-    ) -> Outcome {
+    ) -> Ingested {
         let batch = self.mapper.traces(req);
         self.record(batch, Signal::Spans, via, now)
     }
@@ -140,7 +140,7 @@ impl App {
         req: &ExportMetricsServiceRequest,
         via: Transport,
         now: UnixNanos,
-    ) -> Outcome {
+    ) -> Ingested {
         let batch = {
             let mut deltas = lock(&self.deltas);
             self.mapper.metrics(req, &mut deltas, now)
@@ -154,7 +154,7 @@ impl App {
         signal: Signal,
         transport: Transport,
         now: UnixNanos,
-    ) -> Outcome {
+    ) -> Ingested {
         let (applied, tracked) = {
             let mut store = lock(&self.store);
             let applied = store.apply(&batch, now);
@@ -196,7 +196,7 @@ impl App {
                 applied.refused, applied.refused_releases, self.config.limits.max_releases
             ));
         }
-        Outcome {
+        Ingested {
             rejected,
             message: reasons.join("; "),
             all_invalid: batch.items > 0 && batch.invalid == batch.items,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use release_verdict::verdict::Color;
+use release_verdict::Color;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
@@ -78,7 +78,7 @@ impl Answer {
         match self {
             Answer::Verdict(s) => {
                 let gist = s.reason.split(':').next().unwrap_or_default();
-                let color = color_name(s.verdict);
+                let color = s.verdict.as_str();
                 (
                     format!("{color} {gist}"),
                     format!("gate: {color}: {}", s.reason),
@@ -94,7 +94,7 @@ impl Answer {
 
 /// How the gate ends.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Decision {
     Green(Seen),
     Red(Seen),
     /// Yellow at the timeout; the last problem, when the last poll failed.
@@ -104,14 +104,14 @@ pub enum Outcome {
     Ambiguous(Vec<Candidate>),
 }
 
-impl Outcome {
+impl Decision {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::Green(_) => exit::GREEN,
-            Outcome::Red(_) => exit::RED,
-            Outcome::Undecided(..) => exit::UNDECIDED,
-            Outcome::Unavailable(_) => exit::UNAVAILABLE,
-            Outcome::Ambiguous(_) => exit::AMBIGUOUS,
+            Decision::Green(_) => exit::GREEN,
+            Decision::Red(_) => exit::RED,
+            Decision::Undecided(..) => exit::UNDECIDED,
+            Decision::Unavailable(_) => exit::UNAVAILABLE,
+            Decision::Ambiguous(_) => exit::AMBIGUOUS,
         }
     }
 
@@ -119,9 +119,9 @@ impl Outcome {
     pub fn message(&self, id: &str, timeout: Duration) -> String {
         let waited = humantime::format_duration(timeout);
         match self {
-            Outcome::Green(s) => format!("green: {}: {}", release(s), s.reason),
-            Outcome::Red(s) => format!("red: {}: {}", release(s), s.reason),
-            Outcome::Undecided(s, problem) => {
+            Decision::Green(s) => format!("green: {}: {}", release(s), s.reason),
+            Decision::Red(s) => format!("red: {}: {}", release(s), s.reason),
+            Decision::Undecided(s, problem) => {
                 let mut m = format!(
                     "undecided: {} still yellow after {waited}: {}",
                     release(s),
@@ -132,10 +132,10 @@ impl Outcome {
                 }
                 m
             }
-            Outcome::Unavailable(problem) => {
+            Decision::Unavailable(problem) => {
                 format!("unavailable: no verdict for {id:?} within {waited}: {problem}")
             }
-            Outcome::Ambiguous(matches) => {
+            Decision::Ambiguous(matches) => {
                 let list: Vec<String> = matches
                     .iter()
                     .map(|c| {
@@ -152,14 +152,6 @@ impl Outcome {
                 )
             }
         }
-    }
-}
-
-fn color_name(c: Color) -> &'static str {
-    match c {
-        Color::Green => "green",
-        Color::Yellow => "yellow",
-        Color::Red => "red",
     }
 }
 
@@ -181,25 +173,25 @@ impl Gate {
     /// cannot resolve it). At the timeout a release seen yellow is undecided,
     /// even if the server stopped answering since; one never seen is
     /// unavailable.
-    pub fn observe(&mut self, answer: Answer, timed_out: bool) -> Option<Outcome> {
+    pub fn observe(&mut self, answer: Answer, timed_out: bool) -> Option<Decision> {
         let problem = match answer {
             Answer::Verdict(seen) => match seen.verdict {
-                Color::Green => return Some(Outcome::Green(seen)),
-                Color::Red => return Some(Outcome::Red(seen)),
+                Color::Green => return Some(Decision::Green(seen)),
+                Color::Red => return Some(Decision::Red(seen)),
                 Color::Yellow => {
                     self.last = Some(seen);
                     None
                 }
             },
-            Answer::Ambiguous(matches) => return Some(Outcome::Ambiguous(matches)),
+            Answer::Ambiguous(matches) => return Some(Decision::Ambiguous(matches)),
             Answer::Unknown(p) | Answer::Unreachable(p) => Some(p),
         };
         if !timed_out {
             return None;
         }
         Some(match self.last.take() {
-            Some(seen) => Outcome::Undecided(seen, problem),
-            None => Outcome::Unavailable(problem.unwrap_or_default()),
+            Some(seen) => Decision::Undecided(seen, problem),
+            None => Decision::Unavailable(problem.unwrap_or_default()),
         })
     }
 }
@@ -228,12 +220,10 @@ pub fn classify(status: StatusCode, body: &[u8]) -> Answer {
     match status {
         StatusCode::OK => match serde_json::from_slice::<VerdictBody>(body) {
             Ok(v) => {
-                let verdict = match v.verdict.as_str() {
-                    "green" => Color::Green,
-                    "yellow" => Color::Yellow,
-                    "red" => Color::Red,
-                    other => {
-                        return Answer::Unreachable(format!("unexpected verdict {other:?}"));
+                let verdict = match v.verdict.parse::<Color>() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        return Answer::Unreachable(format!("unexpected verdict {:?}", v.verdict));
                     }
                 };
                 Answer::Verdict(Seen {
@@ -323,8 +313,8 @@ pub fn main(opts: Options) -> u8 {
     let outcome = runtime.block_on(run(&opts));
     let message = outcome.message(&opts.deployment_id, opts.timeout);
     match outcome {
-        Outcome::Green(_) | Outcome::Red(_) | Outcome::Undecided(..) => println!("{message}"),
-        Outcome::Unavailable(_) | Outcome::Ambiguous(_) => eprintln!("{message}"),
+        Decision::Green(_) | Decision::Red(_) | Decision::Undecided(..) => println!("{message}"),
+        Decision::Unavailable(_) | Decision::Ambiguous(_) => eprintln!("{message}"),
     }
     outcome.exit_code()
 }
@@ -336,7 +326,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Polls until the gate decides. Progress (each change of color or problem)
 /// goes to stderr.
-pub async fn run(opts: &Options) -> Outcome {
+pub async fn run(opts: &Options) -> Decision {
     let deadline = Instant::now() + opts.timeout;
     let client = reqwest::Client::new();
     let mut gate = Gate::default();
@@ -406,10 +396,10 @@ mod tests {
     fn green_and_red_end_the_wait_at_once() {
         let mut g = Gate::default();
         let o = g.observe(Answer::Verdict(seen(Color::Green, "ok")), false);
-        assert_eq!(o, Some(Outcome::Green(seen(Color::Green, "ok"))));
+        assert_eq!(o, Some(Decision::Green(seen(Color::Green, "ok"))));
         assert_eq!(o.unwrap().exit_code(), 0);
         let o = Gate::default().observe(Answer::Verdict(seen(Color::Red, "errors")), false);
-        assert_eq!(o.as_ref().map(Outcome::exit_code), Some(1));
+        assert_eq!(o.as_ref().map(Decision::exit_code), Some(1));
     }
 
     #[test]
@@ -420,7 +410,7 @@ mod tests {
             None
         );
         let o = g.observe(Answer::Verdict(seen(Color::Yellow, "b")), true);
-        assert_eq!(o, Some(Outcome::Undecided(seen(Color::Yellow, "b"), None)));
+        assert_eq!(o, Some(Decision::Undecided(seen(Color::Yellow, "b"), None)));
         assert_eq!(o.unwrap().exit_code(), 2);
     }
 
@@ -432,7 +422,7 @@ mod tests {
         let o = g.observe(Answer::Unreachable("down".into()), true).unwrap();
         assert_eq!(
             o,
-            Outcome::Undecided(seen(Color::Yellow, "a"), Some("down".into()))
+            Decision::Undecided(seen(Color::Yellow, "a"), Some("down".into()))
         );
         assert!(o
             .message("x", Duration::from_secs(5))
@@ -450,7 +440,7 @@ mod tests {
         let o = g
             .observe(Answer::Unknown("no release".into()), true)
             .unwrap();
-        assert_eq!(o, Outcome::Unavailable("no release".into()));
+        assert_eq!(o, Decision::Unavailable("no release".into()));
         assert_eq!(o.exit_code(), 3);
     }
 

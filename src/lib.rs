@@ -3,26 +3,33 @@
 //!
 //! # Layout
 //!
-//! A pure core, handed the time and never doing I/O, inside thin shells.
+//! A pure core, handed the time and never doing I/O, inside a thin shell.
+//! `docs/design.md` has the layers, the import rule and the data path.
 //!
-//! - [`config`]: the TOML configuration, defaults and validation.
-//! - [`model`]: time, roles, span-kind filters, samples.
-//! - [`ingest`]: OTLP → samples. `identity` (which release), `buckets` and
-//!   `delta` (histograms, cumulative → delta) and `otlp` (the mapping) are
-//!   pure; `decode`, `http` and `grpc` receive requests.
-//! - [`window`]: per-release counters and latency histograms.
-//! - [`judge`]: anytime-valid e-processes (`eprocess`), the checks
-//!   (`checks`) and the verdict state machine.
-//! - [`store`]: releases by service, environment and deployment id, the
+//! The core (imports nothing from ingest, export, app or server):
+//! - [`model`]: time, roles, span-kind filters, and the samples ingest
+//!   hands to the store (`Batch`).
+//! - `window`: per-release counters and HDR histograms, rolling windows.
+//! - `judge`: anytime-valid e-processes, the group-sequential pass test,
+//!   one file per check, and the verdict decision.
+//! - `store`: releases by service, environment and deployment id, the
 //!   baseline rule, the release cap, expiry, and the judge's tick.
-//! - [`sim`]: seeded randomness for the simulator and statistical tests.
-//! - [`verdict`]: the verdict object served by the API.
-//! - [`app`]: the shared state the shells hold (locks live here only).
-//! - [`export`]: the JSON API, health and self metrics.
-//! - [`loadgen`]: realistic OTLP traffic for load tests and the demo.
-//! - [`replay`]: the engine on recorded OTLP/JSON lines, telemetry time.
-//! - [`server`]: binds ports, serves, expires, drains. [`telemetry`]: logs
-//!   and the daemon's own traces.
+//! - `verdict`: the verdict object served everywhere.
+//!
+//! Around it, still pure:
+//! - [`config`]: the TOML configuration, defaults and validation.
+//! - `ingest`: OTLP bytes to samples (decode, identity, buckets, deltas).
+//! - `export`: encoders, verdicts to Prometheus text and to protobuf.
+//! - `self_metrics`: the daemon's own counters, used by both sides.
+//!
+//! The shell:
+//! - `app`: the shared state the servers hold (the only locks).
+//! - [`server`]: binds ports; OTLP receivers, JSON API, verdict gRPC; the
+//!   tick and expiry loops; draining.
+//! - [`replay`], [`sim`], [`loadgen`], [`telemetry`]: the engine on
+//!   recorded lines, the simulator, the traffic generator, logs and own
+//!   traces; `clock` reads the system time for them, `rng` is their
+//!   seeded randomness.
 
 #![forbid(unsafe_code)]
 
@@ -30,17 +37,30 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod app;
+mod app;
+mod clock;
 pub mod config;
-pub mod export;
-pub mod ingest;
-pub mod judge;
+mod export;
+mod ingest;
+mod judge;
 pub mod loadgen;
 pub mod model;
 pub mod replay;
+mod rng;
+mod self_metrics;
 pub mod server;
 pub mod sim;
-pub mod store;
+mod store;
 pub mod telemetry;
-pub mod verdict;
-pub mod window;
+mod verdict;
+mod window;
+
+// What the binary, the integration tests and the benches use of the core.
+pub use config::Config;
+pub use export::prometheus::encode_releases;
+pub use ingest::decode::RpcStatus;
+pub use ingest::otlp::Mapper;
+pub use judge::{Color, Judge};
+pub use server::Server;
+pub use store::Store;
+pub use window::Rolling;

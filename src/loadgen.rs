@@ -13,8 +13,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use crate::model::system_now;
-use crate::sim::{otlp::release_spans, Rng};
+use crate::clock::system_now;
+use crate::rng::Rng;
+use crate::sim::otlp::release_spans;
 
 /// Where and what to send (also the `loadgen` command's arguments).
 #[derive(Debug, Clone, clap::Args)]

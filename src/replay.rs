@@ -10,9 +10,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::export::self_metrics::Transport;
 use crate::ingest::decode::from_json;
 use crate::model::UnixNanos;
+use crate::self_metrics::Transport;
 use crate::verdict::{self, Filter};
 
 /// What a replay read.

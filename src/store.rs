@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::ingest::otlp::Batch;
 use crate::judge::{BaselineView, Color, Judge, Judgement, View};
-use crate::model::{Role, UnixNanos};
+use crate::model::{Batch, Role, UnixNanos};
 use crate::window::{Rolling, Signals};
 
 /// One deployment of one service in one environment.
@@ -86,7 +85,7 @@ impl Fleet {
         }
     }
 
-    /// The baseline of `release` by DESIGN.md's rule: a deployment reporting
+    /// The baseline of `release` by the rule in docs/design.md: a deployment reporting
     /// the `baseline` role; else the one serving before this release first
     /// appeared (while it is still tracked); else one reporting `stable`.
     /// Releases that are themselves baseline or stable have none.
@@ -206,8 +205,8 @@ impl Store {
                     serving_before: fleet.serving_at(now),
                     total: Signals::default(),
                     window: Rolling::new(
-                        self.judge.judge.window,
-                        self.judge.judge.window_slots,
+                        self.judge.config.window,
+                        self.judge.config.window_slots,
                         now,
                     ),
                     pending: Signals::default(),
@@ -332,9 +331,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::identity::ReleaseRef;
-    use crate::ingest::otlp::Group;
-    use crate::model::Sample;
+    use crate::model::{Group, ReleaseRef, Sample};
 
     fn batch(groups: &[(&'static str, u64, Option<Role>)]) -> Batch<'static> {
         let mut b = Batch::default();

@@ -1,10 +1,10 @@
-//! The verdict object (DESIGN.md): one schema for the HTTP API, replay and
-//! gRPC, built from a release and its judgement.
+//! The verdict object (docs/design.md): one schema for the HTTP API, replay
+//! and gRPC, built from a release and its judgement.
 
 use serde::Serialize;
 
 use crate::judge::checks::CheckReport;
-pub use crate::judge::Color;
+use crate::judge::Color;
 use crate::model::{format_time, Role, UnixNanos};
 use crate::store::{Fleet, Release, Roles, Store};
 
@@ -97,9 +97,15 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, service: &str, environment: &str) -> bool {
+    /// Whether releases of this service and environment pass.
+    pub fn matches(&self, service: &str, environment: &str) -> bool {
         self.service.as_deref().is_none_or(|s| s == service)
             && self.environment.as_deref().is_none_or(|e| e == environment)
+    }
+
+    /// Whether a verdict passes.
+    pub fn admits(&self, v: &Verdict) -> bool {
+        self.matches(&v.service, &v.environment)
     }
 }
 

@@ -192,8 +192,7 @@ async fn bad_http_input_gets_400_with_a_message() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let status =
-        release_verdict::ingest::decode::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
+    let status = release_verdict::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
     assert!(
         status.message.contains("invalid protobuf"),
         "{}",
@@ -236,8 +235,7 @@ async fn bad_http_input_gets_400_with_a_message() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let status =
-        release_verdict::ingest::decode::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
+    let status = release_verdict::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
     assert!(
         status.message.contains("trace_id must be 16 bytes"),
         "{}",

@@ -1,7 +1,6 @@
-//! The way out: the JSON API, health, the Prometheus exposition of
-//! verdicts and the daemon's own metrics.
+//! The way out, pure: verdicts and releases encoded as the Prometheus
+//! exposition (`prometheus`) and as protobuf messages (`proto`). The
+//! handlers that serve them live in `server`.
 
-pub mod api;
-pub mod grpc;
 pub mod prometheus;
-pub mod self_metrics;
+pub mod proto;

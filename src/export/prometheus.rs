@@ -4,7 +4,6 @@
 
 use std::fmt::Write;
 
-use crate::judge::checks::Outcome;
 use crate::model::{UnixNanos, NANOS_PER_SEC};
 use crate::store::{Release, Store};
 use crate::window::Signals;
@@ -105,15 +104,6 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     out.push('\n');
 }
 
-fn status(o: Outcome) -> f64 {
-    match o {
-        Outcome::Pass => 0.0,
-        Outcome::Marginal => 1.0,
-        Outcome::Fail => 2.0,
-        Outcome::Nodata => 3.0,
-    }
-}
-
 /// Seconds of the window a release's numbers cover.
 fn covered(r: &Release, window: UnixNanos, now: UnixNanos) -> f64 {
     let age = now
@@ -152,7 +142,12 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
             );
             for c in &j.checks {
                 let labels = [base[0], base[1], base[2], ("check", c.name.as_str())];
-                sample(&mut families[2], FAMILIES[2].0, &labels, status(c.result));
+                sample(
+                    &mut families[2],
+                    FAMILIES[2].0,
+                    &labels,
+                    c.result.value() as f64,
+                );
                 sample(
                     &mut families[3],
                     FAMILIES[3].0,

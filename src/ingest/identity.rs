@@ -4,7 +4,7 @@
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 
 use crate::config::IdentityConfig;
-use crate::model::Role;
+use crate::model::{ReleaseRef, Role};
 
 /// Longest accepted service, environment or deployment id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
@@ -83,11 +83,6 @@ impl<'a> Found<'a> {
         found
     }
 
-    /// Whether this level names anything at all.
-    pub fn is_empty(&self) -> bool {
-        *self == Found::default()
-    }
-
     /// This level's fields, falling back to `base` (the resource) field by field.
     pub fn over(self, base: Found<'a>) -> Found<'a> {
         Found {
@@ -135,16 +130,6 @@ impl<'a> Found<'a> {
             role: self.role.and_then(Role::parse),
         }))
     }
-}
-
-/// A release named by telemetry, borrowed from the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReleaseRef<'a> {
-    pub service: &'a str,
-    pub environment: &'a str,
-    pub deployment_id: &'a str,
-    pub git_sha: Option<&'a str>,
-    pub role: Option<Role>,
 }
 
 /// Identity attributes that cannot be used.

@@ -1,11 +1,10 @@
-//! The way in: OTLP requests decoded, attributed to releases and mapped to
-//! samples. `identity`, `buckets`, `delta` and `otlp` are pure; `http` and
-//! `grpc` are the receivers around them.
+//! The way in, pure: OTLP request bytes decoded (`decode`), attributed to
+//! releases (`identity`), histograms converted (`buckets`, `delta`) and
+//! mapped to per-release samples (`otlp`). The receivers that call these
+//! live in `server`.
 
 pub mod buckets;
 pub mod decode;
 pub mod delta;
-pub mod grpc;
-pub mod http;
 pub mod identity;
 pub mod otlp;

@@ -2,7 +2,6 @@
 //! points are requests, which of those failed, how long they took.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::hash::{Hash, Hasher};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -15,9 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::buckets::{unit_to_micros, Buckets};
 use super::delta::{Cumulative, Delta, DeltaTracker};
-use super::identity::{int_value, string_value, Found, IdentityKeys, ReleaseRef};
+use super::identity::{int_value, string_value, Found, IdentityKeys};
 use crate::config::Config;
-use crate::model::{MetricObservation, Sample, SpanKindFilter, UnixNanos};
+use crate::model::{Batch, Group, MetricObservation, SpanKindFilter, UnixNanos};
 
 /// OTLP `Status.code` for ERROR.
 const STATUS_ERROR: i32 = 2;
@@ -25,76 +24,21 @@ const STATUS_ERROR: i32 = 2;
 const DELTA: i32 = 1;
 const CUMULATIVE: i32 = 2;
 
-/// The per-request grouping of samples by release.
-#[derive(Debug, Default)]
-pub struct Batch<'a> {
-    /// One entry per release named in the request.
-    pub groups: Vec<Group<'a>>,
-    index: HashMap<(&'a str, &'a str, &'a str), usize>,
-    /// Spans or data points in the request.
-    pub items: u64,
-    /// Items without a release id: accepted, counted, otherwise ignored.
-    pub unattributed: u64,
-    /// Items refused as invalid.
-    pub invalid: u64,
-    /// What was wrong with the first invalid item, for the partial-success message.
-    pub first_error: Option<String>,
-}
-
-/// The samples of one release within a request.
-#[derive(Debug)]
-pub struct Group<'a> {
-    pub release: ReleaseRef<'a>,
-    /// Items that contributed (they are refused together if the release is).
-    pub items: u64,
-    pub sample: Sample,
-}
-
-impl<'a> Batch<'a> {
-    fn group(&mut self, release: ReleaseRef<'a>) -> &mut Group<'a> {
-        let key = (release.service, release.environment, release.deployment_id);
-        let next = self.groups.len();
-        let i = *self.index.entry(key).or_insert(next);
-        if i == next {
-            self.groups.push(Group {
-                release,
-                items: 0,
-                sample: Sample::default(),
-            });
+/// Finds the release of an item, counting unattributed and invalid items.
+fn attribute<'a, 'b>(
+    batch: &'b mut Batch<'a>,
+    found: Found<'a>,
+    what: impl FnOnce() -> String,
+) -> Option<&'b mut Group<'a>> {
+    match found.release() {
+        Ok(Some(release)) => Some(batch.group(release)),
+        Ok(None) => {
+            batch.unattributed += 1;
+            None
         }
-        let group = &mut self.groups[i];
-        if release.git_sha.is_some() {
-            group.release.git_sha = release.git_sha;
-        }
-        if release.role.is_some() {
-            group.release.role = release.role;
-        }
-        group
-    }
-
-    fn reject(&mut self, n: u64, why: impl Display) {
-        self.invalid += n;
-        if self.first_error.is_none() {
-            self.first_error = Some(why.to_string());
-        }
-    }
-
-    /// Finds the release of an item, counting unattributed and invalid items.
-    fn attribute(
-        &mut self,
-        found: Found<'a>,
-        what: impl FnOnce() -> String,
-    ) -> Option<&mut Group<'a>> {
-        match found.release() {
-            Ok(Some(release)) => Some(self.group(release)),
-            Ok(None) => {
-                self.unattributed += 1;
-                None
-            }
-            Err(e) => {
-                self.reject(1, format_args!("{}: {e}", what()));
-                None
-            }
+        Err(e) => {
+            batch.reject(1, format_args!("{}: {e}", what()));
+            None
         }
     }
 }
@@ -154,7 +98,7 @@ impl Mapper {
                         continue;
                     }
                     let found = Found::scan(&span.attributes, &self.keys).over(resource);
-                    let Some(group) = batch.attribute(found, at) else {
+                    let Some(group) = attribute(&mut batch, found, at) else {
                         continue;
                     };
                     group.items += 1;
@@ -244,7 +188,7 @@ impl Mapper {
         for (p, attributes, count, buckets) in resolve(batch, points, stream, deltas, now, at) {
             let found = Found::scan(attributes, &self.keys).over(resource);
             let failed = status_code(attributes).is_some_and(|c| c >= 500);
-            let Some(group) = batch.attribute(found, || format!("{at}.data_points[{p}]")) else {
+            let Some(group) = attribute(batch, found, || format!("{at}.data_points[{p}]")) else {
                 continue;
             };
             group.items += 1;
@@ -321,7 +265,7 @@ impl Mapper {
         }
         for (p, attributes, obs) in observed {
             let found = Found::scan(attributes, &self.keys).over(resource);
-            let Some(group) = batch.attribute(found, || format!("{at}.data_points[{p}]")) else {
+            let Some(group) = attribute(batch, found, || format!("{at}.data_points[{p}]")) else {
                 continue;
             };
             group.items += 1;

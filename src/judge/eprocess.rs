@@ -189,7 +189,7 @@ pub fn null_share(canary_requests: u64, baseline_requests: u64, tolerance: f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::Rng;
+    use crate::rng::Rng;
 
     #[test]
     fn evidence_grows_under_the_alternative_and_not_under_the_null() {

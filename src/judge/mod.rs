@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::{ChecksConfig, JudgeConfig};
 use crate::model::{UnixNanos, NANOS_PER_SEC};
 use crate::window::Signals;
-use checks::{CheckReport, ErrorTest, GuardTest, LatencyTest, Levels, MetricTest, Outcome};
+use checks::{CheckReport, CheckResult, ErrorTest, GuardTest, LatencyTest, Levels, MetricTest};
 
 /// green / yellow / red.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
@@ -25,6 +25,15 @@ pub enum Color {
 }
 
 impl Color {
+    /// The one string form: `green`, `yellow`, `red` (JSON, gRPC, metrics, CLI).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Green => "green",
+            Color::Yellow => "yellow",
+            Color::Red => "red",
+        }
+    }
+
     /// 0 green, 1 yellow, 2 red: the verdict metric's value.
     pub fn value(self) -> u8 {
         match self {
@@ -32,6 +41,28 @@ impl Color {
             Color::Yellow => 1,
             Color::Red => 2,
         }
+    }
+}
+
+impl std::fmt::Display for Color {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that is not a color.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("verdict must be green, yellow or red, not {0:?}")]
+pub struct UnknownColor(pub String);
+
+impl std::str::FromStr for Color {
+    type Err = UnknownColor;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Color::Green, Color::Yellow, Color::Red]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownColor(s.to_string()))
     }
 }
 
@@ -94,7 +125,7 @@ pub struct BaselineView<'a> {
 /// Configuration the judge reads, with its evidence thresholds.
 #[derive(Debug, Clone)]
 pub struct Judge {
-    pub judge: JudgeConfig,
+    pub config: JudgeConfig,
     pub checks: ChecksConfig,
     levels: Levels,
 }
@@ -103,7 +134,7 @@ impl Judge {
     pub fn new(judge: &JudgeConfig, checks: &ChecksConfig) -> Self {
         Self {
             levels: Levels::new(judge.confidence),
-            judge: judge.clone(),
+            config: judge.clone(),
             checks: checks.clone(),
         }
     }
@@ -119,7 +150,7 @@ impl Judge {
     ) -> bool {
         let epoch_over = now >= j.next_epoch;
         if epoch_over {
-            j.next_epoch = now + self.judge.epoch.as_nanos() as u64;
+            j.next_epoch = now + self.config.epoch.as_nanos() as u64;
         }
         // A new baseline (the old one expired, or one declared itself)
         // starts the comparison afresh: evidence against another cohort
@@ -155,8 +186,9 @@ impl Judge {
         // Green is possible once the canary is old enough; the pass tests
         // look (and spend their error budget) only from then on.
         let look = spending::Look {
-            alpha: 1.0 - self.judge.green_confidence,
-            now: now.saturating_sub(canary.first_seen) >= self.judge.min_duration.as_nanos() as u64,
+            alpha: 1.0 - self.config.green_confidence,
+            now: now.saturating_sub(canary.first_seen)
+                >= self.config.min_duration.as_nanos() as u64,
         };
         j.guards.feed(canary.pending, look);
         let mut reports = Vec::new();
@@ -229,14 +261,14 @@ impl Judge {
     ) -> (Color, String) {
         if let Some(failed) = reports
             .iter()
-            .filter(|r| r.result == Outcome::Fail && r.critical)
+            .filter(|r| r.result == CheckResult::Fail && r.critical)
             .max_by(|a, b| a.statistic.e_value.total_cmp(&b.statistic.e_value))
         {
             return (Color::Red, failed.detail.clone());
         }
         let failed: Vec<&str> = reports
             .iter()
-            .filter(|r| r.result == Outcome::Fail)
+            .filter(|r| r.result == CheckResult::Fail)
             .map(|r| r.name.as_str())
             .collect();
         let guards_only = baseline.is_none();
@@ -246,9 +278,9 @@ impl Judge {
                 "no baseline to compare with and no guardrails configured: deploy a baseline or set [checks.guardrails]".into(),
             );
         }
-        let min = self.judge.min_requests;
+        let min = self.config.min_requests;
         let age = now.saturating_sub(canary.first_seen);
-        let min_age = self.judge.min_duration.as_nanos() as u64;
+        let min_age = self.config.min_duration.as_nanos() as u64;
         let canary_requests = reports
             .iter()
             .map(|r| r.canary.requests)
@@ -277,7 +309,7 @@ impl Judge {
         }
         let pending: Vec<&CheckReport> = reports
             .iter()
-            .filter(|r| r.result != Outcome::Pass)
+            .filter(|r| r.result != CheckResult::Pass)
             .collect();
         if pending.is_empty() {
             let what = if guards_only {
@@ -299,7 +331,7 @@ impl Judge {
         } else {
             let names: Vec<String> = pending
                 .iter()
-                .map(|r| format!("{} ({})", r.name, outcome_word(r.result)))
+                .map(|r| format!("{} ({})", r.name, r.result))
                 .collect();
             format!("marginal: not conclusive yet on {}", names.join(", "))
         };
@@ -307,15 +339,6 @@ impl Judge {
             why.push_str("; no baseline, judged on guardrails alone");
         }
         (Color::Yellow, why)
-    }
-}
-
-fn outcome_word(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Pass => "pass",
-        Outcome::Marginal => "marginal",
-        Outcome::Fail => "fail",
-        Outcome::Nodata => "no data",
     }
 }
 

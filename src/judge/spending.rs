@@ -125,6 +125,7 @@ impl PassTest {
         self.look(look.alpha);
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> State {
         self.state
     }
@@ -274,7 +275,7 @@ fn ln_gamma(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::Rng;
+    use crate::rng::Rng;
 
     const LOOK: Look = Look {
         alpha: 0.1,

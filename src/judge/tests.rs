@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::Config;
 use crate::model::Sample;
-use crate::sim::Rng;
+use crate::rng::Rng;
 
 const SEC: u64 = NANOS_PER_SEC;
 
@@ -108,7 +108,7 @@ fn a_slower_canary_is_red_on_latency() {
     }
     assert_eq!(p.j.color, Color::Red, "{}", p.j.reason);
     let latency = p.j.checks.iter().find(|c| c.name == "latency").unwrap();
-    assert_eq!(latency.result, Outcome::Fail);
+    assert_eq!(latency.result, CheckResult::Fail);
     assert!(latency.canary.p50_ms.unwrap() > latency.baseline.as_ref().unwrap().p50_ms.unwrap());
 }
 
@@ -262,7 +262,7 @@ fn a_metric_check_on_a_gauge_catches_an_increase() {
     }
     assert_eq!(p.j.color, Color::Red, "{}", p.j.reason);
     let q = p.j.checks.iter().find(|c| c.name == "queue").unwrap();
-    assert_eq!(q.result, Outcome::Fail);
+    assert_eq!(q.result, CheckResult::Fail);
     assert!(q.canary.median.unwrap() > q.baseline.as_ref().unwrap().median.unwrap());
 }
 
@@ -275,7 +275,7 @@ fn a_metric_check_on_a_sum_catches_a_decrease_and_passes_when_equal() {
         }
     }
     let q = bad.j.checks.iter().find(|c| c.name == "queue").unwrap();
-    assert_eq!(q.result, Outcome::Fail, "{}", q.detail);
+    assert_eq!(q.result, CheckResult::Fail, "{}", q.detail);
     assert!(q.canary.per_request.unwrap() < q.baseline.as_ref().unwrap().per_request.unwrap());
 
     let mut same = Pair::new(&metric_config(crate::config::Direction::Either));
@@ -283,5 +283,5 @@ fn a_metric_check_on_a_sum_catches_a_decrease_and_passes_when_equal() {
         metric_second(&mut same, 50, 10.0, true);
     }
     let q = same.j.checks.iter().find(|c| c.name == "queue").unwrap();
-    assert_ne!(q.result, Outcome::Fail, "{}", q.detail);
+    assert_ne!(q.result, CheckResult::Fail, "{}", q.detail);
 }

@@ -14,13 +14,14 @@ const INITIAL_HIGH_US: u64 = 1 << 20;
 /// Latencies above one hour are recorded as one hour.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 
-/// Latency distribution in microseconds.
+/// An HDR histogram of non-negative integer values: latencies in
+/// microseconds, or a configured metric's values in thousandths of its unit.
 #[derive(Debug, Clone)]
-pub struct Latency {
+pub struct Distribution {
     hist: Histogram<u32>,
 }
 
-impl Default for Latency {
+impl Default for Distribution {
     fn default() -> Self {
         let mut hist = Histogram::new_with_bounds(1, INITIAL_HIGH_US, SIGFIG)
             .expect("static histogram bounds are valid");
@@ -29,7 +30,7 @@ impl Default for Latency {
     }
 }
 
-impl Latency {
+impl Distribution {
     /// Adds `count` observations of `micros`, growing the range as needed;
     /// counts saturate rather than wrap.
     pub fn record(&mut self, micros: u64, count: u64) {
@@ -56,7 +57,7 @@ impl Latency {
     }
 }
 
-impl Latency {
+impl Distribution {
     /// Observations strictly below `value` (at histogram resolution).
     pub fn count_below(&self, value: u64) -> u64 {
         if self.hist.is_empty() || value <= self.hist.min() {
@@ -79,7 +80,7 @@ impl Latency {
     }
 
     /// Adds another distribution.
-    pub fn add(&mut self, other: &Latency) {
+    pub fn add(&mut self, other: &Distribution) {
         if self.hist.add(&other.hist).is_err() {
             for v in other.hist.iter_recorded() {
                 self.record(v.value_iterated_to(), v.count_at_value() as u64);
@@ -88,7 +89,7 @@ impl Latency {
     }
 
     /// Removes a distribution previously added.
-    pub fn subtract(&mut self, other: &Latency) {
+    pub fn subtract(&mut self, other: &Distribution) {
         // Cannot fail: `other` was added, so its range is within ours.
         let _ = self.hist.subtract(&other.hist);
     }
@@ -104,14 +105,14 @@ impl Latency {
 #[derive(Debug, Clone, Default)]
 pub struct MetricSignals {
     pub count: u64,
-    pub values: Option<Latency>,
+    pub values: Option<Distribution>,
 }
 
 impl MetricSignals {
     fn add(&mut self, other: &MetricSignals) {
         self.count = self.count.saturating_add(other.count);
         if let Some(v) = &other.values {
-            self.values.get_or_insert_with(Latency::default).add(v);
+            self.values.get_or_insert_with(Distribution::default).add(v);
         }
     }
 
@@ -135,7 +136,7 @@ impl MetricSignals {
 pub struct Signals {
     pub requests: u64,
     pub errors: u64,
-    pub latency: Latency,
+    pub latency: Distribution,
     /// Configured metrics, by check index (grown on first observation).
     pub metrics: Vec<MetricSignals>,
 }
@@ -154,7 +155,7 @@ impl Signals {
                 MetricObservation::Count(n) => m.count = m.count.saturating_add(n),
                 MetricObservation::Values { milli, count } => m
                     .values
-                    .get_or_insert_with(Latency::default)
+                    .get_or_insert_with(Distribution::default)
                     .record(milli, count),
             }
         }
@@ -295,7 +296,7 @@ mod tests {
 
     #[test]
     fn grows_for_slow_requests_and_caps_at_an_hour() {
-        let mut l = Latency::default();
+        let mut l = Distribution::default();
         let small = l.heap_bytes();
         l.record(30_000_000, 1);
         l.record(u64::MAX, 2);
@@ -310,14 +311,14 @@ mod tests {
 
     #[test]
     fn count_above_uses_histogram_resolution() {
-        let mut l = Latency::default();
+        let mut l = Distribution::default();
         for v in [100, 200, 300, 400] {
             l.record(v * 1000, 1);
         }
         assert_eq!(l.count_above(250_000), 2);
         assert_eq!(l.count_above(50_000), 4);
         assert_eq!(l.count_above(400_000), 0);
-        assert_eq!(Latency::default().count_above(1), 0);
+        assert_eq!(Distribution::default().count_above(1), 0);
     }
 
     #[test]
@@ -404,7 +405,7 @@ mod tests {
 
     #[test]
     fn empty_histogram_has_no_quantiles() {
-        assert_eq!(Latency::default().quantile(0.5), None);
-        assert!(Latency::default().heap_bytes() < 16 * 1024);
+        assert_eq!(Distribution::default().quantile(0.5), None);
+        assert!(Distribution::default().heap_bytes() < 16 * 1024);
     }
 }

@@ -9,19 +9,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::judge::checks::{CheckReport, CohortStats, Outcome};
-use crate::model::system_now;
+use crate::clock::system_now;
+use crate::judge::Color;
 use crate::verdict::{self, Filter, LookupError, Verdict};
 
-/// Generated types and service.
-pub mod pb {
-    tonic::include_proto!("release_verdict.v1");
-
-    /// The encoded descriptors, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/verdict_descriptor.bin"));
-}
-
+use crate::export::proto::{pb, to_pb};
 use pb::verdict_service_server::VerdictService;
 
 /// Buffered verdicts per watcher before it is considered lagging.
@@ -74,20 +66,21 @@ impl VerdictService for VerdictGrpc {
         request: Request<pb::ListVerdictsRequest>,
     ) -> Result<Response<pb::ListVerdictsResponse>, Status> {
         let r = request.into_inner();
-        if !matches!(r.verdict.as_str(), "" | "green" | "yellow" | "red") {
-            return Err(Status::invalid_argument(format!(
-                "verdict must be green, yellow or red, not {:?}",
-                r.verdict
-            )));
-        }
+        let color = match r.verdict.as_str() {
+            "" => None,
+            word => Some(
+                word.parse::<Color>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+        };
         let f = filter(&r.service, &r.environment);
         let now = system_now();
         let releases = self
             .app
             .read(|s| verdict::list(s, &f, now))
             .iter()
+            .filter(|v| color.is_none_or(|c| v.verdict == c))
             .map(to_pb)
-            .filter(|v| r.verdict.is_empty() || v.verdict == r.verdict)
             .collect();
         Ok(Response::new(pb::ListVerdictsResponse { releases }))
     }
@@ -101,9 +94,7 @@ impl VerdictService for VerdictGrpc {
         let r = request.into_inner();
         let f = filter(&r.service, &r.environment);
         let wanted = move |v: &Verdict| {
-            f.service.as_deref().is_none_or(|s| s == v.service)
-                && f.environment.as_deref().is_none_or(|e| e == v.environment)
-                && (r.deployment_id.is_empty() || r.deployment_id == v.deployment_id)
+            f.admits(v) && (r.deployment_id.is_empty() || r.deployment_id == v.deployment_id)
         };
         // Subscribe before reading the current state, so no change falls between.
         let mut changes = self.app.subscribe();
@@ -138,85 +129,5 @@ impl VerdictService for VerdictGrpc {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-fn outcome(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Pass => "pass",
-        Outcome::Marginal => "marginal",
-        Outcome::Fail => "fail",
-        Outcome::Nodata => "nodata",
-    }
-}
-
-fn stats(s: &CohortStats) -> pb::CohortStats {
-    pb::CohortStats {
-        requests: s.requests,
-        errors: s.errors,
-        error_ratio: s.error_ratio,
-        p50_ms: s.p50_ms,
-        p95_ms: s.p95_ms,
-        p99_ms: s.p99_ms,
-        per_request: s.per_request,
-        median: s.median,
-    }
-}
-
-fn check(c: &CheckReport) -> pb::Check {
-    pb::Check {
-        name: c.name.clone(),
-        result: outcome(c.result).into(),
-        critical: c.critical,
-        weight: c.weight,
-        canary: Some(stats(&c.canary)),
-        baseline: c.baseline.as_ref().map(stats),
-        statistic: Some(pb::Statistic {
-            e_value: c.statistic.e_value,
-            p_value: c.statistic.p_value,
-            pass_p_value: c.statistic.pass_p_value,
-        }),
-        detail: c.detail.clone(),
-    }
-}
-
-/// The verdict object as its protobuf message.
-pub fn to_pb(v: &Verdict) -> pb::Verdict {
-    pb::Verdict {
-        service: v.service.clone(),
-        environment: v.environment.clone(),
-        deployment_id: v.deployment_id.clone(),
-        git_sha: v.git_sha.clone(),
-        role: v.role.map(|r| {
-            match r {
-                crate::model::Role::Canary => "canary",
-                crate::model::Role::Baseline => "baseline",
-                crate::model::Role::Stable => "stable",
-            }
-            .to_string()
-        }),
-        baseline: v.baseline.as_ref().map(|b| pb::Baseline {
-            deployment_id: b.deployment_id.clone(),
-            git_sha: b.git_sha.clone(),
-            requests: b.requests,
-            errors: b.errors,
-        }),
-        verdict: match v.verdict {
-            crate::judge::Color::Green => "green",
-            crate::judge::Color::Yellow => "yellow",
-            crate::judge::Color::Red => "red",
-        }
-        .into(),
-        reason: v.reason.clone(),
-        evaluated_at: v.evaluated_at.clone(),
-        first_seen_at: v.first_seen_at.clone(),
-        last_seen_at: v.last_seen_at.clone(),
-        changed_at: v.changed_at.clone(),
-        red_since: v.red_since.clone(),
-        canary: Some(pb::CohortTotals {
-            requests: v.canary.requests,
-            errors: v.canary.errors,
-        }),
-        checks: v.checks.iter().map(check).collect(),
     }
 }

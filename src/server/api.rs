@@ -9,8 +9,8 @@ use axum::Json;
 use serde_json::json;
 
 use crate::app::App;
+use crate::clock::system_now;
 use crate::export::prometheus::Format;
-use crate::model::system_now;
 use crate::verdict::{self, Filter, LookupError};
 
 /// Verdicts change every second: never let a cache answer for us.

@@ -1,7 +1,11 @@
-//! Core vocabulary: time, cohort roles, span-kind filters and the request
-//! samples that ingest hands to the store. Pure data, no I/O.
+//! Core vocabulary: time, cohort roles and span-kind filters; `sample`
+//! holds what ingest hands to the store. Pure data, no I/O.
+
+mod sample;
 
 use serde::Serialize;
+
+pub use sample::{Batch, Group, MetricObservation, ReleaseRef, Sample};
 
 /// Wall-clock or telemetry time, nanoseconds since the Unix epoch. The core is
 /// always handed the time; it never reads a clock.
@@ -9,14 +13,6 @@ pub type UnixNanos = u64;
 
 /// Nanoseconds in one second.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
-
-/// Reads the system clock; for the shells (server, CLI) only.
-pub fn system_now() -> UnixNanos {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 /// RFC 3339 with milliseconds in UTC, as in the verdict object.
 pub fn format_time(t: UnixNanos) -> String {
@@ -34,17 +30,26 @@ pub enum Role {
 }
 
 impl Role {
+    /// The one string form: `canary`, `baseline`, `stable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Canary => "canary",
+            Role::Baseline => "baseline",
+            Role::Stable => "stable",
+        }
+    }
+
     /// Case-insensitive; anything else is no role.
     pub fn parse(s: &str) -> Option<Role> {
-        if s.eq_ignore_ascii_case("canary") {
-            Some(Role::Canary)
-        } else if s.eq_ignore_ascii_case("baseline") {
-            Some(Role::Baseline)
-        } else if s.eq_ignore_ascii_case("stable") {
-            Some(Role::Stable)
-        } else {
-            None
-        }
+        [Role::Canary, Role::Baseline, Role::Stable]
+            .into_iter()
+            .find(|r| s.eq_ignore_ascii_case(r.as_str()))
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -80,37 +85,6 @@ impl SpanKindFilter {
     /// Whether an OTLP `SpanKind` integer is selected.
     pub fn accepts(self, kind: i32) -> bool {
         (0..8).contains(&kind) && self.0 & (1 << kind) != 0
-    }
-}
-
-/// Requests of one release seen in one export request: counts and latencies.
-/// Latencies are microseconds with a repeat count (one per span; a histogram
-/// bucket carries many).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Sample {
-    pub requests: u64,
-    pub errors: u64,
-    pub latencies_us: Vec<(u64, u64)>,
-    /// Observations for `[[checks.metric]]`, by check index.
-    pub metrics: Vec<(u16, MetricObservation)>,
-}
-
-/// One observation of a configured metric.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MetricObservation {
-    /// New increments of a sum.
-    Count(u64),
-    /// `count` values at `milli` thousandths of the metric's unit (gauges,
-    /// histogram buckets).
-    Values { milli: u64, count: u64 },
-}
-
-impl Sample {
-    pub fn is_empty(&self) -> bool {
-        self.requests == 0
-            && self.errors == 0
-            && self.latencies_us.is_empty()
-            && self.metrics.is_empty()
     }
 }
 

@@ -1,4 +1,5 @@
-//! OTLP/gRPC receivers: `TraceService/Export` and `MetricsService/Export`.
+//! OTLP/gRPC receivers: `TraceService/Export` and `MetricsService/Export`,
+//! admitted under the in-flight bound, mapped and recorded by `App`.
 
 use std::sync::Arc;
 
@@ -10,11 +11,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::app::{App, Outcome};
-use crate::export::self_metrics::{Signal, Transport};
-use crate::model::system_now;
+use crate::app::{App, Ingested};
+use crate::clock::system_now;
+use crate::self_metrics::{Signal, Transport};
 
 /// Both OTLP services over one shared state.
 #[derive(Clone)]
@@ -22,74 +24,24 @@ pub struct OtlpGrpc {
     pub app: Arc<App>,
 }
 
-/// `google.rpc.RetryInfo` inside a `google.rpc.Status`, so OTLP exporters
-/// know when to retry (the OTLP specification's throttling signal).
-mod rpc {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Duration {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        pub retry_delay: Option<Duration>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Any {
-        #[prost(string, tag = "1")]
-        pub type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Status {
-        #[prost(int32, tag = "1")]
-        pub code: i32,
-        #[prost(string, tag = "2")]
-        pub message: String,
-        #[prost(message, repeated, tag = "3")]
-        pub details: Vec<Any>,
-    }
-}
-
 /// The overload answer: UNAVAILABLE, which OTLP exporters always retry,
-/// with RetryInfo saying when.
+/// with `google.rpc.RetryInfo` saying when (the OTLP specification's
+/// throttling signal).
 fn overloaded(app: &App) -> Status {
-    use prost::Message;
     let after = app.config.server.overload_retry_after;
     let message = format!(
         "overloaded: {} export requests in flight; retry after {after:?}",
         app.config.server.max_inflight_requests
     );
-    let retry = rpc::RetryInfo {
-        retry_delay: Some(rpc::Duration {
-            seconds: after.as_secs() as i64,
-            nanos: after.subsec_nanos() as i32,
-        }),
-    };
-    let details = rpc::Status {
-        code: tonic::Code::Unavailable as i32,
-        message: message.clone(),
-        details: vec![rpc::Any {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-            value: retry.encode_to_vec(),
-        }],
-    };
-    Status::with_details(
-        tonic::Code::Unavailable,
+    Status::with_error_details(
+        Code::Unavailable,
         message,
-        details.encode_to_vec().into(),
+        ErrorDetails::with_retry_info(Some(after)),
     )
 }
 
 /// A request whose every item was invalid is bad input as a whole.
-fn check(outcome: Outcome) -> Result<Outcome, Status> {
+fn check(outcome: Ingested) -> Result<Ingested, Status> {
     if outcome.all_invalid {
         Err(Status::invalid_argument(outcome.message))
     } else {

@@ -10,15 +10,17 @@ use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
+use tonic::Code;
+
 use crate::app::App;
-use crate::export::self_metrics::{Reason, Signal, Transport};
-use crate::model::system_now;
+use crate::clock::system_now;
+use crate::ingest::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
+use crate::self_metrics::{Reason, Signal, Transport};
 
 /// gRPC status codes carried in `google.rpc.Status` bodies.
-const INVALID_ARGUMENT: i32 = 3;
-const RESOURCE_EXHAUSTED: i32 = 8;
-const UNAVAILABLE: i32 = 14;
+const INVALID_ARGUMENT: i32 = Code::InvalidArgument as i32;
+const RESOURCE_EXHAUSTED: i32 = Code::ResourceExhausted as i32;
+const UNAVAILABLE: i32 = Code::Unavailable as i32;
 
 pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let Some(_admitted) = app.admit(Signal::Spans, Transport::Http) else {

@@ -1,5 +1,7 @@
-//! The daemon: binds the gRPC and HTTP ports, serves OTLP and the API over
-//! one shared `App`, expires idle releases, and drains on shutdown.
+//! The I/O shell: binds the gRPC and HTTP ports, serves OTLP (`otlp_grpc`,
+//! `otlp_http`), the JSON API (`api`) and the verdict service
+//! (`verdict_grpc`) over one shared `App`, runs the judge's tick and the
+//! expiry, and drains on shutdown. Everything below it is synchronous.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,15 +17,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
+use tonic::Code;
 use tracing::{info, warn};
 
+mod api;
+mod otlp_grpc;
+mod otlp_http;
+mod verdict_grpc;
+
 use crate::app::App;
+use crate::clock::system_now;
 use crate::config::Config;
-use crate::export::api;
-use crate::export::grpc::pb::verdict_service_server::VerdictServiceServer;
-use crate::export::grpc::{pb, VerdictGrpc};
-use crate::ingest::{grpc::OtlpGrpc, http};
-use crate::model::system_now;
+use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
+use otlp_grpc::OtlpGrpc;
+use otlp_http as http;
+use verdict_grpc::VerdictGrpc;
 
 /// How often idle releases are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -208,13 +216,20 @@ impl Server {
 /// INTERNAL an undecodable one — the client's bad input, not our fault,
 /// so INVALID_ARGUMENT (which exporters do not retry).
 fn otlp_status<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
-    let mapped = match resp.headers().get("grpc-status").map(|s| s.as_bytes()) {
-        Some(b"11") => "8",
-        Some(b"13") => "3",
+    let Some(code) = resp
+        .headers()
+        .get("grpc-status")
+        .map(|s| Code::from_bytes(s.as_bytes()))
+    else {
+        return resp;
+    };
+    let mapped = match code {
+        Code::OutOfRange => Code::ResourceExhausted,
+        Code::Internal => Code::InvalidArgument,
         _ => return resp,
     };
     resp.headers_mut()
-        .insert("grpc-status", axum::http::HeaderValue::from_static(mapped));
+        .insert("grpc-status", axum::http::HeaderValue::from(mapped as i32));
     resp
 }
 

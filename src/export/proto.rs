@@ -1,0 +1,74 @@
+//! The verdict object as its protobuf message (`proto/release_verdict/v1`),
+//! the types tonic generates for it, and the descriptors for reflection.
+//! Pure conversion; the service that sends them is `server::verdict_grpc`.
+
+use crate::judge::checks::{CheckReport, CohortStats};
+use crate::verdict::Verdict;
+
+/// Generated types and service.
+pub mod pb {
+    tonic::include_proto!("release_verdict.v1");
+
+    /// The encoded descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/verdict_descriptor.bin"));
+}
+
+fn stats(s: &CohortStats) -> pb::CohortStats {
+    pb::CohortStats {
+        requests: s.requests,
+        errors: s.errors,
+        error_ratio: s.error_ratio,
+        p50_ms: s.p50_ms,
+        p95_ms: s.p95_ms,
+        p99_ms: s.p99_ms,
+        per_request: s.per_request,
+        median: s.median,
+    }
+}
+
+fn check(c: &CheckReport) -> pb::Check {
+    pb::Check {
+        name: c.name.clone(),
+        result: c.result.as_str().into(),
+        critical: c.critical,
+        weight: c.weight,
+        canary: Some(stats(&c.canary)),
+        baseline: c.baseline.as_ref().map(stats),
+        statistic: Some(pb::Statistic {
+            e_value: c.statistic.e_value,
+            p_value: c.statistic.p_value,
+            pass_p_value: c.statistic.pass_p_value,
+        }),
+        detail: c.detail.clone(),
+    }
+}
+
+/// The verdict object as its protobuf message.
+pub fn to_pb(v: &Verdict) -> pb::Verdict {
+    pb::Verdict {
+        service: v.service.clone(),
+        environment: v.environment.clone(),
+        deployment_id: v.deployment_id.clone(),
+        git_sha: v.git_sha.clone(),
+        role: v.role.map(|r| r.as_str().to_string()),
+        baseline: v.baseline.as_ref().map(|b| pb::Baseline {
+            deployment_id: b.deployment_id.clone(),
+            git_sha: b.git_sha.clone(),
+            requests: b.requests,
+            errors: b.errors,
+        }),
+        verdict: v.verdict.as_str().into(),
+        reason: v.reason.clone(),
+        evaluated_at: v.evaluated_at.clone(),
+        first_seen_at: v.first_seen_at.clone(),
+        last_seen_at: v.last_seen_at.clone(),
+        changed_at: v.changed_at.clone(),
+        red_since: v.red_since.clone(),
+        canary: Some(pb::CohortTotals {
+            requests: v.canary.requests,
+            errors: v.canary.errors,
+        }),
+        checks: v.checks.iter().map(check).collect(),
+    }
+}

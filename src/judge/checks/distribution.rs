@@ -1,0 +1,181 @@
+//! A distribution, canary vs baseline, compared at baseline quantiles:
+//! how many of each cohort's observations lie beyond the baseline's
+//! quantile (stretched by the tolerance), tested for the canary's share.
+//! Distribution and the metric checks on gauges and histograms use it.
+
+use super::{log_mean_exp, Evidence};
+use crate::config::LatencyCheck;
+use crate::judge::eprocess::{null_share, ChangeDetector};
+use crate::judge::spending::{Look, PassTest};
+use crate::window::Distribution;
+
+/// How far the canary may move from a baseline quantile, and which way is bad.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Margins {
+    pub tolerance: f64,
+    pub tolerance_abs: f64,
+    pub pass_bound: f64,
+    pub pass_bound_abs: f64,
+    /// Higher is worse (latency); else lower is worse.
+    pub increase: bool,
+}
+
+impl Margins {
+    pub(super) fn latency(cfg: &LatencyCheck) -> Self {
+        Self {
+            tolerance: cfg.tolerance,
+            tolerance_abs: cfg.tolerance_abs.as_micros() as f64,
+            pass_bound: cfg.pass_bound,
+            pass_bound_abs: cfg.pass_bound_abs.as_micros() as f64,
+            increase: true,
+        }
+    }
+
+    /// The canary's fail and pass thresholds for a baseline quantile `tau`.
+    fn thresholds(&self, tau: u64) -> (u64, u64) {
+        let shift = |rel: f64, abs: f64| {
+            let by = (tau as f64 * rel).max(abs).round() as u64;
+            if self.increase {
+                tau.saturating_add(by)
+            } else {
+                tau.saturating_sub(by)
+            }
+        };
+        (
+            shift(self.tolerance, self.tolerance_abs),
+            shift(self.pass_bound, self.pass_bound_abs),
+        )
+    }
+
+    /// Observations on the bad side of `threshold`.
+    fn beyond(&self, h: &Distribution, threshold: u64) -> u64 {
+        if self.increase {
+            h.count_above(threshold)
+        } else {
+            h.count_below(threshold)
+        }
+    }
+}
+
+/// Distribution at one baseline quantile: requests slower than the baseline's
+/// quantile (stretched by the tolerance for the canary), tested for the
+/// canary's share of them against its share of the requests. A canary no
+/// slower than tolerated has, at most, its traffic share of the slow ones.
+#[derive(Debug, Clone)]
+struct QuantileTest {
+    q: f64,
+    /// Baseline quantile fixed for the current batch, microseconds.
+    tau: Option<u64>,
+    /// Not yet fed: canary slow (fail threshold), slow (pass threshold),
+    /// canary count, baseline slow, baseline count.
+    batch: [u64; 5],
+    worse: ChangeDetector,
+    within: PassTest,
+}
+
+impl QuantileTest {
+    fn new(q: f64) -> Self {
+        Self {
+            q,
+            tau: None,
+            batch: [0; 5],
+            worse: ChangeDetector::default(),
+            within: PassTest::default(),
+        }
+    }
+
+    fn feed(
+        &mut self,
+        canary: &Distribution,
+        baseline: &Distribution,
+        baseline_window: &Distribution,
+        m: &Margins,
+        epoch_over: bool,
+        look: Look,
+    ) {
+        if let Some(tau) = self.tau {
+            let (fail_at, pass_at) = m.thresholds(tau);
+            let add = [
+                m.beyond(canary, fail_at),
+                m.beyond(canary, pass_at),
+                canary.count(),
+                m.beyond(baseline, tau),
+                baseline.count(),
+            ];
+            for (b, a) in self.batch.iter_mut().zip(add) {
+                *b += a;
+            }
+            let [slow_fail, slow_pass, nc, slow_b, nb] = self.batch;
+            if nc > 0 && nb > 0 {
+                let share = null_share(nc, nb, 0.0);
+                self.worse.update(slow_fail, slow_fail + slow_b, share);
+                self.within
+                    .update(slow_pass, slow_pass + slow_b, share, look);
+                self.batch = [0; 5];
+            }
+        }
+        // The threshold moves only between batches, once per epoch, so
+        // both cohorts of a batch are always held to the same one.
+        let batch_empty = self.batch[2] == 0 && self.batch[4] == 0;
+        if (self.tau.is_none() || epoch_over) && batch_empty {
+            self.tau = baseline_window.quantile(self.q);
+        }
+    }
+}
+
+/// A distribution, canary vs baseline, at several baseline quantiles.
+#[derive(Debug, Clone)]
+pub(super) struct DistributionTest {
+    quantiles: Vec<QuantileTest>,
+}
+
+impl DistributionTest {
+    pub fn new(quantiles: &[f64]) -> Self {
+        Self {
+            quantiles: quantiles.iter().map(|q| QuantileTest::new(*q)).collect(),
+        }
+    }
+
+    pub fn new_epoch(&mut self) {
+        for q in &mut self.quantiles {
+            q.worse.new_epoch();
+        }
+    }
+
+    pub(super) fn feed(
+        &mut self,
+        canary: &Distribution,
+        baseline: &Distribution,
+        baseline_window: &Distribution,
+        m: &Margins,
+        epoch_over: bool,
+        look: Look,
+    ) {
+        for q in &mut self.quantiles {
+            q.feed(canary, baseline, baseline_window, m, epoch_over, look);
+        }
+    }
+
+    /// The evidence at all quantiles together.
+    pub(super) fn evidence(&self) -> Evidence {
+        // the average of e-processes is one
+        let log_e = log_mean_exp(self.quantiles.iter().map(|q| q.worse.log_e()));
+        let worst = self
+            .quantiles
+            .iter()
+            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()))
+            .map(|w| w.q)
+            .unwrap_or(0.5);
+        Evidence {
+            log_e,
+            pass_p: self
+                .quantiles
+                .iter()
+                .map(|q| q.within.p_value())
+                .fold(0.0, f64::max),
+            passed: self.quantiles.iter().all(|q| q.within.passed()),
+            worst,
+            ready: self.quantiles.iter().any(|q| q.tau.is_some()),
+        }
+    }
+}

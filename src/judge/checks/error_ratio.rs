@@ -1,0 +1,118 @@
+//! The error-ratio check, canary vs baseline: the canary's share of a
+//! batch's errors against its share of the batch's requests (a conditional
+//! binomial that removes the baseline's own rate), and, for green, the
+//! canary's errors against the baseline's ratio plus the pass bound.
+
+use super::{pct, ratio, CheckReport, CheckResult, CohortStats, Levels, Statistic};
+use crate::config::ErrorRatioCheck;
+use crate::judge::eprocess::{null_share, ChangeDetector};
+use crate::judge::spending::{Look, PassTest};
+use crate::window::Signals;
+
+/// Error ratio, canary vs baseline: errors of both cohorts in a batch,
+/// tested for the canary's share against its share of the traffic.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorTest {
+    /// Requests and errors not yet fed: (canary n, x, baseline n, x).
+    batch: [u64; 4],
+    /// Since judging against this baseline began.
+    total: [u64; 4],
+    worse: ChangeDetector,
+    within: PassTest,
+}
+
+impl ErrorTest {
+    pub fn new_epoch(&mut self) {
+        self.worse.new_epoch();
+    }
+
+    pub fn feed(
+        &mut self,
+        canary: &Signals,
+        baseline: &Signals,
+        baseline_window: &Signals,
+        cfg: &ErrorRatioCheck,
+        look: Look,
+    ) {
+        // The baseline's error ratio, from its rolling window or from all
+        // of this comparison, whichever has seen more requests. It depends
+        // on baseline data only, so it is fixed as far as the canary's
+        // outcomes are concerned.
+        let baseline_ratio = if baseline_window.requests >= self.total[2] {
+            ratio(baseline_window.errors, baseline_window.requests)
+        } else {
+            ratio(self.total[3], self.total[2])
+        };
+        let add = [
+            canary.requests,
+            canary.errors,
+            baseline.requests,
+            baseline.errors,
+        ];
+        for ((b, t), a) in self.batch.iter_mut().zip(&mut self.total).zip(add) {
+            *b += a;
+            *t += a;
+        }
+        let [nc, xc, nb, xb] = self.batch;
+        if nc == 0 || nb == 0 {
+            return;
+        }
+        if xc + xb > 0 {
+            self.worse
+                .update(xc, xc + xb, null_share(nc, nb, cfg.tolerance));
+        }
+        // Within bounds: the canary's errors among its requests, against
+        // the baseline's ratio plus the pass bound.
+        if let Some(base) = baseline_ratio {
+            let bound = base + (base * cfg.pass_bound).max(cfg.pass_bound_abs);
+            self.within.update(xc, nc, bound.min(0.999_999), look);
+        }
+        self.batch = [0; 4];
+    }
+
+    pub fn report(&self, cfg: &ErrorRatioCheck, levels: Levels) -> CheckReport {
+        let [nc, xc, nb, xb] = self.total;
+        let canary = CohortStats::errors(nc, xc);
+        let baseline = CohortStats::errors(nb, xb);
+        let log_e = self.worse.log_e();
+        let (rc, rb) = (canary.error_ratio, baseline.error_ratio);
+        let increase = rc.zip(rb).map(|(c, b)| c - b);
+        let result = levels.result(
+            nc > 0 && nb > 0,
+            log_e,
+            increase.is_some_and(|d| d >= cfg.tolerance_abs),
+            self.within.passed(),
+        );
+        let detail = match result {
+            CheckResult::Nodata => "no requests yet from one of the cohorts".to_string(),
+            CheckResult::Fail => format!(
+                "canary error ratio {} vs baseline {} (p<{:.2}): the canary fails more often; roll back",
+                pct(rc),
+                pct(rb),
+                (-levels.fail).exp()
+            ),
+            CheckResult::Pass => format!(
+                "canary error ratio {} vs baseline {}: at most {:.0}% or {:.1} points above the baseline",
+                pct(rc),
+                pct(rb),
+                cfg.pass_bound * 100.0,
+                cfg.pass_bound_abs * 100.0
+            ),
+            CheckResult::Marginal => format!(
+                "canary error ratio {} vs baseline {}: not conclusive yet; wait for more traffic",
+                pct(rc),
+                pct(rb)
+            ),
+        };
+        CheckReport {
+            name: "error_ratio".into(),
+            result,
+            critical: cfg.critical,
+            weight: cfg.weight,
+            canary,
+            baseline: Some(baseline),
+            statistic: Statistic::new(log_e, self.within.p_value()),
+            detail,
+        }
+    }
+}

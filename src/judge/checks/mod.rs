@@ -1,0 +1,231 @@
+//! The checks. Each keeps its sequential evidence, is fed every tick with
+//! the samples that arrived since the last one, and reports a result. This
+//! module holds what they share: the report the verdict and the exporters
+//! read, and the one rule that turns evidence into a result. One file per
+//! check: `error_ratio` and `latency` (canary vs baseline, the latter over
+//! `distribution`), `guardrails` (canary alone), `metric` (any OTLP metric).
+
+mod distribution;
+mod error_ratio;
+mod guardrails;
+mod latency;
+mod metric;
+
+use serde::Serialize;
+
+use crate::window::Signals;
+
+pub use error_ratio::ErrorTest;
+pub use guardrails::GuardTest;
+pub use latency::LatencyTest;
+pub use metric::MetricTest;
+
+/// pass / marginal / fail / nodata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    Pass,
+    Marginal,
+    Fail,
+    Nodata,
+}
+
+impl CheckResult {
+    /// The one string form: `pass`, `marginal`, `fail`, `nodata`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Pass => "pass",
+            CheckResult::Marginal => "marginal",
+            CheckResult::Fail => "fail",
+            CheckResult::Nodata => "nodata",
+        }
+    }
+
+    /// 0 pass, 1 marginal, 2 fail, 3 no data: the check metric's value.
+    pub fn value(self) -> u8 {
+        match self {
+            CheckResult::Pass => 0,
+            CheckResult::Marginal => 1,
+            CheckResult::Fail => 2,
+            CheckResult::Nodata => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Numbers describing one cohort for a check.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CohortStats {
+    pub requests: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    /// Events per request (metric checks on sums).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<f64>,
+    /// Median value over the window (metric checks on gauges and histograms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median: Option<f64>,
+}
+
+impl CohortStats {
+    pub(super) fn errors(requests: u64, errors: u64) -> Self {
+        Self {
+            requests,
+            errors: Some(errors),
+            error_ratio: (requests > 0).then(|| errors as f64 / requests as f64),
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn latency(window: &Signals) -> Self {
+        let ms = |q| window.latency.quantile(q).map(|us| us as f64 / 1000.0);
+        Self {
+            requests: window.latency.count(),
+            p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            ..Self::default()
+        }
+    }
+}
+
+/// The evidence behind a result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Statistic {
+    /// Anytime-valid e-value for a regression beyond tolerance.
+    pub e_value: f64,
+    /// The matching anytime-valid p-value, min(1, 1/e).
+    pub p_value: f64,
+    /// Group-sequential p-value of "a regression as large as the pass
+    /// bound": green needs it within the error budget spent so far.
+    pub pass_p_value: f64,
+}
+
+impl Statistic {
+    pub(super) fn new(log_e: f64, pass_p: f64) -> Self {
+        let e = log_e.exp();
+        Self {
+            e_value: round_sig(e),
+            p_value: round_sig((1.0 / e).min(1.0)),
+            pass_p_value: round_sig(pass_p),
+        }
+    }
+}
+
+/// Four significant digits are plenty for people and keep JSON stable.
+fn round_sig(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return if x.is_finite() { x } else { f64::MAX };
+    }
+    let mag = 10f64.powi(3 - x.abs().log10().floor() as i32);
+    (x * mag).round() / mag
+}
+
+/// One check's report, as the verdict object carries it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub result: CheckResult,
+    pub critical: bool,
+    pub weight: f64,
+    pub canary: CohortStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<CohortStats>,
+    pub statistic: Statistic,
+    /// One sentence a person can act on.
+    pub detail: String,
+}
+
+/// The red evidence threshold, as a natural log. (Green's level travels
+/// with each look: see `spending::Look`.)
+#[derive(Debug, Clone, Copy)]
+pub struct Levels {
+    pub fail: f64,
+}
+
+impl Levels {
+    /// Half-way to red (e ≥ √(1/α)): evidence leaning towards a regression,
+    /// which holds green back even when the pass bound is met.
+    pub fn leaning(self) -> f64 {
+        self.fail / 2.0
+    }
+
+    pub fn new(confidence: f64) -> Self {
+        Self {
+            fail: (1.0 / (1.0 - confidence)).ln(),
+        }
+    }
+
+    /// The one rule every check follows: no data until both sides have
+    /// some; fail on evidence of a regression (`log_e` at the red level)
+    /// that is also large enough to matter; pass once shown within its
+    /// bounds with nothing leaning towards a regression; marginal otherwise.
+    pub fn result(
+        self,
+        has_data: bool,
+        log_e: f64,
+        large_enough: bool,
+        within_bounds: bool,
+    ) -> CheckResult {
+        if !has_data {
+            CheckResult::Nodata
+        } else if log_e >= self.fail && large_enough {
+            CheckResult::Fail
+        } else if within_bounds && log_e < self.leaning() {
+            CheckResult::Pass
+        } else {
+            CheckResult::Marginal
+        }
+    }
+}
+
+pub(super) fn pct(x: Option<f64>) -> String {
+    x.map(|x| format!("{:.2}%", x * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+pub(super) fn ms(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.1}ms"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+pub(super) fn ratio(x: u64, n: u64) -> Option<f64> {
+    (n > 0).then(|| x as f64 / n as f64)
+}
+
+/// What a distribution test has shown.
+pub(super) struct Evidence {
+    /// log e-value of a regression.
+    pub log_e: f64,
+    /// The largest pass p-value of the quantiles.
+    pub pass_p: f64,
+    /// Every quantile is shown within its pass bound.
+    pub passed: bool,
+    /// The quantile with the most evidence of a regression.
+    pub worst: f64,
+    /// Some threshold is set.
+    pub ready: bool,
+}
+
+/// log of the mean of exp(x): averaging e-values keeps an e-value.
+pub(super) fn log_mean_exp(xs: impl Iterator<Item = f64>) -> f64 {
+    let xs: Vec<f64> = xs.collect();
+    let max = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    max + xs.iter().map(|l| (l - max).exp()).sum::<f64>().ln() - (xs.len() as f64).ln()
+}
