@@ -17,7 +17,7 @@ use release_verdict::sim::{otlp::fleet_request, Rng};
 use release_verdict::Judge;
 use release_verdict::Mapper;
 use release_verdict::Rolling;
-use release_verdict::Store;
+use release_verdict::{BaselineRule, Store};
 
 const SPANS: usize = 512;
 const START: u64 = 1_763_800_000 * NANOS_PER_SEC;
@@ -33,6 +33,7 @@ fn store(config: &Config) -> Store {
     Store::new(
         config.limits.max_releases,
         Judge::new(&config.judge, &config.checks),
+        BaselineRule::from(&config.baseline),
     )
 }
 

@@ -2,6 +2,7 @@
 //! mapper and the self metrics. Locks are plain mutexes held for the length
 //! of one batch, never across an `.await`.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,10 +21,14 @@ use crate::ingest::otlp::Mapper;
 use crate::judge::Judge;
 use crate::model::{Batch, UnixNanos};
 use crate::self_metrics::{
-    ItemLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
+    ItemLabels, MetricLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
 };
-use crate::store::{Changed, Store};
+use crate::store::{BaselineRule, Changed, Store};
 use crate::verdict::{self, Filter, Verdict};
+
+/// Metric names the ignored-metrics counter and log name one by one; the
+/// rest are counted as `other`, so senders cannot grow the label set.
+const IGNORED_METRIC_NAMES: usize = 16;
 
 /// Verdict changes buffered for slow watchers before they must catch up.
 const CHANGES_BUFFER: usize = 1024;
@@ -79,6 +84,9 @@ pub struct App {
     changes: tokio::sync::broadcast::Sender<Arc<Verdict>>,
     /// Export requests being processed (bounded: see `admit`).
     admission: tokio::sync::Semaphore,
+    /// Ignored metric names already counted under their own name (and
+    /// logged once).
+    ignored_metrics: Mutex<HashSet<String>>,
 }
 
 impl App {
@@ -92,6 +100,7 @@ impl App {
             store: Mutex::new(Store::new(
                 config.limits.max_releases,
                 Judge::new(&config.judge, &config.checks),
+                BaselineRule::from(&config.baseline),
             )),
             deltas: Mutex::new(DeltaTracker::new(
                 config.limits.max_metric_streams,
@@ -103,6 +112,7 @@ impl App {
             registry,
             ready: AtomicBool::new(false),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
+            ignored_metrics: Mutex::new(HashSet::new()),
         }
     }
 
@@ -184,6 +194,9 @@ impl App {
                 .inc_by(batch.unattributed);
         }
         m.releases_refused.inc_by(applied.refused_releases);
+        if !batch.ignored_metrics.is_empty() {
+            self.count_ignored(&batch.ignored_metrics);
+        }
         m.releases_tracked.set(tracked as i64);
 
         let mut reasons = Vec::new();
@@ -200,6 +213,32 @@ impl App {
             rejected,
             message: reasons.join("; "),
             all_invalid: batch.items > 0 && batch.invalid == batch.items,
+        }
+    }
+
+    /// Counts the points of metrics nothing reads, by name for the first
+    /// few names (each logged once), as `other` beyond.
+    fn count_ignored(&self, ignored: &[(&str, u64)]) {
+        let mut named = lock(&self.ignored_metrics);
+        for &(name, points) in ignored {
+            let label = if named.contains(name) {
+                name
+            } else if named.len() < IGNORED_METRIC_NAMES {
+                named.insert(name.to_string());
+                tracing::info!(
+                    metric = %name,
+                    "metric ignored: neither a request-duration histogram ([ingest] duration_metrics) nor a [[checks.metric]]"
+                );
+                name
+            } else {
+                "other"
+            };
+            self.metrics
+                .metric_points_ignored
+                .get_or_create(&MetricLabels {
+                    metric: label.to_string(),
+                })
+                .inc_by(points);
         }
     }
 

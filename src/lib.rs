@@ -62,5 +62,5 @@ pub use ingest::decode::RpcStatus;
 pub use ingest::otlp::Mapper;
 pub use judge::{Color, Judge};
 pub use server::Server;
-pub use store::Store;
+pub use store::{BaselineRule, Store};
 pub use window::Rolling;

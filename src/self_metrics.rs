@@ -81,6 +81,13 @@ pub struct SignalLabels {
     pub signal: Signal,
 }
 
+/// A metric name, for the ignored-metrics counter (a bounded set of names,
+/// the rest as `other`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub metric: String,
+}
+
 /// Counters and gauges, registered once.
 #[derive(Debug)]
 pub struct SelfMetrics {
@@ -92,6 +99,7 @@ pub struct SelfMetrics {
     pub releases_tracked: Gauge,
     pub releases_refused: Counter,
     pub releases_expired: Counter,
+    pub metric_points_ignored: Family<MetricLabels, Counter>,
 }
 
 impl Default for SelfMetrics {
@@ -107,6 +115,7 @@ impl Default for SelfMetrics {
             releases_tracked: Gauge::default(),
             releases_refused: Counter::default(),
             releases_expired: Counter::default(),
+            metric_points_ignored: Family::default(),
         }
     }
 }
@@ -147,6 +156,11 @@ impl SelfMetrics {
             "release_verdict_releases_refused",
             "New releases refused because the release table was full",
             self.releases_refused.clone(),
+        );
+        registry.register(
+            "release_verdict_metric_points_ignored",
+            "Data points of metrics nothing reads (not a request-duration histogram in [ingest] duration_metrics, nor a [[checks.metric]]), by metric name",
+            self.metric_points_ignored.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

@@ -8,7 +8,7 @@ pub use crate::rng::Rng;
 use crate::config::Config;
 use crate::judge::Color;
 use crate::model::{Batch, Group, ReleaseRef, Sample, NANOS_PER_SEC};
-use crate::store::Store;
+use crate::store::{BaselineRule, Store};
 
 /// One simulated release: a warm baseline, then a canary beside it.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ fn group(id: &'static str, sample: Sample) -> Group<'static> {
 /// per cohort per second and a judge tick after each.
 pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
     let judge = crate::judge::Judge::new(&config.judge, &config.checks);
-    let mut store = Store::new(16, judge);
+    let mut store = Store::new(16, judge, BaselineRule::from(&config.baseline));
     let mut rng = Rng::new(seed);
     let start = 1_700_000_000 * NANOS_PER_SEC;
     let (mut red_after, mut green_after) = (None, None);

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::judge::{BaselineView, Color, Judge, Judgement, View};
+use crate::config::BaselineConfig;
+use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, Unpaired, View};
 use crate::model::{Batch, Role, UnixNanos};
 use crate::window::{Rolling, Signals};
 
@@ -17,9 +18,6 @@ pub struct Release {
     pub role: Option<Role>,
     pub first_seen: UnixNanos,
     pub last_seen: UnixNanos,
-    /// The deployment that was serving when this one first appeared; the
-    /// baseline unless a deployment reports the `baseline` role.
-    pub serving_before: Option<Arc<str>>,
     /// Totals since first seen.
     pub total: Signals,
     /// The rolling window.
@@ -56,22 +54,86 @@ impl Release {
 
 /// Deployments that declared a role, found once per pass over a fleet.
 #[derive(Debug, Default, Clone)]
-pub struct Roles {
+struct Roles {
     baseline: Option<Arc<str>>,
     stable: Option<Arc<str>>,
 }
 
+/// Why the baseline is the one it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Basis {
+    /// It reports `deployment.role=baseline`.
+    DeclaredBaseline,
+    /// It reports `deployment.role=stable` (and no deployment reports `baseline`).
+    DeclaredStable,
+    /// It served this share of the requests of the deployments without a
+    /// declared role when it was chosen.
+    Traffic { share: f64 },
+}
+
+/// A fleet's choice of the deployment its releases are compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// Not enough traffic watched yet to tell.
+    Settling { since: Option<UnixNanos> },
+    /// No deployment serves clearly more than the others: the largest two
+    /// with their shares of the traffic.
+    Ambiguous { top: Vec<(Arc<str>, f64)> },
+    /// The baseline, why, and since when.
+    Chosen {
+        id: Arc<str>,
+        basis: Basis,
+        since: UnixNanos,
+    },
+}
+
+/// The baseline rule's settings (`[baseline]`), in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct BaselineRule {
+    pub settle: UnixNanos,
+    pub lead: f64,
+    pub quiet: UnixNanos,
+}
+
+impl From<&BaselineConfig> for BaselineRule {
+    fn from(c: &BaselineConfig) -> Self {
+        Self {
+            settle: c.settle.as_nanos() as u64,
+            lead: c.lead,
+            quiet: c.quiet.as_nanos() as u64,
+        }
+    }
+}
+
+impl Default for BaselineRule {
+    fn default() -> Self {
+        Self::from(&BaselineConfig::default())
+    }
+}
+
 /// All deployments of one service in one environment.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fleet {
     pub releases: HashMap<Arc<str>, Release>,
-    /// The non-canary deployment recorded most recently.
-    latest_serving: Option<Arc<str>>,
+    /// The deployment the others are compared with.
+    pub choice: Choice,
+    /// When the fleet first had requests since its baseline was last lost.
+    traffic_since: Option<UnixNanos>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self {
+            releases: HashMap::new(),
+            choice: Choice::Settling { since: None },
+            traffic_since: None,
+        }
+    }
 }
 
 impl Fleet {
     /// The most recently seen deployments declaring `baseline` and `stable`.
-    pub fn roles(&self) -> Roles {
+    fn roles(&self) -> Roles {
         let latest = |role| {
             self.releases
                 .values()
@@ -85,41 +147,170 @@ impl Fleet {
         }
     }
 
-    /// The baseline of `release` by the rule in docs/design.md: a deployment reporting
-    /// the `baseline` role; else the one serving before this release first
-    /// appeared (while it is still tracked); else one reporting `stable`.
-    /// Releases that are themselves baseline or stable have none.
-    pub fn baseline_of<'a>(&'a self, release: &Release, roles: &Roles) -> Option<&'a Release> {
+    /// The chosen baseline's id, if one is chosen.
+    pub fn chosen(&self) -> Option<&Arc<str>> {
+        match &self.choice {
+            Choice::Chosen { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The baseline of `release` (docs/design.md, "The baseline"): the
+    /// deployment the fleet chose, unless that is `release` itself.
+    /// Deployments declaring `baseline` or `stable` have none.
+    pub fn baseline_of<'a>(&'a self, release: &Release) -> Option<&'a Release> {
         if matches!(release.role, Some(Role::Baseline | Role::Stable)) {
             return None;
         }
-        let usable = |id: &Option<Arc<str>>| {
-            id.as_ref()
-                .filter(|id| **id != release.deployment_id)
-                .and_then(|id| self.releases.get(id))
-        };
-        usable(&roles.baseline)
-            .or_else(|| usable(&release.serving_before))
-            .or_else(|| usable(&roles.stable))
+        self.chosen()
+            .filter(|id| **id != release.deployment_id)
+            .and_then(|id| self.releases.get(id))
     }
 
-    /// The deployment serving when a new one appears at `now`: the
-    /// non-canary one recorded most recently, first seen before `now`.
-    fn serving_at(&self, now: UnixNanos) -> Option<Arc<str>> {
-        let cached = self
-            .latest_serving
-            .as_ref()
-            .and_then(|id| self.releases.get(id))
-            .filter(|r| r.first_seen < now && r.role != Some(Role::Canary));
-        if let Some(r) = cached {
-            return Some(r.deployment_id.clone());
-        }
-        // The latest was born this very instant: look further.
-        self.releases
+    /// The releases compared with `baseline`, sorted.
+    pub fn compared_with(&self, baseline: &Release) -> Vec<Arc<str>> {
+        let mut ids: Vec<Arc<str>> = self
+            .releases
             .values()
-            .filter(|r| r.role != Some(Role::Canary) && r.first_seen < now)
-            .max_by_key(|r| (r.last_seen, r.total.requests))
+            .filter(|r| {
+                self.baseline_of(r)
+                    .is_some_and(|b| b.deployment_id == baseline.deployment_id)
+            })
             .map(|r| r.deployment_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Chooses the baseline by the strongest evidence at hand: a declared
+    /// `baseline`, then a declared `stable`; else the deployment already
+    /// chosen, while it keeps reporting; else, once the fleet's traffic has
+    /// been watched for `settle`, the deployment without a declared role
+    /// serving clearly the most requests over the rolling window. Arrival
+    /// order plays no part. Returns the new choice when it changed.
+    pub fn choose(&mut self, rule: BaselineRule, now: UnixNanos) -> Option<&Choice> {
+        let roles = self.roles();
+        let declared = roles
+            .baseline
+            .map(|id| (id, Basis::DeclaredBaseline))
+            .or_else(|| roles.stable.map(|id| (id, Basis::DeclaredStable)));
+        let next = if let Some((id, basis)) = declared {
+            match &self.choice {
+                Choice::Chosen {
+                    id: old, basis: b, ..
+                } if *old == id && *b == basis => None,
+                _ => Some(Choice::Chosen {
+                    id,
+                    basis,
+                    since: now,
+                }),
+            }
+        } else if self
+            .chosen()
+            .is_some_and(|id| self.reporting(id, rule, now))
+        {
+            None
+        } else {
+            if self.chosen().is_some() {
+                // The baseline went quiet or expired: watch the traffic afresh.
+                self.traffic_since = None;
+            }
+            let watched = self.traffic_since.map(|t| now.saturating_sub(t));
+            let next = match watched {
+                Some(w) if w >= rule.settle => self.by_traffic(rule, now),
+                _ => Choice::Settling {
+                    since: self.traffic_since,
+                },
+            };
+            (next != self.choice).then_some(next)
+        };
+        let next = next?;
+        self.choice = next;
+        Some(&self.choice)
+    }
+
+    /// Whether a tracked deployment has reported within the quiet time.
+    fn reporting(&self, id: &str, rule: BaselineRule, now: UnixNanos) -> bool {
+        self.releases
+            .get(id)
+            .is_some_and(|r| now.saturating_sub(r.last_seen) < rule.quiet)
+    }
+
+    /// The deployment without a declared role that serves at least `lead`
+    /// times the requests of the next over the rolling window.
+    fn by_traffic(&self, rule: BaselineRule, now: UnixNanos) -> Choice {
+        let mut served: Vec<(&Arc<str>, u64)> = self
+            .releases
+            .values()
+            .filter(|r| r.role.is_none() && self.reporting(&r.deployment_id, rule, now))
+            .map(|r| (&r.deployment_id, r.window.sum().requests))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        served.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let total: u64 = served.iter().map(|(_, n)| n).sum();
+        let share = |n: u64| n as f64 / total.max(1) as f64;
+        match served.as_slice() {
+            [] => Choice::Settling {
+                since: self.traffic_since,
+            },
+            [(id, n)] => Choice::Chosen {
+                id: (*id).clone(),
+                basis: Basis::Traffic { share: share(*n) },
+                since: now,
+            },
+            [(id, n), (next, m), ..] => {
+                if *n as f64 >= rule.lead * *m as f64 {
+                    Choice::Chosen {
+                        id: (*id).clone(),
+                        basis: Basis::Traffic { share: share(*n) },
+                        since: now,
+                    }
+                } else {
+                    Choice::Ambiguous {
+                        top: vec![((*id).clone(), share(*n)), ((*next).clone(), share(*m))],
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why `release` has no baseline, for its verdict.
+    fn unpaired(&self, release: &Release, rule: BaselineRule, now: UnixNanos) -> Unpaired {
+        let others = self.releases.len() > 1;
+        match &self.choice {
+            Choice::Chosen { id, .. } if *id == release.deployment_id => {
+                let ids = self.compared_with(release);
+                if ids.is_empty() {
+                    Unpaired::Alone
+                } else {
+                    Unpaired::BaselineOf(ids)
+                }
+            }
+            Choice::Settling { since } if others && release.role.is_none() => Unpaired::Settling {
+                watched: since.map(|t| now.saturating_sub(t)).unwrap_or(0),
+                settle: rule.settle,
+            },
+            Choice::Ambiguous { top } if release.role.is_none() => {
+                Unpaired::Ambiguous { top: top.clone() }
+            }
+            _ => Unpaired::Alone,
+        }
+    }
+}
+
+/// Says which baseline a fleet chose, or why none, when that changes.
+fn log_choice(service: &str, environment: &str, choice: &Choice) {
+    match choice {
+        Choice::Chosen { id, basis, .. } => tracing::info!(
+            %service, %environment, baseline = %id, basis = ?basis, "baseline chosen"
+        ),
+        Choice::Ambiguous { top } => tracing::warn!(
+            %service, %environment, candidates = ?top,
+            "ambiguous baseline: no deployment serves clearly the most traffic; set deployment.role"
+        ),
+        Choice::Settling { .. } => tracing::info!(
+            %service, %environment, "baseline lost; watching the traffic to choose again"
+        ),
     }
 }
 
@@ -152,15 +343,17 @@ pub struct Store {
     len: usize,
     max_releases: usize,
     judge: Judge,
+    rule: BaselineRule,
 }
 
 impl Store {
-    pub fn new(max_releases: usize, judge: Judge) -> Self {
+    pub fn new(max_releases: usize, judge: Judge, rule: BaselineRule) -> Self {
         Self {
             fleets: HashMap::new(),
             len: 0,
             max_releases,
             judge,
+            rule,
         }
     }
 
@@ -202,7 +395,6 @@ impl Store {
                     role: None,
                     first_seen: now,
                     last_seen: now,
-                    serving_before: fleet.serving_at(now),
                     total: Signals::default(),
                     window: Rolling::new(
                         self.judge.config.window,
@@ -231,8 +423,8 @@ impl Store {
             release.total.record(&group.sample);
             release.window.record(&group.sample, now);
             release.pending.record(&group.sample);
-            if release.role != Some(Role::Canary) {
-                fleet.latest_serving = Some(release.deployment_id.clone());
+            if group.sample.requests > 0 && fleet.traffic_since.is_none() {
+                fleet.traffic_since = Some(now);
             }
             applied.recorded += group.items;
         }
@@ -248,14 +440,14 @@ impl Store {
                 for r in fleet.releases.values_mut() {
                     r.window.advance(now);
                 }
-                let roles = fleet.roles();
+                if let Some(choice) = fleet.choose(self.rule, now) {
+                    log_choice(service, env, choice);
+                }
                 let pairs: Vec<(Arc<str>, Option<Arc<str>>)> = fleet
                     .releases
                     .values()
                     .map(|r| {
-                        let base = fleet
-                            .baseline_of(r, &roles)
-                            .map(|b| b.deployment_id.clone());
+                        let base = fleet.baseline_of(r).map(|b| b.deployment_id.clone());
                         (r.deployment_id.clone(), base)
                     })
                     .collect();
@@ -265,14 +457,14 @@ impl Store {
                         continue;
                     };
                     let r = &fleet.releases[&id];
-                    let baseline =
-                        base.as_ref()
-                            .and_then(|b| fleet.releases.get(b))
-                            .map(|b| BaselineView {
-                                id: &b.deployment_id,
-                                view: b.view(),
-                            });
-                    if self.judge.evaluate(&mut j, r.view(), baseline, now) {
+                    let pairing = match base.as_ref().and_then(|b| fleet.releases.get(b)) {
+                        Some(b) => Pairing::Compared(BaselineView {
+                            id: &b.deployment_id,
+                            view: b.view(),
+                        }),
+                        None => Pairing::Unpaired(fleet.unpaired(r, self.rule, now)),
+                    };
+                    if self.judge.evaluate(&mut j, r.view(), pairing, now) {
                         changed.push(Changed {
                             service: service.clone(),
                             environment: env.clone(),
@@ -362,12 +554,33 @@ mod tests {
 
     fn store(max: usize) -> Store {
         let c = crate::config::Config::default();
-        Store::new(max, Judge::new(&c.judge, &c.checks))
+        Store::new(
+            max,
+            Judge::new(&c.judge, &c.checks),
+            BaselineRule::from(&c.baseline),
+        )
     }
 
     fn base<'a>(f: &'a Fleet, id: &str) -> Option<&'a str> {
-        f.baseline_of(&f.releases[id], &f.roles())
-            .map(|b| &*b.deployment_id)
+        f.baseline_of(&f.releases[id]).map(|b| &*b.deployment_id)
+    }
+
+    const SEC: u64 = crate::model::NANOS_PER_SEC;
+
+    /// Seconds `from..to`: each second the groups are applied in order, a
+    /// fifth of a second apart, then the store is judged.
+    fn run(s: &mut Store, from: u64, to: u64, groups: &[(&'static str, u64, Option<Role>)]) {
+        for t in from..to {
+            for (k, g) in groups.iter().enumerate() {
+                s.apply(&batch(&[*g]), t * SEC + k as u64 * SEC / 5);
+            }
+            s.tick(t * SEC + SEC - 1);
+        }
+    }
+
+    fn unpaired(s: &Store, id: &str) -> Unpaired {
+        let f = fleet(s);
+        f.unpaired(&f.releases[id], s.rule, 1_000 * SEC)
     }
 
     #[test]
@@ -384,22 +597,62 @@ mod tests {
     }
 
     #[test]
-    fn the_release_serving_before_is_the_baseline() {
+    fn the_busiest_deployment_is_the_baseline_whoever_reports_first() {
         let mut s = store(10);
-        s.apply(&batch(&[("stable", 100, None)]), 10);
-        s.apply(&batch(&[("stable", 100, None), ("canary", 5, None)]), 20);
+        // The new version's exporter always flushes first.
+        let traffic = [("new", 10, None), ("old", 90, None)];
+        run(&mut s, 1, 5, &traffic);
+        assert_eq!(base(fleet(&s), "new"), None, "chosen before settling");
+        assert!(matches!(unpaired(&s, "new"), Unpaired::Settling { .. }));
+        run(&mut s, 5, 13, &traffic);
         let f = fleet(&s);
-        assert_eq!(base(f, "canary"), Some("stable"));
-        // the incumbent has no baseline of its own
-        assert_eq!(base(f, "stable"), None);
+        assert_eq!(base(f, "new"), Some("old"));
+        assert_eq!(base(f, "old"), None);
+        assert_eq!(
+            unpaired(&s, "old"),
+            Unpaired::BaselineOf(vec!["new".into()])
+        );
+        assert!(matches!(
+            f.choice,
+            Choice::Chosen { basis: Basis::Traffic { share }, .. } if (share - 0.9).abs() < 1e-9
+        ));
+    }
+
+    #[test]
+    fn the_baseline_stays_while_the_canary_takes_most_of_the_traffic() {
+        let mut s = store(10);
+        run(&mut s, 1, 12, &[("old", 90, None), ("new", 10, None)]);
+        run(&mut s, 12, 100, &[("old", 20, None), ("new", 80, None)]);
+        assert_eq!(base(fleet(&s), "new"), Some("old"));
+    }
+
+    #[test]
+    fn similar_shares_are_ambiguous_until_a_role_says() {
+        let mut s = store(10);
+        run(&mut s, 1, 12, &[("a", 50, None), ("b", 45, None)]);
+        assert_eq!(base(fleet(&s), "a"), None);
+        assert!(matches!(unpaired(&s, "b"), Unpaired::Ambiguous { ref top } if top.len() == 2));
+        run(
+            &mut s,
+            12,
+            13,
+            &[("a", 50, Some(Role::Baseline)), ("b", 45, None)],
+        );
+        assert_eq!(base(fleet(&s), "b"), Some("a"));
     }
 
     #[test]
     fn a_declared_baseline_wins() {
         let mut s = store(10);
-        s.apply(&batch(&[("old", 10, None)]), 10);
-        s.apply(&batch(&[("canary", 5, Some(Role::Canary))]), 20);
-        s.apply(&batch(&[("base", 5, Some(Role::Baseline))]), 30);
+        run(&mut s, 1, 12, &[("old", 100, None)]);
+        run(
+            &mut s,
+            12,
+            14,
+            &[("old", 100, None), ("canary", 5, Some(Role::Canary))],
+        );
+        assert_eq!(base(fleet(&s), "canary"), Some("old"));
+        run(&mut s, 14, 15, &[("base", 5, Some(Role::Baseline))]);
         let f = fleet(&s);
         assert_eq!(base(f, "canary"), Some("base"));
         assert_eq!(base(f, "base"), None);
@@ -408,10 +661,27 @@ mod tests {
     #[test]
     fn a_declared_canary_is_never_anyones_baseline() {
         let mut s = store(10);
-        s.apply(&batch(&[("c1", 5, Some(Role::Canary))]), 10);
-        s.apply(&batch(&[("c2", 5, None)]), 20);
+        run(
+            &mut s,
+            1,
+            15,
+            &[("c1", 80, Some(Role::Canary)), ("c2", 20, None)],
+        );
         let f = fleet(&s);
         assert_eq!(base(f, "c2"), None);
+        assert_eq!(base(f, "c1"), Some("c2"));
+    }
+
+    #[test]
+    fn a_quiet_baseline_is_replaced_by_the_deployment_still_serving() {
+        let mut s = store(10);
+        run(&mut s, 1, 15, &[("old", 90, None), ("new", 10, None)]);
+        assert_eq!(base(fleet(&s), "new"), Some("old"));
+        // Promoted: the old version stops reporting.
+        run(&mut s, 15, 200, &[("new", 100, None)]);
+        let f = fleet(&s);
+        assert_eq!(f.chosen().map(|id| &**id), Some("new"));
+        assert_eq!(base(f, "new"), None);
     }
 
     #[test]

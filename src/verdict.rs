@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::judge::checks::CheckReport;
 use crate::judge::Color;
 use crate::model::{format_time, Role, UnixNanos};
-use crate::store::{Fleet, Release, Roles, Store};
+use crate::store::{Fleet, Release, Store};
 
 /// A release's verdict as users see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -55,11 +55,10 @@ impl Verdict {
         service: &str,
         environment: &str,
         fleet: &Fleet,
-        roles: &Roles,
         r: &Release,
         now: UnixNanos,
     ) -> Self {
-        let baseline = fleet.baseline_of(r, roles).map(|b| BaselineRef {
+        let baseline = fleet.baseline_of(r).map(|b| BaselineRef {
             deployment_id: b.deployment_id.to_string(),
             git_sha: b.git_sha.as_deref().map(str::to_string),
             requests: b.total.requests,
@@ -124,11 +123,10 @@ pub fn list(store: &Store, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
         .fleets()
         .filter(|(s, e, _)| filter.matches(s, e))
         .flat_map(|(s, e, fleet)| {
-            let roles = fleet.roles();
             fleet
                 .releases
                 .values()
-                .map(move |r| (r.first_seen, Verdict::of(s, e, fleet, &roles, r, now)))
+                .map(move |r| (r.first_seen, Verdict::of(s, e, fleet, r, now)))
         })
         .collect();
     out.sort_by(|(ta, a), (tb, b)| {
@@ -156,7 +154,7 @@ pub fn find(
             fleet
                 .releases
                 .get(id)
-                .map(|r| Verdict::of(s, e, fleet, &fleet.roles(), r, now))
+                .map(|r| Verdict::of(s, e, fleet, r, now))
         })
         .collect();
     match matches.len() {

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::time::Duration;
 
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -113,31 +114,38 @@ async fn http_json_gzip_with_identity_on_span_attributes() {
 }
 
 #[tokio::test]
-async fn the_deployment_serving_before_is_the_baseline() {
-    let server = TestServer::start().await;
+async fn the_busiest_deployment_is_the_baseline_whoever_reports_first() {
+    let mut config = Config::default();
+    config.baseline.settle = Duration::from_millis(500);
+    let server = TestServer::with_config(config).await;
     let mut client = TraceServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
+    // The canary's exporter reports first: arrival order must not matter.
+    let canary = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
+    client.export(trace_request(canary, 5, 0)).await.unwrap();
     let stable = release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4");
     client
         .export(trace_request(stable.clone(), 50, 0))
         .await
         .unwrap();
-    server
-        .wait_for_release("checkout-1a2b3c4", |v| v["canary"]["requests"] == 50)
-        .await;
-    let canary = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
-    client.export(trace_request(canary, 5, 0)).await.unwrap();
     client.export(trace_request(stable, 10, 5)).await.unwrap();
     let v = server
-        .wait_for_release("checkout-2b5d9af", |v| v["baseline"]["requests"] == 60)
+        .wait_for_release_within("checkout-2b5d9af", Duration::from_secs(10), |v| {
+            v["baseline"]["requests"] == 60
+        })
         .await;
     assert_eq!(v["baseline"]["deployment_id"], "checkout-1a2b3c4");
     assert_eq!(v["baseline"]["git_sha"], "1a2b3c4");
     assert_eq!(v["baseline"]["errors"], 2);
-    // the incumbent itself has none; another environment is another fleet
+    // the baseline itself has none, and says whom it serves
     let (_, stable_v) = server.get_json("/api/v1/releases/checkout-1a2b3c4").await;
     assert!(stable_v["baseline"].is_null());
+    let reason = stable_v["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("baseline of checkout-2b5d9af"),
+        "{reason}"
+    );
     server.stop().await;
 }
 

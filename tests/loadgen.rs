@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use release_verdict::config::Config;
 use release_verdict::loadgen::{run, Options};
 
 fn options(target: String) -> Options {
@@ -26,7 +27,11 @@ fn options(target: String) -> Options {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_span_is_accounted_for_and_bad_canaries_turn_red() {
-    let server = TestServer::start().await;
+    // Both cohorts start together, so the baseline is chosen by traffic
+    // after the settling time: keep it short beside a 3 s load.
+    let mut config = Config::default();
+    config.baseline.settle = Duration::from_millis(500);
+    let server = TestServer::with_config(config).await;
     for target in [
         format!("grpc://{}", server.grpc),
         format!("http://{}", server.http),

@@ -27,6 +27,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Bounds on tracked releases and metric streams.
     pub limits: LimitsConfig,
+    /// How a release's baseline is chosen when no role is declared.
+    pub baseline: BaselineConfig,
     /// The daemon's own logs and traces.
     pub telemetry: TelemetryConfig,
     /// How often and how strictly releases are judged.
@@ -111,15 +113,51 @@ pub struct IngestConfig {
     /// Span kinds that count as requests: any of `server`, `consumer`,
     /// `client`, `producer`, `internal`.
     pub span_kinds: Vec<String>,
-    /// The request-duration histogram metric (semantic conventions name).
-    pub duration_metric: String,
+    /// Request-duration histograms read from metrics-only services, each
+    /// with the unit assumed when the metric does not say its own. Both
+    /// HTTP conventions by default: the stable one, and the older one the
+    /// Python and Node instrumentations still export unless told
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN=http`; likewise for gRPC.
+    pub duration_metrics: Vec<DurationMetric>,
+    /// Attributes holding an HTTP status code: 5xx is a server error.
+    pub http_status_keys: Vec<String>,
+    /// Attributes holding a gRPC status code (number or name): UNKNOWN,
+    /// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and
+    /// DATA_LOSS are server errors.
+    pub grpc_status_keys: Vec<String>,
+}
+
+/// A request-duration histogram and its default unit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurationMetric {
+    pub name: String,
+    /// `s`, `ms`, `us` or `ns`; the metric's own unit wins when it has one.
+    pub unit: String,
+}
+
+impl DurationMetric {
+    fn new(name: &str, unit: &str) -> Self {
+        Self {
+            name: name.into(),
+            unit: unit.into(),
+        }
+    }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect();
         Self {
             span_kinds: vec!["server".into(), "consumer".into()],
-            duration_metric: "http.server.request.duration".into(),
+            duration_metrics: vec![
+                DurationMetric::new("http.server.request.duration", "s"),
+                DurationMetric::new("http.server.duration", "ms"),
+                DurationMetric::new("rpc.server.call.duration", "s"),
+                DurationMetric::new("rpc.server.duration", "ms"),
+            ],
+            http_status_keys: keys(&["http.response.status_code", "http.status_code"]),
+            grpc_status_keys: keys(&["rpc.grpc.status_code", "rpc.response.status_code"]),
         }
     }
 }
@@ -128,6 +166,41 @@ impl IngestConfig {
     /// The span kinds as a filter; only valid after `Config::validate`.
     pub fn span_kind_filter(&self) -> SpanKindFilter {
         SpanKindFilter::parse(&self.span_kinds).unwrap_or_default()
+    }
+
+    /// Whether `metric` is one of the request-duration histograms.
+    pub fn is_duration_metric(&self, metric: &str) -> bool {
+        self.duration_metrics.iter().any(|d| d.name == metric)
+    }
+}
+
+/// How the baseline of each service and environment is chosen when no
+/// deployment declares its role (see docs/design.md, "The baseline").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// A service's traffic is watched this long before its baseline is
+    /// chosen by traffic share, so who exported first does not matter. At
+    /// least the exporters' interval (traces: 5s by default).
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// The deployment serving the most requests over the rolling window
+    /// becomes the baseline if it serves at least this many times as many
+    /// as the next; else the baseline is ambiguous until a role is set.
+    pub lead: f64,
+    /// A baseline that sends nothing for this long is given up (removed,
+    /// or promoted away), and the baseline is chosen again.
+    #[serde(with = "humantime_serde")]
+    pub quiet: Duration,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        Self {
+            settle: Duration::from_secs(10),
+            lead: 1.5,
+            quiet: Duration::from_secs(120),
+        }
     }
 }
 
@@ -241,8 +314,33 @@ impl Config {
                 "ingest.span_kinds: unknown kind {bad:?} (expected server, consumer, client, producer or internal)"
             ));
         }
-        if self.ingest.duration_metric.is_empty() {
-            problems.push("ingest.duration_metric must not be empty".to_string());
+        for (i, d) in self.ingest.duration_metrics.iter().enumerate() {
+            if d.name.is_empty() {
+                problems.push(format!(
+                    "ingest.duration_metrics[{i}].name must not be empty"
+                ));
+            }
+            if !matches!(d.unit.as_str(), "s" | "ms" | "us" | "µs" | "ns") {
+                problems.push(format!(
+                    "ingest.duration_metrics[{i}] ({:?}): unit must be s, ms, us or ns, not {:?}",
+                    d.name, d.unit
+                ));
+            }
+        }
+        for (name, keys) in [
+            ("ingest.http_status_keys", &self.ingest.http_status_keys),
+            ("ingest.grpc_status_keys", &self.ingest.grpc_status_keys),
+        ] {
+            if keys.iter().any(|k| k.is_empty()) {
+                problems.push(format!("{name} must not contain an empty key"));
+            }
+        }
+        let b = &self.baseline;
+        if !(b.lead.is_finite() && b.lead >= 1.0) {
+            problems.push(format!("baseline.lead must be at least 1, not {}", b.lead));
+        }
+        if b.quiet < Duration::from_secs(1) {
+            problems.push("baseline.quiet must be at least 1s".to_string());
         }
         if self.limits.max_releases == 0 {
             problems.push("limits.max_releases must be at least 1".to_string());
@@ -312,7 +410,7 @@ impl Config {
             {
                 problems.push(format!("{at}: the name is already taken"));
             }
-            if m.metric == self.ingest.duration_metric {
+            if self.ingest.is_duration_metric(&m.metric) {
                 problems.push(format!(
                     "{at}: {} already feeds the built-in checks",
                     m.metric

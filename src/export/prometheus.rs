@@ -117,7 +117,6 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
     // Gather per family so each family's samples are contiguous.
     let mut families: Vec<String> = vec![String::new(); FAMILIES.len()];
     for (service, env, fleet) in store.fleets() {
-        let roles = fleet.roles();
         for r in fleet.releases.values() {
             let id = &*r.deployment_id;
             let sha = r.git_sha.as_deref().unwrap_or("");
@@ -181,7 +180,7 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
                 }
             };
             cohort("canary", r, r.window.sum());
-            if let Some(b) = fleet.baseline_of(r, &roles) {
+            if let Some(b) = fleet.baseline_of(r) {
                 cohort("baseline", b, b.window.sum());
             }
         }

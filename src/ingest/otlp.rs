@@ -48,7 +48,9 @@ fn attribute<'a, 'b>(
 pub struct Mapper {
     keys: IdentityKeys,
     kinds: SpanKindFilter,
-    duration_metric: String,
+    /// Request-duration histograms by name, with their default units.
+    durations: HashMap<String, String>,
+    status: StatusKeys,
     /// Metrics read by `[[checks.metric]]`, with the checks' indices.
     checked: HashMap<String, Vec<u16>>,
 }
@@ -64,7 +66,16 @@ impl Mapper {
         Self {
             keys: IdentityKeys::from(&config.identity),
             kinds: config.ingest.span_kind_filter(),
-            duration_metric: config.ingest.duration_metric.clone(),
+            durations: config
+                .ingest
+                .duration_metrics
+                .iter()
+                .map(|d| (d.name.clone(), d.unit.clone()))
+                .collect(),
+            status: StatusKeys {
+                http: config.ingest.http_status_keys.clone(),
+                grpc: config.ingest.grpc_status_keys.clone(),
+            },
             checked: config.checks.metric.iter().enumerate().fold(
                 HashMap::new(),
                 |mut m, (i, c)| {
@@ -103,7 +114,7 @@ impl Mapper {
                     };
                     group.items += 1;
                     group.sample.requests += 1;
-                    if span_failed(span) {
+                    if self.status.span_failed(span) {
                         group.sample.errors += 1;
                     }
                     let micros = (span.end_time_unix_nano - span.start_time_unix_nano) / 1_000;
@@ -147,11 +158,17 @@ impl Mapper {
                         );
                         continue;
                     }
-                    if metric.name != self.duration_metric {
+                    let Some(default_unit) = self.durations.get(&metric.name) else {
+                        batch.ignore_metric(&metric.name, points);
                         continue;
-                    }
+                    };
                     let at = format!("resource_metrics[{r}].scope_metrics[{s}].metrics[{m}]");
-                    let factor = match unit_to_micros(&metric.unit) {
+                    let unit = if metric.unit.is_empty() {
+                        default_unit
+                    } else {
+                        &metric.unit
+                    };
+                    let factor = match unit_to_micros(unit) {
                         Ok(f) => f,
                         Err(e) => {
                             batch.reject(points, format_args!("{at} ({}): {e}", metric.name));
@@ -187,7 +204,7 @@ impl Mapper {
         };
         for (p, attributes, count, buckets) in resolve(batch, points, stream, deltas, now, at) {
             let found = Found::scan(attributes, &self.keys).over(resource);
-            let failed = status_code(attributes).is_some_and(|c| c >= 500);
+            let failed = self.status.failed(attributes);
             let Some(group) = attribute(batch, found, || format!("{at}.data_points[{p}]")) else {
                 continue;
             };
@@ -494,13 +511,6 @@ fn validate_span(span: &Span) -> Result<(), String> {
 }
 
 /// HTTP status code of a span or point (current and older conventions).
-fn status_code(attrs: &[KeyValue]) -> Option<i64> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == "http.response.status_code" || kv.key == "http.status_code")
-        .and_then(|kv| int_value(kv.value.as_ref()))
-}
-
 /// gRPC status codes a server reports as its own failure (semantic conventions).
 fn grpc_server_error(code: i64) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
@@ -518,22 +528,38 @@ fn grpc_server_error_name(name: &str) -> bool {
     )
 }
 
-/// A request span failed: status ERROR, HTTP 5xx, or a gRPC server error.
-fn span_failed(span: &Span) -> bool {
-    if span.status.as_ref().is_some_and(|s| s.code == STATUS_ERROR) {
-        return true;
+/// The attributes whose status codes say a request failed.
+#[derive(Debug, Clone)]
+struct StatusKeys {
+    /// HTTP: 5xx is a server error.
+    http: Vec<String>,
+    /// gRPC, by number or name: the server-error codes.
+    grpc: Vec<String>,
+}
+
+impl StatusKeys {
+    /// Whether attributes carry a server-error status code.
+    fn failed(&self, attrs: &[KeyValue]) -> bool {
+        attrs.iter().any(|kv| {
+            let value = kv.value.as_ref();
+            if self.http.contains(&kv.key) {
+                int_value(value).is_some_and(|c| c >= 500)
+            } else if self.grpc.contains(&kv.key) {
+                match int_value(value) {
+                    Some(c) => grpc_server_error(c),
+                    None => string_value(value).is_some_and(grpc_server_error_name),
+                }
+            } else {
+                false
+            }
+        })
     }
-    span.attributes.iter().any(|kv| match kv.key.as_str() {
-        "http.response.status_code" | "http.status_code" => {
-            int_value(kv.value.as_ref()).is_some_and(|c| c >= 500)
-        }
-        "rpc.grpc.status_code" => int_value(kv.value.as_ref()).is_some_and(grpc_server_error),
-        "rpc.response.status_code" => match int_value(kv.value.as_ref()) {
-            Some(c) => grpc_server_error(c),
-            None => string_value(kv.value.as_ref()).is_some_and(grpc_server_error_name),
-        },
-        _ => false,
-    })
+
+    /// A request span failed: status ERROR, or a server-error status code.
+    fn span_failed(&self, span: &Span) -> bool {
+        span.status.as_ref().is_some_and(|s| s.code == STATUS_ERROR)
+            || self.failed(&span.attributes)
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{ChecksConfig, JudgeConfig};
-use crate::model::{UnixNanos, NANOS_PER_SEC};
+use crate::model::{format_time, UnixNanos, NANOS_PER_SEC};
 use crate::window::Signals;
 use checks::{CheckReport, CheckResult, ErrorTest, GuardTest, LatencyTest, Levels, MetricTest};
 
@@ -89,6 +89,11 @@ pub struct Judgement {
     /// When it turned red (red is final for a release).
     pub red_since: Option<UnixNanos>,
     pub evaluated_at: Option<UnixNanos>,
+    /// The last deployment it was compared with.
+    last_baseline: Option<Arc<str>>,
+    /// Said with every reason once the baseline changed from one
+    /// deployment to another (judging restarted then).
+    note: Option<String>,
 }
 
 impl Judgement {
@@ -103,6 +108,8 @@ impl Judgement {
             changed_at: now,
             red_since: None,
             evaluated_at: None,
+            last_baseline: None,
+            note: None,
         }
     }
 }
@@ -120,6 +127,31 @@ pub struct View<'a> {
 pub struct BaselineView<'a> {
     pub id: &'a Arc<str>,
     pub view: View<'a>,
+}
+
+/// Why a release is judged without a baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unpaired {
+    /// Nothing to compare with: the only deployment, or one declaring
+    /// itself the baseline or stable.
+    Alone,
+    /// It is the baseline these releases are compared with.
+    BaselineOf(Vec<Arc<str>>),
+    /// Several deployments, and the traffic is still being watched to
+    /// tell which one is the baseline.
+    Settling {
+        watched: UnixNanos,
+        settle: UnixNanos,
+    },
+    /// Several deployments, none serving clearly more than the others:
+    /// the largest two and their shares.
+    Ambiguous { top: Vec<(Arc<str>, f64)> },
+}
+
+/// What a release is compared with at a tick.
+pub enum Pairing<'a> {
+    Compared(BaselineView<'a>),
+    Unpaired(Unpaired),
 }
 
 /// Configuration the judge reads, with its evidence thresholds.
@@ -145,9 +177,13 @@ impl Judge {
         &self,
         j: &mut Judgement,
         canary: View<'_>,
-        baseline: Option<BaselineView<'_>>,
+        pairing: Pairing<'_>,
         now: UnixNanos,
     ) -> bool {
+        let (baseline, unpaired) = match pairing {
+            Pairing::Compared(b) => (Some(b), None),
+            Pairing::Unpaired(u) => (None, Some(u)),
+        };
         let epoch_over = now >= j.next_epoch;
         if epoch_over {
             j.next_epoch = now + self.config.epoch.as_nanos() as u64;
@@ -157,6 +193,14 @@ impl Judge {
         // says nothing about this one.
         if let Some(b) = &baseline {
             if j.comparison.as_ref().map(|c| &c.baseline) != Some(b.id) {
+                if let Some(old) = j.last_baseline.as_ref().filter(|old| *old != b.id) {
+                    j.note = Some(format!(
+                        "compared with {} since {}, judging restarted (was {old})",
+                        b.id,
+                        format_time(now)
+                    ));
+                }
+                j.last_baseline = Some(b.id.clone());
                 j.comparison = Some(Comparison {
                     baseline: b.id.clone(),
                     errors: ErrorTest::default(),
@@ -235,7 +279,12 @@ impl Judge {
         let (color, reason) = if j.red_since.is_some() {
             (Color::Red, j.reason.clone())
         } else {
-            self.decide(&reports, &canary, baseline.as_ref(), now)
+            let (color, reason) =
+                self.decide(&reports, &canary, baseline.as_ref(), unpaired.as_ref(), now);
+            match &j.note {
+                Some(note) => (color, format!("{reason} ({note})")),
+                None => (color, reason),
+            }
         };
         j.checks = reports;
         // A release's first verdict is news too (watchers learn of it).
@@ -257,14 +306,52 @@ impl Judge {
         reports: &[CheckReport],
         canary: &View<'_>,
         baseline: Option<&BaselineView<'_>>,
+        unpaired: Option<&Unpaired>,
         now: UnixNanos,
     ) -> (Color, String) {
+        // A baseline is not rolled out: its verdict says whom it serves and
+        // asks for nothing.
+        if let Some(Unpaired::BaselineOf(ids)) = unpaired {
+            return (
+                Color::Yellow,
+                format!(
+                    "baseline of {}: the release(s) rolling out are compared with this deployment; nothing to do here",
+                    ids.join(", ")
+                ),
+            );
+        }
         if let Some(failed) = reports
             .iter()
             .filter(|r| r.result == CheckResult::Fail && r.critical)
             .max_by(|a, b| a.statistic.e_value.total_cmp(&b.statistic.e_value))
         {
             return (Color::Red, failed.detail.clone());
+        }
+        match unpaired {
+            Some(Unpaired::Ambiguous { top }) => {
+                let shares: Vec<String> = top
+                    .iter()
+                    .map(|(id, share)| format!("{id} {:.0}%", share * 100.0))
+                    .collect();
+                return (
+                    Color::Yellow,
+                    format!(
+                        "ambiguous baseline: no deployment serves clearly the most traffic ({}); set deployment.role=canary on the release rolling out, or baseline on the one to compare with",
+                        shares.join(", ")
+                    ),
+                );
+            }
+            Some(Unpaired::Settling { watched, settle }) => {
+                return (
+                    Color::Yellow,
+                    format!(
+                        "choosing the baseline: watching which deployment serves most of the traffic ({}s of {}s)",
+                        watched / NANOS_PER_SEC,
+                        settle / NANOS_PER_SEC
+                    ),
+                );
+            }
+            _ => {}
         }
         let failed: Vec<&str> = reports
             .iter()

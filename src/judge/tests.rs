@@ -57,15 +57,19 @@ impl Pair {
             pending: &c,
             window: &self.canary_window,
         };
-        let baseline = with_baseline.then_some(BaselineView {
-            id: &self.id,
-            view: View {
-                first_seen: 0,
-                pending: &b,
-                window: &self.baseline_window,
-            },
-        });
-        self.judge.evaluate(&mut self.j, canary, baseline, self.t);
+        let pairing = if with_baseline {
+            Pairing::Compared(BaselineView {
+                id: &self.id,
+                view: View {
+                    first_seen: 0,
+                    pending: &b,
+                    window: &self.baseline_window,
+                },
+            })
+        } else {
+            Pairing::Unpaired(Unpaired::Alone)
+        };
+        self.judge.evaluate(&mut self.j, canary, pairing, self.t);
         self.j.color
     }
 }
@@ -236,7 +240,7 @@ fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
         pending: &c,
         window: &p.canary_window,
     };
-    let baseline = Some(BaselineView {
+    let baseline = Pairing::Compared(BaselineView {
         id: &p.id,
         view: View {
             first_seen: 0,

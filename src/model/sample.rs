@@ -61,6 +61,10 @@ pub struct Batch<'a> {
     pub invalid: u64,
     /// What was wrong with the first invalid item, for the partial-success message.
     pub first_error: Option<String>,
+    /// Metrics read by nothing (neither a request-duration histogram nor a
+    /// configured check), with their data points: the answer to "why is my
+    /// service not judged?".
+    pub ignored_metrics: Vec<(&'a str, u64)>,
 }
 
 /// The samples of one release within a request.
@@ -94,6 +98,14 @@ impl<'a> Batch<'a> {
             group.release.role = release.role;
         }
         group
+    }
+
+    /// Counts the points of a metric nothing reads.
+    pub fn ignore_metric(&mut self, name: &'a str, points: u64) {
+        match self.ignored_metrics.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, p)) => *p += points,
+            None => self.ignored_metrics.push((name, points)),
+        }
     }
 
     /// Counts `n` items refused as invalid, keeping the first reason.

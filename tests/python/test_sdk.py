@@ -214,24 +214,24 @@ def test_sdk_duration_histogram_is_counted_exactly(daemon, unique, transport, te
 # --- the baseline rule ------------------------------------------------------------
 
 
-def test_deployment_serving_before_a_canary_is_its_baseline(daemon, unique):
+def test_the_busiest_deployment_is_the_canarys_baseline(daemon, unique):
     service = unique("payments")
     stable, canary = unique("stable"), unique("canary")
     stable_sha = "a" * 40
 
-    send_spans(daemon, "grpc", release_resource(service, stable, sha=stable_sha), [(SpanKind.SERVER, "ok")] * 12)
-    poll_release(daemon, stable, lambda v: counts(v) == (12, 0))
-
-    # The canary appears while the stable deployment is serving.
+    # The canary's exporter reports first; the stable one serves more.
     send_spans(daemon, "http", release_resource(service, canary), [(SpanKind.SERVER, "ok")] * 4 + [(SpanKind.SERVER, "http_500")])
-    v = poll_release(daemon, canary, lambda v: counts(v) == (5, 1))
-    assert v["baseline"] is not None, v
+    send_spans(daemon, "grpc", release_resource(service, stable, sha=stable_sha), [(SpanKind.SERVER, "ok")] * 12)
+    # Chosen once the traffic has been watched for [baseline] settle (10 s).
+    v = poll_release(daemon, canary, lambda v: counts(v) == (5, 1) and v["baseline"] is not None, timeout=20)
     assert v["baseline"]["deployment_id"] == stable
     assert v["baseline"]["git_sha"] == stable_sha
     assert (v["baseline"]["requests"], v["baseline"]["errors"]) == (12, 0)
 
-    # The incumbent has no baseline of its own, and the list shows both.
-    assert daemon.get_release(stable).json()["baseline"] is None
+    # The baseline has none of its own and says whose it is; the list shows both.
+    own = daemon.get_release(stable).json()
+    assert own["baseline"] is None
+    assert own["reason"].startswith(f"baseline of {canary}"), own["reason"]
     listed = {r["deployment_id"]: r for r in daemon.releases(service=service)}
     assert set(listed) == {stable, canary}
     assert listed[canary]["baseline"]["deployment_id"] == stable

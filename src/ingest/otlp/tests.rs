@@ -408,3 +408,68 @@ fn cumulative_sums_of_checked_metrics_become_increments() {
         vec![(1, MetricObservation::Count(4))]
     );
 }
+
+/// The older HTTP conventions (the Python and Node instrumentations'
+/// default): `http.server.duration` in milliseconds with `http.status_code`.
+#[test]
+fn the_older_http_conventions_are_read_too() {
+    let mut req = duration_metric("ms", histogram(DELTA, vec![]));
+    let metric = &mut req.resource_metrics[0].scope_metrics[0].metrics[0];
+    metric.name = "http.server.duration".into();
+    let mut ok = hist_point(200, 1, 2, vec![3, 1, 0]);
+    let mut failed = hist_point(503, 1, 2, vec![0, 0, 2]);
+    ok.explicit_bounds = vec![100.0, 500.0];
+    failed.explicit_bounds = vec![100.0, 500.0];
+    for p in [&mut ok, &mut failed] {
+        p.attributes = vec![kv_int(
+            "http.status_code",
+            int_value(p.attributes[0].value.as_ref()).unwrap(),
+        )];
+    }
+    metric.data = Some(histogram(DELTA, vec![ok, failed]));
+    let mut deltas = DeltaTracker::new(10, 0);
+    let b = Mapper::default().metrics(&req, &mut deltas, 0);
+    let s = &b.groups[0].sample;
+    assert_eq!((s.requests, s.errors), (6, 2));
+    // Bucket bounds in milliseconds: the same latencies as the seconds case.
+    assert_eq!(
+        s.latencies_us,
+        vec![(50_000, 3), (300_000, 1), (500_000, 2)]
+    );
+    assert!(b.ignored_metrics.is_empty());
+}
+
+/// A metric nothing reads is reported by name with its points, so the
+/// daemon can say why a service is not judged.
+#[test]
+fn metrics_nothing_reads_are_reported_by_name() {
+    let mut req = duration_metric(
+        "s",
+        histogram(DELTA, vec![hist_point(200, 1, 2, vec![1, 0, 0])]),
+    );
+    let metrics = &mut req.resource_metrics[0].scope_metrics[0].metrics;
+    metrics[0].name = "myapp.request.latency".into();
+    metrics.push(metrics[0].clone());
+    let mut deltas = DeltaTracker::new(10, 0);
+    let b = Mapper::default().metrics(&req, &mut deltas, 0);
+    assert!(b.groups.is_empty());
+    assert_eq!(b.ignored_metrics, vec![("myapp.request.latency", 2)]);
+}
+
+/// gRPC status codes on metric points: server errors only.
+#[test]
+fn grpc_status_codes_on_points_count_server_errors() {
+    let mut req = duration_metric("s", histogram(DELTA, vec![]));
+    let metric = &mut req.resource_metrics[0].scope_metrics[0].metrics[0];
+    metric.name = "rpc.server.call.duration".into();
+    let point = |code: i64| HistogramDataPoint {
+        attributes: vec![kv_int("rpc.grpc.status_code", code)],
+        ..hist_point(0, 1, 2, vec![1, 0, 0])
+    };
+    // OK, NOT_FOUND (the caller's), UNAVAILABLE (ours)
+    metric.data = Some(histogram(DELTA, vec![point(0), point(5), point(14)]));
+    let mut deltas = DeltaTracker::new(10, 0);
+    let b = Mapper::default().metrics(&req, &mut deltas, 0);
+    let s = &b.groups[0].sample;
+    assert_eq!((s.requests, s.errors), (3, 1));
+}
