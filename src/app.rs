@@ -258,7 +258,11 @@ impl App {
     #[tracing::instrument(name = "judge tick", skip_all, level = "debug")]
     pub fn tick(&self, now: UnixNanos) -> Vec<Changed> {
         let started = std::time::Instant::now();
-        let changed = lock(&self.store).tick(now);
+        let (changed, ended) = {
+            let mut store = lock(&self.store);
+            let changed = store.tick(now);
+            (changed, store.take_inferred())
+        };
         self.metrics
             .evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -274,8 +278,18 @@ impl App {
                 service = %c.service,
                 environment = %c.environment,
                 deployment_id = %c.deployment_id,
-                verdict = ?c.color,
+                verdict = %c.color,
                 "verdict changed"
+            );
+        }
+        for e in &ended {
+            tracing::info!(
+                service = %e.service,
+                environment = %e.environment,
+                deployment_id = %e.deployment_id,
+                baseline = %e.baseline,
+                rollout = e.rollout.as_str(),
+                "rollout ended (inferred from who went quiet)"
             );
         }
         changed

@@ -18,6 +18,8 @@ pub struct Release {
     pub role: Option<Role>,
     pub first_seen: UnixNanos,
     pub last_seen: UnixNanos,
+    /// Its rollout's end was inferred (promoted or rolled back).
+    concluded: bool,
     /// Totals since first seen.
     pub total: Signals,
     /// The rolling window.
@@ -274,6 +276,68 @@ impl Fleet {
         }
     }
 
+    /// Rollouts that ended since the last tick, told by who went quiet: a
+    /// canary still reporting after its baseline went quiet was promoted
+    /// (the busiest one, if several); a canary gone quiet while its
+    /// baseline reports was rolled back. Called before `choose`, which
+    /// gives a quiet baseline up.
+    fn conclude(
+        &mut self,
+        rule: BaselineRule,
+        now: UnixNanos,
+    ) -> Vec<(Arc<str>, Arc<str>, Rollout)> {
+        let Some(base) = self.chosen().and_then(|id| self.releases.get(id)) else {
+            return Vec::new();
+        };
+        let quiet = |r: &Release| now.saturating_sub(r.last_seen) >= rule.quiet;
+        let base_quiet = quiet(base);
+        let canaries: Vec<&Release> = self
+            .releases
+            .values()
+            .filter(|r| {
+                !r.concluded
+                    && self
+                        .baseline_of(r)
+                        .is_some_and(|b| b.deployment_id == base.deployment_id)
+            })
+            .collect();
+        let mut ended = Vec::new();
+        if base_quiet {
+            if let Some(winner) = canaries
+                .iter()
+                .filter(|r| !quiet(r))
+                .max_by_key(|r| (r.window.sum().requests, r.deployment_id.clone()))
+            {
+                ended.push((
+                    winner.deployment_id.clone(),
+                    base.deployment_id.clone(),
+                    Rollout::Promoted,
+                ));
+            }
+        } else {
+            ended.extend(canaries.iter().filter(|r| quiet(r)).map(|r| {
+                (
+                    r.deployment_id.clone(),
+                    base.deployment_id.clone(),
+                    Rollout::RolledBack,
+                )
+            }));
+        }
+        // A promoted-away baseline's story is over too.
+        for (id, base, rollout) in &ended {
+            let done = match rollout {
+                Rollout::Promoted => vec![id, base],
+                Rollout::RolledBack => vec![id],
+            };
+            for id in done {
+                if let Some(r) = self.releases.get_mut(id) {
+                    r.concluded = true;
+                }
+            }
+        }
+        ended
+    }
+
     /// Why `release` has no baseline, for its verdict.
     fn unpaired(&self, release: &Release, rule: BaselineRule, now: UnixNanos) -> Unpaired {
         let others = self.releases.len() > 1;
@@ -334,6 +398,40 @@ pub struct Changed {
     pub environment: Arc<str>,
     pub deployment_id: Arc<str>,
     pub color: Color,
+    /// The color before; None for the release's first verdict.
+    pub from: Option<Color>,
+}
+
+/// How a rollout ended, as the telemetry tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    /// The canary went on serving and its baseline went quiet.
+    Promoted,
+    /// The canary went quiet and its baseline went on serving.
+    RolledBack,
+}
+
+impl Rollout {
+    /// The ledger's event type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rollout::Promoted => "promoted",
+            Rollout::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// The end of a rollout inferred at a tick (once per release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inferred {
+    pub service: Arc<str>,
+    pub environment: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub git_sha: Option<Arc<str>>,
+    pub baseline: Arc<str>,
+    pub baseline_sha: Option<Arc<str>>,
+    pub rollout: Rollout,
+    pub at: UnixNanos,
 }
 
 /// Every tracked release.
@@ -344,6 +442,8 @@ pub struct Store {
     max_releases: usize,
     judge: Judge,
     rule: BaselineRule,
+    /// Rollout ends inferred by ticks, until taken.
+    inferred: Vec<Inferred>,
 }
 
 impl Store {
@@ -354,7 +454,13 @@ impl Store {
             max_releases,
             judge,
             rule,
+            inferred: Vec::new(),
         }
+    }
+
+    /// The rollout ends inferred since the last call.
+    pub fn take_inferred(&mut self) -> Vec<Inferred> {
+        std::mem::take(&mut self.inferred)
     }
 
     /// Releases tracked.
@@ -395,6 +501,7 @@ impl Store {
                     role: None,
                     first_seen: now,
                     last_seen: now,
+                    concluded: false,
                     total: Signals::default(),
                     window: Rolling::new(
                         self.judge.config.window,
@@ -440,6 +547,20 @@ impl Store {
                 for r in fleet.releases.values_mut() {
                     r.window.advance(now);
                 }
+                for (id, base, rollout) in fleet.conclude(self.rule, now) {
+                    let sha =
+                        |id: &Arc<str>| fleet.releases.get(id).and_then(|r| r.git_sha.clone());
+                    self.inferred.push(Inferred {
+                        service: service.clone(),
+                        environment: env.clone(),
+                        git_sha: sha(&id),
+                        baseline_sha: sha(&base),
+                        deployment_id: id,
+                        baseline: base,
+                        rollout,
+                        at: now,
+                    });
+                }
                 if let Some(choice) = fleet.choose(self.rule, now) {
                     log_choice(service, env, choice);
                 }
@@ -464,12 +585,14 @@ impl Store {
                         }),
                         None => Pairing::Unpaired(fleet.unpaired(r, self.rule, now)),
                     };
+                    let from = j.evaluated_at.map(|_| j.color);
                     if self.judge.evaluate(&mut j, r.view(), pairing, now) {
                         changed.push(Changed {
                             service: service.clone(),
                             environment: env.clone(),
                             deployment_id: id.clone(),
                             color: j.color,
+                            from,
                         });
                     }
                     if let Some(r) = fleet.releases.get_mut(&id) {
@@ -682,6 +805,32 @@ mod tests {
         let f = fleet(&s);
         assert_eq!(f.chosen().map(|id| &**id), Some("new"));
         assert_eq!(base(f, "new"), None);
+    }
+
+    #[test]
+    fn who_goes_quiet_tells_how_a_rollout_ended() {
+        let mut s = store(10);
+        let svc = [("old", 90, None), ("new", 10, None), ("bad", 10, None)];
+        run(&mut s, 1, 20, &svc);
+        assert!(s.take_inferred().is_empty());
+        // "bad" is rolled back: it stops, its baseline goes on.
+        run(&mut s, 20, 200, &[("old", 90, None), ("new", 10, None)]);
+        let ended = s.take_inferred();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(
+            (&*ended[0].deployment_id, ended[0].rollout),
+            ("bad", Rollout::RolledBack)
+        );
+        assert_eq!(&*ended[0].baseline, "old");
+        // "new" is promoted: it goes on, the old version stops; once only.
+        run(&mut s, 200, 400, &[("new", 100, None)]);
+        let ended = s.take_inferred();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(
+            (&*ended[0].deployment_id, ended[0].rollout),
+            ("new", Rollout::Promoted)
+        );
+        assert_eq!(ended[0].git_sha.as_deref(), Some("sha"));
     }
 
     #[test]
