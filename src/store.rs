@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::BaselineConfig;
 use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, Unpaired, View};
 use crate::model::{Batch, Role, UnixNanos};
 use crate::window::{Rolling, Signals};
 
 /// One deployment of one service in one environment.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Release {
     pub deployment_id: Arc<str>,
     pub git_sha: Option<Arc<str>>,
@@ -62,7 +64,7 @@ struct Roles {
 }
 
 /// Why the baseline is the one it is.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Basis {
     /// It reports `deployment.role=baseline`.
     DeclaredBaseline,
@@ -74,7 +76,7 @@ pub enum Basis {
 }
 
 /// A fleet's choice of the deployment its releases are compared with.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Choice {
     /// Not enough traffic watched yet to tell.
     Settling { since: Option<UnixNanos> },
@@ -114,7 +116,7 @@ impl Default for BaselineRule {
 }
 
 /// All deployments of one service in one environment.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Fleet {
     pub releases: HashMap<Arc<str>, Release>,
     /// The deployment the others are compared with.
@@ -362,6 +364,38 @@ impl Fleet {
     }
 }
 
+/// Bumped whenever a checkpointed type changes shape.
+const CHECKPOINT_VERSION: u32 = 1;
+
+/// A checkpoint as written.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    version: u32,
+    shape: String,
+    fleets: Vec<(&'a str, &'a str, &'a Fleet)>,
+}
+
+/// A checkpoint as read back.
+#[derive(Deserialize)]
+struct Saved {
+    version: u32,
+    shape: String,
+    fleets: Vec<(Arc<str>, Arc<str>, Fleet)>,
+}
+
+/// Why a checkpoint was not restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the checkpoint cannot be decoded: {0}")]
+    Decode(postcard::Error),
+    #[error(
+        "the checkpoint is of format version {0}, this daemon reads version {CHECKPOINT_VERSION}"
+    )]
+    Version(u32),
+    #[error("the checkpoint was made under other [judge] window or [checks] settings")]
+    Settings,
+}
+
 /// Says which baseline a fleet chose, or why none, when that changes.
 fn log_choice(service: &str, environment: &str, choice: &Choice) {
     match choice {
@@ -456,6 +490,54 @@ impl Store {
             rule,
             inferred: Vec::new(),
         }
+    }
+
+    /// Every fleet, its releases and their judge's evidence, as bytes for
+    /// a checkpoint (see `restore`).
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let fleets: Vec<(&str, &str, &Fleet)> = self.fleets().collect();
+        let saved = SavedRef {
+            version: CHECKPOINT_VERSION,
+            shape: self.shape(),
+            fleets,
+        };
+        // Writing to a Vec cannot fail; our types serialize infallibly.
+        postcard::to_stdvec(&saved).unwrap_or_default()
+    }
+
+    /// Replaces what is tracked by a checkpoint's content; returns how many
+    /// releases it restored. A checkpoint made under other judge settings
+    /// (window, checks) is refused: its evidence would not fit.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, RestoreError> {
+        let saved: Saved = postcard::from_bytes(bytes).map_err(RestoreError::Decode)?;
+        if saved.version != CHECKPOINT_VERSION {
+            return Err(RestoreError::Version(saved.version));
+        }
+        if saved.shape != self.shape() {
+            return Err(RestoreError::Settings);
+        }
+        self.fleets.clear();
+        for (service, env, fleet) in saved.fleets {
+            if fleet.releases.values().any(|r| r.judgement.is_none()) {
+                return Err(RestoreError::Settings);
+            }
+            self.fleets.entry(service).or_default().insert(env, fleet);
+        }
+        self.len = self
+            .fleets
+            .values()
+            .flat_map(|envs| envs.values())
+            .map(|f| f.releases.len())
+            .sum();
+        Ok(self.len)
+    }
+
+    /// The settings a checkpoint's evidence depends on.
+    fn shape(&self) -> String {
+        format!(
+            "{:?} {} {:?}",
+            self.judge.config.window, self.judge.config.window_slots, self.judge.checks
+        )
     }
 
     /// The rollout ends inferred since the last call.
@@ -831,6 +913,81 @@ mod tests {
             ("new", Rollout::Promoted)
         );
         assert_eq!(ended[0].git_sha.as_deref(), Some("sha"));
+    }
+
+    /// A batch whose releases fail a share of their requests.
+    fn failing(groups: &[(&'static str, u64, u64)]) -> Batch<'static> {
+        let mut b = batch(
+            &groups
+                .iter()
+                .map(|&(id, n, _)| (id, n, None))
+                .collect::<Vec<_>>(),
+        );
+        for (g, &(_, _, errors)) in b.groups.iter_mut().zip(groups) {
+            g.sample.errors = errors;
+        }
+        b
+    }
+
+    fn verdicts(s: &Store) -> Vec<(String, Color, String, Option<UnixNanos>)> {
+        let mut out: Vec<_> = fleet(s)
+            .releases
+            .values()
+            .map(|r| {
+                let j = r.judgement();
+                (
+                    r.deployment_id.to_string(),
+                    j.color,
+                    j.reason.clone(),
+                    j.red_since,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn a_restored_checkpoint_carries_on_as_if_never_stopped() {
+        let traffic = [("old", 200, 1), ("bad", 20, 4), ("good", 20, 0)];
+        let mut a = store(10);
+        for t in 1..40 {
+            a.apply(&failing(&traffic), t * SEC);
+            a.tick(t * SEC + SEC / 2);
+        }
+        let bytes = a.checkpoint();
+        let mut b = store(10);
+        assert_eq!(b.restore(&bytes).unwrap(), 3);
+        assert_eq!(b.len(), 3);
+        assert_eq!(fleet(&b).choice, fleet(&a).choice);
+        assert_eq!(verdicts(&b), verdicts(&a));
+        assert_eq!(verdicts(&a)[0].1, Color::Red, "{:?}", verdicts(&a));
+        for t in 40..80 {
+            for s in [&mut a, &mut b] {
+                s.apply(&failing(&traffic), t * SEC);
+                s.tick(t * SEC + SEC / 2);
+            }
+        }
+        assert_eq!(verdicts(&b), verdicts(&a));
+    }
+
+    #[test]
+    fn a_checkpoint_from_other_settings_is_refused() {
+        let mut a = store(10);
+        run(&mut a, 1, 5, &[("old", 10, None)]);
+        let mut c = crate::config::Config::default();
+        c.judge.window_slots = 12;
+        let mut b = Store::new(
+            10,
+            Judge::new(&c.judge, &c.checks),
+            BaselineRule::from(&c.baseline),
+        );
+        assert!(matches!(
+            b.restore(&a.checkpoint()),
+            Err(RestoreError::Settings)
+        ));
+        assert!(b.restore(b"not a checkpoint").is_err());
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! each component's likelihood ratio is a nonnegative supermartingale, and
 //! so is their average.
 
+use serde::{Deserialize, Serialize};
 /// Odds ratios of the "worse" alternatives (event more likely than `p0`).
 const WORSE: [f64; GRID] = [1.6, 2.5, 4.0, 7.0, 15.0];
 /// Odds ratios of the "better" alternatives (event less likely than `p0`).
@@ -34,7 +35,7 @@ const GRID: usize = 5;
 const WEIGHTS: [f64; GRID] = [0.1, 0.25, 0.35, 0.2, 0.1];
 
 /// Which side of the null boundary the alternatives lie on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Side {
     /// Evidence that events are more likely than `p0`: a regression.
     Worse,
@@ -79,7 +80,7 @@ fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
 }
 
 /// A mixture e-process started at one moment.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EProcess {
     side: Side,
     log_lr: [f64; GRID],
@@ -124,7 +125,7 @@ const RESTARTS_KEPT: usize = 16;
 /// whole life of the release, yet a regression that starts late is not
 /// buried under evidence of the healthy time before it. Only the newest
 /// restarts are kept: dropping terms can only lower the e-value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChangeDetector {
     from_start: EProcess,
     restarts: Vec<(u64, EProcess)>,

@@ -8,7 +8,7 @@ pub mod spending;
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ChecksConfig, JudgeConfig};
 use crate::model::{format_time, UnixNanos, NANOS_PER_SEC};
@@ -16,7 +16,7 @@ use crate::window::Signals;
 use checks::{CheckReport, CheckResult, ErrorTest, GuardTest, LatencyTest, Levels, MetricTest};
 
 /// green / yellow / red.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Color {
     Green,
@@ -67,7 +67,7 @@ impl std::str::FromStr for Color {
 }
 
 /// The comparison state against one particular baseline.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Comparison {
     baseline: Arc<str>,
     errors: ErrorTest,
@@ -76,13 +76,15 @@ struct Comparison {
 }
 
 /// A release's judgement: its checks' evidence and the current verdict.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Judgement {
     comparison: Option<Comparison>,
     guards: GuardTest,
     next_epoch: UnixNanos,
     pub color: Color,
     pub reason: String,
+    /// Rebuilt at every tick from the evidence, so not checkpointed.
+    #[serde(skip)]
     pub checks: Vec<CheckReport>,
     /// When the verdict last changed color.
     pub changed_at: UnixNanos,

@@ -26,6 +26,7 @@
 //! at their mean probability (a binomial is more spread than the
 //! Poisson-binomial it stands for, so its lower tail is heavier).
 
+use serde::{Deserialize, Serialize};
 /// Information at which half of the error budget has been spent: this many
 /// events expected at the bound. The budget grows with its square at first,
 /// so the earliest looks, on the least data, spend little: a canary at 10
@@ -62,7 +63,7 @@ pub struct Look {
 }
 
 /// Where the test stands.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum State {
     Open,
     /// Shown within the bound.
@@ -72,7 +73,7 @@ pub enum State {
 }
 
 /// The test that events are less likely than a bound (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PassTest {
     /// P(count = offset + i, not passed yet) under the bound.
     dist: Vec<f64>,

@@ -3,7 +3,7 @@
 
 mod sample;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use sample::{Batch, Group, MetricObservation, ReleaseRef, Sample};
 
@@ -21,7 +21,7 @@ pub fn format_time(t: UnixNanos) -> String {
 }
 
 /// The optional cohort role a deployment declares about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Canary,

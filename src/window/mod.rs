@@ -2,6 +2,7 @@
 //! histogram. `Signals` is the unit the judge's rolling windows are built of.
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{MetricObservation, Sample, UnixNanos};
 
@@ -16,9 +17,36 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// An HDR histogram of non-negative integer values: latencies in
 /// microseconds, or a configured metric's values in thousandths of its unit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "Recorded", from = "Recorded")]
 pub struct Distribution {
     hist: Histogram<u32>,
+}
+
+/// A distribution as saved in a checkpoint: (value, count) of every
+/// recorded bucket, which records back into the same buckets.
+#[derive(Serialize, Deserialize)]
+struct Recorded(Vec<(u64, u64)>);
+
+impl From<Distribution> for Recorded {
+    fn from(d: Distribution) -> Self {
+        Recorded(
+            d.hist
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
+                .collect(),
+        )
+    }
+}
+
+impl From<Recorded> for Distribution {
+    fn from(r: Recorded) -> Self {
+        let mut d = Distribution::default();
+        for (value, count) in r.0 {
+            d.record(value, count);
+        }
+        d
+    }
 }
 
 impl Default for Distribution {
@@ -102,7 +130,7 @@ impl Distribution {
 
 /// Observations of one configured metric: increments of a sum, or values
 /// of a gauge or histogram (thousandths of the metric's unit).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetricSignals {
     pub count: u64,
     pub values: Option<Distribution>,
@@ -132,7 +160,7 @@ impl MetricSignals {
 }
 
 /// Requests, errors and latencies of one release over some span of time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Signals {
     pub requests: u64,
     pub errors: u64,
@@ -211,7 +239,7 @@ impl Signals {
 /// A rolling window: a ring of sub-windows advanced by the clock passed in,
 /// with their running sum kept beside them so reading the window costs one
 /// histogram, not a merge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rolling {
     slots: Vec<Signals>,
     slot_nanos: u64,

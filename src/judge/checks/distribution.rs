@@ -8,9 +8,10 @@ use crate::config::LatencyCheck;
 use crate::judge::eprocess::{null_share, ChangeDetector};
 use crate::judge::spending::{Look, PassTest};
 use crate::window::Distribution;
+use serde::{Deserialize, Serialize};
 
 /// How far the canary may move from a baseline quantile, and which way is bad.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(super) struct Margins {
     pub tolerance: f64,
     pub tolerance_abs: f64,
@@ -61,7 +62,7 @@ impl Margins {
 /// quantile (stretched by the tolerance for the canary), tested for the
 /// canary's share of them against its share of the requests. A canary no
 /// slower than tolerated has, at most, its traffic share of the slow ones.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct QuantileTest {
     q: f64,
     /// Baseline quantile fixed for the current batch, microseconds.
@@ -124,7 +125,7 @@ impl QuantileTest {
 }
 
 /// A distribution, canary vs baseline, at several baseline quantiles.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct DistributionTest {
     quantiles: Vec<QuantileTest>,
 }

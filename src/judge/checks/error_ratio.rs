@@ -8,10 +8,11 @@ use crate::config::ErrorRatioCheck;
 use crate::judge::eprocess::{null_share, ChangeDetector};
 use crate::judge::spending::{Look, PassTest};
 use crate::window::Signals;
+use serde::{Deserialize, Serialize};
 
 /// Error ratio, canary vs baseline: errors of both cohorts in a batch,
 /// tested for the canary's share against its share of the traffic.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ErrorTest {
     /// Requests and errors not yet fed: (canary n, x, baseline n, x).
     batch: [u64; 4],

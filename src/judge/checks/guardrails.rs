@@ -6,10 +6,11 @@ use crate::config::Guardrails;
 use crate::judge::eprocess::ChangeDetector;
 use crate::judge::spending::{Look, PassTest};
 use crate::window::Signals;
+use serde::{Deserialize, Serialize};
 
 /// One absolute limit on the canary: the share of its requests that are
 /// errors (or slower than a latency limit) against the allowed share.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Guard {
     kind: GuardKind,
     worse: ChangeDetector,
@@ -18,7 +19,7 @@ struct Guard {
     trials: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum GuardKind {
     ErrorRatio(f64),
     Latency { q: f64, max_us: u64 },
@@ -34,7 +35,7 @@ impl Guard {
 }
 
 /// The configured guardrails.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuardTest {
     guards: Vec<Guard>,
 }

@@ -6,9 +6,10 @@ use super::{ms, CheckReport, CheckResult, CohortStats, Evidence, Levels, Statist
 use crate::config::LatencyCheck;
 use crate::judge::spending::Look;
 use crate::window::Signals;
+use serde::{Deserialize, Serialize};
 
 /// Latency distribution, canary vs baseline, at several baseline quantiles.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyTest {
     test: DistributionTest,
 }

@@ -10,9 +10,10 @@ use crate::config::{Direction, MetricCheck};
 use crate::judge::eprocess::{ChangeDetector, Side};
 use crate::judge::spending::{Look, PassTest};
 use crate::window::{Distribution, MetricSignals, Signals};
+use serde::{Deserialize, Serialize};
 
 /// Events per request, canary vs baseline (a `[[checks.metric]]` on a sum).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct CountTest {
     /// Not yet fed: canary requests, events, baseline requests, events.
     batch: [u64; 4],
@@ -60,7 +61,7 @@ impl CountTest {
 }
 
 /// One direction of a `[[checks.metric]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct MetricSide {
     margins: Margins,
     values: DistributionTest,
@@ -69,7 +70,7 @@ struct MetricSide {
 
 /// A check on any OTLP metric: sums as events per request, gauges and
 /// histograms by their distribution at baseline quantiles.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricTest {
     index: usize,
     sides: Vec<MetricSide>,
