@@ -32,8 +32,9 @@ enum Command {
     /// Run the daemon: OTLP in on gRPC and HTTP, verdicts out.
     Serve {
         /// Configuration file (TOML); missing keys take their defaults.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        /// Without it, ./config.toml if there is one, else the defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Overrides `server.grpc_listen` (OTLP/gRPC).
         #[arg(long)]
         grpc_listen: Option<std::net::SocketAddr>,
@@ -47,17 +48,18 @@ enum Command {
     Replay {
         /// The file to read; `-` for standard input.
         file: PathBuf,
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        /// Configuration file (as for serve).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Print every release's verdict at every tick, not only changes.
         #[arg(long)]
         every_tick: bool,
     },
     /// Run the judge's evaluation suite on simulated canaries and print a table.
     Simulate {
-        /// Configuration whose [judge] and [checks] are evaluated.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        /// Configuration whose [judge] and [checks] are evaluated (as for serve).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Simulated releases per case.
         #[arg(long, default_value_t = 200)]
         releases: usize,
@@ -249,9 +251,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the configuration, or says why not and gives the exit code.
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+/// The configuration file read when none is named.
+const DEFAULT_CONFIG: &str = "config.toml";
+
+/// Loads the configuration, or says why not and gives the exit code. A
+/// file named with --config must be there; without it, ./config.toml is
+/// read if present, else the built-in defaults are used (said once).
+fn load(path: &Option<PathBuf>) -> Result<Config, ExitCode> {
+    let path = match path {
+        Some(p) => p.clone(),
+        None if std::path::Path::new(DEFAULT_CONFIG).is_file() => PathBuf::from(DEFAULT_CONFIG),
+        None => {
+            eprintln!("release-verdict: no --config and no ./{DEFAULT_CONFIG}: using the built-in defaults");
+            return Ok(Config::default());
+        }
+    };
+    Config::load(&path).map_err(|e| {
         eprintln!("release-verdict: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_CONFIG)
     })

@@ -105,3 +105,39 @@ fn bad_lines_are_counted_not_fatal() {
         summary.verdicts_printed
     );
 }
+
+/// The binary, run from a directory with no config.toml: built-in defaults,
+/// said once; a named config file that is missing stays an error (78).
+#[test]
+fn replay_runs_anywhere_without_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("rv-noconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("recorded.jsonl");
+    let bad = Scenario {
+        canary_error: 0.08,
+        warmup: 30,
+        duration: 60,
+        ..Scenario::a_a("bad", 100.0)
+    };
+    std::fs::write(&input, lines(&bad, 7)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_release-verdict");
+    let out = std::process::Command::new(bin)
+        .args(["replay", "recorded.jsonl"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("built-in defaults"), "{stderr}");
+    let verdicts = String::from_utf8_lossy(&out.stdout);
+    assert!(verdicts.contains(r#""verdict":"red""#), "{verdicts}");
+
+    let out = std::process::Command::new(bin)
+        .args(["replay", "recorded.jsonl", "--config", "missing.toml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    std::fs::remove_dir_all(&dir).ok();
+}

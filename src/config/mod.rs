@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How a release's baseline is chosen when no role is declared.
     pub baseline: BaselineConfig,
+    /// The release ledger: events, last verdicts, the judge's checkpoint.
+    pub ledger: LedgerConfig,
     /// The daemon's own logs and traces.
     pub telemetry: TelemetryConfig,
     /// How often and how strictly releases are judged.
@@ -204,6 +206,41 @@ impl Default for BaselineConfig {
     }
 }
 
+/// The release ledger (SQLite): every release's events, its last verdict,
+/// and the judge's checkpoint, so a restart forgets nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// The database file, created with its directory on start (relative to
+    /// the working directory); `:memory:` keeps it in memory only; empty
+    /// turns the ledger off.
+    pub path: String,
+    /// How often the judge's state is checkpointed: what a `kill -9` can
+    /// lose at most (a SIGTERM loses nothing).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Events older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// The database's size cap in bytes; past it the oldest events go.
+    pub max_bytes: u64,
+    /// Trailing window of the `release_verdict_dora_*` gauges.
+    #[serde(with = "humantime_serde")]
+    pub dora_window: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            path: "data/ledger.db".into(),
+            checkpoint_interval: Duration::from_secs(5),
+            retention: Duration::from_secs(400 * 86_400),
+            max_bytes: 1 << 30,
+            dora_window: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
 /// Bounds that keep memory finite whatever the input.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -334,6 +371,12 @@ impl Config {
             if keys.iter().any(|k| k.is_empty()) {
                 problems.push(format!("{name} must not contain an empty key"));
             }
+        }
+        if self.ledger.checkpoint_interval < Duration::from_millis(100) {
+            problems.push("ledger.checkpoint_interval must be at least 100ms".to_string());
+        }
+        if self.ledger.max_bytes < 1 << 20 {
+            problems.push("ledger.max_bytes must be at least 1 MiB".to_string());
         }
         let b = &self.baseline;
         if !(b.lead.is_finite() && b.lead >= 1.0) {

@@ -115,6 +115,8 @@ def start_daemon(
         stdout=log,
         stderr=log,
         env=proc_env,
+        # Relative paths in the config (the ledger's) stay inside workdir.
+        cwd=workdir,
     )
     log.close()
     deadline = time.monotonic() + startup_timeout

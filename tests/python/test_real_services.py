@@ -343,6 +343,7 @@ def serve_on(workdir: Path, grpc_port: int, http_port: int) -> Daemon:
             stdout=log,
             stderr=log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+            cwd=workdir,
         )
 
     def listening():
