@@ -1,0 +1,410 @@
+//! The release ledger: every release's story kept durably in SQLite, the
+//! last verdict of each release, and the judge's checkpoint.
+//!
+//! # Using it
+//!
+//! ```no_run
+//! use release_verdict::ledger::{event::{types, Event, Source}, EventFilter, Ledger, LedgerOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = 1_763_800_000_000_000_000;
+//! let ledger = Ledger::open("data/ledger.db", LedgerOptions::default())?;
+//! // Ingest path: never blocks; a full queue drops and counts the event.
+//! let _ = ledger.try_record(
+//!     Event::new(types::RELEASE_STARTED, now, Source::Daemon, "checkout")
+//!         .for_release("prod", "checkout-2b5d9af"),
+//! );
+//! ledger.flush()?; // tests and shutdown: everything sent so far is committed
+//! let page = ledger.events(&EventFilter { service: Some("checkout".into()), ..Default::default() })?;
+//! # let _ = page; Ok(()) }
+//! ```
+//!
+//! - Writes go through one writer thread fed by a bounded queue
+//!   ([`LedgerOptions::queue_capacity`]), many per transaction. Non-blocking:
+//!   [`Ledger::try_record`], [`Ledger::try_upsert_release`]. Blocking until
+//!   committed (call them from `spawn_blocking` in async code):
+//!   [`Ledger::insert_posted`], [`Ledger::save_checkpoint`],
+//!   [`Ledger::maintain`], [`Ledger::flush`]. All are applied in the order
+//!   they were sent.
+//! - Reads ([`Ledger::events`], [`Ledger::timeline`], [`Ledger::find_release`],
+//!   [`Ledger::load_checkpoint`]) use
+//!   read-only connections of their own: in WAL mode they never wait on the
+//!   writer. They block for the query's duration.
+//! - An explicit event wins over an inferred one: an `api` event deletes the
+//!   `inferred` events of the same type and release (service, environment,
+//!   deployment id), and an `inferred` event arriving after an `api` one of
+//!   the same type and release is not recorded ([`Outcome::Superseded`]).
+//! - A repeated `event_id` is not recorded again ([`Outcome::Duplicate`]).
+//! - [`Ledger::maintain`] (call it every few minutes with the time) deletes
+//!   events older than [`LedgerOptions::retention`] and, while the database
+//!   is over [`LedgerOptions::max_bytes`], the oldest events, logging one
+//!   warning line when the cap bites.
+//! - A write that fails later (disk full, file gone) never panics: it is
+//!   counted in [`Stats::write_errors`] and [`Ledger::is_degraded`] is true
+//!   until a write succeeds again. [`Ledger::stats`] reads the counters for
+//!   the daemon's self metrics.
+//!
+//! Files: [`event`] (the record and posted-body validation), `schema`
+//! (migrations), `writer` (the thread), [`query`] (reads, releases,
+//! checkpoint).
+
+pub mod event;
+pub mod query;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use serde::Serialize;
+
+use crate::model::UnixNanos;
+use event::Event;
+pub use query::{EventFilter, Page, ReleaseRecord, StoredEvent};
+use writer::{Command, Writer};
+
+/// The path that keeps the ledger in memory only.
+pub const MEMORY: &str = ":memory:";
+
+/// How the ledger is run. `Default` suits the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerOptions {
+    /// Writes waiting for the writer; past it `try_record` drops.
+    pub queue_capacity: usize,
+    /// Most writes applied in one transaction.
+    pub batch_size: usize,
+    /// Events older than this are deleted by [`Ledger::maintain`].
+    pub retention: Duration,
+    /// The database's size cap in bytes, enforced by [`Ledger::maintain`].
+    pub max_bytes: Option<u64>,
+    /// How long a statement waits for another process's lock.
+    pub busy_timeout: Duration,
+    /// Idle read connections kept open.
+    pub read_connections: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            queue_capacity: 16_384,
+            batch_size: 1_024,
+            retention: Duration::from_secs(400 * 86_400),
+            max_bytes: None,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+        }
+    }
+}
+
+/// Why the ledger could not be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot create the ledger's directory {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the ledger {path} is not a SQLite database or is corrupt ({source}); move it aside and a new one is created")]
+    Corrupt {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the ledger {path} cannot be written ({source}); check the file's and directory's permissions and free space")]
+    Unwritable {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the ledger {path} was written by a newer release-verdict (schema version {found}); upgrade")]
+    TooNew { path: String, found: i64 },
+    #[error("cannot open the ledger {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("ledger write failed: {0}")]
+    Write(rusqlite::Error),
+    #[error("ledger query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("the ledger's writer has stopped")]
+    Closed,
+}
+
+/// The write queue is full: the write was dropped (and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ledger's write queue is full; the write was dropped")]
+pub struct Full;
+
+/// What became of one event sent to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// Recorded as row `id`; `superseded` inferred events it replaced.
+    Inserted {
+        id: i64,
+        #[serde(skip_serializing_if = "is_zero")]
+        superseded: u64,
+    },
+    /// Its `event_id` was already recorded, as row `id`.
+    Duplicate { id: i64 },
+    /// An inferred event not recorded: an explicit one already says it.
+    Superseded,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What one [`Ledger::maintain`] run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Maintenance {
+    /// Events older than the retention.
+    pub expired: u64,
+    /// Oldest events deleted to get under the size cap.
+    pub capped: u64,
+    /// Bytes of database pages in use afterwards.
+    pub used_bytes: u64,
+}
+
+/// The writer's counters, shared with the handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+    duplicates: AtomicU64,
+    superseded: AtomicU64,
+    expired: AtomicU64,
+    capped: AtomicU64,
+    queued: AtomicU64,
+    degraded: AtomicBool,
+}
+
+/// A snapshot of the ledger's counters (totals since open) for self metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events committed.
+    pub written: u64,
+    /// Writes dropped because the queue was full.
+    pub dropped: u64,
+    /// Writes lost to database errors.
+    pub write_errors: u64,
+    /// Events not recorded again because their `event_id` was known.
+    pub duplicates: u64,
+    /// Inferred events replaced by or refused for an explicit one.
+    pub superseded: u64,
+    /// Events deleted by retention.
+    pub expired: u64,
+    /// Events deleted by the size cap.
+    pub capped: u64,
+    /// Writes waiting in the queue.
+    pub queued: u64,
+    /// The last write failed.
+    pub degraded: bool,
+}
+
+/// The ledger: a handle to the writer thread and the read connections.
+/// `Send + Sync`; share it in an `Arc`. Dropping it commits what is queued.
+pub struct Ledger {
+    path: String,
+    queue: Option<SyncSender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    readers: query::Readers,
+}
+
+impl Ledger {
+    /// Opens (creating it and its directory if need be) the ledger at
+    /// `path`, or a private in-memory one for [`MEMORY`], and migrates its
+    /// schema. A corrupt, unwritable or too new file is a clear error.
+    pub fn open(path: &str, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        let target = if path == MEMORY {
+            query::Target::memory()
+        } else {
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|source| LedgerError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            query::Target::File(path.to_string())
+        };
+        let opened = |e| open_error(path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(target.name(), flags).map_err(opened)?;
+        schema::configure_writer(&conn, options.busy_timeout).map_err(opened)?;
+        schema::migrate(&mut conn).map_err(|e| match e {
+            schema::SchemaError::TooNew { found } => LedgerError::TooNew {
+                path: path.to_string(),
+                found,
+            },
+            schema::SchemaError::Sqlite(e) => open_error(path, e),
+        })?;
+        let readers = query::Readers::new(target, &options).map_err(opened)?;
+        let counters = Arc::new(Counters::default());
+        let (queue, receiver) = sync_channel(options.queue_capacity.max(1));
+        let writer = Writer {
+            conn,
+            counters: counters.clone(),
+            options,
+        };
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| LedgerError::Open {
+                path: path.to_string(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Ledger {
+            path: path.to_string(),
+            queue: Some(queue),
+            writer: Some(writer),
+            counters,
+            readers,
+        })
+    }
+
+    /// The path it was opened with.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Queues an event (the daemon's own and inferred ones); never blocks.
+    pub fn try_record(&self, event: Event) -> Result<(), Full> {
+        self.try_send(Command::Record(event))
+    }
+
+    /// Queues the last known verdict of a release; never blocks.
+    pub fn try_upsert_release(&self, record: ReleaseRecord) -> Result<(), Full> {
+        self.try_send(Command::Release(Box::new(record)))
+    }
+
+    /// Records posted events, all or none, and returns once committed: one
+    /// outcome per event, in order. Blocks while the queue is full.
+    pub fn insert_posted(&self, events: Vec<Event>) -> Result<Vec<Outcome>, LedgerError> {
+        self.call(|reply| Command::Posted { events, reply })?
+    }
+
+    /// Replaces the judge-state checkpoint; returns once committed.
+    pub fn save_checkpoint(&self, now: UnixNanos, data: &[u8]) -> Result<(), LedgerError> {
+        let data = data.to_vec();
+        self.call(|reply| Command::Checkpoint { now, data, reply })?
+    }
+
+    /// Applies retention and the size cap as of `now`.
+    pub fn maintain(&self, now: UnixNanos) -> Result<Maintenance, LedgerError> {
+        self.call(|reply| Command::Maintain { now, reply })?
+    }
+
+    /// Returns once everything sent before it is committed (or failed).
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.call(Command::Flush)
+    }
+
+    /// The counters, for self metrics.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            written: c.written.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            write_errors: c.write_errors.load(Relaxed),
+            duplicates: c.duplicates.load(Relaxed),
+            superseded: c.superseded.load(Relaxed),
+            expired: c.expired.load(Relaxed),
+            capped: c.capped.load(Relaxed),
+            queued: c.queued.load(Relaxed),
+            degraded: c.degraded.load(Relaxed),
+        }
+    }
+
+    /// Whether the last write failed: the daemon goes on in memory.
+    pub fn is_degraded(&self) -> bool {
+        self.counters.degraded.load(Relaxed)
+    }
+
+    /// Commits what is queued and stops the writer.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the ledger's writer thread panicked");
+            }
+        }
+    }
+
+    fn try_send(&self, command: Command) -> Result<(), Full> {
+        let queue = self.queue.as_ref().ok_or(Full)?;
+        self.counters.queued.fetch_add(1, Relaxed);
+        match queue.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.counters.queued.fetch_sub(1, Relaxed);
+                self.counters.dropped.fetch_add(1, Relaxed);
+                if let TrySendError::Disconnected(_) = e {
+                    self.counters.degraded.store(true, Relaxed);
+                }
+                Err(Full)
+            }
+        }
+    }
+
+    /// Sends a command (waiting for room) and waits for its answer.
+    fn call<T>(&self, command: impl FnOnce(SyncSender<T>) -> Command) -> Result<T, LedgerError> {
+        let queue = self.queue.as_ref().ok_or(LedgerError::Closed)?;
+        let (reply, answer) = sync_channel(1);
+        self.counters.queued.fetch_add(1, Relaxed);
+        if queue.send(command(reply)).is_err() {
+            self.counters.queued.fetch_sub(1, Relaxed);
+            return Err(LedgerError::Closed);
+        }
+        answer.recv().map_err(|_| LedgerError::Closed)
+    }
+
+    #[cfg(test)]
+    fn exec(&self, f: impl FnOnce(&Connection) + Send + 'static) {
+        let queue = self.queue.as_ref().unwrap();
+        self.counters.queued.fetch_add(1, Relaxed);
+        queue.send(Command::Exec(Box::new(f))).unwrap();
+        self.flush().unwrap();
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Classifies an error met while opening, by SQLite's code.
+fn open_error(path: &str, source: rusqlite::Error) -> LedgerError {
+    let path = path.to_string();
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            LedgerError::Corrupt { path, source }
+        }
+        Some(
+            ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => LedgerError::Unwritable { path, source },
+        _ => LedgerError::Open { path, source },
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,372 @@
+//! Reading the ledger: events by filter with a cursor, a release's
+//! timeline, the last verdict of releases and the checkpoint; plus the SQL
+//! the writer runs for releases and checkpoints. Reads use read-only
+//! connections of their own, so they never wait on the writer.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::{Type, Value as SqlValue};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::event::{Event, Source};
+use super::{Ledger, LedgerError, LedgerOptions};
+use crate::model::UnixNanos;
+
+/// Events a page holds unless asked for fewer.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Most events a page holds.
+pub const MAX_LIMIT: usize = 1000;
+/// Most events a timeline holds (a flapping release's first ones).
+pub const MAX_TIMELINE: usize = 10_000;
+
+/// Which events to read. Every field narrows; none means all events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub deployment_id: Option<String>,
+    /// The event type.
+    pub kind: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<UnixNanos>,
+    /// Events before this time.
+    pub until: Option<UnixNanos>,
+    /// The cursor: events recorded after the one with this id.
+    pub after_id: Option<i64>,
+    /// Page size: [`DEFAULT_LIMIT`] if absent, at most [`MAX_LIMIT`].
+    pub limit: Option<usize>,
+}
+
+/// An event as recorded, with its row id (the cursor of [`Page`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// One page of events, oldest-recorded first. `next_cursor` is present
+/// when more may follow: pass it as [`EventFilter::after_id`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<i64>,
+}
+
+/// The last known verdict of a release, kept after it expires from memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    pub service: String,
+    pub environment: String,
+    pub deployment_id: String,
+    pub git_sha: Option<String>,
+    pub baseline_deployment_id: Option<String>,
+    pub baseline_git_sha: Option<String>,
+    pub first_seen_ns: UnixNanos,
+    pub last_seen_ns: UnixNanos,
+    /// `green`, `yellow` or `red`.
+    pub verdict: String,
+    pub reason: String,
+    pub red_since_ns: Option<UnixNanos>,
+    /// The full verdict object as the API served it.
+    pub verdict_json: String,
+}
+
+impl Ledger {
+    /// Events matching `filter`, in the order they were recorded (row id),
+    /// oldest first: a client polling with the cursor sees every event once,
+    /// back-dated ones included. `since`/`until` filter on the event's `ts`.
+    pub fn events(&self, filter: &EventFilter) -> Result<Page, LedgerError> {
+        let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+        let mut args: Vec<SqlValue> = Vec::new();
+        let mut narrow = |clause: &str, value: SqlValue| {
+            sql.push_str(clause);
+            args.push(value);
+        };
+        let text = |s: &String| SqlValue::Text(s.clone());
+        if let Some(v) = &filter.service {
+            narrow(" AND service = ?", text(v));
+        }
+        if let Some(v) = &filter.environment {
+            narrow(" AND environment = ?", text(v));
+        }
+        if let Some(v) = &filter.deployment_id {
+            narrow(" AND deployment_id = ?", text(v));
+        }
+        if let Some(v) = &filter.kind {
+            narrow(" AND type = ?", text(v));
+        }
+        if let Some(t) = filter.since {
+            narrow(" AND ts_ns >= ?", SqlValue::Integer(nanos(t)));
+        }
+        if let Some(t) = filter.until {
+            narrow(" AND ts_ns < ?", SqlValue::Integer(nanos(t)));
+        }
+        if let Some(id) = filter.after_id {
+            narrow(" AND id > ?", SqlValue::Integer(id));
+        }
+        narrow(" ORDER BY id LIMIT ?", SqlValue::Integer(limit as i64 + 1));
+        let mut events = self.readers.with(|conn| {
+            conn.prepare_cached(&sql)?
+                .query_map(params_from_iter(args), stored_event)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let next_cursor = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok(Page {
+            events,
+            next_cursor,
+        })
+    }
+
+    /// One release's events in time order (then recording order), with the
+    /// events of its service that name its deployment id but no environment.
+    /// At most [`MAX_TIMELINE`].
+    pub fn timeline(
+        &self,
+        service: &str,
+        environment: &str,
+        deployment_id: &str,
+    ) -> Result<Vec<StoredEvent>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE deployment_id = ?1 AND service = ?2
+                   AND (environment = ?3 OR environment IS NULL)
+                 ORDER BY ts_ns, id LIMIT ?4"
+            ))?
+            .query_map(
+                params![deployment_id, service, environment, MAX_TIMELINE as i64],
+                stored_event,
+            )?
+            .collect()
+        })
+    }
+
+    /// The last known verdicts of `deployment_id`, optionally narrowed to a
+    /// service and environment; most recently seen first.
+    pub fn find_release(
+        &self,
+        deployment_id: &str,
+        service: Option<&str>,
+        environment: Option<&str>,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT service, environment, deployment_id, git_sha, baseline_deployment_id,
+                        baseline_git_sha, first_seen_ns, last_seen_ns, verdict, reason,
+                        red_since_ns, verdict_json
+                 FROM releases
+                 WHERE deployment_id = ?1 AND (?2 IS NULL OR service = ?2)
+                   AND (?3 IS NULL OR environment = ?3)
+                 ORDER BY last_seen_ns DESC",
+            )?
+            .query_map(params![deployment_id, service, environment], |r| {
+                Ok(ReleaseRecord {
+                    service: r.get(0)?,
+                    environment: r.get(1)?,
+                    deployment_id: r.get(2)?,
+                    git_sha: r.get(3)?,
+                    baseline_deployment_id: r.get(4)?,
+                    baseline_git_sha: r.get(5)?,
+                    first_seen_ns: r.get::<_, i64>(6)? as UnixNanos,
+                    last_seen_ns: r.get::<_, i64>(7)? as UnixNanos,
+                    verdict: r.get(8)?,
+                    reason: r.get(9)?,
+                    red_since_ns: r.get::<_, Option<i64>>(10)?.map(|t| t as UnixNanos),
+                    verdict_json: r.get(11)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The judge-state checkpoint and when it was written, if any.
+    pub fn load_checkpoint(&self) -> Result<Option<(UnixNanos, Vec<u8>)>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.query_row(
+                "SELECT written_ns, data FROM checkpoint WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as UnixNanos, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+}
+
+/// Inserts or updates a release's last verdict. First seen keeps the
+/// earliest, last seen the latest, and `red_since` the first red: red is
+/// final for a release.
+pub(crate) fn upsert_release(conn: &Connection, r: &ReleaseRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO releases (service, environment, deployment_id, git_sha,
+             baseline_deployment_id, baseline_git_sha, first_seen_ns, last_seen_ns,
+             verdict, reason, red_since_ns, verdict_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (service, environment, deployment_id) DO UPDATE SET
+             git_sha = coalesce(excluded.git_sha, git_sha),
+             baseline_deployment_id = coalesce(excluded.baseline_deployment_id, baseline_deployment_id),
+             baseline_git_sha = coalesce(excluded.baseline_git_sha, baseline_git_sha),
+             first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
+             last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
+             verdict = excluded.verdict,
+             reason = excluded.reason,
+             red_since_ns = coalesce(red_since_ns, excluded.red_since_ns),
+             verdict_json = excluded.verdict_json",
+    )?
+    .execute(params![
+        r.service,
+        r.environment,
+        r.deployment_id,
+        r.git_sha,
+        r.baseline_deployment_id,
+        r.baseline_git_sha,
+        nanos(r.first_seen_ns),
+        nanos(r.last_seen_ns),
+        r.verdict,
+        r.reason,
+        r.red_since_ns.map(nanos),
+        r.verdict_json,
+    ])?;
+    Ok(())
+}
+
+/// Replaces the one checkpoint row.
+pub(crate) fn save_checkpoint(
+    conn: &Connection,
+    now: UnixNanos,
+    data: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO checkpoint (id, written_ns, data) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET written_ns = excluded.written_ns, data = excluded.data",
+    )?
+    .execute(params![nanos(now), data])?;
+    Ok(())
+}
+
+/// The columns [`stored_event`] reads, in order.
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, event_id, type, ts_ns, service, environment, deployment_id, git_sha, source, metadata";
+
+/// A row of [`EVENT_COLUMNS`].
+pub(crate) fn stored_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let source: String = r.get(8)?;
+    let source = source
+        .parse::<Source>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, Type::Text, Box::new(e)))?;
+    let metadata: String = r.get(9)?;
+    let metadata = serde_json::from_str(&metadata)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, Type::Text, Box::new(e)))?;
+    Ok(StoredEvent {
+        id: r.get(0)?,
+        event: Event {
+            event_id: r.get(1)?,
+            kind: r.get(2)?,
+            ts: r.get::<_, i64>(3)? as UnixNanos,
+            service: r.get(4)?,
+            environment: r.get(5)?,
+            deployment_id: r.get(6)?,
+            git_sha: r.get(7)?,
+            source,
+            metadata,
+        },
+    })
+}
+
+/// SQLite integers are signed; times fit until 2262.
+pub(crate) fn nanos(t: UnixNanos) -> i64 {
+    t.min(i64::MAX as u64) as i64
+}
+
+/// Which database the connections open.
+pub(crate) enum Target {
+    File(String),
+    /// A shared-cache in-memory database, private to this process.
+    Memory(String),
+}
+
+impl Target {
+    pub fn memory() -> Target {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Target::Memory(format!(
+            "file:release-verdict-ledger-{}-{}?mode=memory&cache=shared",
+            std::process::id(),
+            NEXT.fetch_add(1, Relaxed)
+        ))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Target::File(name) | Target::Memory(name) => name,
+        }
+    }
+}
+
+/// A small pool of read-only connections.
+pub(crate) struct Readers {
+    target: Target,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+    busy: Duration,
+}
+
+impl Readers {
+    /// Opens one connection at once, so a target that cannot be read is an
+    /// error at open, not at the first query.
+    pub fn new(target: Target, options: &LedgerOptions) -> rusqlite::Result<Readers> {
+        let readers = Readers {
+            target,
+            idle: Mutex::new(Vec::new()),
+            keep: options.read_connections.max(1),
+            busy: options.busy_timeout,
+        };
+        let first = readers.open()?;
+        readers.idle_list().push(first);
+        Ok(readers)
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(self.target.name(), flags)?;
+        conn.busy_timeout(self.busy)?;
+        if let Target::Memory(_) = self.target {
+            // Shared-cache tables are locked while the writer writes; an
+            // in-memory ledger's readers see its writes as they happen.
+            conn.pragma_update(None, "read_uncommitted", true)?;
+        }
+        Ok(conn)
+    }
+
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let pooled = self.idle_list().pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = f(&conn);
+        let mut idle = self.idle_list();
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+        Ok(result?)
+    }
+}

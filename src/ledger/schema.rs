@@ -1,0 +1,180 @@
+//! The ledger's SQLite schema: connection settings, and migrations versioned
+//! in code by `PRAGMA user_version`, applied in one transaction at open.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Migration `i` takes a database from version `i` to `i + 1`. Append only:
+/// a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, the last verdict of each release, the judge's checkpoint.
+    "CREATE TABLE events (
+         -- AUTOINCREMENT: ids never repeat, so a reader paging with
+         -- after_id never misses an event, even after deletions.
+         id            INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id      TEXT UNIQUE,
+         type          TEXT NOT NULL,
+         ts_ns         INTEGER NOT NULL,
+         ts            TEXT NOT NULL,
+         service       TEXT NOT NULL,
+         environment   TEXT,
+         deployment_id TEXT,
+         git_sha       TEXT,
+         source        TEXT NOT NULL CHECK (source IN ('daemon', 'api', 'inferred')),
+         metadata      TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(metadata))
+     );
+     CREATE INDEX events_service_environment_ts ON events (service, environment, ts_ns);
+     CREATE INDEX events_deployment ON events (deployment_id);
+     CREATE INDEX events_type_ts ON events (type, ts_ns);
+     CREATE INDEX events_ts ON events (ts_ns);
+
+     CREATE TABLE releases (
+         service                TEXT NOT NULL,
+         environment            TEXT NOT NULL,
+         deployment_id          TEXT NOT NULL,
+         git_sha                TEXT,
+         baseline_deployment_id TEXT,
+         baseline_git_sha       TEXT,
+         first_seen_ns          INTEGER NOT NULL,
+         last_seen_ns           INTEGER NOT NULL,
+         verdict                TEXT NOT NULL,
+         reason                 TEXT NOT NULL,
+         red_since_ns           INTEGER,
+         verdict_json           TEXT NOT NULL,
+         PRIMARY KEY (service, environment, deployment_id)
+     ) WITHOUT ROWID;
+     CREATE INDEX releases_deployment ON releases (deployment_id);
+
+     CREATE TABLE checkpoint (
+         id         INTEGER PRIMARY KEY CHECK (id = 1),
+         written_ns INTEGER NOT NULL,
+         data       BLOB NOT NULL
+     );",
+];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The largest the write-ahead log is left between checkpoints.
+const WAL_LIMIT_BYTES: i64 = 32 << 20;
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "schema version {found} is newer than this build's {VERSION}; upgrade release-verdict"
+    )]
+    TooNew { found: i64 },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Settings of the writing connection: WAL so readers never wait on the
+/// writer, `synchronous = NORMAL` (durable at checkpoints; a power cut may
+/// lose the last commits, never corrupt), and a busy timeout for other
+/// processes (the `ledger export` command, a user's sqlite3 shell).
+pub fn configure_writer(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy)?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    if tables == 0 {
+        // Must precede the first table and the switch to WAL: lets
+        // `maintain` give freed pages back to the file system, so the size
+        // cap shrinks the file.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
+    // An in-memory database answers "memory": there is no file to log.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
+    Ok(())
+}
+
+/// Brings the schema to [`VERSION`]. Safe when several processes open the
+/// same file at once: the version is read again under the write lock.
+pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > VERSION {
+        return Err(SchemaError::TooNew { found });
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tracing::info!(version = from + 1, "ledger schema migrated");
+    }
+    tx.pragma_update(None, "user_version", VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let path = crate::ledger::tests::temp_path("schema");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            configure_writer(&conn, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn).unwrap();
+            assert_eq!(version(&conn), VERSION);
+            conn.execute(
+                "INSERT INTO events (type, ts_ns, ts, service, source) VALUES ('a', 1, 'x', 's', 'api')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), VERSION);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "reopening keeps the data");
+        let vacuum: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(vacuum, 2, "incremental");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal", "WAL is a property of the file");
+        drop(conn);
+        crate::ledger::tests::remove(&path);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(SchemaError::TooNew { found }) if found == VERSION + 1
+        ));
+    }
+
+    #[test]
+    fn constraints_hold() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let bad_source = conn.execute(
+            "INSERT INTO events (type, ts_ns, ts, service, source) VALUES ('a', 1, 'x', 's', 'me')",
+            [],
+        );
+        assert!(bad_source.is_err());
+        let bad_json = conn.execute(
+            "INSERT INTO events (type, ts_ns, ts, service, source, metadata) VALUES ('a', 1, 'x', 's', 'api', '{')",
+            [],
+        );
+        assert!(bad_json.is_err());
+        let second_checkpoint = conn.execute("INSERT INTO checkpoint VALUES (2, 1, x'00')", []);
+        assert!(second_checkpoint.is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Ledger tests over real SQLite files in the temp directory.
+
+use super::event::{types, Event, Source};
+use super::*;
+
+/// A fresh database path in a new directory under the temp directory,
+/// unique to this process and call.
+pub(crate) fn temp_path(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Relaxed);
+    let dir = std::env::temp_dir().join(format!("rv-ledger-{}-{name}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("ledger.db").to_string_lossy().into_owned()
+}
+
+/// Removes a database made by `temp_path`, with its directory.
+pub(crate) fn remove(path: &str) {
+    if let Some(dir) = Path::new(path).parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+const T: UnixNanos = 1_763_800_000_000_000_000;
+
+fn event(kind: &str, id: &str, source: Source) -> Event {
+    Event::new(kind, T, source, "checkout").for_release("prod", id)
+}
+
+#[test]
+fn events_survive_reopening_in_order() {
+    let path = temp_path("reopen");
+    {
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        for kind in [
+            types::RELEASE_STARTED,
+            types::VERDICT_CHANGED,
+            types::CANARY_FAILED,
+        ] {
+            ledger
+                .try_record(event(kind, "v2", Source::Daemon).with("verdict", "red"))
+                .unwrap();
+        }
+        ledger.flush().unwrap();
+    }
+    let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+    let timeline = ledger.timeline("checkout", "prod", "v2").unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.event.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            types::RELEASE_STARTED,
+            types::VERDICT_CHANGED,
+            types::CANARY_FAILED
+        ]
+    );
+    assert_eq!(timeline[0].event.metadata["verdict"], "red");
+    drop(ledger);
+    remove(&path);
+}
+
+#[test]
+fn a_repeated_event_id_is_recorded_once() {
+    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
+    let mut e = event(types::DEPLOY_STARTED, "v2", Source::Api);
+    e.event_id = Some("ci-run-42".into());
+    let first = ledger.insert_posted(vec![e.clone()]).unwrap();
+    let again = ledger.insert_posted(vec![e]).unwrap();
+    let Outcome::Inserted { id, .. } = first[0] else {
+        panic!("{first:?}");
+    };
+    assert_eq!(again, vec![Outcome::Duplicate { id }]);
+    let page = ledger.events(&EventFilter::default()).unwrap();
+    assert_eq!(page.events.len(), 1);
+}
+
+#[test]
+fn an_explicit_event_wins_over_an_inferred_one() {
+    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
+    ledger
+        .try_record(event(types::PROMOTED, "v2", Source::Inferred))
+        .unwrap();
+    ledger.flush().unwrap();
+    let out = ledger
+        .insert_posted(vec![event(types::PROMOTED, "v2", Source::Api)])
+        .unwrap();
+    assert!(
+        matches!(out[0], Outcome::Inserted { superseded: 1, .. }),
+        "{out:?}"
+    );
+    // An inferred one arriving later is not recorded.
+    ledger
+        .try_record(event(types::PROMOTED, "v2", Source::Inferred))
+        .unwrap();
+    ledger.flush().unwrap();
+    let promoted = ledger
+        .events(&EventFilter {
+            kind: Some(types::PROMOTED.into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let sources: Vec<Source> = promoted.events.iter().map(|e| e.event.source).collect();
+    assert_eq!(sources, [Source::Api]);
+}
+
+#[test]
+fn pages_follow_the_cursor_and_filters_narrow() {
+    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
+    for i in 0..25 {
+        let id = if i % 5 == 0 { "other" } else { "v2" };
+        ledger
+            .try_record(event(types::VERDICT_CHANGED, id, Source::Daemon))
+            .unwrap();
+    }
+    ledger.flush().unwrap();
+    let mut filter = EventFilter {
+        deployment_id: Some("v2".into()),
+        limit: Some(7),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = ledger.events(&filter).unwrap();
+        seen.extend(page.events.iter().map(|e| e.id));
+        match page.next_cursor {
+            Some(c) => filter.after_id = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 20);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+#[test]
+fn the_checkpoint_round_trips_and_is_replaced() {
+    let path = temp_path("checkpoint");
+    {
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        assert_eq!(ledger.load_checkpoint().unwrap(), None);
+        ledger.save_checkpoint(1, b"first").unwrap();
+        ledger.save_checkpoint(2, &[0, 255, 7]).unwrap();
+    }
+    let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+    assert_eq!(
+        ledger.load_checkpoint().unwrap(),
+        Some((2, vec![0, 255, 7]))
+    );
+    drop(ledger);
+    remove(&path);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_reported_at_open() {
+    let path = temp_path("corrupt");
+    std::fs::create_dir_all(Path::new(&path).parent().unwrap()).unwrap();
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let err = Ledger::open(&path, LedgerOptions::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains(&path), "{err}");
+    remove(&path);
+}
+
+#[test]
+fn retention_deletes_old_events() {
+    let ledger = Ledger::open(
+        MEMORY,
+        LedgerOptions {
+            retention: std::time::Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut old = event(types::VERDICT_CHANGED, "v1", Source::Daemon);
+    old.ts = T - 120 * 1_000_000_000;
+    ledger.try_record(old).unwrap();
+    ledger
+        .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
+        .unwrap();
+    let done = ledger.maintain(T).unwrap();
+    assert_eq!(done.expired, 1);
+    let left = ledger.events(&EventFilter::default()).unwrap();
+    assert_eq!(left.events.len(), 1);
+    assert_eq!(left.events[0].event.deployment_id.as_deref(), Some("v2"));
+}
+
+#[test]
+fn a_failing_write_degrades_instead_of_crashing() {
+    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
+    // The disk "fails": every later insert errors out.
+    ledger.exec(|conn| conn.execute_batch("DROP TABLE events").unwrap());
+    ledger
+        .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
+        .unwrap();
+    ledger.flush().unwrap();
+    assert!(ledger.is_degraded());
+    assert_eq!(ledger.stats().write_errors, 1);
+    assert!(ledger
+        .insert_posted(vec![event(types::COMMIT, "v2", Source::Api)])
+        .is_err());
+}

@@ -1,0 +1,414 @@
+//! The ledger's writer thread: the only connection that writes. It drains a
+//! bounded queue, applies many writes per transaction, enforces "an explicit
+//! event wins over an inferred one", and runs retention and the size cap.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::event::{Event, Source};
+use super::query::{self, ReleaseRecord};
+use super::{Counters, LedgerError, LedgerOptions, Maintenance, Outcome};
+use crate::model::{format_time, UnixNanos};
+
+/// Rows deleted per statement by retention and the size cap, so the write
+/// lock is never held for long.
+const DELETE_BATCH: i64 = 5_000;
+
+/// What the writer is asked to do, in queue order.
+pub(crate) enum Command {
+    Record(Event),
+    Release(Box<ReleaseRecord>),
+    Posted {
+        events: Vec<Event>,
+        reply: SyncSender<Result<Vec<Outcome>, LedgerError>>,
+    },
+    Checkpoint {
+        now: UnixNanos,
+        data: Vec<u8>,
+        reply: SyncSender<Result<(), LedgerError>>,
+    },
+    Maintain {
+        now: UnixNanos,
+        reply: SyncSender<Result<Maintenance, LedgerError>>,
+    },
+    /// Answered once everything queued before it is committed.
+    Flush(SyncSender<()>),
+    /// Runs on the writer's connection (tests only: to fill the disk).
+    #[cfg(test)]
+    Exec(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+impl Command {
+    /// The caller waiting for this command's outcome, if any.
+    fn into_reply(self) -> Option<Reply> {
+        match self {
+            Command::Posted { reply, .. } => Some(Reply::Posted(reply)),
+            Command::Checkpoint { reply, .. } => Some(Reply::Checkpoint(reply)),
+            _ => None,
+        }
+    }
+}
+
+/// A caller owed an answer once the transaction holding its writes commits.
+enum Reply {
+    Posted(SyncSender<Result<Vec<Outcome>, LedgerError>>),
+    Checkpoint(SyncSender<Result<(), LedgerError>>),
+}
+
+impl Reply {
+    /// A checkpoint's outcome list is empty.
+    fn send(self, result: rusqlite::Result<Vec<Outcome>>) {
+        let result = result.map_err(LedgerError::Write);
+        // A caller that gave up waiting is not an error.
+        match self {
+            Reply::Posted(reply) => {
+                let _ = reply.send(result);
+            }
+            Reply::Checkpoint(reply) => {
+                let _ = reply.send(result.map(drop));
+            }
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub counters: Arc<Counters>,
+    pub options: LedgerOptions,
+}
+
+impl Writer {
+    /// Runs until every sender is gone, then returns having committed all.
+    pub fn run(mut self, queue: Receiver<Command>) {
+        let mut pending = Vec::with_capacity(self.options.batch_size);
+        while let Ok(first) = queue.recv() {
+            pending.push(first);
+            while pending.len() < self.options.batch_size {
+                match queue.try_recv() {
+                    Ok(next) => pending.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.counters
+                .queued
+                .fetch_sub(pending.len() as u64, Relaxed);
+            self.apply(&mut pending);
+        }
+    }
+
+    /// Writes consecutive data commands in one transaction; a flush or
+    /// maintenance first commits what precedes it.
+    fn apply(&mut self, commands: &mut Vec<Command>) {
+        let mut data = Vec::with_capacity(commands.len());
+        for command in commands.drain(..) {
+            match command {
+                Command::Flush(reply) => {
+                    self.write(&mut data);
+                    let _ = reply.send(());
+                }
+                Command::Maintain { now, reply } => {
+                    self.write(&mut data);
+                    let result = self.maintain(now);
+                    if let Err(e) = &result {
+                        self.failed(1, e);
+                    }
+                    let _ = reply.send(result.map_err(LedgerError::Write));
+                }
+                #[cfg(test)]
+                Command::Exec(f) => {
+                    self.write(&mut data);
+                    f(&self.conn);
+                }
+                other => data.push(other),
+            }
+        }
+        self.write(&mut data);
+    }
+
+    /// One transaction for `commands`; replies go out after the commit. A
+    /// failed statement loses its own write; a failed commit (or a
+    /// transaction SQLite rolled back itself, as on a full disk) loses all.
+    fn write(&mut self, commands: &mut Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
+        let total = commands.len() as u64;
+        let mut owed: Vec<(Reply, rusqlite::Result<Vec<Outcome>>)> = Vec::new();
+        let mut failed = Failed::default();
+        let mut tally = Tally::default();
+        let result = match self.conn.transaction() {
+            Ok(mut tx) => {
+                for command in commands.drain(..) {
+                    if let Some(fatal) = &failed.fatal {
+                        if let Some(reply) = command.into_reply() {
+                            owed.push((reply, Err(clone_error(fatal))));
+                        }
+                        continue;
+                    }
+                    match command {
+                        Command::Record(event) => match insert_event(&tx, &event) {
+                            Ok(outcome) => tally.add(outcome),
+                            Err(e) => failed.add(1, e),
+                        },
+                        Command::Release(record) => {
+                            if let Err(e) = query::upsert_release(&tx, &record) {
+                                failed.add(1, e);
+                            }
+                        }
+                        Command::Posted { events, reply } => {
+                            let result = insert_atomically(&mut tx, &events);
+                            match &result {
+                                Ok(outcomes) => outcomes.iter().for_each(|o| tally.add(*o)),
+                                Err(e) => failed.add(events.len() as u64, clone_error(e)),
+                            }
+                            owed.push((Reply::Posted(reply), result));
+                        }
+                        Command::Checkpoint { now, data, reply } => {
+                            let result = query::save_checkpoint(&tx, now, &data);
+                            if let Err(e) = &result {
+                                failed.add(1, clone_error(e));
+                            }
+                            owed.push((Reply::Checkpoint(reply), result.map(|()| Vec::new())));
+                        }
+                        _ => unreachable!("apply handles control commands"),
+                    }
+                    if tx.is_autocommit() {
+                        failed.fatal = failed.first.as_ref().map(clone_error);
+                    }
+                }
+                match failed.fatal.take() {
+                    Some(e) => Err(e),
+                    None => tx.commit(),
+                }
+            }
+            Err(e) => {
+                for command in commands.drain(..) {
+                    if let Some(reply) = command.into_reply() {
+                        owed.push((reply, Err(clone_error(&e))));
+                    }
+                }
+                Err(e)
+            }
+        };
+        match result {
+            Ok(()) => {
+                tally.count(&self.counters);
+                if let Some(first) = &failed.first {
+                    self.failed(failed.writes, first);
+                } else if self.counters.degraded.swap(false, Relaxed) {
+                    tracing::info!("ledger writes succeed again");
+                }
+                for (reply, result) in owed {
+                    reply.send(result);
+                }
+            }
+            Err(e) => {
+                self.failed(total, &e);
+                for (reply, _) in owed {
+                    reply.send(Err(clone_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// Counts `n` lost writes; the first failure after a success is logged.
+    fn failed(&self, n: u64, error: &rusqlite::Error) {
+        self.counters.write_errors.fetch_add(n, Relaxed);
+        if !self.counters.degraded.swap(true, Relaxed) {
+            tracing::error!(%error, lost = n, "ledger writes are failing; the daemon goes on without them");
+        }
+    }
+
+    /// Retention, then the size cap.
+    fn maintain(&mut self, now: UnixNanos) -> rusqlite::Result<Maintenance> {
+        let retention = self.options.retention.as_nanos().min(i64::MAX as u128) as i64;
+        let cutoff = (now as i64).saturating_sub(retention);
+        let mut report = Maintenance::default();
+        loop {
+            let n = delete_oldest(&self.conn, Some(cutoff))?;
+            report.expired += n;
+            if n < DELETE_BATCH as u64 {
+                break;
+            }
+        }
+        self.conn.execute(
+            "DELETE FROM releases WHERE last_seen_ns < ?1",
+            params![cutoff],
+        )?;
+        report.used_bytes = used_bytes(&self.conn)?;
+        if let Some(max) = self.options.max_bytes {
+            while report.used_bytes > max {
+                let n = delete_oldest(&self.conn, None)?;
+                report.capped += n;
+                report.used_bytes = used_bytes(&self.conn)?;
+                if n == 0 {
+                    break;
+                }
+            }
+            if report.capped > 0 {
+                tracing::warn!(
+                    deleted = report.capped,
+                    max_bytes = max,
+                    used_bytes = report.used_bytes,
+                    "ledger is over its size cap: deleted its oldest events"
+                );
+            }
+        }
+        if report.expired > 0 || report.capped > 0 {
+            // Gives the freed pages back to the file system.
+            self.conn.execute_batch("PRAGMA incremental_vacuum")?;
+        }
+        self.counters.expired.fetch_add(report.expired, Relaxed);
+        self.counters.capped.fetch_add(report.capped, Relaxed);
+        Ok(report)
+    }
+}
+
+/// Writes of one transaction that failed, and the first error.
+#[derive(Default)]
+struct Failed {
+    writes: u64,
+    first: Option<rusqlite::Error>,
+    /// Set when SQLite rolled the whole transaction back.
+    fatal: Option<rusqlite::Error>,
+}
+
+impl Failed {
+    fn add(&mut self, writes: u64, error: rusqlite::Error) {
+        self.writes += writes;
+        self.first.get_or_insert(error);
+    }
+}
+
+/// Outcomes of one transaction, counted only once it commits.
+#[derive(Default)]
+struct Tally {
+    written: u64,
+    duplicates: u64,
+    superseded: u64,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Inserted { superseded, .. } => {
+                self.written += 1;
+                self.superseded += superseded;
+            }
+            Outcome::Duplicate { .. } => self.duplicates += 1,
+            Outcome::Superseded => self.superseded += 1,
+        }
+    }
+
+    fn count(&self, counters: &Counters) {
+        counters.written.fetch_add(self.written, Relaxed);
+        counters.duplicates.fetch_add(self.duplicates, Relaxed);
+        counters.superseded.fetch_add(self.superseded, Relaxed);
+    }
+}
+
+/// All of a post or none of it.
+fn insert_atomically(tx: &mut Transaction<'_>, events: &[Event]) -> rusqlite::Result<Vec<Outcome>> {
+    let sp = tx.savepoint()?;
+    let outcomes = events
+        .iter()
+        .map(|e| insert_event(&sp, e))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    sp.commit()?;
+    Ok(outcomes)
+}
+
+/// Inserts one event. A known `event_id` is a duplicate, not an error. An
+/// explicit (`api`) event deletes the inferred ones of the same type and
+/// release; an inferred event after an explicit one is not recorded.
+pub(crate) fn insert_event(conn: &Connection, e: &Event) -> rusqlite::Result<Outcome> {
+    let release_key = e.deployment_id.as_deref();
+    if let (Source::Inferred, Some(deployment_id)) = (e.source, release_key) {
+        let explicit = conn
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
+                 AND environment IS ?4 AND source = 'api' LIMIT 1",
+            )?
+            .query_row(
+                params![deployment_id, e.kind, e.service, e.environment],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if explicit.is_some() {
+            return Ok(Outcome::Superseded);
+        }
+    }
+    let metadata = serde_json::to_string(&e.metadata)
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, type, ts_ns, ts, service, environment,
+                                 deployment_id, git_sha, source, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (event_id) DO NOTHING",
+        )?
+        .execute(params![
+            e.event_id,
+            e.kind,
+            e.ts as i64,
+            format_time(e.ts),
+            e.service,
+            e.environment,
+            e.deployment_id,
+            e.git_sha,
+            e.source.as_str(),
+            metadata,
+        ])?;
+    if inserted == 0 {
+        let id = conn
+            .prepare_cached("SELECT id FROM events WHERE event_id = ?1")?
+            .query_row(params![e.event_id], |r| r.get(0))?;
+        return Ok(Outcome::Duplicate { id });
+    }
+    let id = conn.last_insert_rowid();
+    let mut superseded = 0;
+    if let (Source::Api, Some(deployment_id)) = (e.source, release_key) {
+        superseded =
+            conn.prepare_cached(
+                "DELETE FROM events WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
+                 AND environment IS ?4 AND source = 'inferred'",
+            )?
+            .execute(params![deployment_id, e.kind, e.service, e.environment])? as u64;
+    }
+    Ok(Outcome::Inserted { id, superseded })
+}
+
+/// Deletes up to [`DELETE_BATCH`] of the oldest events (older than `cutoff`
+/// if given); the number deleted.
+fn delete_oldest(conn: &Connection, cutoff: Option<i64>) -> rusqlite::Result<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN (
+                 SELECT id FROM events WHERE ?1 IS NULL OR ts_ns < ?1
+                 ORDER BY ts_ns LIMIT ?2)",
+        )?
+        .execute(params![cutoff, DELETE_BATCH])?;
+    Ok(n as u64)
+}
+
+/// Bytes of the database's pages in use (free pages excluded; the WAL is
+/// bounded apart by `journal_size_limit`).
+pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let used_pages = pragma("page_count")? - pragma("freelist_count")?;
+    Ok((used_pages.max(0) * pragma("page_size")?) as u64)
+}
+
+/// rusqlite errors are not `Clone`; one transaction's failure is owed to
+/// several callers.
+fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+    }
+}
