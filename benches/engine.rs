@@ -196,6 +196,23 @@ fn evaluate(c: &mut Criterion) {
             black_box(out)
         })
     });
+    let bytes = many.checkpoint();
+    eprintln!(
+        "checkpoint: {} releases in {} bytes ({} per release)",
+        many.len(),
+        bytes.len(),
+        bytes.len() / many.len()
+    );
+    c.bench_function("checkpoint/write 1000 releases", |b| {
+        b.iter(|| black_box(many.checkpoint()))
+    });
+    c.bench_function("checkpoint/restore 1000 releases", |b| {
+        b.iter_batched(
+            || store(&config),
+            |mut s| black_box(s.restore(&bytes).unwrap()),
+            BatchSize::LargeInput,
+        )
+    });
 }
 
 criterion_group! {

@@ -19,11 +19,13 @@ use crate::export::prometheus::{encode_releases, openmetrics_to_text, Format};
 use crate::ingest::delta::DeltaTracker;
 use crate::ingest::otlp::Mapper;
 use crate::judge::Judge;
+use crate::ledger::Ledger;
 use crate::model::{Batch, UnixNanos};
+use crate::recording;
 use crate::self_metrics::{
     ItemLabels, MetricLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
 };
-use crate::store::{BaselineRule, Changed, Store};
+use crate::store::{BaselineRule, Changed, Inferred, RestoreError, Store};
 use crate::verdict::{self, Filter, Verdict};
 
 /// Metric names the ignored-metrics counter and log name one by one; the
@@ -87,11 +89,18 @@ pub struct App {
     /// Ignored metric names already counted under their own name (and
     /// logged once).
     ignored_metrics: Mutex<HashSet<String>>,
+    /// The release ledger, when one is configured.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl App {
     /// `started_at` is when we began listening (see `DeltaTracker::new`).
     pub fn new(config: Config, started_at: UnixNanos) -> Self {
+        Self::with_ledger(config, started_at, None)
+    }
+
+    /// As `new`, recording into `ledger` and restoring its checkpoint.
+    pub fn with_ledger(config: Config, started_at: UnixNanos, ledger: Option<Arc<Ledger>>) -> Self {
         let metrics = SelfMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -113,6 +122,7 @@ impl App {
             ready: AtomicBool::new(false),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             ignored_metrics: Mutex::new(HashSet::new()),
+            ledger,
         }
     }
 
@@ -282,6 +292,9 @@ impl App {
                 "verdict changed"
             );
         }
+        if let Some(ledger) = &self.ledger {
+            self.write_ledger(ledger, &changed, &ended, now);
+        }
         for e in &ended {
             tracing::info!(
                 service = %e.service,
@@ -293,6 +306,46 @@ impl App {
             );
         }
         changed
+    }
+
+    /// Writes a tick's news to the ledger without waiting for the disk: a
+    /// full queue drops (and counts) rather than stall the judge.
+    fn write_ledger(
+        &self,
+        ledger: &Ledger,
+        changed: &[Changed],
+        ended: &[Inferred],
+        now: UnixNanos,
+    ) {
+        if changed.is_empty() && ended.is_empty() {
+            return;
+        }
+        let verdicts = self.verdicts_of(changed, now);
+        let (events, records) = recording::tick_records(changed, &verdicts, ended, now);
+        for e in events {
+            let _ = ledger.try_record(e);
+        }
+        for r in records {
+            let _ = ledger.try_upsert_release(r);
+        }
+    }
+
+    /// The ledger, when one is configured.
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.as_ref()
+    }
+
+    /// The judge's whole state, for the ledger's checkpoint.
+    pub fn checkpoint(&self) -> Vec<u8> {
+        lock(&self.store).checkpoint()
+    }
+
+    /// Restores a checkpoint; returns the releases restored.
+    pub fn restore(&self, bytes: &[u8]) -> Result<usize, RestoreError> {
+        let mut store = lock(&self.store);
+        let n = store.restore(bytes)?;
+        self.metrics.releases_tracked.set(store.len() as i64);
+        Ok(n)
     }
 
     /// Forgets idle releases and metric streams.
@@ -318,6 +371,14 @@ impl App {
         let window = self.config.judge.window.as_nanos() as u64;
         let mut out = String::new();
         self.read(|store| encode_releases(&mut out, store, window, now));
+        if let Some(ledger) = &self.ledger {
+            let stats = ledger.stats();
+            let m = &self.metrics;
+            m.ledger_written.set(stats.written as i64);
+            m.ledger_dropped.set(stats.dropped as i64);
+            m.ledger_write_errors.set(stats.write_errors as i64);
+            m.ledger_degraded.set(i64::from(stats.degraded));
+        }
         let mut own = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut own, &self.registry);

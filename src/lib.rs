@@ -23,6 +23,9 @@
 //! - `self_metrics`: the daemon's own counters, used by both sides.
 //!
 //! The shell:
+//! - [`ledger`]: the durable release ledger (SQLite): events, each
+//!   release's last verdict, the judge's checkpoint; a writer thread fed by
+//!   a bounded queue. `recording` turns a tick's news into its events.
 //! - `app`: the shared state the servers hold (the only locks).
 //! - [`server`]: binds ports; OTLP receivers, JSON API, verdict gRPC; the
 //!   tick and expiry loops; draining.
@@ -43,8 +46,10 @@ pub mod config;
 mod export;
 mod ingest;
 mod judge;
+pub mod ledger;
 pub mod loadgen;
 pub mod model;
+mod recording;
 pub mod replay;
 mod rng;
 mod self_metrics;

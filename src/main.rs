@@ -9,6 +9,7 @@ use release_verdict::config::Config;
 use release_verdict::server::Server;
 use release_verdict::{sim, telemetry};
 
+mod event_cmd;
 mod gate;
 
 /// Exit code for a configuration that cannot be used.
@@ -100,6 +101,11 @@ enum Command {
     /// (sent first, so it is the baseline) and a canary each, optionally with
     /// a regression in the canaries. Reports what the daemon accepted.
     Loadgen(release_verdict::loadgen::Options),
+    /// Post one event to the release ledger from a pipeline or controller
+    /// (deploy_started, promoted, rolled_back, commit, incident_started…).
+    /// Exits 0 recorded (or already recorded by its --event-id),
+    /// 3 unreachable or failed, 64 refused as bad input.
+    Event(event_cmd::Options),
 }
 
 /// Exit code for a command line that cannot be used (sysexits EX_USAGE),
@@ -230,6 +236,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Event(options) => ExitCode::from(event_cmd::main(&options)),
         Command::Loadgen(options) => {
             let run = tokio::runtime::Runtime::new()
                 .map(|rt| rt.block_on(release_verdict::loadgen::run(options)));

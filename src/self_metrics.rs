@@ -100,6 +100,11 @@ pub struct SelfMetrics {
     pub releases_refused: Counter,
     pub releases_expired: Counter,
     pub metric_points_ignored: Family<MetricLabels, Counter>,
+    /// The ledger's counters, copied from it at each scrape.
+    pub ledger_written: Gauge,
+    pub ledger_dropped: Gauge,
+    pub ledger_write_errors: Gauge,
+    pub ledger_degraded: Gauge,
 }
 
 impl Default for SelfMetrics {
@@ -116,6 +121,10 @@ impl Default for SelfMetrics {
             releases_refused: Counter::default(),
             releases_expired: Counter::default(),
             metric_points_ignored: Family::default(),
+            ledger_written: Gauge::default(),
+            ledger_dropped: Gauge::default(),
+            ledger_write_errors: Gauge::default(),
+            ledger_degraded: Gauge::default(),
         }
     }
 }
@@ -161,6 +170,26 @@ impl SelfMetrics {
             "release_verdict_metric_points_ignored",
             "Data points of metrics nothing reads (not a request-duration histogram in [ingest] duration_metrics, nor a [[checks.metric]]), by metric name",
             self.metric_points_ignored.clone(),
+        );
+        registry.register(
+            "release_verdict_ledger_events_written",
+            "Events and release records committed to the ledger since start",
+            self.ledger_written.clone(),
+        );
+        registry.register(
+            "release_verdict_ledger_writes_dropped",
+            "Ledger writes dropped since start because its queue was full",
+            self.ledger_dropped.clone(),
+        );
+        registry.register(
+            "release_verdict_ledger_write_errors",
+            "Ledger writes lost to database errors since start",
+            self.ledger_write_errors.clone(),
+        );
+        registry.register(
+            "release_verdict_ledger_degraded",
+            "1 while the ledger's last write failed (the daemon goes on in memory)",
+            self.ledger_degraded.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

@@ -365,7 +365,7 @@ impl Fleet {
 }
 
 /// Bumped whenever a checkpointed type changes shape.
-const CHECKPOINT_VERSION: u32 = 1;
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// A checkpoint as written.
 #[derive(Serialize)]
@@ -434,6 +434,8 @@ pub struct Changed {
     pub color: Color,
     /// The color before; None for the release's first verdict.
     pub from: Option<Color>,
+    /// Its first green.
+    pub first_pass: bool,
 }
 
 /// How a rollout ended, as the telemetry tells it.
@@ -675,6 +677,7 @@ impl Store {
                             deployment_id: id.clone(),
                             color: j.color,
                             from,
+                            first_pass: j.passed_at == Some(now),
                         });
                     }
                     if let Some(r) = fleet.releases.get_mut(&id) {

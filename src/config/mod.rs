@@ -224,9 +224,6 @@ pub struct LedgerConfig {
     pub retention: Duration,
     /// The database's size cap in bytes; past it the oldest events go.
     pub max_bytes: u64,
-    /// Trailing window of the `release_verdict_dora_*` gauges.
-    #[serde(with = "humantime_serde")]
-    pub dora_window: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -236,7 +233,6 @@ impl Default for LedgerConfig {
             checkpoint_interval: Duration::from_secs(5),
             retention: Duration::from_secs(400 * 86_400),
             max_bytes: 1 << 30,
-            dora_window: Duration::from_secs(30 * 86_400),
         }
     }
 }

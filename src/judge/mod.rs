@@ -90,6 +90,8 @@ pub struct Judgement {
     pub changed_at: UnixNanos,
     /// When it turned red (red is final for a release).
     pub red_since: Option<UnixNanos>,
+    /// When it first turned green.
+    pub passed_at: Option<UnixNanos>,
     pub evaluated_at: Option<UnixNanos>,
     /// The last deployment it was compared with.
     last_baseline: Option<Arc<str>>,
@@ -109,6 +111,7 @@ impl Judgement {
             checks: Vec::new(),
             changed_at: now,
             red_since: None,
+            passed_at: None,
             evaluated_at: None,
             last_baseline: None,
             note: None,
@@ -296,6 +299,9 @@ impl Judge {
             j.changed_at = now;
             if color == Color::Red && j.red_since.is_none() {
                 j.red_since = Some(now);
+            }
+            if color == Color::Green && j.passed_at.is_none() {
+                j.passed_at = Some(now);
             }
         }
         j.color = color;

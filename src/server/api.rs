@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +13,8 @@ use serde_json::json;
 use crate::app::App;
 use crate::clock::system_now;
 use crate::export::prometheus::Format;
+use crate::ledger::event::{parse_posted, parse_time, PostError};
+use crate::ledger::{EventFilter, Ledger};
 use crate::verdict::{self, Filter, LookupError};
 
 /// Verdicts change every second: never let a cache answer for us.
@@ -32,12 +36,15 @@ pub async fn get(
     let now = system_now();
     match app.read(|store| verdict::find(store, &id, &filter, now)) {
         Ok(v) => ([NO_STORE], Json(v)).into_response(),
-        Err(e @ LookupError::NotFound(_)) => (
-            StatusCode::NOT_FOUND,
-            [NO_STORE],
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e @ LookupError::NotFound(_)) => match remembered(&app, &id, &filter).await {
+            Some(answer) => answer,
+            None => (
+                StatusCode::NOT_FOUND,
+                [NO_STORE],
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response(),
+        },
         Err(ref e @ LookupError::Ambiguous { ref matches, .. }) => {
             let candidates: Vec<_> = matches
                 .iter()
@@ -50,6 +57,208 @@ pub async fn get(
             )
                 .into_response()
         }
+    }
+}
+
+/// A release no longer tracked, answered from the ledger: its last verdict,
+/// marked `"live": false`. None when the ledger does not know it either.
+async fn remembered(app: &Arc<App>, id: &str, filter: &Filter) -> Option<Response> {
+    let ledger = app.ledger()?.clone();
+    let (id, f) = (id.to_string(), filter.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        ledger.find_release(&id, f.service.as_deref(), f.environment.as_deref())
+    })
+    .await
+    .ok()?
+    .ok()?;
+    match found.as_slice() {
+        [] => None,
+        [one] => {
+            let mut v: serde_json::Value = serde_json::from_str(&one.verdict_json).ok()?;
+            v["live"] = json!(false);
+            Some(([NO_STORE], Json(v)).into_response())
+        }
+        many => {
+            let candidates: Vec<_> = many
+                .iter()
+                .map(|r| json!({ "service": r.service, "environment": r.environment }))
+                .collect();
+            Some(
+                (
+                    StatusCode::CONFLICT,
+                    [NO_STORE],
+                    Json(json!({
+                        "error": format!("deployment id {:?} names {} releases; narrow with ?service= and ?environment=", many[0].deployment_id, many.len()),
+                        "matches": candidates,
+                    })),
+                )
+                    .into_response(),
+            )
+        }
+    }
+}
+
+/// An error answer: its status and message.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, [NO_STORE], Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// An error answer with its message.
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    ApiError(status, message.to_string()).into_response()
+}
+
+/// The ledger, or the answer that it is off.
+fn ledger_of(app: &App) -> Result<Arc<Ledger>, ApiError> {
+    app.ledger().cloned().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the release ledger is off ([ledger] path is empty)".into(),
+        )
+    })
+}
+
+/// Largest accepted `POST /api/v1/events` body.
+const MAX_EVENTS_BODY: usize = 1 << 20;
+
+/// `POST /api/v1/events`: one event or `{"events": [...]}`, from CI and
+/// controllers. Answers once committed, one result per event.
+pub async fn post_events(State(app): State<Arc<App>>, body: Body) -> Response {
+    let ledger = match ledger_of(&app) {
+        Ok(l) => l,
+        Err(answer) => return answer.into_response(),
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_EVENTS_BODY).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_EVENTS_BODY} bytes"),
+        );
+    };
+    let events = match parse_posted(&bytes, system_now()) {
+        Ok(events) => events,
+        Err(e @ PostError::TooMany { .. }) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match tokio::task::spawn_blocking(move || ledger.insert_posted(events)).await {
+        Ok(Ok(results)) => ([NO_STORE], Json(json!({ "results": results }))).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// The query of `GET /api/v1/events`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    service: Option<String>,
+    environment: Option<String>,
+    deployment_id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// RFC 3339.
+    since: Option<String>,
+    until: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/events?service=&environment=&deployment_id=&type=&since=&until=&cursor=&limit=`
+pub async fn events(
+    State(app): State<Arc<App>>,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let ledger = match ledger_of(&app) {
+        Ok(l) => l,
+        Err(answer) => return answer.into_response(),
+    };
+    let time = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
+        v.as_deref()
+            .map(|s| {
+                parse_time(s).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let (since, until) = match (time("since", &q.since), time("until", &q.until)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(answer), _) | (_, Err(answer)) => return answer.into_response(),
+    };
+    let filter = EventFilter {
+        service: q.service,
+        environment: q.environment,
+        deployment_id: q.deployment_id,
+        kind: q.kind,
+        since,
+        until,
+        after_id: q.cursor,
+        limit: q.limit,
+    };
+    match tokio::task::spawn_blocking(move || ledger.events(&filter)).await {
+        Ok(Ok(page)) => ([NO_STORE], Json(page)).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /api/v1/releases/{deployment_id}/timeline?service=&environment=`:
+/// the release's events, oldest first.
+pub async fn timeline(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(filter): Query<Filter>,
+) -> Response {
+    let ledger = match ledger_of(&app) {
+        Ok(l) => l,
+        Err(answer) => return answer.into_response(),
+    };
+    let now = system_now();
+    let (service, environment) = match app.read(|store| verdict::find(store, &id, &filter, now)) {
+        Ok(v) => (v.service, v.environment),
+        Err(LookupError::Ambiguous { .. }) => {
+            return error(
+                StatusCode::CONFLICT,
+                "the deployment id names several releases; narrow with ?service= and ?environment=",
+            )
+        }
+        Err(LookupError::NotFound(_)) => match (filter.service, filter.environment) {
+            (Some(s), Some(e)) => (s, e),
+            _ => {
+                let (l, id2) = (ledger.clone(), id.clone());
+                let found = tokio::task::spawn_blocking(move || l.find_release(&id2, None, None))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                match found.as_slice() {
+                    [one] => (one.service.clone(), one.environment.clone()),
+                    [] => {
+                        return error(
+                            StatusCode::NOT_FOUND,
+                            format!("no release with deployment id {id:?} is known"),
+                        )
+                    }
+                    _ => {
+                        return error(
+                            StatusCode::CONFLICT,
+                            "the deployment id names several releases; narrow with ?service= and ?environment=",
+                        )
+                    }
+                }
+            }
+        },
+    };
+    match tokio::task::spawn_blocking(move || ledger.timeline(&service, &environment, &id)).await {
+        Ok(Ok(events)) => ([NO_STORE], Json(json!({ "events": events }))).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

@@ -27,14 +27,18 @@ mod verdict_grpc;
 
 use crate::app::App;
 use crate::clock::system_now;
-use crate::config::Config;
+use crate::config::{Config, LedgerConfig};
 use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
+use crate::ledger::{Ledger, LedgerError, LedgerOptions};
 use otlp_grpc::OtlpGrpc;
 use otlp_http as http;
 use verdict_grpc::VerdictGrpc;
 
 /// How often idle releases are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the ledger's retention and size cap are enforced.
+const LEDGER_UPKEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Why the daemon could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,58 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("gRPC reflection could not be set up: {0}")]
     Reflection(String),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// Opens the configured ledger (none when its path is empty). A database
+/// that cannot be opened stops the start, with the reason.
+fn open_ledger(c: &LedgerConfig) -> Result<Option<Arc<Ledger>>, LedgerError> {
+    if c.path.is_empty() {
+        return Ok(None);
+    }
+    let options = LedgerOptions {
+        retention: c.retention,
+        max_bytes: Some(c.max_bytes),
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open(&c.path, options)?;
+    info!(path = %c.path, "release ledger open");
+    Ok(Some(Arc::new(ledger)))
+}
+
+/// Brings back the judge's state from the ledger's checkpoint, if any.
+fn restore(app: &App, ledger: &Ledger) {
+    match ledger.load_checkpoint() {
+        Ok(Some((written, bytes))) => match app.restore(&bytes) {
+            Ok(n) => info!(
+                releases = n,
+                age_s = system_now().saturating_sub(written) / 1_000_000_000,
+                "restored the judge's state from the ledger's checkpoint"
+            ),
+            Err(e) => {
+                warn!(error = %e, "the ledger's checkpoint was not restored; starting afresh")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "the ledger's checkpoint could not be read; starting afresh"),
+    }
+}
+
+/// Writes the judge's state to the ledger, off the async workers.
+async fn checkpoint(app: &Arc<App>) {
+    let Some(ledger) = app.ledger().cloned() else {
+        return;
+    };
+    let app = app.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let bytes = app.checkpoint();
+        ledger.save_checkpoint(system_now(), &bytes)
+    })
+    .await;
+    if let Ok(Err(e)) = written {
+        warn!(error = %e, "checkpoint not written");
+    }
 }
 
 /// Bound listeners, ready to serve.
@@ -69,7 +125,11 @@ impl Server {
         };
         let grpc = bind(config.server.grpc_listen).await?;
         let http = bind(config.server.http_listen).await?;
-        let app = Arc::new(App::new(config, system_now()));
+        let ledger = open_ledger(&config.ledger)?;
+        let app = Arc::new(App::with_ledger(config, system_now(), ledger.clone()));
+        if let Some(ledger) = ledger {
+            restore(&app, &ledger);
+        }
         Ok(Self { app, grpc, http })
     }
 
@@ -148,6 +208,11 @@ impl Server {
             .route("/v1/metrics", post(http::metrics))
             .route("/api/v1/releases", get(api::list))
             .route("/api/v1/releases/{deployment_id}", get(api::get))
+            .route(
+                "/api/v1/releases/{deployment_id}/timeline",
+                get(api::timeline),
+            )
+            .route("/api/v1/events", get(api::events).post(api::post_events))
             .route("/healthz", get(api::healthz))
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))
@@ -163,9 +228,23 @@ impl Server {
                 let mut judge = tokio::time::interval(app.config.judge.tick);
                 judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+                let mut saving = tokio::time::interval(app.config.ledger.checkpoint_interval);
+                saving.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut upkeep = tokio::time::interval(LEDGER_UPKEEP_INTERVAL);
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
+                        _ = saving.tick() => checkpoint(&app).await,
+                        _ = upkeep.tick() => {
+                            if let Some(ledger) = app.ledger().cloned() {
+                                let _ = tokio::task::spawn_blocking(move || {
+                                    if let Err(e) = ledger.maintain(system_now()) {
+                                        warn!(error = %e, "ledger upkeep failed");
+                                    }
+                                })
+                                .await;
+                            }
+                        }
                         _ = judge.tick() => {
                             // Judging takes the store lock for a while: keep it off the
                             // async workers that serve requests.
@@ -204,6 +283,12 @@ impl Server {
             Err(_) => {
                 warn!(grace = ?grace, "requests still in flight after the grace period; stopping anyway")
             }
+        }
+        // Nothing is lost on a clean stop: the last state and every event.
+        checkpoint(&app).await;
+        if let Some(ledger) = app.ledger().cloned() {
+            let _ = tokio::task::spawn_blocking(move || ledger.flush()).await;
+            info!("ledger checkpointed and flushed");
         }
         Ok(())
     }

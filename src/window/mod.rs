@@ -17,8 +17,8 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// An HDR histogram of non-negative integer values: latencies in
 /// microseconds, or a configured metric's values in thousandths of its unit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(into = "Recorded", from = "Recorded")]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "Recorded")]
 pub struct Distribution {
     hist: Histogram<u32>,
 }
@@ -28,14 +28,18 @@ pub struct Distribution {
 #[derive(Serialize, Deserialize)]
 struct Recorded(Vec<(u64, u64)>);
 
-impl From<Distribution> for Recorded {
-    fn from(d: Distribution) -> Self {
-        Recorded(
-            d.hist
+impl Serialize for Distribution {
+    /// Without cloning the histogram, and without walking an empty one.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let recorded: Vec<(u64, u64)> = if self.hist.is_empty() {
+            Vec::new()
+        } else {
+            self.hist
                 .iter_recorded()
                 .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
-                .collect(),
-        )
+                .collect()
+        };
+        Recorded(recorded).serialize(s)
     }
 }
 

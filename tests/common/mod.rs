@@ -28,6 +28,10 @@ impl TestServer {
     }
 
     pub async fn with_config(mut config: Config) -> Self {
+        // Tests run side by side: a ledger file is opt-in (set its path).
+        if config.ledger.path == Config::default().ledger.path {
+            config.ledger.path = ":memory:".into();
+        }
         config.server.grpc_listen = "127.0.0.1:0".parse().unwrap();
         config.server.http_listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(config).await.expect("bind");

@@ -1,0 +1,114 @@
+//! What the daemon itself tells the ledger after a tick: a release's first
+//! verdict (`release_started`), each change of color (`verdict_changed`),
+//! its first green (`canary_passed`), its red (`canary_failed`), the ends of
+//! rollouts inferred from who went quiet (`promoted`, `rolled_back`), and
+//! the last verdict of every release that changed, so a release that
+//! expires from memory is still answered.
+
+use crate::judge::Color;
+use crate::ledger::event::{types, Event, Source};
+use crate::ledger::ReleaseRecord;
+use crate::store::{Changed, Inferred};
+use crate::verdict::Verdict;
+
+/// The events and release records of one tick's news. `verdicts` holds the
+/// current verdict of each changed release (those still tracked).
+pub fn tick_records(
+    changed: &[Changed],
+    verdicts: &[Verdict],
+    ended: &[Inferred],
+    now: u64,
+) -> (Vec<Event>, Vec<ReleaseRecord>) {
+    let mut events = Vec::new();
+    let mut records = Vec::new();
+    for c in changed {
+        let Some(v) = verdicts.iter().find(|v| {
+            v.deployment_id == *c.deployment_id
+                && v.service == *c.service
+                && v.environment == *c.environment
+        }) else {
+            continue;
+        };
+        let about = |kind: &str| {
+            Event::new(kind, now, Source::Daemon, &c.service)
+                .for_release(&c.environment, &c.deployment_id)
+                .with_git_sha(v.git_sha.as_deref())
+                .with("verdict", c.color.as_str())
+                .with("reason", v.reason.as_str())
+        };
+        let with_baseline = |e: Event| match &v.baseline {
+            Some(b) => e
+                .with("baseline_deployment_id", b.deployment_id.as_str())
+                .with("baseline_git_sha", b.git_sha.clone()),
+            None => e,
+        };
+        match c.from {
+            None => events.push(with_baseline(about(types::RELEASE_STARTED))),
+            Some(from) => events.push(with_baseline(
+                about(types::VERDICT_CHANGED)
+                    .with("from", from.as_str())
+                    .with("to", c.color.as_str())
+                    .with("checks", checks(v)),
+            )),
+        }
+        if c.first_pass {
+            events.push(with_baseline(about(types::CANARY_PASSED)));
+        }
+        if c.color == Color::Red {
+            events.push(with_baseline(
+                about(types::CANARY_FAILED).with("checks", checks(v)),
+            ));
+        }
+        records.push(record(v, now));
+    }
+    for e in ended {
+        let kind = e.rollout.as_str();
+        events.push(
+            Event::new(kind, e.at, Source::Inferred, &e.service)
+                .for_release(&e.environment, &e.deployment_id)
+                .with_git_sha(e.git_sha.as_deref())
+                .with("baseline_deployment_id", &*e.baseline)
+                .with(
+                    "baseline_git_sha",
+                    e.baseline_sha.as_deref().map(str::to_string),
+                ),
+        );
+    }
+    (events, records)
+}
+
+/// Each check's result and both cohorts' numbers, as the verdict has them.
+fn checks(v: &Verdict) -> serde_json::Value {
+    serde_json::Value::Array(
+        v.checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "result": c.result.as_str(),
+                    "canary": c.canary,
+                    "baseline": c.baseline,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The release's last verdict as the ledger keeps it.
+fn record(v: &Verdict, now: u64) -> ReleaseRecord {
+    let time = |s: &str| crate::ledger::event::parse_time(s).unwrap_or(now);
+    ReleaseRecord {
+        service: v.service.clone(),
+        environment: v.environment.clone(),
+        deployment_id: v.deployment_id.clone(),
+        git_sha: v.git_sha.clone(),
+        baseline_deployment_id: v.baseline.as_ref().map(|b| b.deployment_id.clone()),
+        baseline_git_sha: v.baseline.as_ref().and_then(|b| b.git_sha.clone()),
+        first_seen_ns: time(&v.first_seen_at),
+        last_seen_ns: time(&v.last_seen_at),
+        verdict: v.verdict.as_str().to_string(),
+        reason: v.reason.clone(),
+        red_since_ns: v.red_since.as_deref().map(time),
+        verdict_json: serde_json::to_string(v).unwrap_or_default(),
+    }
+}
