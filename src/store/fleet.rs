@@ -1,0 +1,326 @@
+//! One service and environment's deployments, and which of them the
+//! others are compared with: the baseline rule (docs/design.md, "The
+//! baseline") and the ends of rollouts told by who went quiet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Release, Rollout};
+use crate::config::BaselineConfig;
+use crate::judge::Unpaired;
+use crate::model::{Role, UnixNanos};
+
+/// Deployments that declared a role, found once per pass over a fleet.
+#[derive(Debug, Default, Clone)]
+struct Roles {
+    baseline: Option<Arc<str>>,
+    stable: Option<Arc<str>>,
+}
+
+/// Why the baseline is the one it is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Basis {
+    /// It reports `deployment.role=baseline`.
+    DeclaredBaseline,
+    /// It reports `deployment.role=stable` (and no deployment reports `baseline`).
+    DeclaredStable,
+    /// It served this share of the requests of the deployments without a
+    /// declared role when it was chosen.
+    Traffic { share: f64 },
+}
+
+/// A fleet's choice of the deployment its releases are compared with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Choice {
+    /// Not enough traffic watched yet to tell.
+    Settling { since: Option<UnixNanos> },
+    /// No deployment serves clearly more than the others: the largest two
+    /// with their shares of the traffic.
+    Ambiguous { top: Vec<(Arc<str>, f64)> },
+    /// The baseline, why, and since when.
+    Chosen {
+        id: Arc<str>,
+        basis: Basis,
+        since: UnixNanos,
+    },
+}
+
+/// The baseline rule's settings (`[baseline]`), in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct BaselineRule {
+    pub settle: UnixNanos,
+    pub lead: f64,
+    pub quiet: UnixNanos,
+}
+
+impl From<&BaselineConfig> for BaselineRule {
+    fn from(c: &BaselineConfig) -> Self {
+        Self {
+            settle: c.settle.as_nanos() as u64,
+            lead: c.lead,
+            quiet: c.quiet.as_nanos() as u64,
+        }
+    }
+}
+
+impl Default for BaselineRule {
+    fn default() -> Self {
+        Self::from(&BaselineConfig::default())
+    }
+}
+
+/// All deployments of one service in one environment.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Fleet {
+    pub releases: HashMap<Arc<str>, Release>,
+    /// The deployment the others are compared with.
+    pub choice: Choice,
+    /// When the fleet first had requests since its baseline was last lost.
+    pub(super) traffic_since: Option<UnixNanos>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self {
+            releases: HashMap::new(),
+            choice: Choice::Settling { since: None },
+            traffic_since: None,
+        }
+    }
+}
+
+impl Fleet {
+    /// The most recently seen deployments declaring `baseline` and `stable`.
+    fn roles(&self) -> Roles {
+        let latest = |role| {
+            self.releases
+                .values()
+                .filter(|r| r.role == Some(role))
+                .max_by_key(|r| (r.last_seen, r.total.requests))
+                .map(|r| r.deployment_id.clone())
+        };
+        Roles {
+            baseline: latest(Role::Baseline),
+            stable: latest(Role::Stable),
+        }
+    }
+
+    /// The chosen baseline's id, if one is chosen.
+    pub fn chosen(&self) -> Option<&Arc<str>> {
+        match &self.choice {
+            Choice::Chosen { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The baseline of `release` (docs/design.md, "The baseline"): the
+    /// deployment the fleet chose, unless that is `release` itself.
+    /// Deployments declaring `baseline` or `stable` have none.
+    pub fn baseline_of<'a>(&'a self, release: &Release) -> Option<&'a Release> {
+        if matches!(release.role, Some(Role::Baseline | Role::Stable)) {
+            return None;
+        }
+        self.chosen()
+            .filter(|id| **id != release.deployment_id)
+            .and_then(|id| self.releases.get(id))
+    }
+
+    /// The releases compared with `baseline`, sorted.
+    pub fn compared_with(&self, baseline: &Release) -> Vec<Arc<str>> {
+        let mut ids: Vec<Arc<str>> = self
+            .releases
+            .values()
+            .filter(|r| {
+                self.baseline_of(r)
+                    .is_some_and(|b| b.deployment_id == baseline.deployment_id)
+            })
+            .map(|r| r.deployment_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Chooses the baseline by the strongest evidence at hand: a declared
+    /// `baseline`, then a declared `stable`; else the deployment already
+    /// chosen, while it keeps reporting; else, once the fleet's traffic has
+    /// been watched for `settle`, the deployment without a declared role
+    /// serving clearly the most requests over the rolling window. Arrival
+    /// order plays no part. Returns the new choice when it changed.
+    pub fn choose(&mut self, rule: BaselineRule, now: UnixNanos) -> Option<&Choice> {
+        let roles = self.roles();
+        let declared = roles
+            .baseline
+            .map(|id| (id, Basis::DeclaredBaseline))
+            .or_else(|| roles.stable.map(|id| (id, Basis::DeclaredStable)));
+        let next = if let Some((id, basis)) = declared {
+            match &self.choice {
+                Choice::Chosen {
+                    id: old, basis: b, ..
+                } if *old == id && *b == basis => None,
+                _ => Some(Choice::Chosen {
+                    id,
+                    basis,
+                    since: now,
+                }),
+            }
+        } else if self
+            .chosen()
+            .is_some_and(|id| self.reporting(id, rule, now))
+        {
+            None
+        } else {
+            if self.chosen().is_some() {
+                // The baseline went quiet or expired: watch the traffic afresh.
+                self.traffic_since = None;
+            }
+            let watched = self.traffic_since.map(|t| now.saturating_sub(t));
+            let next = match watched {
+                Some(w) if w >= rule.settle => self.by_traffic(rule, now),
+                _ => Choice::Settling {
+                    since: self.traffic_since,
+                },
+            };
+            (next != self.choice).then_some(next)
+        };
+        let next = next?;
+        self.choice = next;
+        Some(&self.choice)
+    }
+
+    /// Whether a tracked deployment has reported within the quiet time.
+    fn reporting(&self, id: &str, rule: BaselineRule, now: UnixNanos) -> bool {
+        self.releases
+            .get(id)
+            .is_some_and(|r| now.saturating_sub(r.last_seen) < rule.quiet)
+    }
+
+    /// The deployment without a declared role that serves at least `lead`
+    /// times the requests of the next over the rolling window.
+    fn by_traffic(&self, rule: BaselineRule, now: UnixNanos) -> Choice {
+        let mut served: Vec<(&Arc<str>, u64)> = self
+            .releases
+            .values()
+            .filter(|r| r.role.is_none() && self.reporting(&r.deployment_id, rule, now))
+            .map(|r| (&r.deployment_id, r.window.sum().requests))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        served.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let total: u64 = served.iter().map(|(_, n)| n).sum();
+        let share = |n: u64| n as f64 / total.max(1) as f64;
+        match served.as_slice() {
+            [] => Choice::Settling {
+                since: self.traffic_since,
+            },
+            [(id, n)] => Choice::Chosen {
+                id: (*id).clone(),
+                basis: Basis::Traffic { share: share(*n) },
+                since: now,
+            },
+            [(id, n), (next, m), ..] => {
+                if *n as f64 >= rule.lead * *m as f64 {
+                    Choice::Chosen {
+                        id: (*id).clone(),
+                        basis: Basis::Traffic { share: share(*n) },
+                        since: now,
+                    }
+                } else {
+                    Choice::Ambiguous {
+                        top: vec![((*id).clone(), share(*n)), ((*next).clone(), share(*m))],
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rollouts that ended since the last tick, told by who went quiet: a
+    /// canary still reporting after its baseline went quiet was promoted
+    /// (the busiest one, if several); a canary gone quiet while its
+    /// baseline reports was rolled back. Called before `choose`, which
+    /// gives a quiet baseline up.
+    pub(super) fn conclude(
+        &mut self,
+        rule: BaselineRule,
+        now: UnixNanos,
+    ) -> Vec<(Arc<str>, Arc<str>, Rollout)> {
+        let Some(base) = self.chosen().and_then(|id| self.releases.get(id)) else {
+            return Vec::new();
+        };
+        let quiet = |r: &Release| now.saturating_sub(r.last_seen) >= rule.quiet;
+        let base_quiet = quiet(base);
+        let canaries: Vec<&Release> = self
+            .releases
+            .values()
+            .filter(|r| {
+                !r.concluded
+                    && self
+                        .baseline_of(r)
+                        .is_some_and(|b| b.deployment_id == base.deployment_id)
+            })
+            .collect();
+        let mut ended = Vec::new();
+        if base_quiet {
+            if let Some(winner) = canaries
+                .iter()
+                .filter(|r| !quiet(r))
+                .max_by_key(|r| (r.window.sum().requests, r.deployment_id.clone()))
+            {
+                ended.push((
+                    winner.deployment_id.clone(),
+                    base.deployment_id.clone(),
+                    Rollout::Promoted,
+                ));
+            }
+        } else {
+            ended.extend(canaries.iter().filter(|r| quiet(r)).map(|r| {
+                (
+                    r.deployment_id.clone(),
+                    base.deployment_id.clone(),
+                    Rollout::RolledBack,
+                )
+            }));
+        }
+        // A promoted-away baseline's story is over too.
+        for (id, base, rollout) in &ended {
+            let done = match rollout {
+                Rollout::Promoted => vec![id, base],
+                Rollout::RolledBack => vec![id],
+            };
+            for id in done {
+                if let Some(r) = self.releases.get_mut(id) {
+                    r.concluded = true;
+                }
+            }
+        }
+        ended
+    }
+
+    /// Why `release` has no baseline, for its verdict.
+    pub(super) fn unpaired(
+        &self,
+        release: &Release,
+        rule: BaselineRule,
+        now: UnixNanos,
+    ) -> Unpaired {
+        let others = self.releases.len() > 1;
+        match &self.choice {
+            Choice::Chosen { id, .. } if *id == release.deployment_id => {
+                let ids = self.compared_with(release);
+                if ids.is_empty() {
+                    Unpaired::Alone
+                } else {
+                    Unpaired::BaselineOf(ids)
+                }
+            }
+            Choice::Settling { since } if others && release.role.is_none() => Unpaired::Settling {
+                watched: since.map(|t| now.saturating_sub(t)).unwrap_or(0),
+                settle: rule.settle,
+            },
+            Choice::Ambiguous { top } if release.role.is_none() => {
+                Unpaired::Ambiguous { top: top.clone() }
+            }
+            _ => Unpaired::Alone,
+        }
+    }
+}

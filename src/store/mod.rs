@@ -1,0 +1,429 @@
+//! Releases by (service, environment, deployment id): their signals, when
+//! they were seen, the judge's tick over them, and the checkpoint of it
+//! all. `fleet` holds one service and environment's deployments and the
+//! baseline rule. Pure data with the time passed in; the shells wrap it
+//! in a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, View};
+use crate::model::{Batch, Role, UnixNanos};
+use crate::window::{Rolling, Signals};
+
+mod fleet;
+
+pub use fleet::{BaselineRule, Choice, Fleet};
+
+/// One deployment of one service in one environment.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Release {
+    pub deployment_id: Arc<str>,
+    pub git_sha: Option<Arc<str>>,
+    pub role: Option<Role>,
+    pub first_seen: UnixNanos,
+    pub last_seen: UnixNanos,
+    /// Its rollout's end was inferred (promoted or rolled back).
+    concluded: bool,
+    /// Totals since first seen.
+    pub total: Signals,
+    /// The rolling window.
+    pub window: Rolling,
+    /// Samples since the judge's last tick.
+    pub pending: Signals,
+    /// The verdict and its evidence (taken out only while the judge works).
+    judgement: Option<Judgement>,
+}
+
+impl Release {
+    /// What the judge is shown of this release.
+    fn view(&self) -> View<'_> {
+        View {
+            first_seen: self.first_seen,
+            pending: &self.pending,
+            window: self.window.sum(),
+        }
+    }
+
+    /// Heap bytes held by the release's histograms (the bulk of its memory).
+    pub fn heap_bytes(&self) -> usize {
+        self.total.latency.heap_bytes()
+            + self.window.heap_bytes()
+            + self.pending.latency.heap_bytes()
+    }
+
+    pub fn judgement(&self) -> &Judgement {
+        self.judgement
+            .as_ref()
+            .expect("judgement is only taken during a tick")
+    }
+}
+
+/// Bumped whenever a checkpointed type changes shape.
+const CHECKPOINT_VERSION: u32 = 2;
+
+/// A checkpoint as written.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    version: u32,
+    shape: String,
+    fleets: Vec<(&'a str, &'a str, &'a Fleet)>,
+}
+
+/// A checkpoint as read back.
+#[derive(Deserialize)]
+struct Saved {
+    version: u32,
+    shape: String,
+    fleets: Vec<(Arc<str>, Arc<str>, Fleet)>,
+}
+
+/// Why a checkpoint was not restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the checkpoint cannot be decoded: {0}")]
+    Decode(postcard::Error),
+    #[error(
+        "the checkpoint is of format version {0}, this daemon reads version {CHECKPOINT_VERSION}"
+    )]
+    Version(u32),
+    #[error("the checkpoint was made under other [judge] window or [checks] settings")]
+    Settings,
+}
+
+/// Says which baseline a fleet chose, or why none, when that changes.
+fn log_choice(service: &str, environment: &str, choice: &Choice) {
+    match choice {
+        Choice::Chosen { id, basis, .. } => tracing::info!(
+            %service, %environment, baseline = %id, basis = ?basis, "baseline chosen"
+        ),
+        Choice::Ambiguous { top } => tracing::warn!(
+            %service, %environment, candidates = ?top,
+            "ambiguous baseline: no deployment serves clearly the most traffic; set deployment.role"
+        ),
+        Choice::Settling { .. } => tracing::info!(
+            %service, %environment, "baseline lost; watching the traffic to choose again"
+        ),
+    }
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Items recorded against a release.
+    pub recorded: u64,
+    /// Items refused because their release was new and the table was full.
+    pub refused: u64,
+    /// New releases refused for the same reason.
+    pub refused_releases: u64,
+    /// Releases created.
+    pub created: u64,
+}
+
+/// A release whose verdict is news at a tick: its first, or a new color.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub service: Arc<str>,
+    pub environment: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub color: Color,
+    /// The color before; None for the release's first verdict.
+    pub from: Option<Color>,
+    /// Its first green.
+    pub first_pass: bool,
+}
+
+/// How a rollout ended, as the telemetry tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    /// The canary went on serving and its baseline went quiet.
+    Promoted,
+    /// The canary went quiet and its baseline went on serving.
+    RolledBack,
+}
+
+impl Rollout {
+    /// The ledger's event type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rollout::Promoted => "promoted",
+            Rollout::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// The end of a rollout inferred at a tick (once per release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inferred {
+    pub service: Arc<str>,
+    pub environment: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub git_sha: Option<Arc<str>>,
+    pub baseline: Arc<str>,
+    pub baseline_sha: Option<Arc<str>>,
+    pub rollout: Rollout,
+    pub at: UnixNanos,
+}
+
+/// Every tracked release.
+#[derive(Debug)]
+pub struct Store {
+    fleets: HashMap<Arc<str>, HashMap<Arc<str>, Fleet>>,
+    len: usize,
+    max_releases: usize,
+    judge: Judge,
+    rule: BaselineRule,
+    /// Rollout ends inferred by ticks, until taken.
+    inferred: Vec<Inferred>,
+}
+
+impl Store {
+    pub fn new(max_releases: usize, judge: Judge, rule: BaselineRule) -> Self {
+        Self {
+            fleets: HashMap::new(),
+            len: 0,
+            max_releases,
+            judge,
+            rule,
+            inferred: Vec::new(),
+        }
+    }
+
+    /// Every fleet, its releases and their judge's evidence, as bytes for
+    /// a checkpoint (see `restore`).
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let fleets: Vec<(&str, &str, &Fleet)> = self.fleets().collect();
+        let saved = SavedRef {
+            version: CHECKPOINT_VERSION,
+            shape: self.shape(),
+            fleets,
+        };
+        // Writing to a Vec cannot fail; our types serialize infallibly.
+        postcard::to_stdvec(&saved).unwrap_or_default()
+    }
+
+    /// Replaces what is tracked by a checkpoint's content; returns how many
+    /// releases it restored. A checkpoint made under other judge settings
+    /// (window, checks) is refused: its evidence would not fit.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, RestoreError> {
+        let saved: Saved = postcard::from_bytes(bytes).map_err(RestoreError::Decode)?;
+        if saved.version != CHECKPOINT_VERSION {
+            return Err(RestoreError::Version(saved.version));
+        }
+        if saved.shape != self.shape() {
+            return Err(RestoreError::Settings);
+        }
+        self.fleets.clear();
+        for (service, env, fleet) in saved.fleets {
+            if fleet.releases.values().any(|r| r.judgement.is_none()) {
+                return Err(RestoreError::Settings);
+            }
+            self.fleets.entry(service).or_default().insert(env, fleet);
+        }
+        self.len = self
+            .fleets
+            .values()
+            .flat_map(|envs| envs.values())
+            .map(|f| f.releases.len())
+            .sum();
+        Ok(self.len)
+    }
+
+    /// The settings a checkpoint's evidence depends on.
+    fn shape(&self) -> String {
+        format!(
+            "{:?} {} {:?}",
+            self.judge.config.window, self.judge.config.window_slots, self.judge.checks
+        )
+    }
+
+    /// The rollout ends inferred since the last call.
+    pub fn take_inferred(&mut self) -> Vec<Inferred> {
+        std::mem::take(&mut self.inferred)
+    }
+
+    /// Releases tracked.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Records a batch's samples at time `now`, creating releases up to the cap.
+    pub fn apply(&mut self, batch: &Batch<'_>, now: UnixNanos) -> Applied {
+        let mut applied = Applied::default();
+        for group in &batch.groups {
+            let r = &group.release;
+            let fleet = match self.fleets.get_mut(r.service) {
+                Some(envs) => envs.get_mut(r.environment),
+                None => None,
+            };
+            let known = fleet.is_some_and(|f| f.releases.contains_key(r.deployment_id));
+            if !known && self.len >= self.max_releases {
+                applied.refused += group.items;
+                applied.refused_releases += 1;
+                continue;
+            }
+            let fleet = self
+                .fleets
+                .entry(Arc::from(r.service))
+                .or_default()
+                .entry(Arc::from(r.environment))
+                .or_default();
+            if !known {
+                let id: Arc<str> = Arc::from(r.deployment_id);
+                let release = Release {
+                    deployment_id: id.clone(),
+                    git_sha: None,
+                    role: None,
+                    first_seen: now,
+                    last_seen: now,
+                    concluded: false,
+                    total: Signals::default(),
+                    window: Rolling::new(
+                        self.judge.config.window,
+                        self.judge.config.window_slots,
+                        now,
+                    ),
+                    pending: Signals::default(),
+                    judgement: Some(Judgement::new(&self.judge.checks, now)),
+                };
+                fleet.releases.insert(id, release);
+                self.len += 1;
+                applied.created += 1;
+            }
+            let Some(release) = fleet.releases.get_mut(r.deployment_id) else {
+                continue;
+            };
+            if let Some(sha) = r.git_sha {
+                if release.git_sha.as_deref() != Some(sha) {
+                    release.git_sha = Some(Arc::from(sha));
+                }
+            }
+            if r.role.is_some() {
+                release.role = r.role;
+            }
+            release.last_seen = release.last_seen.max(now);
+            release.total.record(&group.sample);
+            release.window.record(&group.sample, now);
+            release.pending.record(&group.sample);
+            if group.sample.requests > 0 && fleet.traffic_since.is_none() {
+                fleet.traffic_since = Some(now);
+            }
+            applied.recorded += group.items;
+        }
+        applied
+    }
+
+    /// Judges every release on the samples since the last tick; returns the
+    /// releases whose verdict changed color, in a stable order.
+    pub fn tick(&mut self, now: UnixNanos) -> Vec<Changed> {
+        let mut changed = Vec::new();
+        for (service, envs) in &mut self.fleets {
+            for (env, fleet) in envs.iter_mut() {
+                for r in fleet.releases.values_mut() {
+                    r.window.advance(now);
+                }
+                for (id, base, rollout) in fleet.conclude(self.rule, now) {
+                    let sha =
+                        |id: &Arc<str>| fleet.releases.get(id).and_then(|r| r.git_sha.clone());
+                    self.inferred.push(Inferred {
+                        service: service.clone(),
+                        environment: env.clone(),
+                        git_sha: sha(&id),
+                        baseline_sha: sha(&base),
+                        deployment_id: id,
+                        baseline: base,
+                        rollout,
+                        at: now,
+                    });
+                }
+                if let Some(choice) = fleet.choose(self.rule, now) {
+                    log_choice(service, env, choice);
+                }
+                let pairs: Vec<(Arc<str>, Option<Arc<str>>)> = fleet
+                    .releases
+                    .values()
+                    .map(|r| {
+                        let base = fleet.baseline_of(r).map(|b| b.deployment_id.clone());
+                        (r.deployment_id.clone(), base)
+                    })
+                    .collect();
+                for (id, base) in pairs {
+                    let Some(mut j) = fleet.releases.get_mut(&id).and_then(|r| r.judgement.take())
+                    else {
+                        continue;
+                    };
+                    let r = &fleet.releases[&id];
+                    let pairing = match base.as_ref().and_then(|b| fleet.releases.get(b)) {
+                        Some(b) => Pairing::Compared(BaselineView {
+                            id: &b.deployment_id,
+                            view: b.view(),
+                        }),
+                        None => Pairing::Unpaired(fleet.unpaired(r, self.rule, now)),
+                    };
+                    let from = j.evaluated_at.map(|_| j.color);
+                    if self.judge.evaluate(&mut j, r.view(), pairing, now) {
+                        changed.push(Changed {
+                            service: service.clone(),
+                            environment: env.clone(),
+                            deployment_id: id.clone(),
+                            color: j.color,
+                            from,
+                            first_pass: j.passed_at == Some(now),
+                        });
+                    }
+                    if let Some(r) = fleet.releases.get_mut(&id) {
+                        r.judgement = Some(j);
+                    }
+                }
+                for r in fleet.releases.values_mut() {
+                    r.pending.clear();
+                }
+            }
+        }
+        changed.sort_by(|a, b| {
+            (&a.service, &a.environment, &a.deployment_id).cmp(&(
+                &b.service,
+                &b.environment,
+                &b.deployment_id,
+            ))
+        });
+        changed
+    }
+
+    /// Forgets releases not seen since `now - idle`; returns how many.
+    pub fn expire(&mut self, now: UnixNanos, idle: UnixNanos) -> usize {
+        let cutoff = now.saturating_sub(idle);
+        let before = self.len;
+        for envs in self.fleets.values_mut() {
+            for fleet in envs.values_mut() {
+                fleet.releases.retain(|_, r| r.last_seen >= cutoff);
+            }
+            envs.retain(|_, f| !f.releases.is_empty());
+        }
+        self.fleets.retain(|_, envs| !envs.is_empty());
+        self.len = self
+            .fleets
+            .values()
+            .flat_map(|envs| envs.values())
+            .map(|f| f.releases.len())
+            .sum();
+        before - self.len
+    }
+
+    /// Every (service, environment, fleet).
+    pub fn fleets(&self) -> impl Iterator<Item = (&str, &str, &Fleet)> {
+        self.fleets.iter().flat_map(|(service, envs)| {
+            envs.iter()
+                .map(move |(env, fleet)| (&**service, &**env, fleet))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+//! Store tests: the baseline rule, rollout ends, the cap, expiry and checkpoints.
+
+use super::fleet::Basis;
+use super::*;
+use crate::judge::Unpaired;
+use crate::model::{Group, ReleaseRef, Sample};
+
+fn batch(groups: &[(&'static str, u64, Option<Role>)]) -> Batch<'static> {
+    let mut b = Batch::default();
+    for &(id, n, role) in groups {
+        b.groups.push(Group {
+            release: ReleaseRef {
+                service: "svc",
+                environment: "prod",
+                deployment_id: id,
+                git_sha: Some("sha"),
+                role,
+            },
+            items: n,
+            sample: Sample {
+                requests: n,
+                errors: 0,
+                latencies_us: vec![(1000, n)],
+                ..Default::default()
+            },
+        });
+    }
+    b
+}
+
+fn fleet(store: &Store) -> &Fleet {
+    store.fleets().next().unwrap().2
+}
+
+fn store(max: usize) -> Store {
+    let c = crate::config::Config::default();
+    Store::new(
+        max,
+        Judge::new(&c.judge, &c.checks),
+        BaselineRule::from(&c.baseline),
+    )
+}
+
+fn base<'a>(f: &'a Fleet, id: &str) -> Option<&'a str> {
+    f.baseline_of(&f.releases[id]).map(|b| &*b.deployment_id)
+}
+
+const SEC: u64 = crate::model::NANOS_PER_SEC;
+
+/// Seconds `from..to`: each second the groups are applied in order, a
+/// fifth of a second apart, then the store is judged.
+fn run(s: &mut Store, from: u64, to: u64, groups: &[(&'static str, u64, Option<Role>)]) {
+    for t in from..to {
+        for (k, g) in groups.iter().enumerate() {
+            s.apply(&batch(&[*g]), t * SEC + k as u64 * SEC / 5);
+        }
+        s.tick(t * SEC + SEC - 1);
+    }
+}
+
+fn unpaired(s: &Store, id: &str) -> Unpaired {
+    let f = fleet(s);
+    f.unpaired(&f.releases[id], s.rule, 1_000 * SEC)
+}
+
+#[test]
+fn totals_accumulate_per_release() {
+    let mut s = store(10);
+    s.apply(&batch(&[("a", 3, None), ("b", 2, None)]), 10);
+    s.apply(&batch(&[("a", 4, None)]), 20);
+    let f = fleet(&s);
+    assert_eq!(f.releases["a"].total.requests, 7);
+    assert_eq!(f.releases["a"].first_seen, 10);
+    assert_eq!(f.releases["a"].last_seen, 20);
+    assert_eq!(f.releases["b"].total.requests, 2);
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
+fn the_busiest_deployment_is_the_baseline_whoever_reports_first() {
+    let mut s = store(10);
+    // The new version's exporter always flushes first.
+    let traffic = [("new", 10, None), ("old", 90, None)];
+    run(&mut s, 1, 5, &traffic);
+    assert_eq!(base(fleet(&s), "new"), None, "chosen before settling");
+    assert!(matches!(unpaired(&s, "new"), Unpaired::Settling { .. }));
+    run(&mut s, 5, 13, &traffic);
+    let f = fleet(&s);
+    assert_eq!(base(f, "new"), Some("old"));
+    assert_eq!(base(f, "old"), None);
+    assert_eq!(
+        unpaired(&s, "old"),
+        Unpaired::BaselineOf(vec!["new".into()])
+    );
+    assert!(matches!(
+        f.choice,
+        Choice::Chosen { basis: Basis::Traffic { share }, .. } if (share - 0.9).abs() < 1e-9
+    ));
+}
+
+#[test]
+fn the_baseline_stays_while_the_canary_takes_most_of_the_traffic() {
+    let mut s = store(10);
+    run(&mut s, 1, 12, &[("old", 90, None), ("new", 10, None)]);
+    run(&mut s, 12, 100, &[("old", 20, None), ("new", 80, None)]);
+    assert_eq!(base(fleet(&s), "new"), Some("old"));
+}
+
+#[test]
+fn similar_shares_are_ambiguous_until_a_role_says() {
+    let mut s = store(10);
+    run(&mut s, 1, 12, &[("a", 50, None), ("b", 45, None)]);
+    assert_eq!(base(fleet(&s), "a"), None);
+    assert!(matches!(unpaired(&s, "b"), Unpaired::Ambiguous { ref top } if top.len() == 2));
+    run(
+        &mut s,
+        12,
+        13,
+        &[("a", 50, Some(Role::Baseline)), ("b", 45, None)],
+    );
+    assert_eq!(base(fleet(&s), "b"), Some("a"));
+}
+
+#[test]
+fn a_declared_baseline_wins() {
+    let mut s = store(10);
+    run(&mut s, 1, 12, &[("old", 100, None)]);
+    run(
+        &mut s,
+        12,
+        14,
+        &[("old", 100, None), ("canary", 5, Some(Role::Canary))],
+    );
+    assert_eq!(base(fleet(&s), "canary"), Some("old"));
+    run(&mut s, 14, 15, &[("base", 5, Some(Role::Baseline))]);
+    let f = fleet(&s);
+    assert_eq!(base(f, "canary"), Some("base"));
+    assert_eq!(base(f, "base"), None);
+}
+
+#[test]
+fn a_declared_canary_is_never_anyones_baseline() {
+    let mut s = store(10);
+    run(
+        &mut s,
+        1,
+        15,
+        &[("c1", 80, Some(Role::Canary)), ("c2", 20, None)],
+    );
+    let f = fleet(&s);
+    assert_eq!(base(f, "c2"), None);
+    assert_eq!(base(f, "c1"), Some("c2"));
+}
+
+#[test]
+fn a_quiet_baseline_is_replaced_by_the_deployment_still_serving() {
+    let mut s = store(10);
+    run(&mut s, 1, 15, &[("old", 90, None), ("new", 10, None)]);
+    assert_eq!(base(fleet(&s), "new"), Some("old"));
+    // Promoted: the old version stops reporting.
+    run(&mut s, 15, 200, &[("new", 100, None)]);
+    let f = fleet(&s);
+    assert_eq!(f.chosen().map(|id| &**id), Some("new"));
+    assert_eq!(base(f, "new"), None);
+}
+
+#[test]
+fn who_goes_quiet_tells_how_a_rollout_ended() {
+    let mut s = store(10);
+    let svc = [("old", 90, None), ("new", 10, None), ("bad", 10, None)];
+    run(&mut s, 1, 20, &svc);
+    assert!(s.take_inferred().is_empty());
+    // "bad" is rolled back: it stops, its baseline goes on.
+    run(&mut s, 20, 200, &[("old", 90, None), ("new", 10, None)]);
+    let ended = s.take_inferred();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        (&*ended[0].deployment_id, ended[0].rollout),
+        ("bad", Rollout::RolledBack)
+    );
+    assert_eq!(&*ended[0].baseline, "old");
+    // "new" is promoted: it goes on, the old version stops; once only.
+    run(&mut s, 200, 400, &[("new", 100, None)]);
+    let ended = s.take_inferred();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        (&*ended[0].deployment_id, ended[0].rollout),
+        ("new", Rollout::Promoted)
+    );
+    assert_eq!(ended[0].git_sha.as_deref(), Some("sha"));
+}
+
+/// A batch whose releases fail a share of their requests.
+fn failing(groups: &[(&'static str, u64, u64)]) -> Batch<'static> {
+    let mut b = batch(
+        &groups
+            .iter()
+            .map(|&(id, n, _)| (id, n, None))
+            .collect::<Vec<_>>(),
+    );
+    for (g, &(_, _, errors)) in b.groups.iter_mut().zip(groups) {
+        g.sample.errors = errors;
+    }
+    b
+}
+
+fn verdicts(s: &Store) -> Vec<(String, Color, String, Option<UnixNanos>)> {
+    let mut out: Vec<_> = fleet(s)
+        .releases
+        .values()
+        .map(|r| {
+            let j = r.judgement();
+            (
+                r.deployment_id.to_string(),
+                j.color,
+                j.reason.clone(),
+                j.red_since,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_restored_checkpoint_carries_on_as_if_never_stopped() {
+    let traffic = [("old", 200, 1), ("bad", 20, 4), ("good", 20, 0)];
+    let mut a = store(10);
+    for t in 1..40 {
+        a.apply(&failing(&traffic), t * SEC);
+        a.tick(t * SEC + SEC / 2);
+    }
+    let bytes = a.checkpoint();
+    let mut b = store(10);
+    assert_eq!(b.restore(&bytes).unwrap(), 3);
+    assert_eq!(b.len(), 3);
+    assert_eq!(fleet(&b).choice, fleet(&a).choice);
+    assert_eq!(verdicts(&b), verdicts(&a));
+    assert_eq!(verdicts(&a)[0].1, Color::Red, "{:?}", verdicts(&a));
+    for t in 40..80 {
+        for s in [&mut a, &mut b] {
+            s.apply(&failing(&traffic), t * SEC);
+            s.tick(t * SEC + SEC / 2);
+        }
+    }
+    assert_eq!(verdicts(&b), verdicts(&a));
+}
+
+#[test]
+fn a_checkpoint_from_other_settings_is_refused() {
+    let mut a = store(10);
+    run(&mut a, 1, 5, &[("old", 10, None)]);
+    let mut c = crate::config::Config::default();
+    c.judge.window_slots = 12;
+    let mut b = Store::new(
+        10,
+        Judge::new(&c.judge, &c.checks),
+        BaselineRule::from(&c.baseline),
+    );
+    assert!(matches!(
+        b.restore(&a.checkpoint()),
+        Err(RestoreError::Settings)
+    ));
+    assert!(b.restore(b"not a checkpoint").is_err());
+    assert!(b.is_empty());
+}
+
+#[test]
+fn the_cap_refuses_new_releases_but_not_known_ones() {
+    let mut s = store(2);
+    let a = s.apply(
+        &batch(&[("a", 1, None), ("b", 1, None), ("c", 3, None)]),
+        10,
+    );
+    assert_eq!(
+        (a.recorded, a.refused, a.refused_releases, a.created),
+        (2, 3, 1, 2)
+    );
+    let a = s.apply(&batch(&[("a", 1, None)]), 11);
+    assert_eq!((a.recorded, a.refused), (1, 0));
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
+fn idle_releases_expire_and_free_their_slot() {
+    let mut s = store(2);
+    s.apply(&batch(&[("a", 1, None)]), 10);
+    s.apply(&batch(&[("b", 1, None)]), 100);
+    assert_eq!(s.expire(105, 50), 1);
+    assert_eq!(s.len(), 1);
+    let a = s.apply(&batch(&[("c", 1, None)]), 106);
+    assert_eq!(a.created, 1);
+    assert_eq!(s.expire(1_000, 50), 2);
+    assert!(s.is_empty());
+    assert_eq!(s.fleets().count(), 0);
+}
