@@ -105,6 +105,8 @@ pub struct SelfMetrics {
     pub ledger_dropped: Gauge,
     pub ledger_write_errors: Gauge,
     pub ledger_degraded: Gauge,
+    /// When the judge's state was last checkpointed, Unix seconds.
+    pub checkpoint_written: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for SelfMetrics {
@@ -125,6 +127,7 @@ impl Default for SelfMetrics {
             ledger_dropped: Gauge::default(),
             ledger_write_errors: Gauge::default(),
             ledger_degraded: Gauge::default(),
+            checkpoint_written: Gauge::default(),
         }
     }
 }
@@ -190,6 +193,11 @@ impl SelfMetrics {
             "release_verdict_ledger_degraded",
             "1 while the ledger's last write failed (the daemon goes on in memory)",
             self.ledger_degraded.clone(),
+        );
+        registry.register(
+            "release_verdict_checkpoint_timestamp_seconds",
+            "When the judge's state was last checkpointed into the ledger",
+            self.checkpoint_written.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

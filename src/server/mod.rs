@@ -97,14 +97,21 @@ async fn checkpoint(app: &Arc<App>) {
     let Some(ledger) = app.ledger().cloned() else {
         return;
     };
-    let app = app.clone();
+    let shared = app.clone();
     let written = tokio::task::spawn_blocking(move || {
-        let bytes = app.checkpoint();
-        ledger.save_checkpoint(system_now(), &bytes)
+        let now = system_now();
+        let bytes = shared.checkpoint();
+        ledger.save_checkpoint(now, &bytes).map(|()| now)
     })
     .await;
-    if let Ok(Err(e)) = written {
-        warn!(error = %e, "checkpoint not written");
+    match written {
+        Ok(Ok(at)) => {
+            app.metrics
+                .checkpoint_written
+                .set(at as f64 / 1_000_000_000.0);
+        }
+        Ok(Err(e)) => warn!(error = %e, "checkpoint not written"),
+        Err(e) => warn!(error = %e, "checkpoint task failed"),
     }
 }
 

@@ -1,0 +1,91 @@
+"""The release ledger survives a crash: the real daemon is killed with
+SIGKILL mid-rollout and started again on the same ledger file.
+
+Before the kill: a canary is red against its baseline, a second canary is
+still yellow (too little traffic yet), and the daemon has written events
+and a checkpoint. After the restart, the first answer once /readyz says
+ready is red for the red canary (the same red_since), every event written
+before the crash is still there, and the yellow canary carries on from its
+evidence instead of starting again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+from opentelemetry.trace import SpanKind
+
+from harness import Daemon, poll, poll_release, start_daemon
+from test_sdk import release_resource, send_spans
+
+CONFIG = """
+[ledger]
+path = "ledger.db"
+checkpoint_interval = "500ms"
+[baseline]
+settle = "1s"
+"""
+
+
+def events(daemon: Daemon) -> list[dict]:
+    r = requests.get(f"{daemon.http_url}/api/v1/events", params={"limit": "1000"}, timeout=5)
+    r.raise_for_status()
+    return r.json()["events"]
+
+
+def checkpointed_at(daemon: Daemon) -> float:
+    return daemon.metrics().get("release_verdict_checkpoint_timestamp_seconds")
+
+
+def test_a_kill_9_forgets_nothing_that_was_checkpointed(tmp_path: Path, unique):
+    service = unique("payments")
+    stable, red, yellow = unique("stable"), unique("red"), unique("slow-starter")
+    d = start_daemon(tmp_path / "daemon", config=CONFIG)
+    ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
+
+    def round_of_traffic(_=None):
+        send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
+        send_spans(d, "grpc", release_resource(service, red), [ok] * 10 + [failed] * 10)
+        send_spans(d, "grpc", release_resource(service, yellow), [ok] * 2)
+        return d.get_release(red).json()
+
+    before = poll(round_of_traffic, lambda v: v.get("verdict") == "red", timeout=30, interval=0.2, what="the red canary")
+    slow = poll_release(d, yellow, lambda v: v["baseline"] is not None and v["verdict"] == "yellow", timeout=10)
+    # Everything up to now is committed and checkpointed before the kill.
+    written = events(d)
+    kinds = {(e["deployment_id"], e["type"]) for e in written}
+    assert (red, "canary_failed") in kinds, written
+    red_at = before["red_since"]
+    poll(lambda: checkpointed_at(d), lambda t: t and t > 0 and len(events(d)) >= len(written), timeout=10, what="a checkpoint")
+    mark = checkpointed_at(d)
+    poll(lambda: checkpointed_at(d), lambda t: t > mark, timeout=10, what="a checkpoint after the last traffic")
+
+    d.proc.kill()
+    d.proc.wait(timeout=10)
+
+    again = start_daemon(tmp_path / "daemon", config=CONFIG)
+    try:
+        poll(lambda: requests.get(f"{again.http_url}/readyz", timeout=5).status_code, lambda s: s == 200, what="ready")
+        first = again.get_release(red)
+        assert first.status_code == 200, first.text
+        v = first.json()
+        assert v["verdict"] == "red", v
+        assert v["red_since"] == red_at
+        assert v["baseline"]["deployment_id"] == stable
+        after = {e["id"] for e in events(again)}
+        assert {e["id"] for e in written} <= after, "events written before the crash were lost"
+        # The yellow canary carries on from its evidence: its totals keep counting.
+        resumed = again.get_release(yellow).json()
+        assert resumed["canary"]["requests"] >= slow["canary"]["requests"], (slow, resumed)
+        assert resumed["first_seen_at"] == slow["first_seen_at"]
+        send_spans(again, "grpc", release_resource(service, stable), [ok] * 100)
+        send_spans(again, "grpc", release_resource(service, yellow), [ok] * 3)
+        poll_release(
+            again,
+            yellow,
+            lambda r: r["canary"]["requests"] == resumed["canary"]["requests"] + 3,
+            timeout=10,
+        )
+    finally:
+        again.stop()
