@@ -222,12 +222,7 @@ impl Store {
             }
             self.fleets.entry(service).or_default().insert(env, fleet);
         }
-        self.len = self
-            .fleets
-            .values()
-            .flat_map(|envs| envs.values())
-            .map(|f| f.releases.len())
-            .sum();
+        self.len = self.count();
         Ok(self.len)
     }
 
@@ -247,6 +242,15 @@ impl Store {
     /// Releases tracked.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Counts the releases in every fleet (`len` caches it).
+    fn count(&self) -> usize {
+        self.fleets
+            .values()
+            .flat_map(|envs| envs.values())
+            .map(|f| f.releases.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -407,12 +411,7 @@ impl Store {
             envs.retain(|_, f| !f.releases.is_empty());
         }
         self.fleets.retain(|_, envs| !envs.is_empty());
-        self.len = self
-            .fleets
-            .values()
-            .flat_map(|envs| envs.values())
-            .map(|f| f.releases.len())
-            .sum();
+        self.len = self.count();
         before - self.len
     }
 
