@@ -15,7 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::export::prometheus::{encode_releases, openmetrics_to_text, Format};
+use crate::dora::Report;
+use crate::export::prometheus::{encode_dora, encode_releases, openmetrics_to_text, Format};
 use crate::ingest::delta::DeltaTracker;
 use crate::ingest::otlp::Mapper;
 use crate::judge::Judge;
@@ -91,7 +92,12 @@ pub struct App {
     ignored_metrics: Mutex<HashSet<String>>,
     /// The release ledger, when one is configured.
     ledger: Option<Arc<Ledger>>,
+    /// DORA's measures over the trailing window, as last computed.
+    dora: Mutex<Arc<Vec<Report>>>,
 }
+
+/// Most services and environments the DORA gauges are exposed for.
+pub const MAX_DORA_SERIES: usize = 1000;
 
 impl App {
     /// `started_at` is when we began listening (see `DeltaTracker::new`).
@@ -123,6 +129,7 @@ impl App {
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             ignored_metrics: Mutex::new(HashSet::new()),
             ledger,
+            dora: Mutex::new(Arc::new(Vec::new())),
         }
     }
 
@@ -335,6 +342,20 @@ impl App {
         self.ledger.as_ref()
     }
 
+    /// Keeps DORA's measures for `/metrics`: the services and environments
+    /// with the most deployments first, at most [`MAX_DORA_SERIES`].
+    pub fn set_dora(&self, mut reports: Vec<Report>) {
+        if reports.len() > MAX_DORA_SERIES {
+            reports.sort_by(|a, b| {
+                (b.measures.deployments, b.measures.releases_started)
+                    .cmp(&(a.measures.deployments, a.measures.releases_started))
+            });
+            reports.truncate(MAX_DORA_SERIES);
+            reports.sort_by(|a, b| (&a.service, &a.environment).cmp(&(&b.service, &b.environment)));
+        }
+        *lock(&self.dora) = Arc::new(reports);
+    }
+
     /// The judge's whole state, for the ledger's checkpoint.
     pub fn checkpoint(&self) -> Vec<u8> {
         lock(&self.store).checkpoint()
@@ -371,6 +392,11 @@ impl App {
         let window = self.config.judge.window.as_nanos() as u64;
         let mut out = String::new();
         self.read(|store| encode_releases(&mut out, store, window, now));
+        if self.ledger.is_some() {
+            let dora = lock(&self.dora).clone();
+            let window = self.config.ledger.dora_window.as_secs_f64();
+            encode_dora(&mut out, &dora, window);
+        }
         if let Some(ledger) = &self.ledger {
             let stats = ledger.stats();
             let m = &self.metrics;

@@ -49,6 +49,7 @@ mod judge;
 pub mod ledger;
 pub mod loadgen;
 pub mod model;
+pub mod dora;
 mod recording;
 pub mod replay;
 mod rng;

@@ -224,6 +224,13 @@ pub struct LedgerConfig {
     pub retention: Duration,
     /// The database's size cap in bytes; past it the oldest events go.
     pub max_bytes: u64,
+    /// The trailing window of the `release_verdict_dora_*` gauges, and the
+    /// default window of `/api/v1/dora`.
+    #[serde(with = "humantime_serde")]
+    pub dora_window: Duration,
+    /// How often the DORA gauges are computed again.
+    #[serde(with = "humantime_serde")]
+    pub dora_refresh: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -233,6 +240,8 @@ impl Default for LedgerConfig {
             checkpoint_interval: Duration::from_secs(5),
             retention: Duration::from_secs(400 * 86_400),
             max_bytes: 1 << 30,
+            dora_window: Duration::from_secs(30 * 86_400),
+            dora_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -373,6 +382,12 @@ impl Config {
         }
         if self.ledger.max_bytes < 1 << 20 {
             problems.push("ledger.max_bytes must be at least 1 MiB".to_string());
+        }
+        if self.ledger.dora_window < Duration::from_secs(3600) {
+            problems.push("ledger.dora_window must be at least 1h".to_string());
+        }
+        if self.ledger.dora_refresh < Duration::from_secs(1) {
+            problems.push("ledger.dora_refresh must be at least 1s".to_string());
         }
         let b = &self.baseline;
         if !(b.lead.is_finite() && b.lead >= 1.0) {

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use crate::dora::Report;
 use crate::model::{UnixNanos, NANOS_PER_SEC};
 use crate::store::{Release, Store};
 use crate::window::Signals;
@@ -81,17 +82,20 @@ pub fn escape(value: &str, out: &mut String) {
 /// One sample line.
 fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     out.push_str(name);
-    out.push('{');
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape(v, out);
+            out.push('"');
         }
-        out.push_str(k);
-        out.push_str("=\"");
-        escape(v, out);
-        out.push('"');
+        out.push('}');
     }
-    out.push_str("} ");
+    out.push(' ');
     if value.is_finite() {
         let _ = write!(out, "{value}");
     } else if value.is_nan() {
@@ -192,6 +196,88 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
     }
 }
 
+/// The DORA gauges, in exposition order: name, help.
+const DORA_FAMILIES: [(&str, &str); 9] = [
+    (
+        "release_verdict_dora_window_seconds",
+        "The trailing window the DORA gauges cover",
+    ),
+    (
+        "release_verdict_dora_deployments",
+        "Releases promoted in the trailing window",
+    ),
+    (
+        "release_verdict_dora_deployments_per_day",
+        "Deployment frequency: releases promoted per day over the trailing window",
+    ),
+    (
+        "release_verdict_dora_releases_started",
+        "Releases started in the trailing window",
+    ),
+    (
+        "release_verdict_dora_failed_releases",
+        "Releases started in the trailing window that went red, were rolled back or caused an incident",
+    ),
+    (
+        "release_verdict_dora_change_failure_rate",
+        "Change failure rate: failed releases / releases started, 0 to 1",
+    ),
+    (
+        "release_verdict_dora_lead_time_seconds",
+        "Lead time for changes (first commit or merge to promoted) of the releases promoted in the window",
+    ),
+    (
+        "release_verdict_dora_time_to_restore_seconds",
+        "Time to restore (red or incident to rollback, restore or the next promotion) of the failures in the window",
+    ),
+    (
+        "release_verdict_dora_open_failures",
+        "Failures detected in the window and not restored yet",
+    ),
+];
+
+/// The DORA gauges of each service and environment over the trailing
+/// window of `window_seconds`.
+pub fn encode_dora(out: &mut String, reports: &[Report], window_seconds: f64) {
+    let mut families: Vec<String> = vec![String::new(); DORA_FAMILIES.len()];
+    sample(&mut families[0], DORA_FAMILIES[0].0, &[], window_seconds);
+    for r in reports {
+        let labels = [
+            ("service", r.service.as_str()),
+            ("environment", r.environment.as_str()),
+        ];
+        let m = &r.measures;
+        let mut put = |i: usize, value: f64| sample(&mut families[i], DORA_FAMILIES[i].0, &labels, value);
+        put(1, m.deployments as f64);
+        put(2, m.deployments_per_day);
+        put(3, m.releases_started as f64);
+        put(4, m.failed_releases as f64);
+        if let Some(rate) = m.change_failure_rate {
+            put(5, rate);
+        }
+        put(8, m.time_to_restore_seconds.open as f64);
+        let lead = &m.lead_time_seconds;
+        let restore = &m.time_to_restore_seconds;
+        let spreads = [
+            (6, "p50", lead.median),
+            (6, "p90", lead.p90),
+            (7, "p50", restore.median),
+            (7, "p95", restore.p95),
+        ];
+        for (i, percentile, value) in spreads {
+            if let Some(v) = value {
+                let labels = [labels[0], labels[1], ("percentile", percentile)];
+                sample(&mut families[i], DORA_FAMILIES[i].0, &labels, v);
+            }
+        }
+    }
+    for ((name, help), body) in DORA_FAMILIES.iter().zip(families) {
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        out.push_str(&body);
+    }
+}
+
 /// prometheus-client writes OpenMetrics; the text format differs in a
 /// counter's family name (`x_total` there, `x` here), has no `# UNIT`
 /// and no `# EOF`.
@@ -240,7 +326,7 @@ mod tests {
         let mut out = String::new();
         sample(&mut out, "m", &[], f64::INFINITY);
         sample(&mut out, "m", &[], f64::NAN);
-        assert_eq!(out, "m{} +Inf\nm{} NaN\n");
+        assert_eq!(out, "m +Inf\nm NaN\n");
     }
 
     #[test]

@@ -342,6 +342,14 @@ fn posted_event(
         }
         Some(_) => return Err(invalid("metadata", Problem::NotAnObject)),
     };
+    // DORA reads a commit's own time from here.
+    match metadata.get("commit_time") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) => {
+            parse_time(t).map_err(|e| invalid("metadata.commit_time", Problem::BadTime(e)))?;
+        }
+        Some(_) => return Err(invalid("metadata.commit_time", Problem::NotAString)),
+    }
     let event_id = string(fields, "event_id").map_err(|p| invalid("event_id", p))?;
     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(invalid(unknown, Problem::Unknown));
@@ -442,6 +450,10 @@ mod tests {
             error(r#"{"events":[1]}"#),
             "events[0]: must be a JSON object"
         );
+        assert!(error(
+            r#"{"type":"commit","service":"s","metadata":{"commit_time":"yesterday"}}"#
+        )
+        .starts_with("metadata.commit_time: must be an RFC 3339 time"));
         assert!(error("{").starts_with("the body is not JSON"));
         assert_eq!(
             error(&format!(r#"{{"type":"{}","service":"s"}}"#, "a".repeat(65))),

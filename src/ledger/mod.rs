@@ -47,6 +47,7 @@
 //! (migrations), `writer` (the thread), [`query`] (reads, releases,
 //! checkpoint).
 
+mod delivery;
 pub mod event;
 pub mod query;
 mod schema;
@@ -64,6 +65,7 @@ use serde::Serialize;
 
 use crate::model::UnixNanos;
 use event::Event;
+pub use delivery::DoraQuery;
 pub use query::{EventFilter, Page, ReleaseRecord, StoredEvent};
 use writer::{Command, Writer};
 

@@ -14,7 +14,9 @@ use crate::app::App;
 use crate::clock::system_now;
 use crate::export::prometheus::Format;
 use crate::ledger::event::{parse_posted, parse_time, PostError};
-use crate::ledger::{EventFilter, Ledger};
+use crate::dora::{Bucket, Window};
+use crate::ledger::{DoraQuery, EventFilter, Ledger};
+use crate::model::{format_time, UnixNanos};
 use crate::verdict::{self, Filter, LookupError};
 
 /// Verdicts change every second: never let a cache answer for us.
@@ -206,6 +208,95 @@ pub async fn events(
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// Most buckets one `/api/v1/dora` answer holds per service.
+const MAX_DORA_BUCKETS: u64 = 1000;
+
+/// The query of `GET /api/v1/dora`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoraParams {
+    service: Option<String>,
+    environment: Option<String>,
+    /// RFC 3339; default `until` minus `[ledger] dora_window`.
+    since: Option<String>,
+    /// RFC 3339; default now.
+    until: Option<String>,
+    /// `day` or `week`: the window also cut into calendar buckets (UTC).
+    bucket: Option<String>,
+}
+
+/// `GET /api/v1/dora?service=&environment=&since=&until=&bucket=`: DORA's
+/// measures per service and environment (definitions in the README).
+pub async fn dora(
+    State(app): State<Arc<App>>,
+    query: Result<Query<DoraParams>, QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let ledger = match ledger_of(&app) {
+        Ok(l) => l,
+        Err(answer) => return answer.into_response(),
+    };
+    let query = match dora_query(q, system_now(), app.config.ledger.dora_window) {
+        Ok(query) => query,
+        Err(answer) => return answer.into_response(),
+    };
+    let window = query.window;
+    match tokio::task::spawn_blocking(move || ledger.dora(&query)).await {
+        Ok(Ok(reports)) => (
+            [NO_STORE],
+            Json(json!({
+                "since": format_time(window.since),
+                "until": format_time(window.until),
+                "dora": reports,
+            })),
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// The ledger's query for `/api/v1/dora`'s parameters, or the 400 naming
+/// the bad one.
+fn dora_query(
+    q: DoraParams,
+    now: UnixNanos,
+    default_window: std::time::Duration,
+) -> Result<DoraQuery, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let time = |name: &str, v: Option<&str>| {
+        v.map(|s| parse_time(s).map_err(|e| bad(format!("{name}: {e}"))))
+            .transpose()
+    };
+    let until = time("until", q.until.as_deref())?.unwrap_or(now);
+    let since = time("since", q.since.as_deref())?
+        .unwrap_or_else(|| until.saturating_sub(default_window.as_nanos() as u64));
+    if since >= until {
+        return Err(bad("since must be before until".into()));
+    }
+    let bucket = q
+        .bucket
+        .as_deref()
+        .map(|b| b.parse::<Bucket>().map_err(bad))
+        .transpose()?;
+    if let Some(b) = bucket {
+        if (until - since).div_ceil(b.len()) > MAX_DORA_BUCKETS {
+            return Err(bad(format!(
+                "the window holds more than {MAX_DORA_BUCKETS} buckets; narrow since/until"
+            )));
+        }
+    }
+    Ok(DoraQuery {
+        service: q.service,
+        environment: q.environment,
+        window: Window { since, until },
+        bucket,
+    })
 }
 
 /// `GET /api/v1/releases/{deployment_id}/timeline?service=&environment=`:

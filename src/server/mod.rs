@@ -29,7 +29,8 @@ use crate::app::App;
 use crate::clock::system_now;
 use crate::config::{Config, LedgerConfig};
 use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
-use crate::ledger::{Ledger, LedgerError, LedgerOptions};
+use crate::dora::Window;
+use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions};
 use otlp_grpc::OtlpGrpc;
 use otlp_http as http;
 use verdict_grpc::VerdictGrpc;
@@ -93,6 +94,26 @@ fn restore(app: &App, ledger: &Ledger) {
 }
 
 /// Writes the judge's state to the ledger, off the async workers.
+/// Computes the DORA gauges' measures over the trailing window again.
+async fn refresh_dora(app: &Arc<App>, ledger: &Arc<Ledger>) {
+    let until = system_now();
+    let query = DoraQuery {
+        service: None,
+        environment: None,
+        window: Window {
+            since: until.saturating_sub(app.config.ledger.dora_window.as_nanos() as u64),
+            until,
+        },
+        bucket: None,
+    };
+    let ledger = ledger.clone();
+    match tokio::task::spawn_blocking(move || ledger.dora(&query)).await {
+        Ok(Ok(reports)) => app.set_dora(reports),
+        Ok(Err(e)) => warn!(error = %e, "DORA gauges not refreshed"),
+        Err(e) => warn!(error = %e, "DORA gauges not refreshed"),
+    }
+}
+
 async fn checkpoint(app: &Arc<App>) {
     let Some(ledger) = app.ledger().cloned() else {
         return;
@@ -220,6 +241,7 @@ impl Server {
                 get(api::timeline),
             )
             .route("/api/v1/events", get(api::events).post(api::post_events))
+            .route("/api/v1/dora", get(api::dora))
             .route("/healthz", get(api::healthz))
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))
@@ -264,6 +286,21 @@ impl Server {
             })
         };
 
+        // Its own task: a long DORA query must not delay the judge's tick.
+        let gauges = app.ledger().cloned().map(|ledger| {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut refresh = tokio::time::interval(app.config.ledger.dora_refresh);
+                refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = refresh.tick() => refresh_dora(&app, &ledger).await,
+                    }
+                }
+            })
+        });
+
         app.set_ready(true);
         info!(%grpc_addr, %http_addr, "release-verdict listening");
         shutdown.await;
@@ -275,6 +312,9 @@ impl Server {
             let grpc = grpc.await;
             let http = http.await;
             let _ = ticker.await;
+            if let Some(gauges) = gauges {
+                let _ = gauges.await;
+            }
             (grpc, http)
         };
         match tokio::time::timeout(grace, drain).await {
