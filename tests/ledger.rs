@@ -264,3 +264,269 @@ async fn the_event_command_posts_with_exit_codes() {
     });
     assert_eq!(code, Some(3));
 }
+
+/// Waits until an event of `kind` about `deployment_id` is recorded.
+async fn until_event(server: &TestServer, kind: &str, deployment_id: &str) -> Value {
+    let path = format!("/api/v1/events?type={kind}&deployment_id={deployment_id}");
+    for _ in 0..200 {
+        let (_, page) = server.get_json(&path).await;
+        if let Some(e) = page["events"].as_array().and_then(|a| a.first()) {
+            return e.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {kind} event for {deployment_id}");
+}
+
+/// Sends `rounds` of traffic from each of `releases` (resource, requests,
+/// errors), 100 ms apart.
+async fn traffic(server: &TestServer, releases: &[(&str, u64, u64)], rounds: usize) {
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    for _ in 0..rounds {
+        for &(id, requests, errors) in releases {
+            let sha = id.rsplit('-').next().unwrap();
+            let resource = release_resource("checkout", "prod", id, sha);
+            client
+                .export(trace_request(resource, requests, errors))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn quiet_after(quiet: Duration) -> Config {
+    let mut c = config(":memory:");
+    c.baseline.quiet = quiet;
+    c
+}
+
+#[tokio::test]
+async fn a_canary_that_goes_quiet_was_rolled_back() {
+    let server = TestServer::with_config(quiet_after(Duration::from_secs(1))).await;
+    until_canary(&server, |v| v["verdict"] == "red").await;
+    // The controller aborts: only the stable version goes on reporting.
+    let (stop, waiting) = (
+        tokio_util::sync::CancellationToken::new(),
+        until_event(&server, "rolled_back", CANARY),
+    );
+    let sending = async {
+        while !stop.is_cancelled() {
+            traffic(&server, &[(STABLE, 200, 0)], 1).await;
+        }
+    };
+    let event = tokio::select! {
+        e = waiting => { stop.cancel(); e }
+        _ = sending => unreachable!(),
+    };
+    assert_eq!(event["source"], "inferred", "{event}");
+    assert_eq!(event["metadata"]["baseline_deployment_id"], STABLE);
+    let (_, promoted) = server.get_json("/api/v1/events?type=promoted").await;
+    assert_eq!(promoted["events"], json!([]), "nothing was promoted");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_canary_whose_baseline_goes_quiet_was_promoted() {
+    let server = TestServer::with_config(quiet_after(Duration::from_secs(1))).await;
+    // Both report until the canary is judged against the stable version.
+    let mut judged = false;
+    for _ in 0..100 {
+        traffic(&server, &[(STABLE, 200, 0), (CANARY, 30, 0)], 1).await;
+        let (_, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
+        if v["baseline"]["deployment_id"] == STABLE {
+            judged = true;
+            break;
+        }
+    }
+    assert!(judged, "the canary never got its baseline");
+    // Fully rolled out: only the canary reports.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sending = async {
+        while !stop.is_cancelled() {
+            traffic(&server, &[(CANARY, 200, 0)], 1).await;
+        }
+    };
+    let event = tokio::select! {
+        e = until_event(&server, "promoted", CANARY) => { stop.cancel(); e }
+        _ = sending => unreachable!(),
+    };
+    assert_eq!(event["source"], "inferred", "{event}");
+    assert_eq!(event["git_sha"], "2b5d9af");
+    assert_eq!(event["metadata"]["baseline_deployment_id"], STABLE);
+    let (_, back) = server.get_json("/api/v1/events?type=rolled_back").await;
+    assert_eq!(back["events"], json!([]), "nothing was rolled back");
+    server.stop().await;
+}
+
+const HOUR: u64 = 3600;
+const MINUTE: u64 = 60;
+
+/// A day of checkout's releases with known DORA answers (see
+/// `dora_answers_the_fixture`), starting at `d0` (Unix seconds, midnight).
+fn dora_fixture(d0: u64) -> Vec<Value> {
+    let at = |s: u64| {
+        humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(s)).to_string()
+    };
+    let mut events = Vec::new();
+    let mut post = |kind: &str, ts: u64, fields: Value| {
+        let mut e = json!({"type": kind, "ts": at(ts), "service": "checkout"});
+        e.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        events.push(e);
+    };
+    for i in 1..=10u64 {
+        let start = d0 + i * HOUR;
+        let (id, sha) = (format!("checkout-r{i}"), format!("sha{i}"));
+        let release = json!({"environment": "prod", "deployment_id": id, "git_sha": sha});
+        post("deploy_started", start, release.clone());
+        // The commit names only its sha and carries its own time: lead
+        // times 30 + 10 i minutes.
+        post(
+            "commit",
+            start - MINUTE,
+            json!({"git_sha": sha, "metadata": {"commit_time": at(start - 10 * i * MINUTE)}}),
+        );
+        if i % 2 == 0 {
+            // Later than the commit: does not change the lead time.
+            post("pr_merged", start - 5 * MINUTE, json!({"deployment_id": id}));
+        }
+        match i {
+            // Red, rolled back 7 minutes later.
+            3 => {
+                post("canary_failed", start + 5 * MINUTE, release.clone());
+                post("rolled_back", start + 12 * MINUTE, release.clone());
+            }
+            // Promoted, then an incident naming no release (so, the last
+            // one started), resolved 25 minutes later.
+            6 => {
+                post("promoted", start + 30 * MINUTE, release.clone());
+                post(
+                    "incident_started",
+                    start + 40 * MINUTE,
+                    json!({"environment": "prod"}),
+                );
+                post("incident_resolved", start + 65 * MINUTE, json!({}));
+            }
+            // Red, never rolled back: restored when r10 is promoted,
+            // 87 minutes later.
+            9 => post("canary_failed", start + 3 * MINUTE, release.clone()),
+            _ => post("promoted", start + 30 * MINUTE, release.clone()),
+        }
+        post("verdict_changed", start + MINUTE, release);
+    }
+    events.push(json!({"type": "deploy_started", "ts": at(d0 + HOUR), "service": "search",
+        "environment": "prod", "deployment_id": "search-1"}));
+    events
+}
+
+/// Midnight (UTC) three days ago, in Unix seconds.
+fn three_days_ago() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    now - now % 86_400 - 3 * 86_400
+}
+
+#[tokio::test]
+async fn dora_answers_the_fixture() {
+    let mut c = config(":memory:");
+    c.ledger.dora_refresh = Duration::from_secs(1);
+    let server = TestServer::with_config(c).await;
+    let d0 = three_days_ago();
+    let (status, answer) = post(&server, json!({ "events": dora_fixture(d0) })).await;
+    assert_eq!(status, 200, "{answer}");
+    let at = |s: u64| {
+        humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(s)).to_string()
+    };
+    let (status, dora) = server
+        .get_json(&format!(
+            "/api/v1/dora?since={}&until={}",
+            at(d0),
+            at(d0 + 86_400)
+        ))
+        .await;
+    assert_eq!(status, 200, "{dora}");
+    let all = dora["dora"].as_array().unwrap();
+    let services: Vec<&str> = all.iter().map(|r| r["service"].as_str().unwrap()).collect();
+    assert_eq!(services, ["checkout", "search"]);
+    let m = &all[0];
+    assert_eq!(m["environment"], "prod");
+    assert_eq!(m["releases_started"], 10);
+    assert_eq!(m["failed_releases"], 3);
+    assert_eq!(m["change_failure_rate"], 0.3);
+    assert_eq!(m["deployments"], 8);
+    assert_eq!(m["deploy_days"], 1);
+    assert_eq!(m["deployments_per_day"], 8.0);
+    // Lead times 40, 50, 70, 80, 90, 100, 110, 130 minutes.
+    assert_eq!(
+        m["lead_time_seconds"],
+        json!({"count": 8, "median": 5100.0, "p90": 6960.0})
+    );
+    // Restores after 7, 25 and 87 minutes.
+    assert_eq!(
+        m["time_to_restore_seconds"],
+        json!({"count": 3, "open": 0, "median": 1500.0, "p95": 4848.0})
+    );
+
+    // Narrowed, and cut by day: the second day is empty.
+    let (_, by_day) = server
+        .get_json(&format!(
+            "/api/v1/dora?service=checkout&environment=prod&since={}&until={}&bucket=day",
+            at(d0),
+            at(d0 + 2 * 86_400)
+        ))
+        .await;
+    let only = by_day["dora"].as_array().unwrap();
+    assert_eq!(only.len(), 1, "{by_day}");
+    let days: Vec<(u64, u64)> = only[0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["releases_started"].as_u64().unwrap(),
+                b["deployments"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(days, [(10, 8), (0, 0)]);
+
+    for bad in [
+        "/api/v1/dora?since=monday",
+        "/api/v1/dora?bucket=month",
+        "/api/v1/dora?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z",
+        "/api/v1/dora?since=1970-01-01T00:00:00Z&bucket=day",
+        "/api/v1/dora?team=payments",
+    ] {
+        let (status, e) = server.get_json(bad).await;
+        assert_eq!(status, 400, "{bad}: {e}");
+        assert!(e["error"].is_string(), "{e}");
+    }
+
+    // The gauges cover the trailing 30 days, which hold the fixture.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = server.metrics().await;
+        if metrics.contains("release_verdict_dora_deployments{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let labels = r#"{service="checkout",environment="prod"}"#;
+    for line in [
+        format!("release_verdict_dora_deployments{labels} 8"),
+        format!("release_verdict_dora_change_failure_rate{labels} 0.3"),
+        format!("release_verdict_dora_releases_started{labels} 10"),
+        r#"release_verdict_dora_lead_time_seconds{service="checkout",environment="prod",percentile="p50"} 5100"#.to_string(),
+        r#"release_verdict_dora_time_to_restore_seconds{service="checkout",environment="prod",percentile="p95"} 4848"#.to_string(),
+        "release_verdict_dora_window_seconds 2592000".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
+    server.stop().await;
+}
