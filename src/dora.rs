@@ -142,7 +142,7 @@ impl Bucket {
     }
 
     /// The length of one bucket.
-    pub fn len(self) -> UnixNanos {
+    pub fn span(self) -> UnixNanos {
         match self {
             Bucket::Day => DAY,
             Bucket::Week => 7 * DAY,
@@ -289,7 +289,12 @@ pub fn compute(facts: &[Fact], window: Window, bucket: Option<Bucket>) -> Vec<Re
 }
 
 /// The report of a service and environment with nothing in the window.
-pub fn empty(service: &str, environment: &str, window: Window, bucket: Option<Bucket>) -> Vec<Report> {
+pub fn empty(
+    service: &str,
+    environment: &str,
+    window: Window,
+    bucket: Option<Bucket>,
+) -> Vec<Report> {
     let group = Group::default();
     vec![Report {
         service: service.to_string(),
@@ -316,8 +321,11 @@ fn buckets(bucket: Bucket, window: Window) -> impl Iterator<Item = Window> {
         if start >= window.until {
             return None;
         }
-        let end = (bucket.floor(start) + bucket.len()).min(window.until);
-        let w = Window { since: start, until: end };
+        let end = (bucket.floor(start) + bucket.span()).min(window.until);
+        let w = Window {
+            since: start,
+            until: end,
+        };
         start = end;
         Some(w)
     })

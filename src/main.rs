@@ -11,6 +11,7 @@ use release_verdict::{sim, telemetry};
 
 mod event_cmd;
 mod gate;
+mod ledger_cmd;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 78;
@@ -106,6 +107,12 @@ enum Command {
     /// Exits 0 recorded (or already recorded by its --event-id),
     /// 3 unreachable or failed, 64 refused as bad input.
     Event(event_cmd::Options),
+    /// The release ledger: `ledger export` writes its events as Parquet or
+    /// JSON lines.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger_cmd::Command,
+    },
 }
 
 /// Exit code for a command line that cannot be used (sysexits EX_USAGE),
@@ -237,6 +244,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Event(options) => ExitCode::from(event_cmd::main(&options)),
+        Command::Ledger { command } => ledger_cmd::main(command),
         Command::Loadgen(options) => {
             let run = tokio::runtime::Runtime::new()
                 .map(|rt| rt.block_on(release_verdict::loadgen::run(options)));

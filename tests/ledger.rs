@@ -392,7 +392,11 @@ fn dora_fixture(d0: u64) -> Vec<Value> {
         );
         if i % 2 == 0 {
             // Later than the commit: does not change the lead time.
-            post("pr_merged", start - 5 * MINUTE, json!({"deployment_id": id}));
+            post(
+                "pr_merged",
+                start - 5 * MINUTE,
+                json!({"deployment_id": id}),
+            );
         }
         match i {
             // Red, rolled back 7 minutes later.
@@ -418,8 +422,10 @@ fn dora_fixture(d0: u64) -> Vec<Value> {
         }
         post("verdict_changed", start + MINUTE, release);
     }
-    events.push(json!({"type": "deploy_started", "ts": at(d0 + HOUR), "service": "search",
-        "environment": "prod", "deployment_id": "search-1"}));
+    events.push(
+        json!({"type": "deploy_started", "ts": at(d0 + HOUR), "service": "search",
+        "environment": "prod", "deployment_id": "search-1"}),
+    );
     events
 }
 

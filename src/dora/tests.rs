@@ -80,8 +80,20 @@ fn red_rollback_and_incident_each_fail_a_release() {
         release(Kind::Started, D0 + 3 * HOUR, "c"),
         release(Kind::Promoted, D0 + 3 * HOUR + 30 * MINUTE, "c"),
         // Names nothing: the release started last before it, c.
-        fact(Kind::IncidentStarted, D0 + 4 * HOUR, Some("prod"), None, None),
-        fact(Kind::Restored, D0 + 4 * HOUR + 25 * MINUTE, None, None, None),
+        fact(
+            Kind::IncidentStarted,
+            D0 + 4 * HOUR,
+            Some("prod"),
+            None,
+            None,
+        ),
+        fact(
+            Kind::Restored,
+            D0 + 4 * HOUR + 25 * MINUTE,
+            None,
+            None,
+            None,
+        ),
         release(Kind::Started, D0 + 5 * HOUR, "d"),
         release(Kind::Promoted, D0 + 5 * HOUR + 30 * MINUTE, "d"),
     ];
@@ -127,9 +139,27 @@ fn a_failure_not_restored_before_until_is_open() {
 #[test]
 fn an_incident_by_sha_fails_every_release_of_that_sha() {
     let facts = vec![
-        fact(Kind::Started, D0 + HOUR, Some("prod"), Some("a-prod"), Some("s1")),
-        fact(Kind::Started, D0 + HOUR, Some("staging"), Some("a-stg"), Some("s1")),
-        fact(Kind::Started, D0 + HOUR, Some("staging"), Some("b-stg"), Some("s2")),
+        fact(
+            Kind::Started,
+            D0 + HOUR,
+            Some("prod"),
+            Some("a-prod"),
+            Some("s1"),
+        ),
+        fact(
+            Kind::Started,
+            D0 + HOUR,
+            Some("staging"),
+            Some("a-stg"),
+            Some("s1"),
+        ),
+        fact(
+            Kind::Started,
+            D0 + HOUR,
+            Some("staging"),
+            Some("b-stg"),
+            Some("s2"),
+        ),
         fact(Kind::IncidentStarted, D0 + 2 * HOUR, None, None, Some("s1")),
     ];
     let reports = compute(&facts, day(), None);
@@ -181,7 +211,9 @@ fn buckets_cut_the_window_by_day_and_iso_week() {
     assert_eq!(report.buckets[0].since, "2026-11-02T12:00:00.000Z");
     assert_eq!(report.buckets[0].deployments, 0, "day 0's was before noon");
     assert!(report.buckets[1..].iter().all(|b| b.deployments == 1));
-    let weeks = compute(&facts, window, Some(Bucket::Week)).remove(0).buckets;
+    let weeks = compute(&facts, window, Some(Bucket::Week))
+        .remove(0)
+        .buckets;
     let cuts: Vec<(&str, usize)> = weeks
         .iter()
         .map(|b| (b.until.as_str(), b.deployments))

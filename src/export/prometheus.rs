@@ -247,7 +247,8 @@ pub fn encode_dora(out: &mut String, reports: &[Report], window_seconds: f64) {
             ("environment", r.environment.as_str()),
         ];
         let m = &r.measures;
-        let mut put = |i: usize, value: f64| sample(&mut families[i], DORA_FAMILIES[i].0, &labels, value);
+        let mut put =
+            |i: usize, value: f64| sample(&mut families[i], DORA_FAMILIES[i].0, &labels, value);
         put(1, m.deployments as f64);
         put(2, m.deployments_per_day);
         put(3, m.releases_started as f64);

@@ -1,8 +1,8 @@
 //! Reading what DORA needs: the events of the types it uses, in a window
 //! and the lookback before it, as [`Fact`]s for [`crate::dora::compute`].
 
-use rusqlite::types::Value as SqlValue;
 use rusqlite::params_from_iter;
+use rusqlite::types::Value as SqlValue;
 
 use super::event::parse_time;
 use super::query::nanos;
@@ -71,9 +71,7 @@ impl Ledger {
                     Ok(Some(Fact {
                         kind,
                         // A commit's own time when it carries a valid one.
-                        ts: commit_time
-                            .and_then(|t| parse_time(&t).ok())
-                            .unwrap_or(ts),
+                        ts: commit_time.and_then(|t| parse_time(&t).ok()).unwrap_or(ts),
                         service: r.get(2)?,
                         environment: r.get(3)?,
                         deployment_id: r.get(4)?,

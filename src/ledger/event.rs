@@ -450,10 +450,10 @@ mod tests {
             error(r#"{"events":[1]}"#),
             "events[0]: must be a JSON object"
         );
-        assert!(error(
-            r#"{"type":"commit","service":"s","metadata":{"commit_time":"yesterday"}}"#
-        )
-        .starts_with("metadata.commit_time: must be an RFC 3339 time"));
+        assert!(
+            error(r#"{"type":"commit","service":"s","metadata":{"commit_time":"yesterday"}}"#)
+                .starts_with("metadata.commit_time: must be an RFC 3339 time")
+        );
         assert!(error("{").starts_with("the body is not JSON"));
         assert_eq!(
             error(&format!(r#"{{"type":"{}","service":"s"}}"#, "a".repeat(65))),

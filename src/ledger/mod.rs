@@ -49,6 +49,7 @@
 
 mod delivery;
 pub mod event;
+pub mod export;
 pub mod query;
 mod schema;
 mod writer;
@@ -64,8 +65,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use serde::Serialize;
 
 use crate::model::UnixNanos;
-use event::Event;
 pub use delivery::DoraQuery;
+use event::Event;
 pub use query::{EventFilter, Page, ReleaseRecord, StoredEvent};
 use writer::{Command, Writer};
 

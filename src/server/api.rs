@@ -12,9 +12,9 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::clock::system_now;
+use crate::dora::{Bucket, Window};
 use crate::export::prometheus::Format;
 use crate::ledger::event::{parse_posted, parse_time, PostError};
-use crate::dora::{Bucket, Window};
 use crate::ledger::{DoraQuery, EventFilter, Ledger};
 use crate::model::{format_time, UnixNanos};
 use crate::verdict::{self, Filter, LookupError};
@@ -285,7 +285,7 @@ fn dora_query(
         .map(|b| b.parse::<Bucket>().map_err(bad))
         .transpose()?;
     if let Some(b) = bucket {
-        if (until - since).div_ceil(b.len()) > MAX_DORA_BUCKETS {
+        if (until - since).div_ceil(b.span()) > MAX_DORA_BUCKETS {
             return Err(bad(format!(
                 "the window holds more than {MAX_DORA_BUCKETS} buckets; narrow since/until"
             )));
