@@ -2,15 +2,24 @@
 # Whole ingest path over OTLP/gRPC: the daemon's CPU seconds per million
 # spans under `release-verdict loadgen` flat out, and its peak RSS.
 #
-#   cargo build --release && bash benches/ingest_cpu.sh [seconds] [grpc|http]
+#   cargo build --release && bash benches/ingest_cpu.sh [seconds] [grpc|http] [ledger-on|ledger-off]
+#
+# The daemon runs on config.toml in a temporary directory, so its ledger
+# (ledger-on, the default) is a fresh file there; ledger-off empties
+# [ledger] path.
 set -euo pipefail
 secs="${1:-15}"
 proto="${2:-grpc}"
-bin="$(dirname "$0")/../target/release/release-verdict"
-log="$(mktemp)"
-"$bin" serve --config "$(dirname "$0")/../config.toml" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>"$log" &
+ledger="${3:-ledger-on}"
+bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/release-verdict"
+work="$(mktemp -d)"
+log="$work/log"
+config="$work/config.toml"
+cp "$(dirname "$0")/../config.toml" "$config"
+[ "$ledger" = ledger-off ] && sed -i 's|^path = "data/ledger.db"|path = ""|' "$config"
+(cd "$work" && exec "$bin" serve --config "$config" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>"$log") &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do grep -q "listening" "$log" && break; sleep 0.1; done
 grpc=$(sed -n 's/.*grpc_addr=\([^ ]*\).*/\1/p' "$log")
 http=$(sed -n 's/.*http_addr=\([^ ]*\).*/\1/p' "$log")
@@ -25,4 +34,5 @@ awk -v a="$accepted" -v b="$before" -v c="$after" 'BEGIN {
   printf "daemon: %.2f CPU-s for %d spans = %.2f CPU-s per million spans (%.0f spans per CPU-second)\n", c - b, a, (c - b) / a * 1e6, a / (c - b) }'
 grep VmHWM "/proc/$pid/status"
 curl -s "http://$http/api/v1/releases" | python3 -c 'import json,sys; r=json.load(sys.stdin)["releases"]; print(len(r), "releases:", sorted(set(v["verdict"] for v in r)))'
+[ "$ledger" = ledger-on ] && echo "ledger: $(du -h "$work/data/ledger.db" | cut -f1), $(curl -s "http://$http/metrics" | grep '^release_verdict_ledger_events_written ' )"
 rm -f "$log.out"

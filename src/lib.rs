@@ -21,11 +21,14 @@
 //! - `ingest`: OTLP bytes to samples (decode, identity, buckets, deltas).
 //! - `export`: encoders, verdicts to Prometheus text and to protobuf.
 //! - `self_metrics`: the daemon's own counters, used by both sides.
+//! - [`dora`]: DORA's four measures from ledger events, per service and
+//!   environment, over a window or by day or week.
 //!
 //! The shell:
 //! - [`ledger`]: the durable release ledger (SQLite): events, each
 //!   release's last verdict, the judge's checkpoint; a writer thread fed by
-//!   a bounded queue. `recording` turns a tick's news into its events.
+//!   a bounded queue; the DORA query and `ledger export` (Parquet, JSON
+//!   lines). `recording` turns a tick's news into its events.
 //! - `app`: the shared state the servers hold (the only locks).
 //! - [`server`]: binds ports; OTLP receivers, JSON API, verdict gRPC; the
 //!   tick and expiry loops; draining.

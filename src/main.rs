@@ -1,5 +1,6 @@
 //! The `release-verdict` command line: `serve` runs the daemon; `replay`,
-//! `simulate`, `gate` and `loadgen` drive or query it.
+//! `simulate`, `gate`, `loadgen` and `event` drive or query it; `ledger
+//! export` writes the ledger's events for other tools.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

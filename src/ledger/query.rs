@@ -139,7 +139,7 @@ impl Ledger {
     ) -> Result<Vec<StoredEvent>, LedgerError> {
         self.readers.with(|conn| {
             conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events
+                "SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_deployment
                  WHERE deployment_id = ?1 AND service = ?2
                    AND (environment = ?3 OR environment IS NULL)
                  ORDER BY ts_ns, id LIMIT ?4"

@@ -329,7 +329,10 @@ pub(crate) fn insert_event(conn: &Connection, e: &Event) -> rusqlite::Result<Out
     if let (Source::Inferred, Some(deployment_id)) = (e.source, release_key) {
         let explicit = conn
             .prepare_cached(
-                "SELECT 1 FROM events WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
+                // The planner, without statistics, may prefer the type
+                // index: thousands of rows where the release has a few.
+                "SELECT 1 FROM events INDEXED BY events_deployment
+                 WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
                  AND environment IS ?4 AND source = 'api' LIMIT 1",
             )?
             .query_row(
@@ -373,7 +376,8 @@ pub(crate) fn insert_event(conn: &Connection, e: &Event) -> rusqlite::Result<Out
     if let (Source::Api, Some(deployment_id)) = (e.source, release_key) {
         superseded =
             conn.prepare_cached(
-                "DELETE FROM events WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
+                "DELETE FROM events INDEXED BY events_deployment
+                 WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
                  AND environment IS ?4 AND source = 'inferred'",
             )?
             .execute(params![deployment_id, e.kind, e.service, e.environment])? as u64;
