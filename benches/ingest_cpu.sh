@@ -34,5 +34,5 @@ awk -v a="$accepted" -v b="$before" -v c="$after" 'BEGIN {
   printf "daemon: %.2f CPU-s for %d spans = %.2f CPU-s per million spans (%.0f spans per CPU-second)\n", c - b, a, (c - b) / a * 1e6, a / (c - b) }'
 grep VmHWM "/proc/$pid/status"
 curl -s "http://$http/api/v1/releases" | python3 -c 'import json,sys; r=json.load(sys.stdin)["releases"]; print(len(r), "releases:", sorted(set(v["verdict"] for v in r)))'
-[ "$ledger" = ledger-on ] && echo "ledger: $(du -h "$work/data/ledger.db" | cut -f1), $(curl -s "http://$http/metrics" | grep '^release_verdict_ledger_events_written ' )"
+[ "$ledger" = ledger-on ] && echo "ledger: $(curl -s "http://$http/metrics" | grep '^release_verdict_ledger_events_written ' )"
 rm -f "$log.out"
