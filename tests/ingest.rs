@@ -420,3 +420,83 @@ async fn spans_without_a_release_are_counted_and_ignored() {
     );
     server.stop().await;
 }
+
+/// The security review's poisoned stream: a cumulative exponential point at
+/// scale 20 and an offset near i32::MAX, then its retry at scale 19, in the
+/// same requests as a legitimate service. Each used to panic the request
+/// and lose the other service's data.
+#[tokio::test]
+async fn a_poisoned_histogram_stream_is_refused_and_its_neighbours_counted() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data, ExponentialHistogram,
+        ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    let server = TestServer::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let resource =
+        |id: &str, temporality: i32, scale: i32, offset: i32, time: u64| ResourceMetrics {
+            resource: Some(Resource {
+                attributes: release_resource("pay", "prod", id, "abc1234"),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http.server.request.duration".into(),
+                    unit: "s".into(),
+                    data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                        aggregation_temporality: temporality,
+                        data_points: vec![ExponentialHistogramDataPoint {
+                            start_time_unix_nano: now - 1_000_000_000,
+                            time_unix_nano: time,
+                            count: 2,
+                            scale,
+                            positive: Some(Buckets {
+                                offset,
+                                bucket_counts: vec![1, 1],
+                            }),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+    for (round, scale) in [(1u64, 20), (2, 19)] {
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![
+                resource("pay-poisoned", 2, scale, i32::MAX, now + round),
+                // 0.1 s at scale 3: index -27.
+                resource("pay-honest", 1, 3, -27, now + round),
+            ],
+        };
+        let resp = reqwest::Client::new()
+            .post(server.url("/v1/metrics"))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        let body = ExportMetricsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+        let partial = body.partial_success.expect("the poisoned point is refused");
+        assert_eq!(partial.rejected_data_points, 1);
+        assert!(partial.error_message.contains("2^±64"), "{partial:?}");
+    }
+    let v = server
+        .wait_for_release("pay-honest", |v| v["canary"]["requests"] == 4)
+        .await;
+    assert_eq!(v["canary"]["errors"], 0);
+    let (status, _) = server.get_json("/api/v1/releases/pay-poisoned").await;
+    assert_eq!(status, 404, "nothing of the poisoned stream was recorded");
+    server.stop().await;
+}

@@ -258,6 +258,11 @@ pub struct LimitsConfig {
     pub release_idle_expiry: Duration,
     /// Most cumulative metric streams remembered for delta conversion.
     pub max_metric_streams: usize,
+    /// A span lasting longer is refused (partial success naming it): a
+    /// request that long is a broken clock or a forged span, not a latency.
+    /// At most 1h, the latency histograms' range.
+    #[serde(with = "humantime_serde")]
+    pub max_span_duration: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -266,6 +271,7 @@ impl Default for LimitsConfig {
             max_releases: 10_000,
             release_idle_expiry: Duration::from_secs(15 * 60),
             max_metric_streams: 100_000,
+            max_span_duration: Duration::from_secs(3600),
         }
     }
 }
@@ -376,6 +382,13 @@ impl Config {
             if keys.iter().any(|k| k.is_empty()) {
                 problems.push(format!("{name} must not contain an empty key"));
             }
+        }
+        let span = self.limits.max_span_duration;
+        if span < Duration::from_secs(1) || span > Duration::from_secs(3600) {
+            problems.push(format!(
+                "limits.max_span_duration must be between 1s and 1h, not {}",
+                humantime::format_duration(span)
+            ));
         }
         if self.ledger.checkpoint_interval < Duration::from_millis(100) {
             problems.push("ledger.checkpoint_interval must be at least 100ms".to_string());

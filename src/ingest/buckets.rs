@@ -30,6 +30,12 @@ pub enum BucketError {
     Bounds,
     #[error("exponential histogram scale {0} is outside -10..=20")]
     Scale(i32),
+    #[error("{len} buckets; at most {MAX_BUCKETS} are accepted")]
+    TooMany { len: usize },
+    #[error("exponential buckets {offset}..{offset}+{len} at scale {scale} stand for values beyond 2^±64 of the unit")]
+    Offset { offset: i32, len: usize, scale: i32 },
+    #[error("count {count} is not the sum of the bucket counts ({sum})")]
+    Count { count: u64, sum: String },
 }
 
 /// Most buckets one exponential histogram point may carry (the SDKs default
@@ -59,26 +65,71 @@ impl Buckets {
                         bounds: bounds.len(),
                     });
                 }
-                if counts.len() > MAX_BUCKETS
-                    || bounds.iter().any(|b| !b.is_finite())
-                    || bounds.windows(2).any(|w| w[0] >= w[1])
+                if counts.len().max(bounds.len()) > MAX_BUCKETS {
+                    return Err(BucketError::TooMany {
+                        len: counts.len().max(bounds.len()),
+                    });
+                }
+                if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1])
                 {
                     return Err(BucketError::Bounds);
                 }
             }
-            Buckets::Exponential { scale, counts, .. } => {
+            Buckets::Exponential {
+                scale,
+                offset,
+                counts,
+                ..
+            } => {
                 if !(-10..=20).contains(scale) {
                     return Err(BucketError::Scale(*scale));
                 }
                 if counts.len() > MAX_BUCKETS {
-                    return Err(BucketError::Shape {
-                        counts: counts.len(),
-                        bounds: MAX_BUCKETS,
+                    return Err(BucketError::TooMany { len: counts.len() });
+                }
+                // Index i stands for 2^(i / 2^scale): keep every index within
+                // 2^±64 of the unit, so no index arithmetic can overflow.
+                let limit = ((64.0 * f64::from(*scale).exp2()).ceil() as i64).max(1);
+                let first = i64::from(*offset);
+                let last = first + counts.len() as i64;
+                if first < -limit || last > limit {
+                    return Err(BucketError::Offset {
+                        offset: *offset,
+                        len: counts.len(),
+                        scale: *scale,
                     });
                 }
             }
         }
         Ok(())
+    }
+
+    /// Checks a point's `count` against its buckets: equal to their sum when
+    /// there are any (the OTLP data model), and the sum not overflowing.
+    pub fn check_count(&self, count: u64) -> Result<(), BucketError> {
+        let counts: &[u64] = match self {
+            Buckets::Explicit { counts, .. } => counts,
+            Buckets::Exponential { counts, .. } => counts,
+        };
+        let zero = match self {
+            Buckets::Exponential { zero, .. } => *zero,
+            Buckets::Explicit { .. } => 0,
+        };
+        if counts.is_empty() && zero == 0 {
+            return Ok(());
+        }
+        let sum = counts.iter().try_fold(zero, |acc, &c| acc.checked_add(c));
+        match sum {
+            Some(sum) if sum == count => Ok(()),
+            Some(sum) => Err(BucketError::Count {
+                count,
+                sum: sum.to_string(),
+            }),
+            None => Err(BucketError::Count {
+                count,
+                sum: "more than 2^64".into(),
+            }),
+        }
     }
 
     /// Appends `(microseconds, count)` for every non-empty bucket, each bucket
@@ -123,12 +174,13 @@ impl Buckets {
         }
     }
 
-    /// Total count across buckets.
+    /// Total count across buckets (saturating).
     pub fn total(&self) -> u64 {
-        match self {
-            Buckets::Explicit { counts, .. } => counts.iter().sum(),
-            Buckets::Exponential { zero, counts, .. } => zero + counts.iter().sum::<u64>(),
-        }
+        let (zero, counts) = match self {
+            Buckets::Explicit { counts, .. } => (0, counts),
+            Buckets::Exponential { zero, counts, .. } => (*zero, counts),
+        };
+        counts.iter().fold(zero, |acc, &c| acc.saturating_add(c))
     }
 }
 
@@ -226,5 +278,64 @@ mod tests {
             counts: vec![],
         };
         assert_eq!(b.validate(), Err(BucketError::Scale(21)));
+    }
+
+    #[test]
+    fn exponential_indices_stay_within_two_to_the_64() {
+        let at = |scale, offset, len| Buckets::Exponential {
+            scale,
+            zero: 0,
+            offset,
+            counts: vec![1; len],
+        };
+        // Scale 0: index i is (2^i, 2^(i+1)].
+        assert!(at(0, 63, 1).validate().is_ok());
+        assert!(matches!(
+            at(0, 64, 1).validate(),
+            Err(BucketError::Offset { .. })
+        ));
+        assert!(at(0, -64, 1).validate().is_ok());
+        assert!(matches!(
+            at(0, -65, 1).validate(),
+            Err(BucketError::Offset { .. })
+        ));
+        assert!(matches!(
+            at(20, i32::MAX, 2).validate(),
+            Err(BucketError::Offset { .. })
+        ));
+        assert!(matches!(
+            at(20, i32::MIN, 2).validate(),
+            Err(BucketError::Offset { .. })
+        ));
+        assert!(at(20, 31_350_000, 160).validate().is_ok());
+        // The coarsest scale has one bucket each side of 1.
+        assert!(at(-10, -1, 2).validate().is_ok());
+        assert!(at(-10, 1, 1).validate().is_err());
+    }
+
+    #[test]
+    fn counts_must_be_the_buckets_sum() {
+        let b = Buckets::Explicit {
+            bounds: vec![1.0],
+            counts: vec![2, 3],
+        };
+        assert_eq!(b.check_count(5), Ok(()));
+        assert!(matches!(b.check_count(6), Err(BucketError::Count { .. })));
+        let empty = Buckets::Explicit {
+            bounds: vec![],
+            counts: vec![],
+        };
+        assert_eq!(empty.check_count(1_000), Ok(()), "a count alone is a count");
+        let wraps = Buckets::Exponential {
+            scale: 0,
+            zero: u64::MAX,
+            offset: 0,
+            counts: vec![1],
+        };
+        assert_eq!(
+            wraps.check_count(0).unwrap_err().to_string(),
+            "count 0 is not the sum of the bucket counts (more than 2^64)"
+        );
+        assert_eq!(wraps.total(), u64::MAX, "saturates");
     }
 }

@@ -16,7 +16,7 @@ use super::buckets::{unit_to_micros, Buckets};
 use super::delta::{Cumulative, Delta, DeltaTracker};
 use super::identity::{int_value, string_value, Found, IdentityKeys};
 use crate::config::Config;
-use crate::model::{Batch, Group, MetricObservation, SpanKindFilter, UnixNanos};
+use crate::model::{Batch, Group, MetricObservation, SpanKindFilter, UnixNanos, NANOS_PER_SEC};
 
 /// OTLP `Status.code` for ERROR.
 const STATUS_ERROR: i32 = 2;
@@ -53,6 +53,8 @@ pub struct Mapper {
     status: StatusKeys,
     /// Metrics read by `[[checks.metric]]`, with the checks' indices.
     checked: HashMap<String, Vec<u16>>,
+    /// `[limits] max_span_duration`, in nanoseconds.
+    max_span: UnixNanos,
 }
 
 impl Default for Mapper {
@@ -76,6 +78,7 @@ impl Mapper {
                 http: config.ingest.http_status_keys.clone(),
                 grpc: config.ingest.grpc_status_keys.clone(),
             },
+            max_span: config.limits.max_span_duration.as_nanos() as UnixNanos,
             checked: config.checks.metric.iter().enumerate().fold(
                 HashMap::new(),
                 |mut m, (i, c)| {
@@ -101,7 +104,7 @@ impl Mapper {
                 for (i, span) in ss.spans.iter().enumerate() {
                     batch.items += 1;
                     let at = || format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
-                    if let Err(why) = validate_span(span) {
+                    if let Err(why) = validate_span(span, self.max_span) {
                         batch.reject(1, format_args!("{}: {why}", at()));
                         continue;
                     }
@@ -209,9 +212,9 @@ impl Mapper {
                 continue;
             };
             group.items += 1;
-            group.sample.requests += count;
+            group.sample.requests = group.sample.requests.saturating_add(count);
             if failed {
-                group.sample.errors += count;
+                group.sample.errors = group.sample.errors.saturating_add(count);
             }
             buckets.latencies(factor, &mut group.sample.latencies_us);
         }
@@ -388,12 +391,30 @@ fn resolve<'a>(
 ) -> Vec<(usize, &'a [KeyValue], u64, Buckets)> {
     let mut out = Vec::with_capacity(points.len());
     for (p, point) in points.into_iter().enumerate() {
-        if let Err(e) = point.cumulative.buckets.validate() {
+        let c = &point.cumulative;
+        if let Err(e) = c
+            .buckets
+            .validate()
+            .and_then(|()| c.buckets.check_count(c.count))
+        {
             batch.reject(1, format_args!("{at}.data_points[{p}]: {e}"));
             continue;
         }
         let (count, buckets) = match point.temporality {
             DELTA => (point.cumulative.count, point.cumulative.buckets),
+            // A point from the future would be taken as newer than every
+            // honest point after it: the stream would go silent.
+            CUMULATIVE if c.time > now.saturating_add(MAX_AHEAD) => {
+                batch.reject(
+                    1,
+                    format_args!(
+                        "{at}.data_points[{p}].time_unix_nano: {} is more than {} s ahead of the daemon's clock",
+                        c.time,
+                        MAX_AHEAD / NANOS_PER_SEC
+                    ),
+                );
+                continue;
+            }
             CUMULATIVE => {
                 match deltas.observe(stream.hash(point.attributes), point.cumulative, now) {
                     Delta::Add { count, buckets } => (count, buckets),
@@ -417,10 +438,27 @@ fn resolve<'a>(
                 continue;
             }
         };
+        if count > MAX_POINT_COUNT {
+            batch.reject(
+                1,
+                format_args!(
+                    "{at}.data_points[{p}].count: {count} new requests in one point; at most {MAX_POINT_COUNT} are accepted"
+                ),
+            );
+            continue;
+        }
         out.push((p, point.attributes, count, buckets));
     }
     out
 }
+
+/// Most a cumulative point may be ahead of the daemon's clock.
+const MAX_AHEAD: UnixNanos = 10 * 60 * NANOS_PER_SEC;
+
+/// Most requests one point (or the delta of a cumulative one) may add:
+/// 2^32, far beyond any real minute of traffic, and a bound on what one
+/// sender can make the judge hold.
+pub const MAX_POINT_COUNT: u64 = 1 << 32;
 
 struct HistPoint<'a> {
     attributes: &'a [KeyValue],
@@ -491,7 +529,7 @@ fn point_count(metric: &Metric) -> u64 {
 }
 
 /// Why a span breaks the OTLP data model.
-fn validate_span(span: &Span) -> Result<(), String> {
+fn validate_span(span: &Span, max: UnixNanos) -> Result<(), String> {
     if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
         return Err(format!(
             "trace_id must be 16 bytes and not all zero (got {} bytes)",
@@ -506,6 +544,14 @@ fn validate_span(span: &Span) -> Result<(), String> {
     }
     if span.end_time_unix_nano < span.start_time_unix_nano {
         return Err("end_time_unix_nano is before start_time_unix_nano".to_string());
+    }
+    let lasts = span.end_time_unix_nano - span.start_time_unix_nano;
+    if lasts > max {
+        return Err(format!(
+            "end_time_unix_nano: the span lasts {} s, longer than the {} s maximum ([limits] max_span_duration)",
+            lasts / NANOS_PER_SEC,
+            max / NANOS_PER_SEC
+        ));
     }
     Ok(())
 }

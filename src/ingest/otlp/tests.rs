@@ -473,3 +473,142 @@ fn grpc_status_codes_on_points_count_server_errors() {
     let s = &b.groups[0].sample;
     assert_eq!((s.requests, s.errors), (3, 1));
 }
+
+/// A cumulative exponential point of one stream, the poisoned shape of the
+/// security review: scale 20 at an offset near i32::MAX.
+fn exponential_point(scale: i32, offset: i32, counts: Vec<u64>) -> ExponentialHistogramDataPoint {
+    ExponentialHistogramDataPoint {
+        start_time_unix_nano: 1,
+        time_unix_nano: 2,
+        count: counts.iter().sum(),
+        scale,
+        positive: Some(ExpBuckets {
+            offset,
+            bucket_counts: counts,
+        }),
+        ..Default::default()
+    }
+}
+
+fn exponential(
+    temporality: i32,
+    point: ExponentialHistogramDataPoint,
+) -> ExportMetricsServiceRequest {
+    duration_metric(
+        "ms",
+        Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![point],
+            aggregation_temporality: temporality,
+        }),
+    )
+}
+
+/// What a metrics request became: points refused, the first reason, and
+/// the requests of the first release.
+fn mapped(
+    mapper: &Mapper,
+    req: ExportMetricsServiceRequest,
+    deltas: &mut DeltaTracker,
+    now: UnixNanos,
+) -> (u64, String, u64) {
+    let b = mapper.metrics(&req, deltas, now);
+    (
+        b.invalid,
+        b.first_error.clone().unwrap_or_default(),
+        b.groups.first().map_or(0, |g| g.sample.requests),
+    )
+}
+
+#[test]
+fn exponential_offsets_beyond_any_duration_are_refused() {
+    let mapper = Mapper::default();
+    let mut deltas = DeltaTracker::new(10, 0);
+    let poisoned = exponential(CUMULATIVE, exponential_point(20, i32::MAX, vec![1, 1]));
+    let (invalid, why, _) = mapped(&mapper, poisoned, &mut deltas, 0);
+    assert_eq!(invalid, 1);
+    assert!(why.contains("2^±64"), "{why}");
+    // The retry at another scale, which used to panic, is refused too.
+    let mut retry = exponential_point(19, i32::MAX, vec![1, 1]);
+    retry.time_unix_nano = 3;
+    let (invalid, _, _) = mapped(&mapper, exponential(CUMULATIVE, retry), &mut deltas, 0);
+    assert_eq!(invalid, 1);
+    assert!(deltas.is_empty(), "nothing remembered");
+    // Real SDK points: 1 s in nanoseconds at scale 20 is index ~31 million.
+    let real = exponential_point(20, 31_350_000, vec![1, 2, 3]);
+    let (invalid, _, requests) = mapped(&mapper, exponential(DELTA, real), &mut deltas, 0);
+    assert_eq!((invalid, requests), (0, 6));
+}
+
+#[test]
+fn a_count_that_is_not_the_buckets_sum_is_refused() {
+    let mapper = Mapper::default();
+    let delta = |p: HistogramDataPoint| duration_metric("s", histogram(DELTA, vec![p]));
+    let mut forged = hist_point(503, 1, 2, vec![1, 0, 0]);
+    forged.count = 100_000;
+    let (invalid, why, requests) = mapped(&mapper, delta(forged), &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!((invalid, requests), (1, 0));
+    assert!(
+        why.contains("count 100000 is not the sum of the bucket counts (1)"),
+        "{why}"
+    );
+    // Counts that overflow when summed.
+    let mut wraps = hist_point(200, 1, 2, vec![]);
+    wraps.bucket_counts = vec![1 << 63, 1 << 63, 0];
+    let (invalid, _, _) = mapped(&mapper, delta(wraps), &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!(invalid, 1);
+    // A count with no buckets is a plain count, within the cap.
+    let mut plain = hist_point(200, 1, 2, vec![]);
+    plain.explicit_bounds = vec![];
+    plain.count = MAX_POINT_COUNT + 1;
+    let (invalid, why, _) = mapped(
+        &mapper,
+        delta(plain.clone()),
+        &mut DeltaTracker::new(10, 0),
+        0,
+    );
+    assert_eq!(invalid, 1);
+    assert!(why.contains(".count: 4294967297 new requests"), "{why}");
+    plain.count = 7;
+    let (_, _, requests) = mapped(&mapper, delta(plain), &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!(requests, 7);
+}
+
+#[test]
+fn too_many_bounds_are_refused_even_without_counts() {
+    let mut point = hist_point(200, 1, 2, vec![]);
+    point.explicit_bounds = (0..2_000_000).map(f64::from).collect();
+    let req = duration_metric("s", histogram(CUMULATIVE, vec![point]));
+    let (invalid, why, _) = mapped(&Mapper::default(), req, &mut DeltaTracker::new(10, 0), 0);
+    assert_eq!(invalid, 1);
+    assert!(why.contains("2000000 buckets"), "{why}");
+}
+
+#[test]
+fn a_future_dated_cumulative_point_cannot_silence_its_stream() {
+    let mapper = Mapper::default();
+    let mut deltas = DeltaTracker::new(10, 0);
+    let now = 1_000 * NANOS_PER_SEC;
+    let cumulative = |p: HistogramDataPoint| duration_metric("s", histogram(CUMULATIVE, vec![p]));
+    let ahead = hist_point(200, 5, now + 3600 * NANOS_PER_SEC, vec![1, 0, 0]);
+    let (invalid, why, _) = mapped(&mapper, cumulative(ahead), &mut deltas, now);
+    assert_eq!(invalid, 1);
+    assert!(why.contains("ahead of the daemon's clock"), "{why}");
+    for (t, counts, new) in [(now - 1, vec![2, 0, 0], 2), (now, vec![5, 0, 0], 3)] {
+        let honest = hist_point(200, 5, t, counts);
+        let (_, _, requests) = mapped(&mapper, cumulative(honest), &mut deltas, now);
+        assert_eq!(requests, new);
+    }
+}
+
+#[test]
+fn spans_longer_than_the_maximum_are_refused() {
+    let mut forever = span(SERVER, 5, vec![]);
+    forever.start_time_unix_nano = 0;
+    forever.end_time_unix_nano = u64::MAX;
+    let req = traces(checkout(), vec![forever, span(SERVER, 5, vec![])]);
+    let b = Mapper::default().traces(&req);
+    assert_eq!(b.invalid, 1);
+    let why = b.first_error.clone().unwrap();
+    assert!(why.contains("longer than the 3600 s maximum"), "{why}");
+    assert_eq!(b.groups[0].sample.requests, 1);
+}
