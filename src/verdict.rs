@@ -117,6 +117,23 @@ pub enum LookupError {
     Ambiguous { id: String, matches: Vec<Verdict> },
 }
 
+/// Longest id an error message repeats: ids are at most 256 bytes, and a
+/// longer one must not make the answer too large for its client.
+const SHOWN_ID_BYTES: usize = 256;
+
+/// `id` as an error message quotes it: whole, or its first 256 bytes and
+/// its length.
+pub fn shown(id: &str) -> String {
+    if id.len() <= SHOWN_ID_BYTES {
+        return id.to_string();
+    }
+    let mut end = SHOWN_ID_BYTES;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &id[..end], id.len())
+}
+
 /// Every release passing the filter, sorted by service, environment, first seen.
 pub fn list(store: &Store, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
     let mut out: Vec<(UnixNanos, Verdict)> = store
@@ -158,12 +175,12 @@ pub fn find(
         })
         .collect();
     match matches.len() {
-        0 => Err(LookupError::NotFound(id.to_string())),
+        0 => Err(LookupError::NotFound(shown(id))),
         1 => Ok(matches.remove(0)),
         _ => {
             matches.sort_by(|a, b| (&a.service, &a.environment).cmp(&(&b.service, &b.environment)));
             Err(LookupError::Ambiguous {
-                id: id.to_string(),
+                id: shown(id),
                 matches,
             })
         }

@@ -90,7 +90,7 @@ async fn remembered(app: &Arc<App>, id: &str, filter: &Filter) -> Option<Respons
                     StatusCode::CONFLICT,
                     [NO_STORE],
                     Json(json!({
-                        "error": format!("deployment id {:?} names {} releases; narrow with ?service= and ?environment=", many[0].deployment_id, many.len()),
+                        "error": format!("deployment id {:?} names {} releases; narrow with ?service= and ?environment=", verdict::shown(&many[0].deployment_id), many.len()),
                         "matches": candidates,
                     })),
                 )
@@ -333,7 +333,10 @@ pub async fn timeline(
                     [] => {
                         return error(
                             StatusCode::NOT_FOUND,
-                            format!("no release with deployment id {id:?} is known"),
+                            format!(
+                                "no release with deployment id {:?} is known",
+                                verdict::shown(&id)
+                            ),
                         )
                     }
                     _ => {

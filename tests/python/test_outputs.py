@@ -403,6 +403,12 @@ def test_grpc_get_verdict_equals_http(world, stubs, channel):
     with pytest.raises(grpc.RpcError) as e:
         stub.GetVerdict(pb2.GetVerdictRequest(deployment_id=f"nope-{uuid.uuid4().hex}"), timeout=5)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    # A 100 KB id: the answer quotes its start, so it stays within the
+    # client's 8 KB metadata limit (it used to fail RESOURCE_EXHAUSTED).
+    with pytest.raises(grpc.RpcError) as e:
+        stub.GetVerdict(pb2.GetVerdictRequest(deployment_id="x" * 100_000), timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value
+    assert "(100000 bytes)" in e.value.details() and len(e.value.details()) < 400
 
 
 def test_grpc_list_verdicts_equals_http(world, stubs, channel):
