@@ -201,7 +201,8 @@ impl App {
         };
         refused_by(Reason::Invalid, batch.invalid);
         refused_by(Reason::ReleaseLimit, applied.refused);
-        let rejected = batch.invalid + applied.refused;
+        refused_by(Reason::RoleConflict, applied.role_conflicts);
+        let rejected = batch.invalid + applied.refused + applied.role_conflicts;
         m.accepted
             .get_or_create(&ItemLabels { signal, transport })
             .inc_by(batch.items.saturating_sub(rejected));
@@ -224,6 +225,15 @@ impl App {
             reasons.push(format!(
                 "{} refused: {} new release(s) over the limit of {} tracked releases",
                 applied.refused, applied.refused_releases, self.config.limits.max_releases
+            ));
+        }
+        if let Some((id, claimed, held)) = &applied.first_role_conflict {
+            reasons.push(format!(
+                "{} refused: deployment {:?} claims deployment.role={} but first declared {}; a role is fixed by a deployment's first telemetry",
+                applied.role_conflicts,
+                crate::verdict::shown(id),
+                claimed.as_str(),
+                held.map_or("none", |r| r.as_str()),
             ));
         }
         Ingested {

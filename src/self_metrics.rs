@@ -28,6 +28,8 @@ pub enum Reason {
     Invalid,
     /// Belonged to a new release while the release table was full.
     ReleaseLimit,
+    /// Claimed a `deployment.role` its deployment did not first declare.
+    RoleConflict,
     /// Could not be decoded.
     Malformed,
     /// Over the request size limit.
@@ -56,6 +58,7 @@ label_values! {
     Reason {
         Invalid => "invalid",
         ReleaseLimit => "release_limit",
+        RoleConflict => "role_conflict",
         Malformed => "malformed",
         TooLarge => "too_large",
         Unsupported => "unsupported",

@@ -500,3 +500,76 @@ async fn a_poisoned_histogram_stream_is_refused_and_its_neighbours_counted() {
     assert_eq!(status, 404, "nothing of the poisoned stream was recorded");
     server.stop().await;
 }
+
+/// The security review's forged role: one span claiming
+/// `deployment.role=baseline` under a bad canary's identity left it yellow
+/// "no baseline" for good and judged the real stable against it.
+#[tokio::test]
+async fn a_forged_role_claim_is_refused_and_the_canary_still_judged() {
+    let mut config = Config::default();
+    config.baseline.settle = Duration::from_millis(300);
+    let server = TestServer::with_config(config).await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let stable = release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4");
+    let canary = release_resource("checkout", "prod", "checkout-bad0bad", "bad0bad");
+    let mut judged = false;
+    for _ in 0..100 {
+        client
+            .export(trace_request(stable.clone(), 200, 0))
+            .await
+            .unwrap();
+        client
+            .export(trace_request(canary.clone(), 20, 0))
+            .await
+            .unwrap();
+        let (_, v) = server.get_json("/api/v1/releases/checkout-bad0bad").await;
+        if v["baseline"]["deployment_id"] == "checkout-1a2b3c4" {
+            judged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(judged, "the canary never got its baseline");
+    let mut forged = canary.clone();
+    forged.push(kv("deployment.role", "baseline"));
+    let resp = client
+        .export(trace_request(forged, 1, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let partial = resp.partial_success.expect("the claim is refused");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(
+        partial
+            .error_message
+            .contains("claims deployment.role=baseline"),
+        "{partial:?}"
+    );
+    // Still judged against the stable version (at a tick after the claim),
+    // which still has no baseline.
+    let (_, before) = server.get_json("/api/v1/releases/checkout-bad0bad").await;
+    client
+        .export(trace_request(stable.clone(), 200, 0))
+        .await
+        .unwrap();
+    client
+        .export(trace_request(canary.clone(), 20, 0))
+        .await
+        .unwrap();
+    let v = server
+        .wait_for_release("checkout-bad0bad", |v| {
+            v["evaluated_at"] != before["evaluated_at"]
+        })
+        .await;
+    assert_eq!(v["baseline"]["deployment_id"], "checkout-1a2b3c4");
+    let (_, s) = server.get_json("/api/v1/releases/checkout-1a2b3c4").await;
+    assert!(s["baseline"].is_null(), "{s}");
+    let refused = server.metrics().await;
+    assert!(
+        refused.contains(r#"reason="role_conflict""#),
+        "counted under its own reason"
+    );
+    server.stop().await;
+}

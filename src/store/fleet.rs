@@ -92,18 +92,24 @@ impl Default for Fleet {
 }
 
 impl Fleet {
-    /// The most recently seen deployments declaring `baseline` and `stable`.
-    fn roles(&self) -> Roles {
-        let latest = |role| {
-            self.releases
-                .values()
-                .filter(|r| r.role == Some(role))
-                .max_by_key(|r| (r.last_seen, r.total.requests))
+    /// The deployments declaring `baseline` and `stable`: of those still
+    /// reporting, the first seen, so a newer deployment claiming the role
+    /// cannot take it from one that holds it; else the last one seen.
+    fn roles(&self, rule: BaselineRule, now: UnixNanos) -> Roles {
+        let holder = |role| {
+            let declared = self.releases.values().filter(|r| r.role == Some(role));
+            declared
+                .clone()
+                .filter(|r| now.saturating_sub(r.last_seen) < rule.quiet)
+                .min_by(|a, b| {
+                    (a.first_seen, &a.deployment_id).cmp(&(b.first_seen, &b.deployment_id))
+                })
+                .or_else(|| declared.max_by_key(|r| (r.last_seen, r.total.requests)))
                 .map(|r| r.deployment_id.clone())
         };
         Roles {
-            baseline: latest(Role::Baseline),
-            stable: latest(Role::Stable),
+            baseline: holder(Role::Baseline),
+            stable: holder(Role::Stable),
         }
     }
 
@@ -149,7 +155,7 @@ impl Fleet {
     /// serving clearly the most requests over the rolling window. Arrival
     /// order plays no part. Returns the new choice when it changed.
     pub fn choose(&mut self, rule: BaselineRule, now: UnixNanos) -> Option<&Choice> {
-        let roles = self.roles();
+        let roles = self.roles(rule, now);
         let declared = roles
             .baseline
             .map(|id| (id, Basis::DeclaredBaseline))

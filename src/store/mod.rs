@@ -110,7 +110,7 @@ fn log_choice(service: &str, environment: &str, choice: &Choice) {
 }
 
 /// What applying a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// Items recorded against a release.
     pub recorded: u64,
@@ -118,6 +118,11 @@ pub struct Applied {
     pub refused: u64,
     /// New releases refused for the same reason.
     pub refused_releases: u64,
+    /// Items refused because they claimed a role their deployment does not
+    /// have (`deployment.role` is fixed by a deployment's first telemetry).
+    pub role_conflicts: u64,
+    /// The first such conflict: (deployment id, claimed, held).
+    pub first_role_conflict: Option<(String, Role, Option<Role>)>,
     /// Releases created.
     pub created: u64,
 }
@@ -300,15 +305,34 @@ impl Store {
                 self.len += 1;
                 applied.created += 1;
             }
+            // While the fleet has no baseline (ambiguous, settling) a
+            // deployment may declare its role late: that is how a person
+            // settles an ambiguity.
+            let open_to_claims = fleet.chosen().is_none();
             let Some(release) = fleet.releases.get_mut(r.deployment_id) else {
                 continue;
             };
+            let claim = r.role.is_some() && r.role != release.role;
+            if known && claim && (release.role.is_some() || !open_to_claims) {
+                // Otherwise a role is fixed by the first claim: a later one
+                // (a forged span making a bad canary a "baseline", or the
+                // baseline a "canary") is refused, not obeyed.
+                applied.role_conflicts += group.items;
+                applied.first_role_conflict.get_or_insert_with(|| {
+                    (
+                        r.deployment_id.to_string(),
+                        r.role.unwrap_or(Role::Canary),
+                        release.role,
+                    )
+                });
+                continue;
+            }
             if let Some(sha) = r.git_sha {
                 if release.git_sha.as_deref() != Some(sha) {
                     release.git_sha = Some(Arc::from(sha));
                 }
             }
-            if r.role.is_some() {
+            if claim {
                 release.role = r.role;
             }
             release.last_seen = release.last_seen.max(now);

@@ -294,3 +294,63 @@ fn idle_releases_expire_and_free_their_slot() {
     assert!(s.is_empty());
     assert_eq!(s.fleets().count(), 0);
 }
+
+#[test]
+fn a_judged_canary_cannot_declare_itself_the_baseline() {
+    let mut s = store(10);
+    run(&mut s, 1, 15, &[("old", 90, None), ("bad", 10, None)]);
+    assert_eq!(base(fleet(&s), "bad"), Some("old"));
+    // One forged span under the bad canary's identity.
+    let applied = s.apply(&batch(&[("bad", 1, Some(Role::Baseline))]), 15 * SEC);
+    assert_eq!((applied.role_conflicts, applied.recorded), (1, 0));
+    assert_eq!(
+        applied.first_role_conflict,
+        Some(("bad".to_string(), Role::Baseline, None))
+    );
+    run(&mut s, 16, 18, &[("old", 90, None), ("bad", 10, None)]);
+    let f = fleet(&s);
+    assert_eq!(
+        base(f, "bad"),
+        Some("old"),
+        "still judged against the stable"
+    );
+    assert_eq!(f.releases["bad"].role, None);
+    // Nor can the baseline be declared a canary, leaving the fleet without one.
+    let applied = s.apply(&batch(&[("old", 1, Some(Role::Canary))]), 18 * SEC);
+    assert_eq!(applied.role_conflicts, 1);
+    // A deployment keeps the role it first declared.
+    run(&mut s, 18, 19, &[("c", 5, Some(Role::Canary))]);
+    let applied = s.apply(&batch(&[("c", 1, Some(Role::Stable))]), 19 * SEC);
+    assert_eq!(
+        applied.first_role_conflict,
+        Some(("c".to_string(), Role::Stable, Some(Role::Canary)))
+    );
+}
+
+#[test]
+fn a_newer_deployment_claiming_the_baseline_does_not_take_it() {
+    let mut s = store(10);
+    let canary = ("c", 10, None);
+    run(&mut s, 1, 15, &[("b1", 50, Some(Role::Baseline)), canary]);
+    assert_eq!(base(fleet(&s), "c"), Some("b1"));
+    run(
+        &mut s,
+        15,
+        30,
+        &[
+            ("b1", 50, Some(Role::Baseline)),
+            ("b2", 50, Some(Role::Baseline)),
+            canary,
+        ],
+    );
+    assert_eq!(base(fleet(&s), "c"), Some("b1"), "b1 still holds it");
+    // Once b1 has gone quiet, the declared b2 is the baseline.
+    let quiet = crate::config::Config::default().baseline.quiet.as_secs();
+    run(
+        &mut s,
+        30,
+        31 + quiet,
+        &[("b2", 50, Some(Role::Baseline)), canary],
+    );
+    assert_eq!(base(fleet(&s), "c"), Some("b2"));
+}
