@@ -87,6 +87,8 @@ pub struct App {
     changes: tokio::sync::broadcast::Sender<Arc<Verdict>>,
     /// Export requests being processed (bounded: see `admit`).
     admission: tokio::sync::Semaphore,
+    /// Bytes of OTLP/HTTP bodies being read (bounded: see `buffer`).
+    buffering: tokio::sync::Semaphore,
     /// Ignored metric names already counted under their own name (and
     /// logged once).
     ignored_metrics: Mutex<HashSet<String>>,
@@ -122,6 +124,7 @@ impl App {
                 started_at,
             )),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
+            buffering: tokio::sync::Semaphore::new(config.server.max_buffered_bytes),
             config,
             metrics,
             registry,
@@ -146,6 +149,14 @@ impl App {
             self.refuse_request(signal, transport, Reason::Overloaded);
         }
         permit
+    }
+
+    /// Room for `bytes` more of a body being read, without waiting; None
+    /// when `server.max_buffered_bytes` are already held.
+    pub fn buffer(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.buffering
+            .try_acquire_many(u32::try_from(bytes).ok()?)
+            .ok()
     }
 
     /// Maps and records a trace export.

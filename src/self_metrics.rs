@@ -38,6 +38,8 @@ pub enum Reason {
     Unsupported,
     /// Refused for overload, with an answer the client retries.
     Overloaded,
+    /// The body was not sent within `server.body_read_timeout`.
+    SlowBody,
 }
 
 /// Label values in snake case, as Prometheus users expect.
@@ -63,6 +65,7 @@ label_values! {
         TooLarge => "too_large",
         Unsupported => "unsupported",
         Overloaded => "overloaded",
+        SlowBody => "slow_body",
     }
 }
 

@@ -88,3 +88,110 @@ async fn accepted_equals_counted_under_overload() {
     assert_eq!(refused_requests * SPANS, refused, "{metrics}");
     server.stop().await;
 }
+
+/// The security review's slow senders: 64 connections that announce a body
+/// and send one byte of it used to hold every in-flight place, so all HTTP
+/// and gRPC exports failed for as long as they stayed open. Bodies are now
+/// read before a place is taken: slow senders cost their own connections
+/// only, and are answered 408 once `body_read_timeout` has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_hold_no_place_of_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = Config::default();
+    config.server.body_read_timeout = std::time::Duration::from_secs(2);
+    let server = TestServer::with_config(config).await;
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut conn = tokio::net::TcpStream::connect(server.http).await.unwrap();
+        conn.write_all(
+            b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\n\x0a",
+        )
+        .await
+        .unwrap();
+        slow.push(conn);
+    }
+    // Every in-flight place is free for the others, over both transports.
+    let req = trace_request(release_resource("svc", "prod", "fast", "sha"), 10, 0);
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    client.export(req).await.unwrap();
+    assert_eq!(server.counted_requests("service=svc").await, 20);
+    // The slow ones are told why, after the timeout.
+    let mut answer = vec![0u8; 1024];
+    let n = slow[0].read(&mut answer).await.unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("body_read_timeout"), "{head}");
+    let metrics = server.metrics().await;
+    assert!(metrics.contains(r#"reason="slow_body""#), "counted");
+    server.stop().await;
+}
+
+/// Bodies being read hold at most `max_buffered_bytes`; past it a body is
+/// refused with an answer OTLP clients retry, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_being_read_are_bounded_in_bytes() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut config = Config::default();
+    config.server.max_request_bytes = 1 << 20;
+    config.server.max_buffered_bytes = 1 << 20;
+    let server = TestServer::with_config(config).await;
+    // One sender holds almost the whole budget, slowly.
+    let mut hog = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let almost = (1 << 20) - 100;
+    hog.write_all(
+        format!("POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n", almost + 50).as_bytes(),
+    )
+    .await
+    .unwrap();
+    hog.write_all(&vec![0u8; almost]).await.unwrap();
+    let req = trace_request(release_resource("svc", "prod", "fast", "sha"), 50, 0);
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = reqwest::Client::new()
+            .post(server.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            refused = Some(r);
+            break;
+        }
+        // The hog's bytes may still be on their way.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = refused.expect("the budget was never full");
+    assert_eq!(r.headers()["retry-after"], "1");
+    drop(hog);
+    // Once the hog is gone its bytes are free again.
+    let mut accepted = false;
+    for _ in 0..50 {
+        let r = reqwest::Client::new()
+            .post(server.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "the budget came back");
+    server.stop().await;
+}

@@ -59,6 +59,15 @@ pub struct ServerConfig {
     /// What clients are told to wait before retrying an overload refusal.
     #[serde(with = "humantime_serde")]
     pub overload_retry_after: Duration,
+    /// OTLP/HTTP bodies are read in full before an in-flight place is
+    /// taken; one that takes longer is refused (408), so slow senders cost
+    /// a connection, never the places of others.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Bytes of OTLP/HTTP bodies held while they are read; past it a body
+    /// is refused with an answer clients retry (503). At least
+    /// `max_request_bytes`.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +79,8 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             max_inflight_requests: 64,
             overload_retry_after: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(10),
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -333,6 +344,17 @@ impl Config {
     /// Every problem at once, so a user fixes the file in one go.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if self.server.max_buffered_bytes < self.server.max_request_bytes
+            || self.server.max_buffered_bytes > u32::MAX as usize
+        {
+            problems.push(format!(
+                "server.max_buffered_bytes must be between server.max_request_bytes ({}) and 4 GiB",
+                self.server.max_request_bytes
+            ));
+        }
+        if self.server.body_read_timeout < Duration::from_millis(100) {
+            problems.push("server.body_read_timeout must be at least 100ms".to_string());
+        }
         if self.server.max_inflight_requests == 0 {
             problems.push("server.max_inflight_requests must be at least 1".to_string());
         }

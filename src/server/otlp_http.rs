@@ -7,8 +7,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::sync::SemaphorePermit;
 
 use tonic::Code;
 
@@ -23,14 +26,20 @@ const RESOURCE_EXHAUSTED: i32 = Code::ResourceExhausted as i32;
 const UNAVAILABLE: i32 = Code::Unavailable as i32;
 
 pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let Some(_admitted) = app.admit(Signal::Spans, Transport::Http) else {
-        return overloaded(&app, &headers, body).await;
+    let (raw, encoding, _buffered) = match receive(&app, &headers, body, Signal::Spans).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
     };
-    let (req, encoding) =
-        match read::<ExportTraceServiceRequest>(&app, &headers, body, Signal::Spans).await {
-            Ok(ok) => ok,
+    // Only a fully received body takes an in-flight place.
+    let Some(_admitted) = app.admit(Signal::Spans, Transport::Http) else {
+        return overloaded(&app, encoding);
+    };
+    let req =
+        match parse::<ExportTraceServiceRequest>(&app, &headers, &raw, encoding, Signal::Spans) {
+            Ok(req) => req,
             Err(resp) => return resp,
         };
+    drop(raw);
     let outcome = app.ingest_traces(&req, Transport::Http, system_now());
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
@@ -39,14 +48,24 @@ pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
 }
 
 pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let Some(_admitted) = app.admit(Signal::Points, Transport::Http) else {
-        return overloaded(&app, &headers, body).await;
+    let (raw, encoding, _buffered) = match receive(&app, &headers, body, Signal::Points).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
     };
-    let (req, encoding) =
-        match read::<ExportMetricsServiceRequest>(&app, &headers, body, Signal::Points).await {
-            Ok(ok) => ok,
-            Err(resp) => return resp,
-        };
+    let Some(_admitted) = app.admit(Signal::Points, Transport::Http) else {
+        return overloaded(&app, encoding);
+    };
+    let req = match parse::<ExportMetricsServiceRequest>(
+        &app,
+        &headers,
+        &raw,
+        encoding,
+        Signal::Points,
+    ) {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    drop(raw);
     let outcome = app.ingest_metrics(&req, Transport::Http, system_now());
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
@@ -54,19 +73,122 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
     reply(&outcome.metrics_response(), encoding)
 }
 
-/// Reads, decompresses and decodes a body, or answers with the error.
-async fn read<M>(
-    app: &App,
+/// Why a body could not be received (besides taking longer than
+/// `server.body_read_timeout`).
+enum Unreceived {
+    TooLarge,
+    /// `server.max_buffered_bytes` are held by bodies being read.
+    Full,
+    /// The connection broke mid-body.
+    Broken,
+}
+
+/// Reads the raw body in full before anything else is spent on it: each
+/// frame's bytes are first taken from the bodies' buffer budget, and the
+/// whole under `server.body_read_timeout`. Returns the bytes, the
+/// request's encoding and the budget held for them.
+async fn receive<'a>(
+    app: &'a App,
     headers: &HeaderMap,
     body: Body,
     signal: Signal,
-) -> Result<(M, Encoding), Response>
+) -> Result<(Bytes, Encoding, Option<SemaphorePermit<'a>>), Response> {
+    let limit = app.config.server.max_request_bytes;
+    let encoding = Encoding::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(|e| {
+        app.refuse_request(signal, Transport::Http, Reason::Unsupported);
+        error_response(&e, Encoding::Json)
+    })?;
+    let read = async {
+        let mut body = body;
+        let mut buf = BytesMut::new();
+        let mut held: Option<SemaphorePermit<'a>> = None;
+        let mut full = false;
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(Unreceived::Broken);
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            seen += data.len();
+            if seen > limit {
+                return Err(Unreceived::TooLarge);
+            }
+            if full {
+                continue; // read to the end, so the client reads the answer
+            }
+            match app.buffer(data.len()) {
+                Some(permit) => match &mut held {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                },
+                None => {
+                    full = true;
+                    buf = BytesMut::new();
+                    held = None;
+                    continue;
+                }
+            }
+            buf.extend_from_slice(&data);
+        }
+        if full {
+            return Err(Unreceived::Full);
+        }
+        Ok((buf.freeze(), held))
+    };
+    let (reason, resp) = match tokio::time::timeout(app.config.server.body_read_timeout, read).await
+    {
+        Ok(Ok((bytes, held))) => return Ok((bytes, encoding, held)),
+        Ok(Err(Unreceived::Full)) => (Reason::Overloaded, busy(app, encoding, "request bodies")),
+        Ok(Err(Unreceived::TooLarge)) => (
+            Reason::TooLarge,
+            error_response(&DecodeError::TooLarge { limit }, encoding),
+        ),
+        Ok(Err(Unreceived::Broken)) => (
+            Reason::Malformed,
+            status(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                "the body broke off".into(),
+                encoding,
+            ),
+        ),
+        Err(_) => (
+            Reason::SlowBody,
+            status(
+                StatusCode::REQUEST_TIMEOUT,
+                INVALID_ARGUMENT,
+                format!(
+                    "the body was not received within {} s (server.body_read_timeout)",
+                    app.config.server.body_read_timeout.as_secs_f64()
+                ),
+                encoding,
+            ),
+        ),
+    };
+    app.refuse_request(signal, Transport::Http, reason);
+    Err(resp)
+}
+
+/// Decompresses and decodes a received body, or answers with the error.
+fn parse<M>(
+    app: &App,
+    headers: &HeaderMap,
+    raw: &[u8],
+    encoding: Encoding,
+    signal: Signal,
+) -> Result<M, Response>
 where
     M: prost::Message + serde::de::DeserializeOwned + Default,
 {
-    let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let limit = app.config.server.max_request_bytes;
-    let fail = |e: DecodeError, encoding| {
+    let fail = |e: DecodeError| {
         let reason = match e {
             DecodeError::TooLarge { .. } => Reason::TooLarge,
             DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => Reason::Unsupported,
@@ -75,15 +197,11 @@ where
         app.refuse_request(signal, Transport::Http, reason);
         error_response(&e, encoding)
     };
-    let encoding = Encoding::from_content_type(header_str(header::CONTENT_TYPE))
-        .map_err(|e| fail(e, Encoding::Json))?;
-    let raw: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| fail(DecodeError::TooLarge { limit }, encoding))?;
-    let bytes = decompress(&raw, header_str(header::CONTENT_ENCODING), limit)
-        .map_err(|e| fail(e, encoding))?;
-    let msg = decode::<M>(&bytes, encoding).map_err(|e| fail(e, encoding))?;
-    Ok((msg, encoding))
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let bytes = decompress(raw, content_encoding, limit).map_err(fail)?;
+    decode::<M>(&bytes, encoding).map_err(fail)
 }
 
 fn reply<M: prost::Message + serde::Serialize>(msg: &M, encoding: Encoding) -> Response {
@@ -94,50 +212,42 @@ fn reply<M: prost::Message + serde::Serialize>(msg: &M, encoding: Encoding) -> R
         .into_response()
 }
 
-/// 503 with Retry-After: the OTLP/HTTP answer exporters retry. The body is
-/// read and dropped frame by frame first (nothing kept), so the client can
-/// finish sending and read the answer instead of a broken connection.
-async fn overloaded(app: &App, headers: &HeaderMap, body: Body) -> Response {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map(|d| d.len()).unwrap_or(0);
-        if seen > app.config.server.max_request_bytes {
-            break;
-        }
-    }
-    let encoding = Encoding::from_content_type(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .unwrap_or(Encoding::Json);
+/// An error answer: HTTP status plus a `google.rpc.Status` body.
+fn status(http: StatusCode, code: i32, message: String, encoding: Encoding) -> Response {
+    let mut resp = reply(&RpcStatus { code, message }, encoding);
+    *resp.status_mut() = http;
+    resp
+}
+
+/// 503 with Retry-After: the OTLP/HTTP answer exporters retry.
+fn busy(app: &App, encoding: Encoding, what: &str) -> Response {
     let after = app.config.server.overload_retry_after.as_secs().max(1);
-    let body = RpcStatus {
-        code: UNAVAILABLE,
-        message: format!(
-            "overloaded: {} export requests in flight; retry after {after}s",
-            app.config.server.max_inflight_requests
-        ),
-    };
-    let mut resp = reply(&body, encoding);
-    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let mut resp = status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        UNAVAILABLE,
+        format!("overloaded: too many {what} at once; retry after {after}s"),
+        encoding,
+    );
     resp.headers_mut().insert(header::RETRY_AFTER, after.into());
     resp
 }
 
+/// The answer when every in-flight place is taken (the refusal is counted
+/// by `App::admit`).
+fn overloaded(app: &App, encoding: Encoding) -> Response {
+    busy(
+        app,
+        encoding,
+        &format!(
+            "export requests in flight (server.max_inflight_requests = {})",
+            app.config.server.max_inflight_requests
+        ),
+    )
+}
+
 /// 400 for a request whose every item broke the data model.
 fn invalid(message: String, encoding: Encoding) -> Response {
-    let mut resp = reply(
-        &RpcStatus {
-            code: INVALID_ARGUMENT,
-            message,
-        },
-        encoding,
-    );
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
-    resp
+    status(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message, encoding)
 }
 
 /// The OTLP/HTTP error answer: status code plus a `google.rpc.Status` body.
@@ -149,11 +259,5 @@ pub fn error_response(e: &DecodeError, encoding: Encoding) -> Response {
         }
         _ => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
     };
-    let body = RpcStatus {
-        code,
-        message: e.to_string(),
-    };
-    let mut resp = reply(&body, encoding);
-    *resp.status_mut() = status;
-    resp
+    self::status(status, code, e.to_string(), encoding)
 }
