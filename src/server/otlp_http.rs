@@ -34,11 +34,10 @@ pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     let Some(_admitted) = app.admit(Signal::Spans, Transport::Http) else {
         return overloaded(&app, encoding);
     };
-    let req =
-        match parse::<ExportTraceServiceRequest>(&app, &headers, &raw, encoding, Signal::Spans) {
-            Ok(req) => req,
-            Err(resp) => return resp,
-        };
+    let req = match parse::<ExportTraceServiceRequest>(&app, &headers, &raw, encoding) {
+        Ok(req) => req,
+        Err(e) => return undecodable(&app, &e, encoding, Signal::Spans),
+    };
     drop(raw);
     let outcome = app.ingest_traces(&req, Transport::Http, system_now());
     if outcome.all_invalid {
@@ -55,15 +54,9 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
     let Some(_admitted) = app.admit(Signal::Points, Transport::Http) else {
         return overloaded(&app, encoding);
     };
-    let req = match parse::<ExportMetricsServiceRequest>(
-        &app,
-        &headers,
-        &raw,
-        encoding,
-        Signal::Points,
-    ) {
+    let req = match parse::<ExportMetricsServiceRequest>(&app, &headers, &raw, encoding) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(e) => return undecodable(&app, &e, encoding, Signal::Points),
     };
     drop(raw);
     let outcome = app.ingest_metrics(&req, Transport::Http, system_now());
@@ -176,32 +169,32 @@ async fn receive<'a>(
     Err(resp)
 }
 
-/// Decompresses and decodes a received body, or answers with the error.
+/// Decompresses and decodes a received body.
 fn parse<M>(
     app: &App,
     headers: &HeaderMap,
     raw: &[u8],
     encoding: Encoding,
-    signal: Signal,
-) -> Result<M, Response>
+) -> Result<M, DecodeError>
 where
     M: prost::Message + serde::de::DeserializeOwned + Default,
 {
-    let limit = app.config.server.max_request_bytes;
-    let fail = |e: DecodeError| {
-        let reason = match e {
-            DecodeError::TooLarge { .. } => Reason::TooLarge,
-            DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => Reason::Unsupported,
-            _ => Reason::Malformed,
-        };
-        app.refuse_request(signal, Transport::Http, reason);
-        error_response(&e, encoding)
-    };
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
-    let bytes = decompress(raw, content_encoding, limit).map_err(fail)?;
-    decode::<M>(&bytes, encoding).map_err(fail)
+    let bytes = decompress(raw, content_encoding, app.config.server.max_request_bytes)?;
+    decode::<M>(&bytes, encoding)
+}
+
+/// The answer to a body that cannot be decoded, counted by its reason.
+fn undecodable(app: &App, e: &DecodeError, encoding: Encoding, signal: Signal) -> Response {
+    let reason = match e {
+        DecodeError::TooLarge { .. } => Reason::TooLarge,
+        DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => Reason::Unsupported,
+        _ => Reason::Malformed,
+    };
+    app.refuse_request(signal, Transport::Http, reason);
+    error_response(e, encoding)
 }
 
 fn reply<M: prost::Message + serde::Serialize>(msg: &M, encoding: Encoding) -> Response {
