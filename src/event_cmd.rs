@@ -40,6 +40,9 @@ pub struct Options {
     /// Metadata entries, KEY=VALUE, repeatable.
     #[arg(long = "meta", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
+    /// A write token, when the daemon asks for one ([auth] write_tokens_file).
+    #[arg(long, env = "RELEASE_VERDICT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -78,10 +81,15 @@ pub fn body(o: &Options) -> Value {
 /// Posts the event; prints what happened; returns the exit code.
 pub fn main(o: &Options) -> u8 {
     let url = format!("{}/api/v1/events", o.server.trim_end_matches('/'));
+    let builder = match release_verdict::client::http(o.token.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("release-verdict event: --token: {e}");
+            return exit::USAGE;
+        }
+    };
     let post = async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let client = builder.timeout(Duration::from_secs(30)).build()?;
         let r = client.post(&url).json(&body(o)).send().await?;
         let status = r.status();
         let text = r.text().await?;

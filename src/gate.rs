@@ -247,7 +247,15 @@ pub fn classify(status: StatusCode, body: &[u8]) -> Answer {
             Ok(b) if !b.matches.is_empty() => Answer::Ambiguous(b.matches),
             _ => Answer::Unreachable("409 without a list of matches".into()),
         },
-        other => Answer::Unreachable(format!("the server answered {other}")),
+        other => Answer::Unreachable(
+            match serde_json::from_slice::<ErrorBody>(body)
+                .ok()
+                .filter(|b| !b.error.is_empty())
+            {
+                Some(b) => format!("the server answered {other}: {}", b.error),
+                None => format!("the server answered {other}"),
+            },
+        ),
     }
 }
 
@@ -295,6 +303,8 @@ pub struct Options {
     pub deployment_id: String,
     pub timeout: Duration,
     pub interval: Duration,
+    /// A read token, when the daemon asks for one.
+    pub token: Option<String>,
 }
 
 /// The `gate` command: waits, prints the outcome (stdout for a verdict,
@@ -328,7 +338,11 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// goes to stderr.
 pub async fn run(opts: &Options) -> Decision {
     let deadline = Instant::now() + opts.timeout;
-    let client = reqwest::Client::new();
+    let client = match release_verdict::client::http(opts.token.as_deref()).map(|b| b.build()) {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Decision::Unavailable(e.to_string()),
+        Err(e) => return Decision::Unavailable(e),
+    };
     let mut gate = Gate::default();
     let mut last_key = String::new();
     loop {

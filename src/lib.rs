@@ -44,6 +44,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
+pub mod client;
 mod clock;
 pub mod config;
 pub mod dora;

@@ -50,6 +50,9 @@ pub struct Options {
     pub concurrency: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// An ingest token, when the daemon asks for one ([auth] ingest_tokens_file).
+    #[arg(long, env = "RELEASE_VERDICT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// What was sent and what the daemon answered.
@@ -95,6 +98,8 @@ pub enum LoadError {
         target: String,
         source: tonic::transport::Error,
     },
+    #[error("the token has characters a header cannot carry")]
+    Token,
 }
 
 /// A pool of requests to cycle through: building spans costs more than
@@ -186,7 +191,11 @@ fn spans_in(r: &ExportTraceServiceRequest) -> u64 {
 }
 
 enum Sender {
-    Grpc(TraceServiceClient<tonic::transport::Channel>),
+    /// The client and the `authorization` value it sends, if any.
+    Grpc(
+        TraceServiceClient<tonic::transport::Channel>,
+        Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ),
     Http(reqwest::Client, String),
 }
 
@@ -200,21 +209,29 @@ async fn send(sender: &mut Sender, req: &ExportTraceServiceRequest) -> [u64; 4] 
             .min(n)
     };
     match sender {
-        Sender::Grpc(client) => match client.export(req.clone()).await {
-            Ok(resp) => {
-                let r = rejected(resp.into_inner());
-                [n - r, r, 0, 0]
+        Sender::Grpc(client, token) => {
+            let mut request = tonic::Request::new(req.clone());
+            if let Some(token) = token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", token.clone());
             }
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                ) =>
-            {
-                [0, 0, n, 0]
+            match client.export(request).await {
+                Ok(resp) => {
+                    let r = rejected(resp.into_inner());
+                    [n - r, r, 0, 0]
+                }
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                    ) =>
+                {
+                    [0, 0, n, 0]
+                }
+                Err(_) => [0, 0, 0, n],
             }
-            Err(_) => [0, 0, 0, n],
-        },
+        }
         Sender::Http(client, url) => {
             let resp = client
                 .post(url.as_str())
@@ -237,18 +254,30 @@ async fn send(sender: &mut Sender, req: &ExportTraceServiceRequest) -> [u64; 4] 
     }
 }
 
-async fn connect(target: &str) -> Result<Sender, LoadError> {
+async fn connect(target: &str, token: Option<&str>) -> Result<Sender, LoadError> {
+    let bad_token = |_| LoadError::Token;
     if let Some(addr) = target.strip_prefix("grpc://") {
+        let token = token
+            .map(|t| format!("Bearer {t}").parse())
+            .transpose()
+            .map_err(bad_token)?;
         let client = TraceServiceClient::connect(format!("http://{addr}"))
             .await
             .map_err(|source| LoadError::Connect {
                 target: target.to_string(),
                 source,
             })?;
-        Ok(Sender::Grpc(client.max_encoding_message_size(64 << 20)))
+        Ok(Sender::Grpc(
+            client.max_encoding_message_size(64 << 20),
+            token,
+        ))
     } else if target.starts_with("http://") {
+        let client = crate::client::http(token)
+            .map_err(|_| LoadError::Token)?
+            .build()
+            .map_err(|_| LoadError::Token)?;
         Ok(Sender::Http(
-            reqwest::Client::new(),
+            client,
             format!("{}/v1/traces", target.trim_end_matches('/')),
         ))
     } else {
@@ -259,7 +288,7 @@ async fn connect(target: &str) -> Result<Sender, LoadError> {
 /// Sends traffic for `o.duration` and reports what the daemon answered.
 pub async fn run(o: Options) -> Result<Report, LoadError> {
     // The stable deployments serve first, so each becomes its canary's baseline.
-    let mut first = connect(&o.target).await?;
+    let mut first = connect(&o.target, o.token.as_deref()).await?;
     let warm = pool(&o, false, 1).remove(0);
     let warm_outcome = send(&mut first, &warm).await;
     let requests: Arc<Vec<ExportTraceServiceRequest>> = Arc::new(pool(&o, true, 16));
@@ -275,7 +304,7 @@ pub async fn run(o: Options) -> Result<Report, LoadError> {
     for w in 0..workers {
         let (requests, counters, o) = (requests.clone(), counters.clone(), o.clone());
         tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&o.target).await?;
+            let mut sender = connect(&o.target, o.token.as_deref()).await?;
             let mut rng = Rng::new(o.seed.wrapping_add(1 + w as u64));
             let mut next = Instant::now();
             let mut i = w;

@@ -98,6 +98,9 @@ enum Command {
         /// Time between polls.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
         interval: std::time::Duration,
+        /// A read token, when the daemon asks for one ([auth] read_tokens_file).
+        #[arg(long, env = "RELEASE_VERDICT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Send realistic OTLP span traffic: services with a stable deployment
     /// (sent first, so it is the baseline) and a canary each, optionally with
@@ -224,6 +227,7 @@ fn main() -> ExitCode {
             environment,
             timeout,
             interval,
+            token,
         } => {
             let url = gate::verdict_url(
                 &server,
@@ -237,6 +241,7 @@ fn main() -> ExitCode {
                     deployment_id,
                     timeout,
                     interval,
+                    token,
                 })),
                 Err(e) => {
                     eprintln!("release-verdict gate: {e}");

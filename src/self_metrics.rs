@@ -40,6 +40,8 @@ pub enum Reason {
     Overloaded,
     /// The body was not sent within `server.body_read_timeout`.
     SlowBody,
+    /// No valid ingest token (`[auth] ingest_tokens_file`).
+    Unauthenticated,
 }
 
 /// Label values in snake case, as Prometheus users expect.
@@ -66,6 +68,7 @@ label_values! {
         Unsupported => "unsupported",
         Overloaded => "overloaded",
         SlowBody => "slow_body",
+        Unauthenticated => "unauthenticated",
     }
 }
 

@@ -22,6 +22,7 @@ fn options(target: String) -> Options {
         spans_per_request: 400,
         concurrency: 2,
         seed: 1,
+        token: None,
     }
 }
 

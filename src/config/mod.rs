@@ -31,6 +31,8 @@ pub struct Config {
     pub baseline: BaselineConfig,
     /// The release ledger: events, last verdicts, the judge's checkpoint.
     pub ledger: LedgerConfig,
+    /// Bearer tokens by scope.
+    pub auth: AuthConfig,
     /// The daemon's own logs and traces.
     pub telemetry: TelemetryConfig,
     /// How often and how strictly releases are judged.
@@ -255,6 +257,19 @@ impl Default for LedgerConfig {
             dora_refresh: Duration::from_secs(60),
         }
     }
+}
+
+/// Bearer tokens by scope, one per line in each file (`#` starts a
+/// comment). A scope without a file is open to anyone who reaches the port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Tokens that may send telemetry (OTLP over gRPC and HTTP).
+    pub ingest_tokens_file: String,
+    /// Tokens that may read verdicts, events, DORA and `/metrics`.
+    pub read_tokens_file: String,
+    /// Tokens that may post ledger events.
+    pub write_tokens_file: String,
 }
 
 /// Bounds that keep memory finite whatever the input.

@@ -21,6 +21,7 @@ use tonic::Code;
 use tracing::{info, warn};
 
 mod api;
+mod auth;
 mod otlp_grpc;
 mod otlp_http;
 mod verdict_grpc;
@@ -57,6 +58,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("{0}")]
     Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Opens the configured ledger (none when its path is empty). A database
@@ -139,6 +142,7 @@ async fn checkpoint(app: &Arc<App>) {
 /// Bound listeners, ready to serve.
 pub struct Server {
     app: Arc<App>,
+    auth: Arc<auth::Auth>,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -151,6 +155,7 @@ impl Server {
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })
         };
+        let auth = Arc::new(auth::Auth::load(&config.auth)?);
         let grpc = bind(config.server.grpc_listen).await?;
         let http = bind(config.server.http_listen).await?;
         let ledger = open_ledger(&config.ledger)?;
@@ -158,7 +163,12 @@ impl Server {
         if let Some(ledger) = ledger {
             restore(&app, &ledger);
         }
-        Ok(Self { app, grpc, http })
+        Ok(Self {
+            app,
+            auth,
+            grpc,
+            http,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -182,6 +192,11 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let app = self.app;
+        let auth = self.auth;
+        let beyond_loopback = !grpc_addr.ip().is_loopback() || !http_addr.ip().is_loopback();
+        if auth.ingest_is_open() && beyond_loopback {
+            warn!(%grpc_addr, %http_addr, "listening beyond loopback with no ingest tokens: anyone who reaches these ports can move a verdict; set [auth] ingest_tokens_file");
+        }
         let stop = CancellationToken::new();
         let limit = app.config.server.max_request_bytes;
 
@@ -206,6 +221,10 @@ impl Server {
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(otlp_status))
+            .layer(auth::GrpcAuth {
+                app: app.clone(),
+                auth: auth.clone(),
+            })
             .add_service(
                 TraceServiceServer::new(otlp.clone())
                     .accept_compressed(CompressionEncoding::Gzip)
@@ -246,6 +265,10 @@ impl Server {
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))
             .layer(DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn_with_state(
+                (app.clone(), auth.clone()),
+                auth::http,
+            ))
             .with_state(app.clone());
         let http =
             axum::serve(self.http, router).with_graceful_shutdown(stop.clone().cancelled_owned());

@@ -1,0 +1,337 @@
+//! Bearer tokens by scope: `ingest` (OTLP over gRPC and HTTP), `read` (the
+//! JSON API, `/metrics`, the verdict gRPC service and reflection) and
+//! `write` (posted ledger events). A scope with no tokens file is open;
+//! `/healthz`, `/readyz` and gRPC health always are. Tokens are compared in
+//! constant time and never logged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::config::AuthConfig;
+use crate::self_metrics::{Reason, Signal, Transport};
+
+/// What a request is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Ingest,
+    Read,
+    Write,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+}
+
+/// Why the tokens could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("auth.{key} {path}: {source}")]
+    Unreadable {
+        key: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("auth.{key} {path} holds no token (one per line; # starts a comment)")]
+    Empty { key: &'static str, path: String },
+}
+
+/// The tokens of each scope; None is open.
+#[derive(Debug, Default)]
+pub struct Auth {
+    ingest: Option<Vec<Vec<u8>>>,
+    read: Option<Vec<Vec<u8>>>,
+    write: Option<Vec<Vec<u8>>>,
+}
+
+impl Auth {
+    /// Reads the configured tokens files.
+    pub fn load(c: &AuthConfig) -> Result<Auth, AuthError> {
+        let file = |key: &'static str, path: &str| -> Result<Option<Vec<Vec<u8>>>, AuthError> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(path).map_err(|source| AuthError::Unreadable {
+                key,
+                path: path.to_string(),
+                source,
+            })?;
+            let tokens: Vec<Vec<u8>> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.as_bytes().to_vec())
+                .collect();
+            if tokens.is_empty() {
+                return Err(AuthError::Empty {
+                    key,
+                    path: path.to_string(),
+                });
+            }
+            Ok(Some(tokens))
+        };
+        Ok(Auth {
+            ingest: file("ingest_tokens_file", &c.ingest_tokens_file)?,
+            read: file("read_tokens_file", &c.read_tokens_file)?,
+            write: file("write_tokens_file", &c.write_tokens_file)?,
+        })
+    }
+
+    /// Whether telemetry can be sent without a token.
+    pub fn ingest_is_open(&self) -> bool {
+        self.ingest.is_none()
+    }
+
+    /// Checks the `Authorization: Bearer …` header for `scope`; the error
+    /// is the message to answer with.
+    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<(), String> {
+        let tokens = match scope {
+            Scope::Ingest => &self.ingest,
+            Scope::Read => &self.read,
+            Scope::Write => &self.write,
+        };
+        let Some(tokens) = tokens else {
+            return Ok(());
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (kind, token) = v.trim().split_once(' ')?;
+                kind.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        let Some(presented) = presented else {
+            return Err(format!(
+                "a {} token is required: send Authorization: Bearer <token>",
+                scope.as_str()
+            ));
+        };
+        // Every token is compared, whatever matched: the time taken tells
+        // nothing about which bytes were right.
+        let matched = tokens
+            .iter()
+            .fold(false, |any, t| any | same(t, presented.as_bytes()));
+        if matched {
+            Ok(())
+        } else {
+            Err(format!("the token is not a valid {} token", scope.as_str()))
+        }
+    }
+}
+
+/// Equality in time that depends on the lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The scope an HTTP request needs; None for health.
+fn http_scope(method: &Method, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" | "/readyz" => None,
+        "/v1/traces" | "/v1/metrics" => Some(Scope::Ingest),
+        "/api/v1/events" if method == Method::POST => Some(Scope::Write),
+        _ => Some(Scope::Read),
+    }
+}
+
+/// Axum middleware: 401 with `WWW-Authenticate: Bearer` unless the request
+/// carries a token of its scope.
+pub async fn http(
+    State((app, auth)): State<(Arc<App>, Arc<Auth>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let Some(scope) = http_scope(req.method(), path) else {
+        return next.run(req).await;
+    };
+    match auth.check(scope, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(message) => {
+            if scope == Scope::Ingest {
+                let signal = if path == "/v1/metrics" {
+                    Signal::Points
+                } else {
+                    Signal::Spans
+                };
+                app.refuse_request(signal, Transport::Http, Reason::Unauthenticated);
+            }
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(serde_json::json!({ "error": message })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The scope a gRPC method needs; None for health.
+fn grpc_scope(path: &str) -> Option<(Scope, Option<Signal>)> {
+    if path.starts_with("/grpc.health.") {
+        None
+    } else if path.starts_with("/opentelemetry.proto.collector.metrics.") {
+        Some((Scope::Ingest, Some(Signal::Points)))
+    } else if path.starts_with("/opentelemetry.proto.collector.") {
+        Some((Scope::Ingest, Some(Signal::Spans)))
+    } else {
+        Some((Scope::Read, None))
+    }
+}
+
+/// Tower layer for the gRPC server: UNAUTHENTICATED unless the call
+/// carries a token of its method's scope.
+#[derive(Clone)]
+pub struct GrpcAuth {
+    pub app: Arc<App>,
+    pub auth: Arc<Auth>,
+}
+
+impl<S> tower::Layer<S> for GrpcAuth {
+    type Service = GrpcAuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcAuthService {
+            inner,
+            app: self.app.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcAuthService<S> {
+    inner: S,
+    app: Arc<App>,
+    auth: Arc<Auth>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for GrpcAuthService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let denied = grpc_scope(req.uri().path()).and_then(|(scope, signal)| {
+            let message = self.auth.check(scope, req.headers()).err()?;
+            if let Some(signal) = signal {
+                self.app
+                    .refuse_request(signal, Transport::Grpc, Reason::Unauthenticated);
+            }
+            Some(message)
+        });
+        match denied {
+            None => Box::pin(self.inner.call(req)),
+            Some(message) => {
+                let resp = tonic::Status::unauthenticated(message).into_http();
+                Box::pin(async move { Ok(resp) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(ingest: &[&str]) -> Auth {
+        Auth {
+            ingest: Some(ingest.iter().map(|t| t.as_bytes().to_vec()).collect()),
+            ..Auth::default()
+        }
+    }
+
+    fn bearer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked_by_scope() {
+        let a = auth(&["s3cret", "other"]);
+        assert_eq!(a.check(Scope::Ingest, &bearer("Bearer s3cret")), Ok(()));
+        assert_eq!(a.check(Scope::Ingest, &bearer("bearer  other ")), Ok(()));
+        assert!(a.check(Scope::Ingest, &bearer("Bearer s3cre")).is_err());
+        assert!(a.check(Scope::Ingest, &bearer("Basic s3cret")).is_err());
+        let missing = a.check(Scope::Ingest, &HeaderMap::new()).unwrap_err();
+        assert!(missing.contains("ingest token is required"), "{missing}");
+        assert!(!missing.contains("s3cret"), "never echoes a token");
+        assert_eq!(a.check(Scope::Read, &HeaderMap::new()), Ok(()), "open");
+    }
+
+    #[test]
+    fn scopes_of_paths() {
+        assert_eq!(http_scope(&Method::GET, "/healthz"), None);
+        assert_eq!(http_scope(&Method::POST, "/v1/traces"), Some(Scope::Ingest));
+        assert_eq!(
+            http_scope(&Method::POST, "/api/v1/events"),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            http_scope(&Method::GET, "/api/v1/events"),
+            Some(Scope::Read)
+        );
+        assert_eq!(http_scope(&Method::GET, "/metrics"), Some(Scope::Read));
+        assert_eq!(grpc_scope("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            grpc_scope("/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+            Some((Scope::Ingest, Some(Signal::Spans)))
+        );
+        assert_eq!(
+            grpc_scope("/release_verdict.v1.VerdictService/GetVerdict"),
+            Some((Scope::Read, None))
+        );
+    }
+
+    #[test]
+    fn token_files_skip_comments_and_refuse_emptiness() {
+        let dir = std::env::temp_dir().join(format!("rv-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "# CI\n  tok-1  \n\ntok-2\n").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "# nobody\n").unwrap();
+        let c = AuthConfig {
+            ingest_tokens_file: good.to_string_lossy().into(),
+            ..AuthConfig::default()
+        };
+        let a = Auth::load(&c).unwrap();
+        assert_eq!(a.ingest.as_ref().unwrap().len(), 2);
+        assert!(a.read.is_none());
+        let c = AuthConfig {
+            read_tokens_file: empty.to_string_lossy().into(),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(Auth::load(&c), Err(AuthError::Empty { .. })));
+        let c = AuthConfig {
+            write_tokens_file: dir.join("missing").to_string_lossy().into(),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(Auth::load(&c), Err(AuthError::Unreadable { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

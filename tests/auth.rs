@@ -1,0 +1,210 @@
+//! Bearer tokens by scope against the real daemon: loadgen and the SDK-like
+//! clients over both transports, the read API, posted events, health.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use release_verdict::config::Config;
+use release_verdict::loadgen::{run, Options};
+
+fn tokens(dir: &std::path::Path, name: &str, lines: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, lines).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn loadgen(target: String, token: Option<&str>) -> Options {
+    Options {
+        target,
+        rate: 5_000,
+        duration: Duration::from_secs(1),
+        services: 1,
+        canary_weight: 0.2,
+        baseline_error: 0.0,
+        canary_error: 0.0,
+        canary_slowdown: 1.0,
+        spans_per_request: 100,
+        concurrency: 1,
+        seed: 1,
+        token: token.map(str::to_string),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scope_takes_its_own_tokens() {
+    let dir = std::env::temp_dir().join(format!("rv-auth-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = Config::default();
+    config.auth.ingest_tokens_file = tokens(&dir, "ingest", "# collectors\ningest-tok\n");
+    config.auth.write_tokens_file = tokens(&dir, "write", "ci-tok\n");
+    let server = TestServer::with_config(config).await;
+
+    // Telemetry: counted with the token, refused (and counted as such)
+    // without, over both transports.
+    for target in [
+        format!("grpc://{}", server.grpc),
+        format!("http://{}", server.http),
+    ] {
+        let before = server.counted_requests("").await;
+        let with = run(loadgen(target.clone(), Some("ingest-tok")))
+            .await
+            .unwrap();
+        assert!(with.spans_accepted > 0, "{target}: {}", with.summary());
+        assert_eq!(with.spans_failed, 0, "{target}: {}", with.summary());
+        assert_eq!(
+            server.counted_requests("").await - before,
+            with.spans_accepted
+        );
+        let without = run(loadgen(target.clone(), None)).await.unwrap();
+        assert_eq!(without.spans_accepted, 0, "{target}: {}", without.summary());
+        let wrong = run(loadgen(target.clone(), Some("ci-tok"))).await.unwrap();
+        assert_eq!(wrong.spans_accepted, 0, "a write token does not ingest");
+    }
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let status = client
+        .export(trace_request(
+            release_resource("svc", "prod", "x", "s"),
+            1,
+            0,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("ingest token is required"),
+        "{status}"
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer nope")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"reason="unauthenticated""#),
+        "refusals are counted"
+    );
+
+    // Posted events need the write token; reading stays open here.
+    let event = serde_json::json!({"type": "deploy_started", "service": "svc"});
+    let r = http
+        .post(server.url("/api/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(server.url("/api/v1/events"))
+        .bearer_auth("ci-tok")
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = server.get_json("/api/v1/events").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn reading_takes_a_read_token_and_health_none() {
+    let dir = std::env::temp_dir().join(format!("rv-auth-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = Config::default();
+    config.auth.read_tokens_file = tokens(&dir, "read", "grafana\nargo\n");
+    let server = TestServer::with_config(config).await;
+    let http = reqwest::Client::new();
+    for path in [
+        "/api/v1/releases",
+        "/metrics",
+        "/api/v1/dora",
+        "/api/v1/events",
+    ] {
+        let r = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let r = http
+            .get(server.url(path))
+            .bearer_auth("argo")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        let r = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // The verdict service over gRPC too; ingest stays open.
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    client
+        .export(trace_request(
+            release_resource("svc", "prod", "x", "s"),
+            1,
+            0,
+        ))
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let denied = grpc
+        .unary::<_, (), _>(
+            tonic::Request::new(()),
+            "/release_verdict.v1.VerdictService/ListVerdicts"
+                .parse()
+                .unwrap(),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{denied}");
+    // The gate takes the token from the environment.
+    let url = server.url("");
+    let gate = move |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_release-verdict"));
+        cmd.args(["gate", "--server", &url, "--deployment-id", "x"]);
+        cmd.args(["--timeout", "1s", "--interval", "100ms"]);
+        cmd.env_remove("RELEASE_VERDICT_TOKEN");
+        if let Some(t) = token {
+            cmd.env("RELEASE_VERDICT_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ((without, why), (with, _)) =
+        tokio::task::spawn_blocking(move || (gate(None), gate(Some("grafana"))))
+            .await
+            .unwrap();
+    assert_eq!(without, Some(3), "{why}");
+    assert!(why.contains("read token is required"), "{why}");
+    assert_eq!(with, Some(2), "read with the token: yellow at the timeout");
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
