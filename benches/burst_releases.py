@@ -2,7 +2,8 @@
 """Burst of distinct releases against the release build: is memory bounded?
 
 Sends 100,000 distinct deployment ids (1,000 per OTLP/HTTP protobuf request,
-one SERVER span each) to a fresh daemon with the default configuration, then
+one SERVER span each, all of one service) to a fresh daemon with the default
+configuration but no per-service cap, then
 a second burst of 100,000 other ids, and prints the daemon's peak RSS
 (VmHWM from /proc/PID/status) before and after each burst, the spans refused
 through OTLP partial success, the self metrics, and how long the JSON API
@@ -57,7 +58,7 @@ def main() -> int:
         return 2
 
     with tempfile.TemporaryDirectory(prefix="burst-releases-") as tmp:
-        d = start_daemon(Path(tmp), config="", binary=args.bin)
+        d = start_daemon(Path(tmp), config="[limits]\nmax_releases_per_service = 1000000\n", binary=args.bin)
         pid = d.proc.pid
         try:
             print(f"daemon {args.bin} pid {pid}, http {d.http_addr}")

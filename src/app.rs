@@ -46,6 +46,9 @@ pub struct Ingested {
     /// Every item was invalid: the request as a whole is bad input
     /// (HTTP 400 / INVALID_ARGUMENT rather than a partial success).
     pub all_invalid: bool,
+    /// Every item was refused because a table was full: answered with a
+    /// code OTLP clients retry.
+    pub all_full: bool,
 }
 
 impl Ingested {
@@ -114,11 +117,14 @@ impl App {
         metrics.register(&mut registry);
         Self {
             mapper: Mapper::new(&config),
-            store: Mutex::new(Store::new(
-                config.limits.max_releases,
-                Judge::new(&config.judge, &config.checks),
-                BaselineRule::from(&config.baseline),
-            )),
+            store: Mutex::new(
+                Store::new(
+                    config.limits.max_releases,
+                    Judge::new(&config.judge, &config.checks),
+                    BaselineRule::from(&config.baseline),
+                )
+                .with_service_cap(config.limits.max_releases_per_service),
+            ),
             deltas: Mutex::new(DeltaTracker::new(
                 config.limits.max_metric_streams,
                 started_at,
@@ -213,7 +219,8 @@ impl App {
         refused_by(Reason::Invalid, batch.invalid);
         refused_by(Reason::ReleaseLimit, applied.refused);
         refused_by(Reason::RoleConflict, applied.role_conflicts);
-        let rejected = batch.invalid + applied.refused + applied.role_conflicts;
+        refused_by(Reason::StreamLimit, batch.full);
+        let rejected = batch.invalid + applied.refused + applied.role_conflicts + batch.full;
         m.accepted
             .get_or_create(&ItemLabels { signal, transport })
             .inc_by(batch.items.saturating_sub(rejected));
@@ -233,10 +240,24 @@ impl App {
             reasons.push(format!("{} invalid: {first}", batch.invalid));
         }
         if applied.refused > 0 {
+            let limit = match &applied.full_service {
+                Some(service) => format!(
+                    "the limit of {} tracked releases of service {:?}",
+                    self.config.limits.max_releases_per_service,
+                    crate::verdict::shown(service)
+                ),
+                None => format!(
+                    "the limit of {} tracked releases",
+                    self.config.limits.max_releases
+                ),
+            };
             reasons.push(format!(
-                "{} refused: {} new release(s) over the limit of {} tracked releases",
-                applied.refused, applied.refused_releases, self.config.limits.max_releases
+                "{} refused: {} new release(s) over {limit}; idle releases are forgotten after [limits] release_idle_expiry",
+                applied.refused, applied.refused_releases
             ));
+        }
+        if let Some(why) = &batch.full_reason {
+            reasons.push(format!("{} refused: {why}", batch.full));
         }
         if let Some((id, claimed, held)) = &applied.first_role_conflict {
             reasons.push(format!(
@@ -251,6 +272,12 @@ impl App {
             rejected,
             message: reasons.join("; "),
             all_invalid: batch.items > 0 && batch.invalid == batch.items,
+            // Every item was valid and refused for want of room: the whole
+            // request may be retried later.
+            all_full: batch.items > 0
+                && rejected == batch.items
+                && batch.invalid == 0
+                && applied.role_conflicts == 0,
         }
     }
 

@@ -30,6 +30,8 @@ pub enum Reason {
     ReleaseLimit,
     /// Claimed a `deployment.role` its deployment did not first declare.
     RoleConflict,
+    /// A new cumulative stream while the stream table was full.
+    StreamLimit,
     /// Could not be decoded.
     Malformed,
     /// Over the request size limit.
@@ -63,6 +65,7 @@ label_values! {
         Invalid => "invalid",
         ReleaseLimit => "release_limit",
         RoleConflict => "role_conflict",
+        StreamLimit => "stream_limit",
         Malformed => "malformed",
         TooLarge => "too_large",
         Unsupported => "unsupported",

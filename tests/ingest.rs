@@ -356,32 +356,45 @@ async fn the_release_cap_refuses_and_counts_new_releases() {
         .unwrap();
     let mut refused = 0;
     for i in 0..5 {
-        let resp = client
+        let answer = client
             .export(trace_request(
                 release_resource("s", "e", &format!("r{i}"), "x"),
                 2,
                 0,
             ))
-            .await
-            .unwrap()
-            .into_inner();
-        if let Some(p) = resp.partial_success {
-            assert!(
-                p.error_message.contains("limit of 3"),
-                "{}",
-                p.error_message
-            );
-            refused += p.rejected_spans;
+            .await;
+        match answer {
+            Ok(resp) => assert_eq!(resp.into_inner().partial_success, None),
+            // Refused whole for want of room: retried later by exporters.
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+                assert!(status.message().contains("limit of 3"), "{status}");
+                assert!(!status.details().is_empty(), "RetryInfo is attached");
+                refused += 2;
+            }
         }
     }
     assert_eq!(refused, 4);
+    // A request with a known release and a new one: a partial success.
+    let mut mixed = trace_request(release_resource("s", "e", "r0", "x"), 1, 0);
+    mixed
+        .resource_spans
+        .extend(trace_request(release_resource("s", "e", "r9", "x"), 1, 0).resource_spans);
+    let p = client
+        .export(mixed)
+        .await
+        .unwrap()
+        .into_inner()
+        .partial_success
+        .unwrap();
+    assert_eq!(p.rejected_spans, 1);
     // known releases keep being counted at the cap
     client
         .export(trace_request(release_resource("s", "e", "r0", "x"), 2, 0))
         .await
         .unwrap();
     server
-        .wait_for_release("r0", |v| v["canary"]["requests"] == 4)
+        .wait_for_release("r0", |v| v["canary"]["requests"] == 5)
         .await;
     let metrics = server.metrics().await;
     assert!(
@@ -389,11 +402,11 @@ async fn the_release_cap_refuses_and_counts_new_releases() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"release_verdict_items_refused_total{signal="spans",transport="grpc",reason="release_limit"} 4"#),
+        metrics.contains(r#"release_verdict_items_refused_total{signal="spans",transport="grpc",reason="release_limit"} 5"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains("release_verdict_releases_refused_total 2"),
+        metrics.contains("release_verdict_releases_refused_total 3"),
         "{metrics}"
     );
     server.stop().await;

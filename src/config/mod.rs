@@ -279,6 +279,9 @@ pub struct LimitsConfig {
     /// Most releases tracked at once; telemetry of further new releases is
     /// refused (OTLP partial success) and counted.
     pub max_releases: usize,
+    /// Most releases tracked at once for one service (all environments),
+    /// so junk ids under one service cannot lock the others out.
+    pub max_releases_per_service: usize,
     /// A release not seen for this long is forgotten.
     #[serde(with = "humantime_serde")]
     pub release_idle_expiry: Duration,
@@ -295,6 +298,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_releases: 10_000,
+            max_releases_per_service: 100,
             release_idle_expiry: Duration::from_secs(15 * 60),
             max_metric_streams: 100_000,
             max_span_duration: Duration::from_secs(3600),
@@ -426,6 +430,9 @@ impl Config {
                 "limits.max_span_duration must be between 1s and 1h, not {}",
                 humantime::format_duration(span)
             ));
+        }
+        if self.limits.max_releases_per_service == 0 {
+            problems.push("limits.max_releases_per_service must be at least 1".to_string());
         }
         if self.ledger.checkpoint_interval < Duration::from_millis(100) {
             problems.push("ledger.checkpoint_interval must be at least 100ms".to_string());

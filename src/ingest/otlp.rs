@@ -420,10 +420,10 @@ fn resolve<'a>(
                     Delta::Add { count, buckets } => (count, buckets),
                     Delta::Nothing => continue,
                     Delta::Refused => {
-                        batch.reject(
-                        1,
-                        format_args!("{at}.data_points[{p}]: too many cumulative streams tracked; try again later"),
-                    );
+                        batch.refuse_full(
+                            1,
+                            format_args!("{at}.data_points[{p}]: the table of cumulative streams is full ([limits] max_metric_streams); idle streams are forgotten after [limits] release_idle_expiry"),
+                        );
                         continue;
                     }
                 }

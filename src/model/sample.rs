@@ -61,6 +61,11 @@ pub struct Batch<'a> {
     pub invalid: u64,
     /// What was wrong with the first invalid item, for the partial-success message.
     pub first_error: Option<String>,
+    /// Valid items refused because a table was full (cumulative streams):
+    /// a sender may retry them later.
+    pub full: u64,
+    /// Why, for the answer.
+    pub full_reason: Option<String>,
     /// Metrics read by nothing (neither a request-duration histogram nor a
     /// configured check), with their data points: the answer to "why is my
     /// service not judged?".
@@ -113,6 +118,14 @@ impl<'a> Batch<'a> {
         self.invalid += n;
         if self.first_error.is_none() {
             self.first_error = Some(why.to_string());
+        }
+    }
+
+    /// Refuses `n` valid items for want of room, for now.
+    pub fn refuse_full(&mut self, n: u64, why: impl Display) {
+        self.full += n;
+        if self.full_reason.is_none() {
+            self.full_reason = Some(why.to_string());
         }
     }
 }

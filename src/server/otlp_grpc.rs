@@ -40,10 +40,18 @@ fn overloaded(app: &App) -> Status {
     )
 }
 
-/// A request whose every item was invalid is bad input as a whole.
-fn check(outcome: Ingested) -> Result<Ingested, Status> {
+/// A request whose every item was invalid is bad input as a whole; one
+/// whose every item was refused for want of room is retried later
+/// (RESOURCE_EXHAUSTED with RetryInfo, which OTLP exporters retry).
+fn check(app: &App, outcome: Ingested) -> Result<Ingested, Status> {
     if outcome.all_invalid {
         Err(Status::invalid_argument(outcome.message))
+    } else if outcome.all_full {
+        Err(Status::with_error_details(
+            Code::ResourceExhausted,
+            outcome.message,
+            ErrorDetails::with_retry_info(Some(app.config.server.overload_retry_after)),
+        ))
     } else {
         Ok(outcome)
     }
@@ -61,7 +69,7 @@ impl TraceService for OtlpGrpc {
         let outcome = self
             .app
             .ingest_traces(request.get_ref(), Transport::Grpc, system_now());
-        Ok(Response::new(check(outcome)?.trace_response()))
+        Ok(Response::new(check(&self.app, outcome)?.trace_response()))
     }
 }
 
@@ -77,6 +85,6 @@ impl MetricsService for OtlpGrpc {
         let outcome = self
             .app
             .ingest_metrics(request.get_ref(), Transport::Grpc, system_now());
-        Ok(Response::new(check(outcome)?.metrics_response()))
+        Ok(Response::new(check(&self.app, outcome)?.metrics_response()))
     }
 }

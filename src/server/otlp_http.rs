@@ -43,6 +43,9 @@ pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
     }
+    if outcome.all_full {
+        return full(&app, outcome.message, encoding);
+    }
     reply(&outcome.trace_response(), encoding)
 }
 
@@ -62,6 +65,9 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
     let outcome = app.ingest_metrics(&req, Transport::Http, system_now());
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
+    }
+    if outcome.all_full {
+        return full(&app, outcome.message, encoding);
     }
     reply(&outcome.metrics_response(), encoding)
 }
@@ -236,6 +242,20 @@ fn overloaded(app: &App, encoding: Encoding) -> Response {
             app.config.server.max_inflight_requests
         ),
     )
+}
+
+/// 503 with Retry-After for a request whose every item was refused for
+/// want of room: OTLP exporters retry it later.
+fn full(app: &App, message: String, encoding: Encoding) -> Response {
+    let after = app.config.server.overload_retry_after.as_secs().max(1);
+    let mut resp = status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        RESOURCE_EXHAUSTED,
+        message,
+        encoding,
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, after.into());
+    resp
 }
 
 /// 400 for a request whose every item broke the data model.

@@ -116,8 +116,10 @@ pub struct Applied {
     pub recorded: u64,
     /// Items refused because their release was new and the table was full.
     pub refused: u64,
-    /// New releases refused for the same reason.
+    /// New releases refused for the same reason (or their service's cap).
     pub refused_releases: u64,
+    /// The first service whose own cap refused a new release.
+    pub full_service: Option<String>,
     /// Items refused because they claimed a role their deployment does not
     /// have (`deployment.role` is fixed by a deployment's first telemetry).
     pub role_conflicts: u64,
@@ -178,6 +180,8 @@ pub struct Store {
     fleets: HashMap<Arc<str>, HashMap<Arc<str>, Fleet>>,
     len: usize,
     max_releases: usize,
+    /// Most releases of one service (all environments).
+    max_per_service: usize,
     judge: Judge,
     rule: BaselineRule,
     /// Rollout ends inferred by ticks, until taken.
@@ -190,10 +194,17 @@ impl Store {
             fleets: HashMap::new(),
             len: 0,
             max_releases,
+            max_per_service: max_releases,
             judge,
             rule,
             inferred: Vec::new(),
         }
+    }
+
+    /// The same store, tracking at most `max` releases of any one service.
+    pub fn with_service_cap(mut self, max: usize) -> Self {
+        self.max_per_service = max;
+        self
     }
 
     /// Every fleet, its releases and their judge's evidence, as bytes for
@@ -276,6 +287,20 @@ impl Store {
                 applied.refused += group.items;
                 applied.refused_releases += 1;
                 continue;
+            }
+            if !known {
+                let of_service: usize = self
+                    .fleets
+                    .get(r.service)
+                    .map_or(0, |envs| envs.values().map(|f| f.releases.len()).sum());
+                if of_service >= self.max_per_service {
+                    applied.refused += group.items;
+                    applied.refused_releases += 1;
+                    applied
+                        .full_service
+                        .get_or_insert_with(|| r.service.to_string());
+                    continue;
+                }
             }
             let fleet = self
                 .fleets

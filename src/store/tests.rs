@@ -354,3 +354,23 @@ fn a_newer_deployment_claiming_the_baseline_does_not_take_it() {
     );
     assert_eq!(base(fleet(&s), "c"), Some("b2"));
 }
+
+#[test]
+fn one_service_cannot_take_the_others_places() {
+    let mut s = store(100).with_service_cap(3);
+    let junk: Vec<&'static str> = vec!["j0", "j1", "j2", "j3", "j4"];
+    let mut flood = Batch::default();
+    for id in &junk {
+        flood.groups.push(batch(&[(id, 1, None)]).groups.remove(0));
+    }
+    let applied = s.apply(&flood, SEC);
+    assert_eq!((applied.refused, applied.refused_releases), (2, 2));
+    assert_eq!(applied.full_service.as_deref(), Some("svc"));
+    // Known releases of the full service still count; other services are
+    // not affected.
+    assert_eq!(s.apply(&batch(&[("j0", 1, None)]), 2 * SEC).refused, 0);
+    let mut other = batch(&[("shop-1", 1, None)]);
+    other.groups[0].release.service = "shop";
+    let applied = s.apply(&other, 3 * SEC);
+    assert_eq!((applied.refused, applied.created), (0, 1));
+}

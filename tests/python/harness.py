@@ -272,8 +272,14 @@ def burst_requests(total: int, per_request: int, prefix: str, service: str = "bu
 
 
 def send_burst(http_addr: str, bodies: list[bytes]) -> BurstResult:
-    """POSTs each body to /v1/traces as protobuf and sums the partial successes."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+    """POSTs each body to /v1/traces as protobuf and sums the refusals: the
+    partial successes, and the requests refused whole for want of room (503,
+    to be retried later)."""
+    from google.rpc import status_pb2
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
 
     url = f"http://{http_addr}/v1/traces"
     rejected = 0
@@ -282,6 +288,11 @@ def send_burst(http_addr: str, bodies: list[bytes]) -> BurstResult:
     with requests.Session() as s:
         for body in bodies:
             r = s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}, timeout=30)
+            if r.status_code == 503 and "retry-after" in r.headers:
+                req = ExportTraceServiceRequest.FromString(body)
+                rejected += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+                messages.append(status_pb2.Status.FromString(r.content).message)
+                continue
             if r.status_code != 200:
                 raise AssertionError(f"export answered {r.status_code}: {r.content[:500]!r}")
             resp = ExportTraceServiceResponse.FromString(r.content)

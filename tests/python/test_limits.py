@@ -19,9 +19,9 @@ CAP = 10_000  # the default limits.max_releases
 
 
 def test_release_burst_is_capped_refused_and_counted(daemon_factory):
-    # A daemon of its own (empty config: every default) so that the counters
-    # and the tracked-release gauge start from zero.
-    d = daemon_factory("")
+    # A daemon of its own (every default but the per-service cap: the burst
+    # is one service) so that the counters and the gauge start from zero.
+    d = daemon_factory("[limits]\nmax_releases_per_service = 1000000\n")
     bodies = burst_requests(TOTAL, PER_REQUEST, prefix="burst-")
     assert len(bodies) == TOTAL // PER_REQUEST
 
@@ -46,6 +46,7 @@ def test_release_burst_is_capped_refused_and_counted(daemon_factory):
     again = send_burst(d.http_addr, burst_requests(1, 1, prefix="burst-"))
     assert again.rejected_spans == 0
     poll_release(d, "burst-0", lambda v: counts(v) == (2, 0))
+    # Refused whole, with an answer the exporter retries later.
     fresh = send_burst(d.http_addr, burst_requests(1, 1, prefix="one-more-"))
     assert fresh.rejected_spans == 1 and fresh.messages
     assert d.get_release("one-more-0").status_code == 404
@@ -54,3 +55,15 @@ def test_release_burst_is_capped_refused_and_counted(daemon_factory):
     # (Not GET /api/v1/releases: listing 10,000 releases of one service is
     # quadratic in the daemon today and takes seconds; see the bench.)
     assert d.metrics().get("release_verdict_releases_tracked", None) == CAP
+
+
+def test_junk_ids_under_one_service_do_not_lock_out_the_others(daemon_factory):
+    """The security review's flood: 10,000 junk deployment ids used to fill
+    the whole table for 15 minutes. Now they fill their own service's share."""
+    d = daemon_factory("[limits]\nmax_releases_per_service = 50\n")
+    junk = send_burst(d.http_addr, burst_requests(2_000, 100, prefix="junk-", service="flood"))
+    assert junk.rejected_spans == 2_000 - 50
+    assert all("limit of 50 tracked releases of service" in m for m in junk.messages), junk.messages[:2]
+    legit = send_burst(d.http_addr, burst_requests(1, 1, prefix="shop-canary-", service="shop"))
+    assert legit.rejected_spans == 0
+    poll_release(d, "shop-canary-0", lambda v: counts(v) == (1, 0))

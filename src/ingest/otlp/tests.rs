@@ -612,3 +612,25 @@ fn spans_longer_than_the_maximum_are_refused() {
     assert!(why.contains("longer than the 3600 s maximum"), "{why}");
     assert_eq!(b.groups[0].sample.requests, 1);
 }
+
+#[test]
+fn a_full_stream_table_is_a_retryable_refusal_not_invalid_input() {
+    let mapper = Mapper::default();
+    let mut deltas = DeltaTracker::new(1, 0);
+    let first = duration_metric(
+        "s",
+        histogram(CUMULATIVE, vec![hist_point(200, 5, 10, vec![1, 0, 0])]),
+    );
+    assert_eq!(mapper.metrics(&first, &mut deltas, 0).full, 0);
+    let second = duration_metric(
+        "s",
+        histogram(CUMULATIVE, vec![hist_point(503, 5, 10, vec![1, 0, 0])]),
+    );
+    let b = mapper.metrics(&second, &mut deltas, 0);
+    assert_eq!((b.full, b.invalid), (1, 0));
+    assert!(b
+        .full_reason
+        .clone()
+        .unwrap()
+        .contains("max_metric_streams"));
+}
