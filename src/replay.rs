@@ -56,7 +56,12 @@ fn parse(line: &str) -> Result<Line, String> {
 }
 
 /// The latest time a request's telemetry carries.
+/// Item times at or past this (2100-01-01) are not taken as the replay's
+/// clock: a forged or broken timestamp must not move time out of range.
+const LATEST_TIME: UnixNanos = 4_102_444_800 * 1_000_000_000;
+
 fn telemetry_time(line: &Line) -> UnixNanos {
+    let sane = |t: &UnixNanos| *t < LATEST_TIME;
     match line {
         Line::Traces(r) => r
             .resource_spans
@@ -64,6 +69,7 @@ fn telemetry_time(line: &Line) -> UnixNanos {
             .flat_map(|rs| &rs.scope_spans)
             .flat_map(|ss| &ss.spans)
             .map(|s| s.end_time_unix_nano)
+            .filter(sane)
             .max()
             .unwrap_or(0),
         Line::Metrics(r) => {
@@ -73,14 +79,30 @@ fn telemetry_time(line: &Line) -> UnixNanos {
                 .flat_map(|rm| &rm.scope_metrics)
                 .flat_map(|sm| &sm.metrics)
                 .filter_map(|m| match &m.data {
-                    Some(Data::Histogram(h)) => {
-                        h.data_points.iter().map(|p| p.time_unix_nano).max()
-                    }
-                    Some(Data::ExponentialHistogram(h)) => {
-                        h.data_points.iter().map(|p| p.time_unix_nano).max()
-                    }
-                    Some(Data::Sum(s)) => s.data_points.iter().map(|p| p.time_unix_nano).max(),
-                    Some(Data::Gauge(g)) => g.data_points.iter().map(|p| p.time_unix_nano).max(),
+                    Some(Data::Histogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| p.time_unix_nano)
+                        .filter(sane)
+                        .max(),
+                    Some(Data::ExponentialHistogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| p.time_unix_nano)
+                        .filter(sane)
+                        .max(),
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|p| p.time_unix_nano)
+                        .filter(sane)
+                        .max(),
+                    Some(Data::Gauge(g)) => g
+                        .data_points
+                        .iter()
+                        .map(|p| p.time_unix_nano)
+                        .filter(sane)
+                        .max(),
                     _ => None,
                 })
                 .max()

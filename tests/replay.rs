@@ -141,3 +141,34 @@ fn replay_runs_anywhere_without_a_config_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A forged timestamp at the end of time must not become the replay's
+/// clock: it used to overflow the rolling window's arithmetic and panic.
+#[test]
+fn a_span_ending_at_the_end_of_time_does_not_move_the_clock() {
+    let s = Scenario {
+        warmup: 5,
+        duration: 5,
+        ..Scenario::a_a("x", 10.0)
+    };
+    let mut reqs = otlp::requests(&s, 1, START);
+    let span = &mut reqs[0].resource_spans[0].scope_spans[0].spans[0];
+    span.start_time_unix_nano = u64::MAX - 1;
+    span.end_time_unix_nano = u64::MAX;
+    let input: String = reqs
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    let mut out = Vec::new();
+    let summary = replay(Config::default(), input.as_bytes(), &mut out, false).unwrap();
+    assert_eq!(summary.skipped, 0, "{summary:?}");
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out).unwrap().lines().last().unwrap()).unwrap();
+    assert!(
+        last["evaluated_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-11-22"),
+        "{last}"
+    );
+}

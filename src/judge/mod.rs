@@ -191,7 +191,7 @@ impl Judge {
         };
         let epoch_over = now >= j.next_epoch;
         if epoch_over {
-            j.next_epoch = now + self.config.epoch.as_nanos() as u64;
+            j.next_epoch = now.saturating_add(self.config.epoch.as_nanos() as u64);
         }
         // A new baseline (the old one expired, or one declared itself)
         // starts the comparison afresh: evidence against another cohort

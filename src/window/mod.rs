@@ -270,7 +270,7 @@ impl Rolling {
     /// Moves the window to `now`, dropping sub-windows that fell out of it.
     /// Time never runs backwards here: an earlier `now` changes nothing.
     pub fn advance(&mut self, now: UnixNanos) {
-        if now < self.head_start + self.slot_nanos {
+        if now < self.head_start.saturating_add(self.slot_nanos) {
             return;
         }
         let steps = (now - self.head_start) / self.slot_nanos;
