@@ -47,9 +47,14 @@ impl Pair {
 
     /// One second: `n` canary and `9n` baseline requests.
     fn second(&mut self, n: u64, canary_error: f64, canary_ms: f64, with_baseline: bool) -> Color {
-        self.t += SEC;
         let c = sample(&mut self.rng, n, canary_error, canary_ms);
         let b = sample(&mut self.rng, 9 * n, 0.005, 50.0);
+        self.second_of(c, b, with_baseline)
+    }
+
+    /// One second of the given samples.
+    fn second_of(&mut self, c: Signals, b: Signals, with_baseline: bool) -> Color {
+        self.t += SEC;
         self.canary_window.add(&c);
         self.baseline_window.add(&b);
         let canary = View {
@@ -288,4 +293,28 @@ fn a_metric_check_on_a_sum_catches_a_decrease_and_passes_when_equal() {
     }
     let q = same.j.checks.iter().find(|c| c.name == "queue").unwrap();
     assert_ne!(q.result, CheckResult::Fail, "{}", q.detail);
+}
+
+/// `n` requests, none failed, every one lasting exactly `ms` (coarse timers).
+fn flat(n: u64, ms: u64) -> Signals {
+    let mut s = Signals::default();
+    s.record(&Sample {
+        requests: n,
+        latencies_us: vec![(ms * 1000, n)],
+        ..Default::default()
+    });
+    s
+}
+
+#[test]
+fn identical_latencies_go_green_and_a_slower_flat_canary_red() {
+    // The security review: every request at 50 ms in both cohorts never
+    // went green, for no request was ever strictly slower than the baseline.
+    let mut p = Pair::new(&Config::default());
+    let green = (0..120).any(|_| p.second_of(flat(50, 50), flat(450, 50), true) == Color::Green);
+    assert!(green, "never green: {}", p.j.reason);
+    let mut p = Pair::new(&Config::default());
+    let red = (0..120).any(|_| p.second_of(flat(50, 80), flat(450, 50), true) == Color::Red);
+    assert!(red, "never red: {}", p.j.reason);
+    assert!(p.j.reason.contains("latency"), "{}", p.j.reason);
 }

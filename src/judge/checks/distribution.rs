@@ -56,6 +56,23 @@ impl Margins {
             h.count_below(threshold)
         }
     }
+
+    /// The baseline's observations on the bad side of its own quantile `q`
+    /// at `tau`, ties included in the share the quantile implies: with
+    /// coarse timers (every request 50 ms) none is strictly beyond `tau`,
+    /// and the test would have no slow request to compare with, ever.
+    fn beyond_quantile(&self, h: &Distribution, tau: u64, q: f64) -> u64 {
+        let n = h.count();
+        let (above, below) = (h.count_above(tau), h.count_below(tau));
+        let (strict, share) = if self.increase {
+            (above, 1.0 - q)
+        } else {
+            (below, q)
+        };
+        let ties = n.saturating_sub(above).saturating_sub(below);
+        let owed = (share * n as f64).round() as u64;
+        strict + ties.min(owed.saturating_sub(strict))
+    }
 }
 
 /// Distribution at one baseline quantile: requests slower than the baseline's
@@ -100,7 +117,7 @@ impl QuantileTest {
                 m.beyond(canary, fail_at),
                 m.beyond(canary, pass_at),
                 canary.count(),
-                m.beyond(baseline, tau),
+                m.beyond_quantile(baseline, tau, self.q),
                 baseline.count(),
             ];
             for (b, a) in self.batch.iter_mut().zip(add) {
