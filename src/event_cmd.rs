@@ -43,6 +43,10 @@ pub struct Options {
     /// A write token, when the daemon asks for one ([auth] write_tokens_file).
     #[arg(long, env = "RELEASE_VERDICT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificates (PEM) to trust for an https:// server with a
+    /// private CA ([server.tls]).
+    #[arg(long, env = "RELEASE_VERDICT_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -81,10 +85,10 @@ pub fn body(o: &Options) -> Value {
 /// Posts the event; prints what happened; returns the exit code.
 pub fn main(o: &Options) -> u8 {
     let url = format!("{}/api/v1/events", o.server.trim_end_matches('/'));
-    let builder = match release_verdict::client::http(o.token.as_deref()) {
+    let builder = match release_verdict::client::http(o.token.as_deref(), o.ca_file.as_deref()) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("release-verdict event: --token: {e}");
+            eprintln!("release-verdict event: {e}");
             return exit::USAGE;
         }
     };

@@ -305,6 +305,8 @@ pub struct Options {
     pub interval: Duration,
     /// A read token, when the daemon asks for one.
     pub token: Option<String>,
+    /// CA certificates to trust, for a daemon with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The `gate` command: waits, prints the outcome (stdout for a verdict,
@@ -338,7 +340,9 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// goes to stderr.
 pub async fn run(opts: &Options) -> Decision {
     let deadline = Instant::now() + opts.timeout;
-    let client = match release_verdict::client::http(opts.token.as_deref()).map(|b| b.build()) {
+    let client = match release_verdict::client::http(opts.token.as_deref(), opts.ca_file.as_deref())
+        .map(|b| b.build())
+    {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => return Decision::Unavailable(e.to_string()),
         Err(e) => return Decision::Unavailable(e),

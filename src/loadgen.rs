@@ -272,7 +272,7 @@ async fn connect(target: &str, token: Option<&str>) -> Result<Sender, LoadError>
             token,
         ))
     } else if target.starts_with("http://") {
-        let client = crate::client::http(token)
+        let client = crate::client::http(token, None)
             .map_err(|_| LoadError::Token)?
             .build()
             .map_err(|_| LoadError::Token)?;

@@ -101,6 +101,10 @@ enum Command {
         /// A read token, when the daemon asks for one ([auth] read_tokens_file).
         #[arg(long, env = "RELEASE_VERDICT_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// CA certificates (PEM) to trust for an https:// server with a
+        /// private CA ([server.tls]).
+        #[arg(long, env = "RELEASE_VERDICT_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Send realistic OTLP span traffic: services with a stable deployment
     /// (sent first, so it is the baseline) and a canary each, optionally with
@@ -228,6 +232,7 @@ fn main() -> ExitCode {
             timeout,
             interval,
             token,
+            ca_file,
         } => {
             let url = gate::verdict_url(
                 &server,
@@ -242,6 +247,7 @@ fn main() -> ExitCode {
                     timeout,
                     interval,
                     token,
+                    ca_file,
                 })),
                 Err(e) => {
                     eprintln!("release-verdict gate: {e}");
@@ -298,9 +304,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let _guard = telemetry::init(&config.telemetry)?;
         let server = Server::bind(config).await?;
+        reload_on_sighup(server.reloader());
         server.run(shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// SIGHUP reads the TLS files again.
+fn reload_on_sighup(reloader: release_verdict::server::Reloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reloader.reload();
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 /// SIGINT or SIGTERM.

@@ -58,7 +58,15 @@ macro_rules! label_values {
     )*};
 }
 
+/// How a reload of the TLS files went.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    Ok,
+    Error,
+}
+
 label_values! {
+    ReloadResult { Ok => "ok", Error => "error" }
     Signal { Spans => "spans", Points => "points" }
     Transport { Grpc => "grpc", Http => "http", Replay => "replay" }
     Reason {
@@ -86,6 +94,11 @@ pub struct RefusedLabels {
     pub signal: Signal,
     pub transport: Transport,
     pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +132,8 @@ pub struct SelfMetrics {
     pub ledger_degraded: Gauge,
     /// When the judge's state was last checkpointed, Unix seconds.
     pub checkpoint_written: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Reloads of the TLS files, by outcome.
+    pub tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for SelfMetrics {
@@ -140,6 +155,7 @@ impl Default for SelfMetrics {
             ledger_write_errors: Gauge::default(),
             ledger_degraded: Gauge::default(),
             checkpoint_written: Gauge::default(),
+            tls_reloads: Family::default(),
         }
     }
 }
@@ -210,6 +226,11 @@ impl SelfMetrics {
             "release_verdict_checkpoint_timestamp_seconds",
             "When the judge's state was last checkpointed into the ledger",
             self.checkpoint_written.clone(),
+        );
+        registry.register(
+            "release_verdict_tls_reloads",
+            "Reloads of the [server.tls] files (on change or SIGHUP), by result; on error the previous certificates stay in force",
+            self.tls_reloads.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

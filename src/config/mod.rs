@@ -70,6 +70,47 @@ pub struct ServerConfig {
     /// is refused with an answer clients retry (503). At least
     /// `max_request_bytes`.
     pub max_buffered_bytes: usize,
+    /// TLS on both ports (off while `cert_file` is empty).
+    pub tls: TlsConfig,
+}
+
+/// TLS on both ports, with rustls. The files are PEM; they are read again
+/// when they change (looked at every `reload_interval`) or on SIGHUP, so a
+/// renewed certificate needs no restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, leaf first. Empty: plain TCP.
+    pub cert_file: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// CA certificates for mutual TLS: when set, every client must present a
+    /// certificate signed by one of them.
+    pub client_ca_file: String,
+    /// How often the files are looked at for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// A TLS handshake not finished in this time costs its connection.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
 }
 
 impl Default for ServerConfig {
@@ -83,6 +124,7 @@ impl Default for ServerConfig {
             overload_retry_after: Duration::from_secs(1),
             body_read_timeout: Duration::from_secs(10),
             max_buffered_bytes: 256 * 1024 * 1024,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -371,6 +413,19 @@ impl Config {
                 self.server.max_request_bytes
             ));
         }
+        let tls = &self.server.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            problems.push("server.tls: cert_file and key_file go together".to_string());
+        }
+        if !tls.client_ca_file.is_empty() && !tls.enabled() {
+            problems.push("server.tls.client_ca_file needs cert_file and key_file".to_string());
+        }
+        if tls.reload_interval < Duration::from_millis(100) {
+            problems.push("server.tls.reload_interval must be at least 100ms".to_string());
+        }
+        if tls.handshake_timeout < Duration::from_millis(100) {
+            problems.push("server.tls.handshake_timeout must be at least 100ms".to_string());
+        }
         if self.server.body_read_timeout < Duration::from_millis(100) {
             problems.push("server.body_read_timeout must be at least 100ms".to_string());
         }
@@ -589,6 +644,27 @@ mod tests {
     fn shipped_config_is_valid() {
         let text = include_str!("../../config.toml");
         Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn tls_files_parse_and_go_together() {
+        let c = Config::from_toml(
+            "[server.tls]\ncert_file = \"/etc/rv/cert.pem\"\nkey_file = \"/etc/rv/key.pem\"\nreload_interval = \"30s\"\n",
+        )
+        .unwrap();
+        assert!(c.server.tls.enabled());
+        assert_eq!(c.server.tls.reload_interval, Duration::from_secs(30));
+        let e = Config::from_toml(
+            "[server.tls]\ncert_file = \"/etc/rv/cert.pem\"\nclient_ca_file = \"/etc/rv/ca.pem\"\nhandshake_timeout = \"1ms\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cert_file and key_file go together"), "{e}");
+        assert!(e.contains("handshake_timeout"), "{e}");
+        let e = Config::from_toml("[server.tls]\nclient_ca_file = \"/etc/rv/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client_ca_file needs cert_file"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod api;
 mod auth;
 mod otlp_grpc;
 mod otlp_http;
+mod tls;
 mod verdict_grpc;
 
 use crate::app::App;
@@ -34,6 +35,7 @@ use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServe
 use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions};
 use otlp_grpc::OtlpGrpc;
 use otlp_http as http;
+use tls::{Port, Tls, TlsError};
 use verdict_grpc::VerdictGrpc;
 
 /// How often idle releases are looked for.
@@ -60,6 +62,8 @@ pub enum ServeError {
     Ledger(#[from] LedgerError),
     #[error("{0}")]
     Auth(#[from] auth::AuthError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Opens the configured ledger (none when its path is empty). A database
@@ -143,8 +147,28 @@ async fn checkpoint(app: &Arc<App>) {
 pub struct Server {
     app: Arc<App>,
     auth: Arc<auth::Auth>,
+    tls: Option<Arc<Tls>>,
     grpc: TcpListener,
     http: TcpListener,
+}
+
+/// Reads the TLS files again (main calls it on SIGHUP).
+#[derive(Clone)]
+pub struct Reloader {
+    tls: Option<Arc<Tls>>,
+}
+
+impl Reloader {
+    pub fn reload(&self) {
+        match &self.tls {
+            Some(tls) => {
+                let tls = tls.clone();
+                // File reads: off the async workers.
+                tokio::task::spawn_blocking(move || tls.reload_logged("SIGHUP"));
+            }
+            None => info!("SIGHUP: TLS is off, nothing to reload"),
+        }
+    }
 }
 
 impl Server {
@@ -160,12 +184,14 @@ impl Server {
         let http = bind(config.server.http_listen).await?;
         let ledger = open_ledger(&config.ledger)?;
         let app = Arc::new(App::with_ledger(config, system_now(), ledger.clone()));
+        let tls = Tls::load(&app.config.server.tls, app.metrics.tls_reloads.clone())?;
         if let Some(ledger) = ledger {
             restore(&app, &ledger);
         }
         Ok(Self {
             app,
             auth,
+            tls,
             grpc,
             http,
         })
@@ -187,12 +213,20 @@ impl Server {
         self.app.clone()
     }
 
+    /// What reloads the TLS files on demand.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tls: self.tls.clone(),
+        }
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish for up to the configured grace, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let app = self.app;
         let auth = self.auth;
+        let tls = self.tls;
         let beyond_loopback = !grpc_addr.ip().is_loopback() || !http_addr.ip().is_loopback();
         if auth.ingest_is_open() && beyond_loopback {
             warn!(%grpc_addr, %http_addr, "listening beyond loopback with no ingest tokens: anyone who reaches these ports can move a verdict; set [auth] ingest_tokens_file");
@@ -243,12 +277,23 @@ impl Server {
             }))
             .add_service(health_service)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(
+            .add_service(reflection_v1alpha);
+        let grpc = match &tls {
+            None => tokio::spawn(grpc.serve_with_incoming_shutdown(
                 TcpIncoming::from(self.grpc),
                 stop.clone().cancelled_owned(),
-            );
-        let grpc = tokio::spawn(grpc);
+            )),
+            Some(tls) => {
+                let incoming = tls
+                    .clone()
+                    .incoming(self.grpc, Port::Grpc, stop.clone())
+                    .map_err(ServeError::Http)?;
+                tokio::spawn(grpc.serve_with_incoming_shutdown(
+                    incoming.into_stream(),
+                    stop.clone().cancelled_owned(),
+                ))
+            }
+        };
 
         let router = Router::new()
             .route("/v1/traces", post(http::traces))
@@ -270,9 +315,25 @@ impl Server {
                 auth::http,
             ))
             .with_state(app.clone());
-        let http =
-            axum::serve(self.http, router).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let http = tokio::spawn(async move { http.await });
+        let http = match &tls {
+            None => {
+                let http = axum::serve(self.http, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                tokio::spawn(async move { http.await })
+            }
+            Some(tls) => {
+                let incoming = tls
+                    .clone()
+                    .incoming(self.http, Port::Http, stop.clone())
+                    .map_err(ServeError::Http)?;
+                let http = axum::serve(incoming, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                tokio::spawn(async move { http.await })
+            }
+        };
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(stop.clone()));
+        }
 
         let ticker = {
             let (app, stop) = (app.clone(), stop.clone());

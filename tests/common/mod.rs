@@ -27,7 +27,20 @@ impl TestServer {
         Self::with_config(Config::default()).await
     }
 
-    pub async fn with_config(mut config: Config) -> Self {
+    pub async fn with_config(config: Config) -> Self {
+        let me = Self::spawn(config).await;
+        me.wait_ready().await;
+        me
+    }
+
+    /// A daemon with `[server.tls]` set: its HTTP port speaks HTTPS only,
+    /// so readiness is read from the daemon itself.
+    pub async fn with_tls(config: Config) -> Self {
+        assert!(config.server.tls.enabled());
+        Self::spawn(config).await
+    }
+
+    async fn spawn(mut config: Config) -> Self {
         // Tests run side by side: a ledger file is opt-in (set its path).
         if config.ledger.path == Config::default().ledger.path {
             config.ledger.path = ":memory:".into();
@@ -36,6 +49,7 @@ impl TestServer {
         config.server.http_listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(config).await.expect("bind");
         let (grpc, http) = (server.grpc_addr(), server.http_addr());
+        let app = server.app();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -45,14 +59,17 @@ impl TestServer {
                 .await
                 .expect("server ran");
         });
-        let me = Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !app.is_ready() {
+            assert!(Instant::now() < deadline, "server never became ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Self {
             grpc,
             http,
             stop: Some(tx),
             task,
-        };
-        me.wait_ready().await;
-        me
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
