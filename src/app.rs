@@ -417,6 +417,21 @@ impl App {
         Ok(n)
     }
 
+    /// Hands the store the ledger's record of who was compared with whom
+    /// (evidence of baselines that survives a restart).
+    pub fn remember_baselines(&self, pairs: Vec<crate::ledger::RecordedBaseline>) {
+        let pairs = pairs.into_iter().map(|p| {
+            (
+                Arc::from(p.service),
+                Arc::from(p.environment),
+                Arc::from(p.deployment_id),
+                Arc::from(p.baseline_deployment_id),
+                p.last_seen_ns,
+            )
+        });
+        lock(&self.store).remember_baselines(pairs);
+    }
+
     /// Forgets idle releases and metric streams.
     pub fn expire(&self, now: UnixNanos) {
         let idle = self.config.limits.release_idle_expiry.as_nanos() as u64;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::judge::checks::CheckReport;
 use crate::judge::Color;
 use crate::model::{format_time, Role, UnixNanos};
-use crate::store::{Fleet, Release, Store};
+use crate::store::{Choice, Fleet, Release, Store};
 
 /// A release's verdict as users see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -40,6 +40,10 @@ pub struct BaselineRef {
     pub git_sha: Option<String>,
     pub requests: u64,
     pub errors: u64,
+    /// Why it is the baseline: `role_baseline`, `role_stable` (declared
+    /// `deployment.role`), `ledger` (compared with it before a restart) or
+    /// `traffic` (it serves clearly the most).
+    pub chosen_by: &'static str,
 }
 
 /// Request and error totals of a cohort since first seen.
@@ -58,11 +62,16 @@ impl Verdict {
         r: &Release,
         now: UnixNanos,
     ) -> Self {
+        let chosen_by = match &fleet.choice {
+            Choice::Chosen { basis, .. } => basis.as_str(),
+            _ => "",
+        };
         let baseline = fleet.baseline_of(r).map(|b| BaselineRef {
             deployment_id: b.deployment_id.to_string(),
             git_sha: b.git_sha.as_deref().map(str::to_string),
             requests: b.total.requests,
             errors: b.total.errors,
+            chosen_by,
         });
         let j = r.judgement();
         Verdict {

@@ -174,6 +174,54 @@ async fn a_restart_remembers_red_at_once() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The security review's cold start: the daemon restarts mid-rollout with
+/// no checkpoint to restore (lost, or made under other settings), the
+/// canary now serves most of the traffic and its exporter flushes first.
+/// Traffic alone would make the canary the baseline; the ledger's record
+/// of who was compared with whom keeps it on the stable version.
+#[tokio::test]
+async fn a_restart_without_the_checkpoint_keeps_the_baseline_by_the_ledger() {
+    let dir = std::env::temp_dir().join(format!("rv-ledger-cold-{}", std::process::id()));
+    let path = dir.join("ledger.db").to_string_lossy().into_owned();
+    let server = TestServer::with_config(config(&path)).await;
+    let mut judged = Value::Null;
+    for _ in 0..100 {
+        traffic(&server, &[(STABLE, 200, 0), (CANARY, 30, 0)], 1).await;
+        let (_, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
+        if v["baseline"]["deployment_id"] == STABLE {
+            judged = v;
+            break;
+        }
+    }
+    assert_eq!(judged["baseline"]["chosen_by"], "traffic", "{judged}");
+    server.stop().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM checkpoint", [])
+        .unwrap();
+
+    let server = TestServer::with_config(config(&path)).await;
+    // The canary alone for longer than the settle time, then both, the
+    // canary at 80%.
+    traffic(&server, &[(CANARY, 160, 0)], 6).await;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        traffic(&server, &[(CANARY, 160, 0), (STABLE, 40, 0)], 1).await;
+        let (_, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
+        if v["baseline"]["chosen_by"] == "ledger" {
+            last = v;
+            break;
+        }
+        last = v;
+    }
+    assert_eq!(last["baseline"]["deployment_id"], STABLE, "{last}");
+    assert_eq!(last["baseline"]["chosen_by"], "ledger", "{last}");
+    let (_, stable) = server.get_json(&format!("/api/v1/releases/{STABLE}")).await;
+    assert!(stable["baseline"].is_null(), "{stable}");
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test]
 async fn an_expired_release_is_answered_from_the_ledger() {
     let mut c = config(":memory:");

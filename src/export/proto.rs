@@ -57,6 +57,7 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
             git_sha: b.git_sha.clone(),
             requests: b.requests,
             errors: b.errors,
+            chosen_by: b.chosen_by.into(),
         }),
         verdict: v.verdict.as_str().into(),
         reason: v.reason.clone(),

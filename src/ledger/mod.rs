@@ -67,7 +67,7 @@ use serde::Serialize;
 use crate::model::UnixNanos;
 pub use delivery::DoraQuery;
 use event::Event;
-pub use query::{EventFilter, Page, ReleaseRecord, StoredEvent};
+pub use query::{EventFilter, Page, RecordedBaseline, ReleaseRecord, StoredEvent};
 use writer::{Command, Writer};
 
 /// The path that keeps the ledger in memory only.

@@ -76,6 +76,16 @@ pub struct ReleaseRecord {
     pub verdict_json: String,
 }
 
+/// A release and the deployment it was last compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedBaseline {
+    pub service: String,
+    pub environment: String,
+    pub deployment_id: String,
+    pub baseline_deployment_id: String,
+    pub last_seen_ns: UnixNanos,
+}
+
 impl Ledger {
     /// Events matching `filter`, in the order they were recorded (row id),
     /// oldest first: a client polling with the cursor sees every event once,
@@ -184,6 +194,34 @@ impl Ledger {
                     reason: r.get(9)?,
                     red_since_ns: r.get::<_, Option<i64>>(10)?.map(|t| t as UnixNanos),
                     verdict_json: r.get(11)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Which deployment each release recently seen was compared with: the
+    /// evidence of a baseline that survives a restart without its
+    /// checkpoint. At most `limit` pairs, most recently seen first.
+    pub fn recorded_baselines(
+        &self,
+        since: UnixNanos,
+        limit: usize,
+    ) -> Result<Vec<RecordedBaseline>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT service, environment, deployment_id, baseline_deployment_id, last_seen_ns
+                 FROM releases
+                 WHERE baseline_deployment_id IS NOT NULL AND last_seen_ns >= ?1
+                 ORDER BY last_seen_ns DESC LIMIT ?2",
+            )?
+            .query_map(params![since as i64, limit as i64], |r| {
+                Ok(RecordedBaseline {
+                    service: r.get(0)?,
+                    environment: r.get(1)?,
+                    deployment_id: r.get(2)?,
+                    baseline_deployment_id: r.get(3)?,
+                    last_seen_ns: r.get::<_, i64>(4)? as UnixNanos,
                 })
             })?
             .collect()

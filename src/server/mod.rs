@@ -82,8 +82,19 @@ fn open_ledger(c: &LedgerConfig) -> Result<Option<Arc<Ledger>>, LedgerError> {
     Ok(Some(Arc::new(ledger)))
 }
 
-/// Brings back the judge's state from the ledger's checkpoint, if any.
+/// How far back the ledger's record of baselines is read at start.
+const RECORDED_BASELINES_SINCE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most recorded pairs read at start.
+const RECORDED_BASELINES_MAX: usize = 100_000;
+
+/// Brings back the judge's state from the ledger's checkpoint, if any,
+/// and its record of baselines.
 fn restore(app: &App, ledger: &Ledger) {
+    let since = system_now().saturating_sub(RECORDED_BASELINES_SINCE.as_nanos() as u64);
+    match ledger.recorded_baselines(since, RECORDED_BASELINES_MAX) {
+        Ok(pairs) => app.remember_baselines(pairs),
+        Err(e) => warn!(error = %e, "the ledger's record of baselines could not be read"),
+    }
     match ledger.load_checkpoint() {
         Ok(Some((written, bytes))) => match app.restore(&bytes) {
             Ok(n) => info!(

@@ -20,7 +20,7 @@ struct Roles {
 }
 
 /// Why the baseline is the one it is.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Basis {
     /// It reports `deployment.role=baseline`.
     DeclaredBaseline,
@@ -29,6 +29,29 @@ pub enum Basis {
     /// It served this share of the requests of the deployments without a
     /// declared role when it was chosen.
     Traffic { share: f64 },
+    /// The ledger recorded it as the baseline of this release, which
+    /// reports again (a restart without the judge's checkpoint).
+    Ledger { of: Arc<str> },
+}
+
+impl Basis {
+    /// How the verdict object names it (`baseline.chosen_by`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Basis::DeclaredBaseline => "role_baseline",
+            Basis::DeclaredStable => "role_stable",
+            Basis::Traffic { .. } => "traffic",
+            Basis::Ledger { .. } => "ledger",
+        }
+    }
+}
+
+/// A release the ledger saw compared with `baseline`, last at `last_seen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub deployment: Arc<str>,
+    pub baseline: Arc<str>,
+    pub last_seen: UnixNanos,
 }
 
 /// A fleet's choice of the deployment its releases are compared with.
@@ -149,17 +172,25 @@ impl Fleet {
     }
 
     /// Chooses the baseline by the strongest evidence at hand: a declared
-    /// `baseline`, then a declared `stable`; else the deployment already
-    /// chosen, while it keeps reporting; else, once the fleet's traffic has
-    /// been watched for `settle`, the deployment without a declared role
-    /// serving clearly the most requests over the rolling window. Arrival
-    /// order plays no part. Returns the new choice when it changed.
-    pub fn choose(&mut self, rule: BaselineRule, now: UnixNanos) -> Option<&Choice> {
+    /// `baseline`, then a declared `stable`; else the ledger's record of a
+    /// pair that reports again (`recorded`: this fleet's pairs from before
+    /// a restart), the newest such; else the deployment already chosen,
+    /// while it keeps reporting; else, once the fleet's traffic has been
+    /// watched for `settle`, the deployment without a declared role serving
+    /// clearly the most requests over the rolling window. Arrival order
+    /// plays no part. Returns the new choice when it changed.
+    pub fn choose(
+        &mut self,
+        rule: BaselineRule,
+        now: UnixNanos,
+        recorded: &[Recorded],
+    ) -> Option<&Choice> {
         let roles = self.roles(rule, now);
         let declared = roles
             .baseline
             .map(|id| (id, Basis::DeclaredBaseline))
-            .or_else(|| roles.stable.map(|id| (id, Basis::DeclaredStable)));
+            .or_else(|| roles.stable.map(|id| (id, Basis::DeclaredStable)))
+            .or_else(|| self.by_ledger(recorded, rule, now));
         let next = if let Some((id, basis)) = declared {
             match &self.choice {
                 Choice::Chosen {
@@ -193,6 +224,29 @@ impl Fleet {
         let next = next?;
         self.choice = next;
         Some(&self.choice)
+    }
+
+    /// The newest recorded pair whose two deployments both report again,
+    /// neither declaring a role.
+    fn by_ledger(
+        &self,
+        recorded: &[Recorded],
+        rule: BaselineRule,
+        now: UnixNanos,
+    ) -> Option<(Arc<str>, Basis)> {
+        let unroled = |id: &str| self.releases.get(id).is_some_and(|r| r.role.is_none());
+        recorded
+            .iter()
+            .filter(|p| p.deployment != p.baseline)
+            .filter(|p| unroled(&p.deployment) && unroled(&p.baseline))
+            .filter(|p| {
+                self.reporting(&p.deployment, rule, now) && self.reporting(&p.baseline, rule, now)
+            })
+            .max_by(|a, b| (a.last_seen, &a.deployment).cmp(&(b.last_seen, &b.deployment)))
+            .map(|p| {
+                let of = p.deployment.clone();
+                (p.baseline.clone(), Basis::Ledger { of })
+            })
     }
 
     /// Whether a tracked deployment has reported within the quiet time.

@@ -15,7 +15,7 @@ use crate::window::{Rolling, Signals};
 
 mod fleet;
 
-pub use fleet::{BaselineRule, Choice, Fleet};
+pub use fleet::{BaselineRule, Choice, Fleet, Recorded};
 
 /// One deployment of one service in one environment.
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,6 +186,9 @@ pub struct Store {
     rule: BaselineRule,
     /// Rollout ends inferred by ticks, until taken.
     inferred: Vec<Inferred>,
+    /// The ledger's record of who was compared with whom before the start,
+    /// by service and environment (see `remember_baselines`).
+    recorded: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Recorded>>>,
 }
 
 impl Store {
@@ -198,6 +201,30 @@ impl Store {
             judge,
             rule,
             inferred: Vec::new(),
+            recorded: HashMap::new(),
+        }
+    }
+
+    /// Takes the ledger's record of which deployment each release was
+    /// compared with, (service, environment, release, baseline, last seen):
+    /// when both of a pair report again, the pair is the baseline's
+    /// evidence, stronger than traffic (a canary past half of it after a
+    /// restart without the checkpoint keeps its baseline).
+    pub fn remember_baselines(
+        &mut self,
+        pairs: impl IntoIterator<Item = (Arc<str>, Arc<str>, Arc<str>, Arc<str>, UnixNanos)>,
+    ) {
+        for (service, environment, deployment, baseline, last_seen) in pairs {
+            self.recorded
+                .entry(service)
+                .or_default()
+                .entry(environment)
+                .or_default()
+                .push(Recorded {
+                    deployment,
+                    baseline,
+                    last_seen,
+                });
         }
     }
 
@@ -395,7 +422,12 @@ impl Store {
                         at: now,
                     });
                 }
-                if let Some(choice) = fleet.choose(self.rule, now) {
+                let recorded = self
+                    .recorded
+                    .get(service)
+                    .and_then(|envs| envs.get(env))
+                    .map_or(&[][..], Vec::as_slice);
+                if let Some(choice) = fleet.choose(self.rule, now, recorded) {
                     log_choice(service, env, choice);
                 }
                 let pairs: Vec<(Arc<str>, Option<Arc<str>>)> = fleet

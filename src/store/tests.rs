@@ -106,6 +106,56 @@ fn the_baseline_stays_while_the_canary_takes_most_of_the_traffic() {
     assert_eq!(base(fleet(&s), "new"), Some("old"));
 }
 
+/// A restart without the checkpoint, mid-rollout: the canary serves 80%
+/// and, as its exporter flushes first, reports alone for a while. Traffic
+/// alone would make it the baseline; the ledger's record says otherwise.
+#[test]
+fn after_a_restart_the_ledger_keeps_a_canary_past_half_on_its_baseline() {
+    let pair = |id: &str, baseline: &str, at: u64| {
+        let (s, e) = (Arc::from("svc"), Arc::from("prod"));
+        (s, e, Arc::from(id), Arc::from(baseline), at)
+    };
+    let mut s = store(10);
+    // An older pair ("old" was the canary of "older") whose baseline no
+    // longer reports is no evidence.
+    s.remember_baselines([pair("new", "old", 5), pair("old", "older", 1)]);
+    run(&mut s, 1, 15, &[("new", 80, None)]);
+    assert_eq!(base(fleet(&s), "new"), None);
+    run(&mut s, 15, 20, &[("new", 80, None), ("old", 20, None)]);
+    let f = fleet(&s);
+    assert_eq!(base(f, "new"), Some("old"), "{:?}", f.choice);
+    assert_eq!(base(f, "old"), None);
+    assert!(matches!(
+        &f.choice,
+        Choice::Chosen { basis: Basis::Ledger { of }, .. } if &**of == "new"
+    ));
+
+    // Without the record the same traffic inverts the roles.
+    let mut s = store(10);
+    run(&mut s, 1, 15, &[("new", 80, None)]);
+    run(&mut s, 15, 20, &[("new", 80, None), ("old", 20, None)]);
+    assert_eq!(base(fleet(&s), "old"), Some("new"));
+}
+
+#[test]
+fn a_declared_role_beats_the_ledgers_record() {
+    let mut s = store(10);
+    s.remember_baselines([(
+        Arc::from("svc"),
+        Arc::from("prod"),
+        Arc::from("new"),
+        Arc::from("old"),
+        5,
+    )]);
+    run(
+        &mut s,
+        1,
+        15,
+        &[("new", 80, Some(Role::Baseline)), ("old", 20, None)],
+    );
+    assert_eq!(base(fleet(&s), "old"), Some("new"));
+}
+
 #[test]
 fn similar_shares_are_ambiguous_until_a_role_says() {
     let mut s = store(10);
