@@ -54,6 +54,7 @@ mod judge;
 pub mod ledger;
 pub mod loadgen;
 pub mod model;
+mod notify;
 mod recording;
 pub mod replay;
 mod rng;

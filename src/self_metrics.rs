@@ -65,7 +65,16 @@ pub enum ReloadResult {
     Error,
 }
 
+/// What became of one try of a notification.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum SinkResult {
+    Delivered,
+    Retried,
+    Dead,
+}
+
 label_values! {
+    SinkResult { Delivered => "delivered", Retried => "retried", Dead => "dead" }
     ReloadResult { Ok => "ok", Error => "error" }
     Signal { Spans => "spans", Points => "points" }
     Transport { Grpc => "grpc", Http => "http", Replay => "replay" }
@@ -94,6 +103,17 @@ pub struct RefusedLabels {
     pub signal: Signal,
     pub transport: Transport,
     pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkResultLabels {
+    pub sink: String,
+    pub result: SinkResult,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,6 +154,12 @@ pub struct SelfMetrics {
     pub checkpoint_written: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Reloads of the TLS files, by outcome.
     pub tls_reloads: Family<ReloadLabels, Counter>,
+    /// Notification tries by sink and outcome.
+    pub notify_sent: Family<SinkResultLabels, Counter>,
+    /// Notifications waiting in the outbox, by sink.
+    pub notify_pending: Family<SinkLabels, Gauge>,
+    /// Notifications given up on (dead-lettered), by sink.
+    pub notify_dead: Family<SinkLabels, Gauge>,
 }
 
 impl Default for SelfMetrics {
@@ -156,6 +182,9 @@ impl Default for SelfMetrics {
             ledger_degraded: Gauge::default(),
             checkpoint_written: Gauge::default(),
             tls_reloads: Family::default(),
+            notify_sent: Family::default(),
+            notify_pending: Family::default(),
+            notify_dead: Family::default(),
         }
     }
 }
@@ -231,6 +260,21 @@ impl SelfMetrics {
             "release_verdict_tls_reloads",
             "Reloads of the [server.tls] files (on change or SIGHUP), by result; on error the previous certificates stay in force",
             self.tls_reloads.clone(),
+        );
+        registry.register(
+            "release_verdict_notifications",
+            "Notification tries by sink and result: delivered, retried (will be tried again), dead (given up)",
+            self.notify_sent.clone(),
+        );
+        registry.register(
+            "release_verdict_notifications_pending",
+            "Notifications in the outbox waiting to be delivered, by sink",
+            self.notify_pending.clone(),
+        );
+        registry.register(
+            "release_verdict_notifications_dead",
+            "Notifications dead-lettered (out of tries or refused for good), by sink; see the deliveries table",
+            self.notify_dead.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

@@ -10,10 +10,12 @@ use serde::Deserialize;
 use crate::model::SpanKindFilter;
 
 mod checks;
+mod notify;
 
 pub use checks::{
     ChecksConfig, Direction, ErrorRatioCheck, Guardrails, JudgeConfig, LatencyCheck, MetricCheck,
 };
+pub use notify::{NotifyConfig, SinkConfig, SinkKind};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// Bearer tokens by scope.
     pub auth: AuthConfig,
+    /// Where the ledger's events are sent: Slack, webhooks, Grafana.
+    pub notify: NotifyConfig,
     /// The daemon's own logs and traces.
     pub telemetry: TelemetryConfig,
     /// How often and how strictly releases are judged.
@@ -412,6 +416,13 @@ impl Config {
                 "server.max_buffered_bytes must be between server.max_request_bytes ({}) and 4 GiB",
                 self.server.max_request_bytes
             ));
+        }
+        self.notify.validate(&mut problems);
+        if !self.notify.sinks.is_empty() && self.ledger.path.is_empty() {
+            problems.push(
+                "notify.sinks need the ledger (its outbox): set ledger.path, or \":memory:\""
+                    .to_string(),
+            );
         }
         let tls = &self.server.tls;
         if tls.cert_file.is_empty() != tls.key_file.is_empty() {

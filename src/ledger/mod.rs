@@ -50,6 +50,7 @@
 mod delivery;
 pub mod event;
 pub mod export;
+pub mod outbox;
 pub mod query;
 mod schema;
 mod writer;
@@ -68,7 +69,7 @@ use crate::model::UnixNanos;
 pub use delivery::DoraQuery;
 use event::Event;
 pub use query::{EventFilter, Page, RecordedBaseline, ReleaseRecord, StoredEvent};
-use writer::{Command, Writer};
+use writer::{Command, OutboxOp, Writer};
 
 /// The path that keeps the ledger in memory only.
 pub const MEMORY: &str = ":memory:";
@@ -88,6 +89,9 @@ pub struct LedgerOptions {
     pub busy_timeout: Duration,
     /// Idle read connections kept open.
     pub read_connections: usize,
+    /// Which events go to which notifier: each match is a delivery in the
+    /// outbox, written with the event.
+    pub routes: Vec<outbox::Route>,
 }
 
 impl Default for LedgerOptions {
@@ -99,6 +103,7 @@ impl Default for LedgerOptions {
             max_bytes: None,
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            routes: Vec::new(),
         }
     }
 }
@@ -295,6 +300,41 @@ impl Ledger {
     /// outcome per event, in order. Blocks while the queue is full.
     pub fn insert_posted(&self, events: Vec<Event>) -> Result<Vec<Outcome>, LedgerError> {
         self.call(|reply| Command::Posted { events, reply })?
+    }
+
+    /// Records what became of a delivery's try; returns once committed.
+    pub fn settle_delivery(
+        &self,
+        id: i64,
+        outcome: outbox::Settle,
+        now: UnixNanos,
+    ) -> Result<(), LedgerError> {
+        self.call(|reply| Command::Outbox {
+            op: OutboxOp::Settle(id, outcome),
+            now,
+            reply,
+        })?
+    }
+
+    /// Sets one value of a sink's state for a release; returns once
+    /// committed.
+    pub fn set_sink_state(
+        &self,
+        sink: &str,
+        release_key: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), LedgerError> {
+        self.call(|reply| Command::Outbox {
+            op: OutboxOp::State {
+                sink: sink.into(),
+                release_key: release_key.into(),
+                key: key.into(),
+                value: value.into(),
+            },
+            now: 0,
+            reply,
+        })?
     }
 
     /// Replaces the judge-state checkpoint; returns once committed.

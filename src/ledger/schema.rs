@@ -51,6 +51,30 @@ const MIGRATIONS: &[&str] = &[
          written_ns INTEGER NOT NULL,
          data       BLOB NOT NULL
      );",
+    // The notifiers' outbox (ledger/outbox.rs): each event × matching sink.
+    "CREATE TABLE deliveries (
+         id           INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_row    INTEGER NOT NULL,
+         sink         TEXT NOT NULL,
+         release_key  TEXT NOT NULL,
+         delivery_key TEXT NOT NULL UNIQUE,
+         -- A copy: retention and explicit-beats-inferred may delete the event.
+         event_json   TEXT NOT NULL,
+         state        TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+         attempts     INTEGER NOT NULL,
+         next_at_ns   INTEGER NOT NULL,
+         last_error   TEXT,
+         created_ns   INTEGER NOT NULL,
+         done_ns      INTEGER
+     );
+     CREATE INDEX deliveries_head ON deliveries (state, sink, release_key, id);
+     CREATE TABLE sink_state (
+         sink        TEXT NOT NULL,
+         release_key TEXT NOT NULL,
+         key         TEXT NOT NULL,
+         value       TEXT NOT NULL,
+         PRIMARY KEY (sink, release_key, key)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

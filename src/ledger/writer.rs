@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::event::{Event, Source};
+use super::outbox;
 use super::query::{self, ReleaseRecord};
 use super::{Counters, LedgerError, LedgerOptions, Maintenance, Outcome};
 use crate::model::{format_time, UnixNanos};
@@ -30,6 +31,12 @@ pub(crate) enum Command {
         data: Vec<u8>,
         reply: SyncSender<Result<(), LedgerError>>,
     },
+    /// A delivery's try, or a sink's state for a release (the notifiers).
+    Outbox {
+        op: OutboxOp,
+        now: UnixNanos,
+        reply: SyncSender<Result<(), LedgerError>>,
+    },
     Maintain {
         now: UnixNanos,
         reply: SyncSender<Result<Maintenance, LedgerError>>,
@@ -46,10 +53,23 @@ impl Command {
     fn into_reply(self) -> Option<Reply> {
         match self {
             Command::Posted { reply, .. } => Some(Reply::Posted(reply)),
-            Command::Checkpoint { reply, .. } => Some(Reply::Checkpoint(reply)),
+            Command::Checkpoint { reply, .. } | Command::Outbox { reply, .. } => {
+                Some(Reply::Checkpoint(reply))
+            }
             _ => None,
         }
     }
+}
+
+/// What the notifiers write.
+pub(crate) enum OutboxOp {
+    Settle(i64, outbox::Settle),
+    State {
+        sink: String,
+        release_key: String,
+        key: String,
+        value: String,
+    },
 }
 
 /// A caller owed an answer once the transaction holding its writes commits.
@@ -149,17 +169,24 @@ impl Writer {
                         continue;
                     }
                     match command {
-                        Command::Record(event) => match insert_event(&tx, &event) {
-                            Ok(outcome) => tally.add(outcome),
-                            Err(e) => failed.add(1, e),
-                        },
+                        Command::Record(event) => {
+                            let routes = &self.options.routes;
+                            match insert_event(&tx, &event).and_then(|o| {
+                                enqueue(&tx, routes, o, &event)?;
+                                Ok(o)
+                            }) {
+                                Ok(outcome) => tally.add(outcome),
+                                Err(e) => failed.add(1, e),
+                            }
+                        }
                         Command::Release(record) => {
                             if let Err(e) = query::upsert_release(&tx, &record) {
                                 failed.add(1, e);
                             }
                         }
                         Command::Posted { events, reply } => {
-                            let result = insert_atomically(&mut tx, &events);
+                            let routes = &self.options.routes;
+                            let result = insert_atomically(&mut tx, &events, routes);
                             match &result {
                                 Ok(outcomes) => outcomes.iter().for_each(|o| tally.add(*o)),
                                 Err(e) => failed.add(events.len() as u64, clone_error(e)),
@@ -168,6 +195,23 @@ impl Writer {
                         }
                         Command::Checkpoint { now, data, reply } => {
                             let result = query::save_checkpoint(&tx, now, &data);
+                            if let Err(e) = &result {
+                                failed.add(1, clone_error(e));
+                            }
+                            owed.push((Reply::Checkpoint(reply), result.map(|()| Vec::new())));
+                        }
+                        Command::Outbox { op, now, reply } => {
+                            let result = match &op {
+                                OutboxOp::Settle(id, outcome) => {
+                                    outbox::settle(&tx, *id, outcome, now)
+                                }
+                                OutboxOp::State {
+                                    sink,
+                                    release_key,
+                                    key,
+                                    value,
+                                } => outbox::set_state(&tx, sink, release_key, key, value),
+                            };
                             if let Err(e) = &result {
                                 failed.add(1, clone_error(e));
                             }
@@ -236,6 +280,12 @@ impl Writer {
         }
         self.conn.execute(
             "DELETE FROM releases WHERE last_seen_ns < ?1",
+            params![cutoff],
+        )?;
+        // Delivered notifications are kept a day, for a look at what went out.
+        outbox::forget_delivered(&self.conn, now.saturating_sub(86_400 * 1_000_000_000))?;
+        self.conn.execute(
+            "DELETE FROM deliveries WHERE state = 'dead' AND done_ns < ?1",
             params![cutoff],
         )?;
         report.used_bytes = used_bytes(&self.conn)?;
@@ -310,12 +360,33 @@ impl Tally {
     }
 }
 
-/// All of a post or none of it.
-fn insert_atomically(tx: &mut Transaction<'_>, events: &[Event]) -> rusqlite::Result<Vec<Outcome>> {
+/// The deliveries of an event just inserted.
+fn enqueue(
+    conn: &Connection,
+    routes: &[outbox::Route],
+    outcome: Outcome,
+    event: &Event,
+) -> rusqlite::Result<()> {
+    match outcome {
+        Outcome::Inserted { id, .. } => outbox::enqueue(conn, routes, id, event),
+        _ => Ok(()),
+    }
+}
+
+/// All of a post or none of it, with the deliveries of what it inserted.
+fn insert_atomically(
+    tx: &mut Transaction<'_>,
+    events: &[Event],
+    routes: &[outbox::Route],
+) -> rusqlite::Result<Vec<Outcome>> {
     let sp = tx.savepoint()?;
     let outcomes = events
         .iter()
-        .map(|e| insert_event(&sp, e))
+        .map(|e| {
+            let outcome = insert_event(&sp, e)?;
+            enqueue(&sp, routes, outcome, e)?;
+            Ok(outcome)
+        })
         .collect::<rusqlite::Result<Vec<_>>>()?;
     sp.commit()?;
     Ok(outcomes)

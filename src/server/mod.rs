@@ -33,6 +33,7 @@ use crate::config::{Config, LedgerConfig};
 use crate::dora::Window;
 use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
 use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions};
+use crate::notify::Sinks;
 use otlp_grpc::OtlpGrpc;
 use otlp_http as http;
 use tls::{Port, Tls, TlsError};
@@ -64,17 +65,23 @@ pub enum ServeError {
     Auth(#[from] auth::AuthError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Opens the configured ledger (none when its path is empty). A database
 /// that cannot be opened stops the start, with the reason.
-fn open_ledger(c: &LedgerConfig) -> Result<Option<Arc<Ledger>>, LedgerError> {
+fn open_ledger(
+    c: &LedgerConfig,
+    sinks: Option<&Sinks>,
+) -> Result<Option<Arc<Ledger>>, LedgerError> {
     if c.path.is_empty() {
         return Ok(None);
     }
     let options = LedgerOptions {
         retention: c.retention,
         max_bytes: Some(c.max_bytes),
+        routes: sinks.map(Sinks::routes).unwrap_or_default(),
         ..LedgerOptions::default()
     };
     let ledger = Ledger::open(&c.path, options)?;
@@ -159,6 +166,7 @@ pub struct Server {
     app: Arc<App>,
     auth: Arc<auth::Auth>,
     tls: Option<Arc<Tls>>,
+    sinks: Option<Arc<Sinks>>,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -193,7 +201,12 @@ impl Server {
         let auth = Arc::new(auth::Auth::load(&config.auth)?);
         let grpc = bind(config.server.grpc_listen).await?;
         let http = bind(config.server.http_listen).await?;
-        let ledger = open_ledger(&config.ledger)?;
+        let sinks = if config.notify.sinks.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Sinks::load(&config.notify)?))
+        };
+        let ledger = open_ledger(&config.ledger, sinks.as_deref())?;
         let app = Arc::new(App::with_ledger(config, system_now(), ledger.clone()));
         let tls = Tls::load(&app.config.server.tls, app.metrics.tls_reloads.clone())?;
         if let Some(ledger) = ledger {
@@ -203,6 +216,7 @@ impl Server {
             app,
             auth,
             tls,
+            sinks,
             grpc,
             http,
         })
@@ -238,6 +252,7 @@ impl Server {
         let app = self.app;
         let auth = self.auth;
         let tls = self.tls;
+        let sinks = self.sinks;
         let beyond_loopback = !grpc_addr.ip().is_loopback() || !http_addr.ip().is_loopback();
         if auth.ingest_is_open() && beyond_loopback {
             warn!(%grpc_addr, %http_addr, "listening beyond loopback with no ingest tokens: anyone who reaches these ports can move a verdict; set [auth] ingest_tokens_file");
@@ -345,6 +360,23 @@ impl Server {
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch(stop.clone()));
         }
+        let notifiers = match (sinks, app.ledger().cloned()) {
+            (Some(sinks), Some(ledger)) => {
+                let metrics = crate::notify::Metrics {
+                    sent: app.metrics.notify_sent.clone(),
+                    pending: app.metrics.notify_pending.clone(),
+                    dead: app.metrics.notify_dead.clone(),
+                };
+                info!(sinks = sinks.sinks.len(), "notifiers on");
+                Some(tokio::spawn(crate::notify::run(
+                    ledger,
+                    sinks,
+                    metrics,
+                    stop.clone(),
+                )))
+            }
+            _ => None,
+        };
 
         let ticker = {
             let (app, stop) = (app.clone(), stop.clone());
@@ -409,6 +441,9 @@ impl Server {
             let _ = ticker.await;
             if let Some(gauges) = gauges {
                 let _ = gauges.await;
+            }
+            if let Some(notifiers) = notifiers {
+                let _ = notifiers.await;
             }
             (grpc, http)
         };

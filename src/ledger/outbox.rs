@@ -1,0 +1,425 @@
+//! The outbox: each recorded event × each sink whose route matches it is a
+//! delivery row, written in the same transaction as the event, so nothing
+//! recorded is lost to a crash before it is sent. Deliveries of one release
+//! to one sink go out in order, one at a time (a Slack thread's replies
+//! after its opening message); each has a stable idempotency key. Also the
+//! small per-sink, per-release state a sink keeps between deliveries (a
+//! Slack thread's `ts`, a Grafana annotation's id).
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::event::Event;
+use super::query::nanos;
+use super::{Ledger, LedgerError};
+use crate::model::UnixNanos;
+
+/// Which events go to a sink. An empty list matches everything.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    pub sink: String,
+    pub types: Vec<String>,
+    pub services: Vec<String>,
+    pub environments: Vec<String>,
+}
+
+impl Route {
+    pub fn matches(&self, e: &Event) -> bool {
+        let any = |list: &[String], v: Option<&str>| {
+            list.is_empty() || v.is_some_and(|v| list.iter().any(|l| l == v))
+        };
+        any(&self.types, Some(&e.kind))
+            && any(&self.services, Some(&e.service))
+            && any(&self.environments, e.environment.as_deref())
+    }
+}
+
+/// The unit deliveries are ordered in: one release (or, for events naming
+/// no deployment, one service and environment).
+pub fn release_key(e: &Event) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}{}",
+        e.service,
+        e.environment.as_deref().unwrap_or(""),
+        e.deployment_id.as_deref().unwrap_or("")
+    )
+}
+
+/// One delivery waiting to go out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub sink: String,
+    pub release_key: String,
+    /// Stable across retries and restarts: `<event row id>-<sink>`.
+    pub key: String,
+    /// Tries made so far.
+    pub attempts: u32,
+    /// The ledger row id of the event.
+    pub event_row: i64,
+    pub event: Event,
+}
+
+/// What became of a delivery's try.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    Delivered,
+    /// Try again at `at` (attempts so far, the error).
+    Retry {
+        attempts: u32,
+        at: UnixNanos,
+        error: String,
+    },
+    /// Given up: permanently refused, or out of tries.
+    Dead {
+        attempts: u32,
+        error: String,
+    },
+}
+
+/// Deliveries by sink and state, for self metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub sink: String,
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// Writes the deliveries of a newly recorded event (the writer thread,
+/// inside the event's transaction), due at once.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    routes: &[Route],
+    event_row: i64,
+    e: &Event,
+) -> rusqlite::Result<()> {
+    let matching: Vec<&Route> = routes.iter().filter(|r| r.matches(e)).collect();
+    if matching.is_empty() {
+        return Ok(());
+    }
+    let body = serde_json::to_string(e)
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    let key = release_key(e);
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (event_row, sink, release_key, delivery_key, event_json,
+                                 state, attempts, next_at_ns, created_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, 0, ?6)",
+    )?;
+    for r in matching {
+        let delivery_key = format!("{event_row}-{}", r.sink);
+        insert.execute(params![
+            event_row,
+            r.sink,
+            key,
+            delivery_key,
+            body,
+            nanos(e.ts)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Applies a try's outcome (the writer thread).
+pub(crate) fn settle(
+    conn: &Connection,
+    id: i64,
+    outcome: &Settle,
+    now: UnixNanos,
+) -> rusqlite::Result<()> {
+    match outcome {
+        Settle::Delivered => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
+                        done_ns = ?2, last_error = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, nanos(now)])?,
+        Settle::Retry {
+            attempts,
+            at,
+            error,
+        } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = ?2, next_at_ns = ?3, last_error = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, attempts, nanos(*at), error])?,
+        Settle::Dead { attempts, error } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'dead', attempts = ?2, last_error = ?3,
+                        done_ns = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, attempts, error, nanos(now)])?,
+    };
+    Ok(())
+}
+
+/// Sets one value of a sink's state for a release (the writer thread).
+pub(crate) fn set_state(
+    conn: &Connection,
+    sink: &str,
+    release_key: &str,
+    key: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sink_state (sink, release_key, key, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sink, release_key, key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![sink, release_key, key, value])?;
+    Ok(())
+}
+
+/// Deletes delivered rows done before `cutoff` (the writer's upkeep).
+pub(crate) fn forget_delivered(conn: &Connection, cutoff: UnixNanos) -> rusqlite::Result<u64> {
+    let n = conn
+        .prepare_cached("DELETE FROM deliveries WHERE state = 'delivered' AND done_ns < ?1")?
+        .execute(params![nanos(cutoff)])?;
+    Ok(n as u64)
+}
+
+impl Ledger {
+    /// The deliveries due at `now`: for each sink and release, its oldest
+    /// pending delivery, if that one is due; oldest first, at most `limit`.
+    pub fn due_deliveries(
+        &self,
+        now: UnixNanos,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT d.id, d.sink, d.release_key, d.delivery_key, d.attempts, d.event_row,
+                        d.event_json
+                 FROM deliveries d
+                 JOIN (SELECT min(id) AS id FROM deliveries WHERE state = 'pending'
+                       GROUP BY sink, release_key) head ON head.id = d.id
+                 WHERE d.next_at_ns <= ?1
+                 ORDER BY d.id LIMIT ?2",
+            )?
+            .query_map(params![nanos(now), limit as i64], |r| {
+                let json: String = r.get(6)?;
+                let event = serde_json::from_str(&json).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        6,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    sink: r.get(1)?,
+                    release_key: r.get(2)?,
+                    key: r.get(3)?,
+                    attempts: r.get(4)?,
+                    event_row: r.get(5)?,
+                    event,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub fn next_due(&self) -> Result<Option<UnixNanos>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached("SELECT min(next_at_ns) FROM deliveries WHERE state = 'pending'")?
+                .query_row([], |r| r.get::<_, Option<i64>>(0))
+                .map(|t| t.map(|t| t.max(0) as UnixNanos))
+        })
+    }
+
+    /// A sink's state for a release.
+    pub fn sink_state(
+        &self,
+        sink: &str,
+        release_key: &str,
+    ) -> Result<HashMap<String, String>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT key, value FROM sink_state WHERE sink = ?1 AND release_key = ?2",
+            )?
+            .query_map(params![sink, release_key], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+    }
+
+    /// Pending and dead deliveries by sink.
+    pub fn backlog(&self) -> Result<Vec<Backlog>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT sink, sum(state = 'pending'), sum(state = 'dead') FROM deliveries
+                 WHERE state IN ('pending', 'dead') GROUP BY sink ORDER BY sink",
+            )?
+            .query_map([], |r| {
+                Ok(Backlog {
+                    sink: r.get(0)?,
+                    pending: r.get::<_, i64>(1)? as u64,
+                    dead: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::event::{types, Source};
+    use crate::ledger::{LedgerOptions, MEMORY};
+
+    fn ledger() -> Ledger {
+        let routes = vec![
+            Route {
+                sink: "slack".into(),
+                types: vec![types::RELEASE_STARTED.into(), types::VERDICT_CHANGED.into()],
+                ..Route::default()
+            },
+            Route {
+                sink: "hook".into(),
+                environments: vec!["prod".into()],
+                ..Route::default()
+            },
+        ];
+        Ledger::open(
+            MEMORY,
+            LedgerOptions {
+                routes,
+                ..LedgerOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn event(kind: &str, env: &str, id: &str, ts: u64) -> Event {
+        Event::new(kind, ts, Source::Daemon, "checkout").for_release(env, id)
+    }
+
+    #[test]
+    fn routed_events_become_deliveries_sent_in_order_per_release() {
+        let l = ledger();
+        for e in [
+            event(types::RELEASE_STARTED, "prod", "a", 1),
+            event(types::VERDICT_CHANGED, "prod", "a", 2),
+            event(types::RELEASE_STARTED, "prod", "b", 3),
+            event(types::CANARY_FAILED, "prod", "a", 4),
+            event(types::RELEASE_STARTED, "staging", "c", 5),
+        ] {
+            l.try_record(e).unwrap();
+        }
+        l.flush().unwrap();
+        let due = l.due_deliveries(10, 100).unwrap();
+        let heads: Vec<(String, String, String)> = due
+            .iter()
+            .map(|d| {
+                (
+                    d.sink.clone(),
+                    d.event.deployment_id.clone().unwrap(),
+                    d.event.kind.clone(),
+                )
+            })
+            .collect();
+        // Per sink and release only the oldest: a's later ones wait.
+        let want: Vec<(String, String, String)> = [
+            ("slack", "a"),
+            ("hook", "a"),
+            ("slack", "b"),
+            ("hook", "b"),
+            ("slack", "c"),
+        ]
+        .iter()
+        .map(|(s, id)| (s.to_string(), id.to_string(), "release_started".to_string()))
+        .collect();
+        assert_eq!(heads, want);
+        assert!(due
+            .iter()
+            .all(|d| d.key == format!("{}-{}", d.event_row, d.sink)));
+        let first = &due[0];
+        l.settle_delivery(first.id, Settle::Delivered, 11).unwrap();
+        let next = l.due_deliveries(12, 100).unwrap();
+        assert!(next
+            .iter()
+            .any(|d| d.sink == "slack" && d.event.kind == types::VERDICT_CHANGED));
+        assert_eq!(
+            l.backlog().unwrap(),
+            vec![
+                Backlog {
+                    sink: "hook".into(),
+                    pending: 4,
+                    dead: 0
+                },
+                Backlog {
+                    sink: "slack".into(),
+                    pending: 3,
+                    dead: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_retry_waits_and_a_dead_one_lets_the_next_go() {
+        let l = ledger();
+        l.try_record(event(types::RELEASE_STARTED, "prod", "a", 1))
+            .unwrap();
+        l.try_record(event(types::CANARY_FAILED, "prod", "a", 2))
+            .unwrap();
+        l.flush().unwrap();
+        let head = l.due_deliveries(10, 1).unwrap().remove(0);
+        assert_eq!(head.sink, "slack");
+        let retry = Settle::Retry {
+            attempts: 1,
+            at: 100,
+            error: "HTTP 503".into(),
+        };
+        l.settle_delivery(head.id, retry, 10).unwrap();
+        let due = l.due_deliveries(50, 100).unwrap();
+        assert!(
+            due.iter().all(|d| d.sink != "slack"),
+            "the retry is not due yet"
+        );
+        assert_eq!(l.next_due().unwrap(), Some(0));
+        let again = l.due_deliveries(100, 100).unwrap();
+        let head = again.iter().find(|d| d.sink == "slack").unwrap();
+        assert_eq!(head.attempts, 1);
+        l.settle_delivery(
+            head.id,
+            Settle::Dead {
+                attempts: 2,
+                error: "invalid_auth".into(),
+            },
+            101,
+        )
+        .unwrap();
+        let b = l.backlog().unwrap();
+        assert!(
+            b.contains(&Backlog {
+                sink: "slack".into(),
+                pending: 0,
+                dead: 1
+            }),
+            "{b:?}"
+        );
+        l.set_sink_state("slack", "k", "thread_ts", "1.2").unwrap();
+        l.set_sink_state("slack", "k", "thread_ts", "1.3").unwrap();
+        assert_eq!(l.sink_state("slack", "k").unwrap()["thread_ts"], "1.3");
+    }
+
+    #[test]
+    fn a_duplicate_post_makes_no_second_delivery() {
+        let l = ledger();
+        let e = Event {
+            event_id: Some("ci-7".into()),
+            source: Source::Api,
+            ..event(types::DEPLOY_STARTED, "prod", "a", 1)
+        };
+        l.insert_posted(vec![e.clone()]).unwrap();
+        l.insert_posted(vec![e]).unwrap();
+        assert_eq!(
+            l.due_deliveries(10, 100).unwrap().len(),
+            1,
+            "hook only, once"
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! The notifiers' loop (the shell: tokio, reqwest, the clock): takes the
+//! due deliveries from the ledger's outbox (for each sink and release the
+//! oldest pending one, so a thread's replies follow its opening message),
+//! sends them side by side, and records each outcome: delivered, retried
+//! after a backoff with jitter (or the server's Retry-After), or dead after
+//! `max_attempts` or a refusal no retry helps. A crash between a send and
+//! its record sends it again with the same idempotency key: at least once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::release::ReleaseState;
+use super::{grafana, retry_after, slack, webhook, Failure, Sink, Sinks};
+use crate::clock::system_now;
+use crate::config::SinkKind;
+use crate::ledger::outbox::{Delivery, Settle};
+use crate::ledger::Ledger;
+use crate::rng::Rng;
+use crate::self_metrics::{SinkLabels, SinkResult, SinkResultLabels};
+
+/// Deliveries taken from the outbox per pass.
+const BATCH: usize = 32;
+/// The longest wait between looks at the outbox.
+const POLL: Duration = Duration::from_millis(250);
+/// How often the backlog gauges are recomputed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(2);
+
+/// The counters and gauges the loop keeps (clones of the self metrics').
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub sent: Family<SinkResultLabels, Counter>,
+    pub pending: Family<SinkLabels, Gauge>,
+    pub dead: Family<SinkLabels, Gauge>,
+}
+
+struct Dispatcher {
+    ledger: Arc<Ledger>,
+    sinks: Arc<Sinks>,
+    http: reqwest::Client,
+    metrics: Metrics,
+    rng: Mutex<Rng>,
+}
+
+/// Sends deliveries until `stop`.
+pub async fn run(
+    ledger: Arc<Ledger>,
+    sinks: Arc<Sinks>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let http = match reqwest::Client::builder()
+        .timeout(sinks.policy.timeout)
+        .user_agent(concat!("release-verdict/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "notifiers not started: no HTTP client");
+            return;
+        }
+    };
+    let d = Arc::new(Dispatcher {
+        ledger,
+        sinks,
+        http,
+        metrics,
+        rng: Mutex::new(Rng::new(system_now())),
+    });
+    let mut backlog_at = 0;
+    loop {
+        let now = system_now();
+        if now >= backlog_at {
+            d.refresh_backlog().await;
+            backlog_at = now + BACKLOG_EVERY.as_nanos() as u64;
+        }
+        let due = {
+            let ledger = d.ledger.clone();
+            blocking(move || ledger.due_deliveries(now, BATCH)).await
+        };
+        let due = match due {
+            Ok(due) => due,
+            Err(e) => {
+                warn!(error = %e.message, "the outbox could not be read");
+                Vec::new()
+            }
+        };
+        if due.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(POLL) => continue,
+            }
+        }
+        let sends = due.into_iter().map(|delivery| {
+            let d = d.clone();
+            async move { d.deliver(delivery).await }
+        });
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = futures_util::future::join_all(sends) => {}
+        }
+    }
+}
+
+/// Runs a blocking ledger call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::ledger::LedgerError> + Send + 'static,
+) -> Result<T, Failure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::transient(format!("ledger: {e}"))),
+        Err(e) => Err(Failure::transient(format!("ledger task: {e}"))),
+    }
+}
+
+/// An answer: status, Retry-After, body.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+impl Dispatcher {
+    async fn refresh_backlog(&self) {
+        let ledger = self.ledger.clone();
+        let Ok(backlog) = blocking(move || ledger.backlog()).await else {
+            return;
+        };
+        let by_sink: HashMap<&str, _> = backlog.iter().map(|b| (b.sink.as_str(), b)).collect();
+        for sink in &self.sinks.sinks {
+            let labels = SinkLabels {
+                sink: sink.name.clone(),
+            };
+            let (pending, dead) = by_sink
+                .get(sink.name.as_str())
+                .map_or((0, 0), |b| (b.pending, b.dead));
+            self.metrics
+                .pending
+                .get_or_create(&labels)
+                .set(pending as i64);
+            self.metrics.dead.get_or_create(&labels).set(dead as i64);
+        }
+    }
+
+    /// Tries one delivery and records what became of it.
+    async fn deliver(&self, d: Delivery) {
+        let attempts = d.attempts + 1;
+        let result = match self.sinks.get(&d.sink) {
+            Some(sink) => match sink.kind {
+                SinkKind::Webhook => self.webhook(sink, &d).await,
+                SinkKind::Slack => self.slack(sink, &d).await,
+                SinkKind::SlackWebhook => self.slack_webhook(sink, &d).await,
+                SinkKind::Grafana => self.grafana(sink, &d).await,
+            },
+            None => Err(Failure {
+                message: "the sink is no longer configured".into(),
+                permanent: true,
+                retry_after: None,
+            }),
+        };
+        let policy = self.sinks.policy;
+        let (outcome, result) = match result {
+            Ok(()) => (Settle::Delivered, SinkResult::Delivered),
+            Err(f) if f.permanent || attempts >= policy.max_attempts => {
+                warn!(sink = %d.sink, delivery = %d.key, attempts, error = %f.message,
+                    "notification dead-lettered");
+                (
+                    Settle::Dead {
+                        attempts,
+                        error: f.message,
+                    },
+                    SinkResult::Dead,
+                )
+            }
+            Err(f) => {
+                let unit = self.rng.lock().map(|mut r| r.uniform()).unwrap_or(0.5);
+                let wait = policy.backoff(attempts, unit, f.retry_after);
+                debug!(sink = %d.sink, delivery = %d.key, attempts, error = %f.message,
+                    wait_ms = wait.as_millis() as u64, "notification will be retried");
+                (
+                    Settle::Retry {
+                        attempts,
+                        at: system_now() + wait.as_nanos() as u64,
+                        error: f.message,
+                    },
+                    SinkResult::Retried,
+                )
+            }
+        };
+        self.metrics
+            .sent
+            .get_or_create(&SinkResultLabels {
+                sink: d.sink.clone(),
+                result,
+            })
+            .inc();
+        let ledger = self.ledger.clone();
+        let id = d.id;
+        if let Err(e) = blocking(move || ledger.settle_delivery(id, outcome, system_now())).await {
+            // Not recorded: it is sent again, with the same key.
+            warn!(sink = %d.sink, delivery = %d.key, error = %e.message, "delivery outcome not recorded");
+        }
+    }
+
+    /// Sends one request; a network error or timeout is worth retrying.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Answer, Failure> {
+        let resp = self
+            .http
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            // The URL may be a secret (a Slack incoming webhook's).
+            .map_err(|e| Failure::transient(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(
+            resp.headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| Failure::transient(e.without_url().to_string()))?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    fn headers(&self, sink: &Sink, d: &Delivery) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if let Some(token) = &sink.token {
+            if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+                v.set_sensitive(true);
+                h.insert(AUTHORIZATION, v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&d.key) {
+            h.insert(HeaderName::from_static(webhook::DELIVERY_HEADER), v);
+        }
+        h
+    }
+
+    async fn state(&self, sink: &Sink, d: &Delivery) -> Result<HashMap<String, String>, Failure> {
+        let (ledger, name, key) = (
+            self.ledger.clone(),
+            sink.name.clone(),
+            d.release_key.clone(),
+        );
+        blocking(move || ledger.sink_state(&name, &key)).await
+    }
+
+    async fn set_state(
+        &self,
+        sink: &Sink,
+        d: &Delivery,
+        key: &str,
+        value: &str,
+    ) -> Result<(), Failure> {
+        let (ledger, name, release) = (
+            self.ledger.clone(),
+            sink.name.clone(),
+            d.release_key.clone(),
+        );
+        let (key, value) = (key.to_string(), value.to_string());
+        blocking(move || ledger.set_sink_state(&name, &release, &key, &value)).await
+    }
+
+    /// The release's state after this delivery's event.
+    fn release_after(state: &HashMap<String, String>, d: &Delivery) -> ReleaseState {
+        state
+            .get("release")
+            .and_then(|s| serde_json::from_str::<ReleaseState>(s).ok())
+            .unwrap_or_default()
+            .after(&d.event)
+    }
+
+    async fn save_release(
+        &self,
+        sink: &Sink,
+        d: &Delivery,
+        r: &ReleaseState,
+    ) -> Result<(), Failure> {
+        let json = serde_json::to_string(r).unwrap_or_default();
+        self.set_state(sink, d, "release", &json).await
+    }
+
+    async fn webhook(&self, sink: &Sink, d: &Delivery) -> Result<(), Failure> {
+        let body = webhook::body(d.event_row, &d.event);
+        let now = system_now() / 1_000_000_000;
+        let mut h = self.headers(sink, d);
+        if let Some(secret) = &sink.secret {
+            let sig = webhook::signature(secret.expose().as_bytes(), now, &body);
+            if let Ok(v) = HeaderValue::from_str(&sig) {
+                h.insert(HeaderName::from_static(webhook::SIGNATURE_HEADER), v);
+            }
+        }
+        h.insert(
+            HeaderName::from_static(webhook::TIMESTAMP_HEADER),
+            HeaderValue::from(now),
+        );
+        if let Ok(v) = HeaderValue::from_str(&d.event.kind) {
+            h.insert(HeaderName::from_static(webhook::EVENT_HEADER), v);
+        }
+        let a = self.send(reqwest::Method::POST, &sink.url, h, body).await?;
+        if (200..300).contains(&a.status) {
+            Ok(())
+        } else {
+            Err(Failure::from_status(a.status, a.retry_after, &a.body))
+        }
+    }
+
+    async fn slack_call(
+        &self,
+        sink: &Sink,
+        d: &Delivery,
+        method: &str,
+        body: &serde_json::Value,
+    ) -> Result<slack::Posted, Failure> {
+        let url = format!("{}/{method}", sink.url);
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let a = self
+            .send(reqwest::Method::POST, &url, self.headers(sink, d), bytes)
+            .await?;
+        slack::read_answer(a.status, a.retry_after, &a.body)
+    }
+
+    /// A thread per release: the opening message, then replies, and the
+    /// opening message rewritten at each change of standing. Each step is
+    /// recorded as it succeeds, so a retry does not repeat it.
+    async fn slack(&self, sink: &Sink, d: &Delivery) -> Result<(), Failure> {
+        let state = self.state(sink, d).await?;
+        let release = Self::release_after(&state, d);
+        let links = &self.sinks.links;
+        let (Some(ts), Some(channel)) = (state.get("thread_ts"), state.get("channel")) else {
+            let body = slack::post_message(
+                &sink.channel,
+                None,
+                &slack::opening(&release, links),
+                &d.key,
+            );
+            let posted = self.slack_call(sink, d, "chat.postMessage", &body).await?;
+            self.set_state(sink, d, "channel", &posted.channel).await?;
+            self.set_state(sink, d, "thread_ts", &posted.ts).await?;
+            return self.save_release(sink, d, &release).await;
+        };
+        let replied = format!("replied:{}", d.id);
+        if !state.contains_key(&replied) {
+            let body = slack::post_message(
+                channel,
+                Some(ts),
+                &slack::reply(&d.event, &release, links),
+                &d.key,
+            );
+            self.slack_call(sink, d, "chat.postMessage", &body).await?;
+            self.set_state(sink, d, &replied, "1").await?;
+        }
+        if slack::changes_standing(&d.event) {
+            let body = slack::update(channel, ts, &slack::opening(&release, links));
+            self.slack_call(sink, d, "chat.update", &body).await?;
+        }
+        self.save_release(sink, d, &release).await
+    }
+
+    /// Incoming webhooks cannot thread: one message per event.
+    async fn slack_webhook(&self, sink: &Sink, d: &Delivery) -> Result<(), Failure> {
+        let state = self.state(sink, d).await?;
+        let release = Self::release_after(&state, d);
+        let links = &self.sinks.links;
+        let message = if state.contains_key("release") {
+            slack::reply(&d.event, &release, links)
+        } else {
+            slack::opening(&release, links)
+        };
+        let body = serde_json::to_vec(&serde_json::json!({
+            "text": message["text"], "blocks": message["blocks"], "unfurl_links": false,
+        }))
+        .unwrap_or_default();
+        let a = self
+            .send(
+                reqwest::Method::POST,
+                &sink.url,
+                self.headers(sink, d),
+                body,
+            )
+            .await?;
+        slack::read_webhook_answer(a.status, a.retry_after, &a.body)?;
+        self.save_release(sink, d, &release).await
+    }
+
+    /// A marker at the release's first event, a region to its final verdict.
+    async fn grafana(&self, sink: &Sink, d: &Delivery) -> Result<(), Failure> {
+        let state = self.state(sink, d).await?;
+        let release = Self::release_after(&state, d);
+        let at_ms = d.event.ts / 1_000_000;
+        let ends = grafana::ends_region(&d.event);
+        match state.get("annotation_id") {
+            None => {
+                let body =
+                    grafana::create(&release, at_ms, ends.then_some(at_ms), &sink.dashboard_uid);
+                let url = format!("{}/api/annotations", sink.url);
+                let a = self
+                    .send(
+                        reqwest::Method::POST,
+                        &url,
+                        self.headers(sink, d),
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    )
+                    .await?;
+                let id = grafana::read_created(a.status, a.retry_after, &a.body)?;
+                self.set_state(sink, d, "annotation_id", &id.to_string())
+                    .await?;
+                self.set_state(sink, d, "start_ms", &at_ms.to_string())
+                    .await?;
+            }
+            Some(id) if ends => {
+                let start = state
+                    .get("start_ms")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(at_ms);
+                let body = grafana::extend(&release, start, at_ms);
+                let url = format!("{}/api/annotations/{id}", sink.url);
+                let a = self
+                    .send(
+                        reqwest::Method::PATCH,
+                        &url,
+                        self.headers(sink, d),
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    )
+                    .await?;
+                grafana::read_patched(a.status, a.retry_after, &a.body)?;
+            }
+            Some(_) => {}
+        }
+        self.save_release(sink, d, &release).await
+    }
+}
