@@ -1,0 +1,215 @@
+"""Telling people, end to end: a loadgen canary goes red and, with no human
+action, a Slack thread (opening message, replies in the thread, the
+opening message updated to RED), a Grafana annotation region and signed
+webhooks arrive at local receivers that check each request against the
+real APIs' documented shapes (receivers.py). The receivers first refuse
+everything (503, 429 with Retry-After), the daemon is killed with SIGKILL
+while the deliveries wait, and the restarted daemon delivers every one,
+none under two idempotency keys. Pending and dead deliveries are metrics.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import Daemon, daemon_binary, poll, start_daemon
+from receivers import GRAFANA_TOKEN, SLACK_TOKEN, WEBHOOK_SECRET, Receivers
+
+CANARY = "loadgen-0-canary"
+STABLE = "loadgen-0-stable"
+
+
+@pytest.fixture
+def receivers():
+    r = Receivers()
+    yield r
+    r.close()
+
+
+def config(r: Receivers, tmp: Path) -> str:
+    (tmp / "slack.token").write_text(SLACK_TOKEN + "\n")
+    (tmp / "grafana.token").write_text(GRAFANA_TOKEN + "\n")
+    return f"""
+[ledger]
+path = "ledger.db"
+checkpoint_interval = "500ms"
+[baseline]
+settle = "1s"
+[notify]
+backoff_initial = "100ms"
+backoff_max = "1s"
+max_attempts = 50
+page_url = "https://release-verdict.example.com"
+[[notify.sinks]]
+name = "releases"
+kind = "slack"
+url = "{r.url}/slack/api"
+token_file = "{tmp / 'slack.token'}"
+channel = "#releases"
+services = ["loadgen-0"]
+[[notify.sinks]]
+name = "grafana"
+kind = "grafana"
+url = "{r.url}/grafana"
+token_file = "{tmp / 'grafana.token'}"
+services = ["loadgen-0"]
+[[notify.sinks]]
+name = "audit"
+kind = "webhook"
+url = "{r.url}/hook"
+secret_env = "RV_TEST_WEBHOOK_SECRET"
+services = ["loadgen-0"]
+"""
+
+
+def loadgen(d: Daemon, seconds: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(daemon_binary()), "loadgen", "--target", f"grpc://{d.grpc_addr}", "--services", "1",
+         "--rate", "3000", "--spans-per-request", "100", "--canary-error", "0.08", "--duration", f"{seconds}s"],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )
+
+
+def deploy_started(d: Daemon) -> None:
+    """What CI posts as it deploys (the seed workflow): it opens the thread."""
+    out = subprocess.run(
+        [str(daemon_binary()), "event", "--server", d.http_url, "--type", "deploy_started",
+         "--service", "loadgen-0", "--environment", "prod", "--deployment-id", CANARY,
+         "--git-sha", CANARY, "--event-id", "ci-run-1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def events(d: Daemon) -> list[dict]:
+    r = requests.get(f"{d.http_url}/api/v1/events", params={"limit": "1000", "service": "loadgen-0"}, timeout=5)
+    r.raise_for_status()
+    return r.json()["events"]
+
+
+def start(tmp: Path, text: str, receivers: Receivers | None = None) -> Daemon:
+    env = {"RV_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    if receivers:
+        env["RV_TEST_SLACK_WEBHOOK_URL"] = f"{receivers.url}/slack-hook/services/T0001/B0001/secretpart"
+    return start_daemon(tmp / "daemon", config=text, env=env)
+
+
+def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(tmp_path: Path, receivers: Receivers):
+    text = config(receivers, tmp_path)
+    d = start(tmp_path, text)
+    try:
+        deploy_started(d)
+        lg = loadgen(d, 12)
+        assert lg.returncode == 0, lg.stderr
+        canary_failed = poll(
+            lambda: [e for e in events(d) if e["type"] == "canary_failed" and e["deployment_id"] == CANARY],
+            bool, timeout=30, interval=0.2, what="the canary turning red",
+        )
+        assert canary_failed
+        poll(lambda: receivers.refusals, lambda n: n >= 5, timeout=20, what="refused tries")
+        metrics = d.metrics()
+        pending = {s: metrics.get("release_verdict_notifications_pending", None, sink=s) for s in ("releases", "grafana", "audit")}
+        assert all(v and v > 0 for v in pending.values()), pending
+        assert metrics.get("release_verdict_notifications_total", None, sink="audit", result="retried") > 0
+        recorded = events(d)
+    finally:
+        d.proc.kill()
+        d.proc.wait(timeout=10)
+
+    receivers.accepting = True
+    again = start(tmp_path, text)
+    try:
+        # Every event routed to the webhook arrives, signed.
+        want = {e["id"] for e in recorded}
+        poll(lambda: {h["event"]["id"] for h in receivers.hooks}, lambda got: want <= got,
+             timeout=60, interval=0.2, what="every event at the webhook")
+
+        # Slack: the thread opened, replies in it, the opening now says RED.
+        def thread():
+            return receivers.thread_of(CANARY)
+
+        opening, replies = poll(thread, lambda t: t[0] is not None and t[0].updates and "RED" in t[0].updates[-1],
+                                timeout=60, interval=0.2, what="the opening message updated to RED")
+        assert opening.text.startswith("DEPLOYING: loadgen-0 loadgen-0-canary"), opening.text
+        assert receivers.thread_of(STABLE)[0] is None, "no thread for the stable version"
+        assert any("RED" in m.text for m in replies), [m.text for m in replies]
+        assert opening.channel == "C0RELEASES1"
+        assert "release-verdict.example.com/#/release/loadgen-0-canary" in str(opening.blocks)
+
+        # Grafana: one annotation for the canary, a region ending at red.
+        def canary_annotations():
+            return [a for a in receivers.annotations.values() if CANARY in a.tags]
+
+        marks = poll(canary_annotations, lambda a: a and a[0].time_end is not None and "verdict:red" in a[0].tags,
+                     timeout=60, interval=0.2, what="the annotation region")
+        assert len(marks) == 1, marks
+        region = marks[0]
+        assert {"deploy", "loadgen-0", CANARY}.issubset(region.tags)
+        assert region.time_end >= region.time
+
+        # At least once, never under two keys: each event id has one key,
+        # and every key the receivers saw twice carried the same event.
+        keys_by_event: dict[int, set[str]] = {}
+        for h in receivers.hooks:
+            keys_by_event.setdefault(h["event"]["id"], set()).add(h["key"])
+        assert all(len(k) == 1 for k in keys_by_event.values()), keys_by_event
+        slack_keys = [m.delivery for m in receivers.messages]
+        assert all(slack_keys), "every Slack message carries its delivery key"
+        assert receivers.violations == [], receivers.violations
+
+        # Nothing left pending or dead.
+        def backlog():
+            m = again.metrics()
+            return [m.get(name, 0.0, sink=s) for name in ("release_verdict_notifications_pending",
+                                                          "release_verdict_notifications_dead")
+                    for s in ("releases", "grafana", "audit")]
+
+        poll(backlog, lambda b: b == [0.0] * 6, timeout=30, interval=0.2, what="an empty outbox")
+    finally:
+        code = again.stop()
+    assert code == 0, again.log()
+    assert SLACK_TOKEN not in again.log() and WEBHOOK_SECRET not in again.log(), "a secret was logged"
+
+
+def test_incoming_webhooks_post_each_event_and_a_refusal_is_dead_lettered(tmp_path: Path, receivers: Receivers):
+    receivers.accepting = True
+    (tmp_path / "wrong.token").write_text("xoxb-revoked\n")
+    d = start(tmp_path, f"""
+[ledger]
+path = "ledger.db"
+[[notify.sinks]]
+name = "team-hook"
+kind = "slack_webhook"
+url_env = "RV_TEST_SLACK_WEBHOOK_URL"
+[[notify.sinks]]
+name = "revoked"
+kind = "slack"
+url = "{receivers.url}/slack/api"
+token_file = "{tmp_path / 'wrong.token'}"
+channel = "#releases"
+""", receivers)
+    try:
+        for kind in ("deploy_started", "incident_started"):
+            out = subprocess.run(
+                [str(daemon_binary()), "event", "--server", d.http_url, "--type", kind, "--service", "search",
+                 "--environment", "prod", "--deployment-id", "search-77aa01b", "--meta", "title=p99 over SLO"],
+                capture_output=True, text=True, timeout=30,
+            )
+            assert out.returncode == 0, out.stderr
+        posted = poll(lambda: list(receivers.incoming), lambda m: len(m) == 2, timeout=20, interval=0.1,
+                      what="two incoming-webhook posts")
+        assert posted[0]["text"].startswith("DEPLOYING: search search-77aa01b"), posted[0]
+        assert posted[1]["text"] == "Incident opened: p99 over SLO", posted[1]
+        # invalid_auth is not retried: both deliveries are dead at once.
+        dead = poll(lambda: d.metrics().get("release_verdict_notifications_dead", 0.0, sink="revoked"),
+                    lambda n: n == 2, timeout=20, interval=0.1, what="dead-lettered deliveries")
+        assert dead == 2
+        assert d.metrics().get("release_verdict_notifications_total", 0.0, sink="revoked", result="retried") == 0
+        assert receivers.violations == [], receivers.violations
+    finally:
+        assert d.stop() == 0, d.log()
+    assert "/slack-hook/services/" not in d.log(), "the webhook URL (a secret) was logged"
