@@ -125,10 +125,10 @@ impl App {
                 )
                 .with_service_cap(config.limits.max_releases_per_service),
             ),
-            deltas: Mutex::new(DeltaTracker::new(
-                config.limits.max_metric_streams,
-                started_at,
-            )),
+            deltas: Mutex::new(
+                DeltaTracker::new(config.limits.max_metric_streams, started_at)
+                    .with_resource_quota(config.limits.max_metric_streams_per_resource),
+            ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
             buffering: tokio::sync::Semaphore::new(config.server.max_buffered_bytes),
             config,

@@ -30,7 +30,8 @@ pub enum Reason {
     ReleaseLimit,
     /// Claimed a `deployment.role` its deployment did not first declare.
     RoleConflict,
-    /// A new cumulative stream while the stream table was full.
+    /// A new cumulative stream while the stream table, or its resource's
+    /// quota of it, was full.
     StreamLimit,
     /// Could not be decoded.
     Malformed,

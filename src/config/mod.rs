@@ -333,6 +333,9 @@ pub struct LimitsConfig {
     pub release_idle_expiry: Duration,
     /// Most cumulative metric streams remembered for delta conversion.
     pub max_metric_streams: usize,
+    /// Most of them for one resource (its attributes, as sent), so one
+    /// sender's flood of streams cannot lock the others out.
+    pub max_metric_streams_per_resource: usize,
     /// A span lasting longer is refused (partial success naming it): a
     /// request that long is a broken clock or a forged span, not a latency.
     /// At most 1h, the latency histograms' range.
@@ -347,6 +350,7 @@ impl Default for LimitsConfig {
             max_releases_per_service: 100,
             release_idle_expiry: Duration::from_secs(15 * 60),
             max_metric_streams: 100_000,
+            max_metric_streams_per_resource: 1000,
             max_span_duration: Duration::from_secs(3600),
         }
     }
@@ -528,6 +532,9 @@ impl Config {
         if self.limits.max_metric_streams == 0 {
             problems.push("limits.max_metric_streams must be at least 1".to_string());
         }
+        if self.limits.max_metric_streams_per_resource == 0 {
+            problems.push("limits.max_metric_streams_per_resource must be at least 1".to_string());
+        }
         let j = &self.judge;
         if j.tick < Duration::from_millis(10) {
             problems.push("judge.tick must be at least 10ms".to_string());
@@ -648,6 +655,7 @@ mod tests {
         assert_eq!(c.server.http_listen.port(), 4318);
         assert_eq!(c.limits.max_releases, 10_000);
         assert_eq!(c.limits.release_idle_expiry, Duration::from_secs(900));
+        assert_eq!(c.limits.max_metric_streams_per_resource, 1000);
         assert_eq!(c.identity.release_keys, vec!["deployment.id"]);
     }
 
@@ -740,11 +748,12 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let err = Config::from_toml(
-            "[limits]\nmax_releases = 0\n[ingest]\nspan_kinds = [\"server\", \"sever\"]\n[telemetry]\nlog_format = \"xml\"\n",
+            "[limits]\nmax_releases = 0\nmax_metric_streams_per_resource = 0\n[ingest]\nspan_kinds = [\"server\", \"sever\"]\n[telemetry]\nlog_format = \"xml\"\n",
         )
         .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("max_releases"), "{text}");
+        assert!(text.contains("max_metric_streams_per_resource"), "{text}");
         assert!(text.contains("sever"), "{text}");
         assert!(text.contains("log_format"), "{text}");
     }

@@ -30,16 +30,17 @@ pub enum BucketError {
     Bounds,
     #[error("exponential histogram scale {0} is outside -10..=20")]
     Scale(i32),
-    #[error("{len} buckets; at most {MAX_BUCKETS} are accepted")]
-    TooMany { len: usize },
+    #[error("{field} has {len} entries; at most {MAX_BUCKETS} are accepted")]
+    TooMany { field: &'static str, len: usize },
     #[error("exponential buckets {offset}..{offset}+{len} at scale {scale} stand for values beyond 2^±64 of the unit")]
     Offset { offset: i32, len: usize, scale: i32 },
     #[error("count {count} is not the sum of the bucket counts ({sum})")]
     Count { count: u64, sum: String },
 }
 
-/// Most buckets one exponential histogram point may carry (the SDKs default
-/// to 160); beyond it a point is refused rather than allocated.
+/// Most buckets (or explicit bounds) one histogram point may carry (the
+/// SDKs default to 160 exponential buckets); beyond it a point is refused
+/// rather than remembered.
 pub const MAX_BUCKETS: usize = 4096;
 
 /// Factor from a duration unit (UCUM, as the semantic conventions use) to
@@ -65,10 +66,13 @@ impl Buckets {
                         bounds: bounds.len(),
                     });
                 }
-                if counts.len().max(bounds.len()) > MAX_BUCKETS {
-                    return Err(BucketError::TooMany {
-                        len: counts.len().max(bounds.len()),
-                    });
+                for (field, len) in [
+                    ("explicit_bounds", bounds.len()),
+                    ("bucket_counts", counts.len()),
+                ] {
+                    if len > MAX_BUCKETS {
+                        return Err(BucketError::TooMany { field, len });
+                    }
                 }
                 if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1])
                 {
@@ -85,7 +89,10 @@ impl Buckets {
                     return Err(BucketError::Scale(*scale));
                 }
                 if counts.len() > MAX_BUCKETS {
-                    return Err(BucketError::TooMany { len: counts.len() });
+                    return Err(BucketError::TooMany {
+                        field: "positive.bucket_counts",
+                        len: counts.len(),
+                    });
                 }
                 // Index i stands for 2^(i / 2^scale): keep every index within
                 // 2^±64 of the unit, so no index arithmetic can overflow.

@@ -23,21 +23,37 @@ pub enum Delta {
     /// Nothing new: a first point whose history predates us (kept as the
     /// reference), or a repeat of a point already seen (an exporter retry).
     Nothing,
-    /// The stream could not be tracked: the stream table is full.
-    Refused,
+    /// A new stream could not be tracked, for want of room.
+    Refused(Full),
+}
+
+/// Which bound kept a new stream out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The whole table (`[limits] max_metric_streams`).
+    Table,
+    /// The stream's resource's quota (`[limits]
+    /// max_metric_streams_per_resource`), so that one sender's flood of
+    /// streams cannot lock the others out.
+    Resource,
 }
 
 #[derive(Debug)]
 struct Stream {
     last: Cumulative,
     seen_at: UnixNanos,
+    /// Whose quota the stream counts against.
+    resource: u64,
 }
 
 /// Remembers the last cumulative point of each stream.
 #[derive(Debug)]
 pub struct DeltaTracker {
     streams: HashMap<u64, Stream>,
+    /// Streams held by each resource (only resources holding some).
+    per_resource: HashMap<u64, usize>,
     max_streams: usize,
+    max_per_resource: usize,
     started_at: UnixNanos,
 }
 
@@ -48,9 +64,17 @@ impl DeltaTracker {
     pub fn new(max_streams: usize, started_at: UnixNanos) -> Self {
         Self {
             streams: HashMap::new(),
+            per_resource: HashMap::new(),
             max_streams,
+            max_per_resource: max_streams,
             started_at,
         }
+    }
+
+    /// At most `max` streams of any one resource.
+    pub fn with_resource_quota(mut self, max: usize) -> Self {
+        self.max_per_resource = max;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -61,13 +85,20 @@ impl DeltaTracker {
         self.streams.is_empty()
     }
 
-    /// The delta a point of stream `key` adds, remembering it.
-    pub fn observe(&mut self, key: u64, point: Cumulative, now: UnixNanos) -> Delta {
-        let full = self.streams.len() >= self.max_streams;
+    /// The delta a point of stream `key`, of resource `resource`, adds,
+    /// remembering it.
+    pub fn observe(&mut self, resource: u64, key: u64, point: Cumulative, now: UnixNanos) -> Delta {
         let started_at = self.started_at;
         match self.streams.get_mut(&key) {
-            None if full => Delta::Refused,
             None => {
+                if self.streams.len() >= self.max_streams {
+                    return Delta::Refused(Full::Table);
+                }
+                let held = self.per_resource.get(&resource).copied().unwrap_or(0);
+                if held >= self.max_per_resource {
+                    return Delta::Refused(Full::Resource);
+                }
+                self.per_resource.insert(resource, held + 1);
                 let fresh = point.start != 0 && point.start >= started_at;
                 let delta = if fresh && point.count > 0 {
                     Delta::Add {
@@ -82,6 +113,7 @@ impl DeltaTracker {
                     Stream {
                         last: point,
                         seen_at: now,
+                        resource,
                     },
                 );
                 delta
@@ -114,7 +146,19 @@ impl DeltaTracker {
     /// Forgets streams not seen since `now - idle`.
     pub fn expire(&mut self, now: UnixNanos, idle: UnixNanos) {
         let cutoff = now.saturating_sub(idle);
-        self.streams.retain(|_, s| s.seen_at >= cutoff);
+        let per_resource = &mut self.per_resource;
+        self.streams.retain(|_, s| {
+            let keep = s.seen_at >= cutoff;
+            if !keep {
+                if let Some(held) = per_resource.get_mut(&s.resource) {
+                    *held -= 1;
+                    if *held == 0 {
+                        per_resource.remove(&s.resource);
+                    }
+                }
+            }
+            keep
+        });
     }
 }
 
@@ -191,6 +235,9 @@ fn subtract(cur: &Cumulative, prev: &Cumulative) -> Option<Delta> {
 mod tests {
     use super::*;
 
+    /// The resource of the tests' streams.
+    const R: u64 = 0;
+
     fn explicit(start: u64, time: u64, counts: &[u64]) -> Cumulative {
         Cumulative {
             start,
@@ -221,15 +268,15 @@ mod tests {
     fn cumulative_points_become_deltas() {
         let mut t = DeltaTracker::new(10, 100);
         assert_eq!(
-            added(t.observe(1, explicit(150, 200, &[1, 2, 0]), 0)),
+            added(t.observe(R, 1, explicit(150, 200, &[1, 2, 0]), 0)),
             (3, vec![1, 2, 0])
         );
         assert_eq!(
-            added(t.observe(1, explicit(150, 300, &[1, 5, 1]), 0)),
+            added(t.observe(R, 1, explicit(150, 300, &[1, 5, 1]), 0)),
             (4, vec![0, 3, 1])
         );
         assert_eq!(
-            added(t.observe(1, explicit(150, 400, &[1, 5, 1]), 0)),
+            added(t.observe(R, 1, explicit(150, 400, &[1, 5, 1]), 0)),
             (0, vec![0, 0, 0])
         );
     }
@@ -238,11 +285,11 @@ mod tests {
     fn history_from_before_start_is_only_a_reference() {
         let mut t = DeltaTracker::new(10, 1_000);
         assert_eq!(
-            t.observe(1, explicit(10, 1_100, &[50, 50, 0]), 0),
+            t.observe(R, 1, explicit(10, 1_100, &[50, 50, 0]), 0),
             Delta::Nothing
         );
         assert_eq!(
-            added(t.observe(1, explicit(10, 1_200, &[51, 50, 2]), 0)),
+            added(t.observe(R, 1, explicit(10, 1_200, &[51, 50, 2]), 0)),
             (3, vec![1, 0, 2])
         );
     }
@@ -250,15 +297,15 @@ mod tests {
     #[test]
     fn resets_count_the_new_run_in_full() {
         let mut t = DeltaTracker::new(10, 0);
-        t.observe(1, explicit(10, 100, &[5, 5, 5]), 0);
+        t.observe(R, 1, explicit(10, 100, &[5, 5, 5]), 0);
         // the process restarted: new start time, smaller counts
         assert_eq!(
-            added(t.observe(1, explicit(150, 200, &[1, 0, 0]), 0)),
+            added(t.observe(R, 1, explicit(150, 200, &[1, 0, 0]), 0)),
             (1, vec![1, 0, 0])
         );
         // a count went down without a start time change: still a reset
         assert_eq!(
-            added(t.observe(1, explicit(150, 300, &[0, 1, 0]), 0)),
+            added(t.observe(R, 1, explicit(150, 300, &[0, 1, 0]), 0)),
             (1, vec![0, 1, 0])
         );
     }
@@ -266,14 +313,14 @@ mod tests {
     #[test]
     fn retried_points_add_nothing() {
         let mut t = DeltaTracker::new(10, 0);
-        t.observe(1, explicit(10, 100, &[1, 0, 0]), 0);
-        t.observe(1, explicit(10, 200, &[2, 0, 0]), 0);
+        t.observe(R, 1, explicit(10, 100, &[1, 0, 0]), 0);
+        t.observe(R, 1, explicit(10, 200, &[2, 0, 0]), 0);
         assert_eq!(
-            t.observe(1, explicit(10, 200, &[2, 0, 0]), 0),
+            t.observe(R, 1, explicit(10, 200, &[2, 0, 0]), 0),
             Delta::Nothing
         );
         assert_eq!(
-            t.observe(1, explicit(10, 150, &[1, 0, 0]), 0),
+            t.observe(R, 1, explicit(10, 150, &[1, 0, 0]), 0),
             Delta::Nothing
         );
     }
@@ -281,18 +328,37 @@ mod tests {
     #[test]
     fn the_stream_table_is_bounded_and_expires() {
         let mut t = DeltaTracker::new(2, 0);
-        t.observe(1, explicit(10, 100, &[1, 0, 0]), 5);
-        t.observe(2, explicit(10, 100, &[1, 0, 0]), 50);
+        t.observe(R, 1, explicit(10, 100, &[1, 0, 0]), 5);
+        t.observe(R, 2, explicit(10, 100, &[1, 0, 0]), 50);
         assert_eq!(
-            t.observe(3, explicit(10, 100, &[1, 0, 0]), 50),
-            Delta::Refused
+            t.observe(R, 3, explicit(10, 100, &[1, 0, 0]), 50),
+            Delta::Refused(Full::Table)
         );
         t.expire(60, 20);
         assert_eq!(t.len(), 1);
         assert!(matches!(
-            t.observe(3, explicit(10, 100, &[1, 0, 0]), 60),
+            t.observe(R, 3, explicit(10, 100, &[1, 0, 0]), 60),
             Delta::Add { .. }
         ));
+    }
+
+    #[test]
+    fn one_resource_cannot_take_the_whole_table() {
+        let mut t = DeltaTracker::new(10, 0).with_resource_quota(2);
+        let first = || explicit(10, 100, &[1, 0, 0]);
+        t.observe(1, 1, first(), 5);
+        t.observe(1, 2, first(), 50);
+        assert_eq!(t.observe(1, 3, first(), 50), Delta::Refused(Full::Resource));
+        assert!(matches!(t.observe(2, 4, first(), 50), Delta::Add { .. }));
+        // The full resource's known streams are still followed.
+        assert_eq!(
+            added(t.observe(1, 2, explicit(10, 200, &[2, 0, 0]), 50)),
+            (1, vec![1, 0, 0])
+        );
+        // An expired stream gives its place in the quota back.
+        t.expire(60, 20);
+        assert!(matches!(t.observe(1, 3, first(), 60), Delta::Add { .. }));
+        assert_eq!(t.observe(1, 5, first(), 60), Delta::Refused(Full::Resource));
     }
 
     #[test]
@@ -309,7 +375,7 @@ mod tests {
                 counts: vec![1, 1],
             },
         };
-        t.observe(7, p1, 0);
+        t.observe(R, 7, p1, 0);
         // downscaled by one: indices 4,5 at scale 2 → 2 at scale 1
         let p2 = Cumulative {
             start: 10,
@@ -322,7 +388,7 @@ mod tests {
                 counts: vec![4, 1],
             },
         };
-        match t.observe(7, p2, 0) {
+        match t.observe(R, 7, p2, 0) {
             Delta::Add {
                 count,
                 buckets:

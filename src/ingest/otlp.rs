@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::buckets::{unit_to_micros, Buckets};
-use super::delta::{Cumulative, Delta, DeltaTracker};
+use super::delta::{Cumulative, Delta, DeltaTracker, Full};
 use super::identity::{int_value, string_value, Found, IdentityKeys};
 use crate::config::Config;
 use crate::model::{Batch, Group, MetricObservation, SpanKindFilter, UnixNanos, NANOS_PER_SEC};
@@ -144,6 +144,11 @@ impl Mapper {
                 .map(|r| &r.attributes[..])
                 .unwrap_or(&[]);
             let resource = Found::scan(resource_attrs, &self.keys);
+            let resource_id = {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                hash_attrs(resource_attrs, &mut h);
+                h.finish()
+            };
             for (s, sm) in rm.scope_metrics.iter().enumerate() {
                 let scope = sm.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
                 for (m, metric) in sm.metrics.iter().enumerate() {
@@ -151,6 +156,7 @@ impl Mapper {
                     batch.items += points;
                     let stream = StreamKey {
                         resource: resource_attrs,
+                        resource_id,
                         scope,
                         metric,
                     };
@@ -416,13 +422,18 @@ fn resolve<'a>(
                 continue;
             }
             CUMULATIVE => {
-                match deltas.observe(stream.hash(point.attributes), point.cumulative, now) {
+                let key = stream.hash(point.attributes);
+                match deltas.observe(stream.resource_id, key, point.cumulative, now) {
                     Delta::Add { count, buckets } => (count, buckets),
                     Delta::Nothing => continue,
-                    Delta::Refused => {
+                    Delta::Refused(full) => {
+                        let bound = match full {
+                            Full::Table => "the table of cumulative streams is full ([limits] max_metric_streams)",
+                            Full::Resource => "the resource holds as many cumulative streams as one may ([limits] max_metric_streams_per_resource)",
+                        };
                         batch.refuse_full(
                             1,
-                            format_args!("{at}.data_points[{p}]: the table of cumulative streams is full ([limits] max_metric_streams); idle streams are forgotten after [limits] release_idle_expiry"),
+                            format_args!("{at}.data_points[{p}]: {bound}; idle streams are forgotten after [limits] release_idle_expiry"),
                         );
                         continue;
                     }
@@ -470,6 +481,8 @@ struct HistPoint<'a> {
 #[derive(Clone, Copy)]
 struct StreamKey<'a> {
     resource: &'a [KeyValue],
+    /// The resource's attributes hashed: whose stream quota it counts against.
+    resource_id: u64,
     scope: &'a str,
     metric: &'a Metric,
 }
