@@ -353,6 +353,9 @@ impl Dispatcher {
         let release = Self::release_after(&state, d);
         let links = &self.sinks.links;
         let (Some(ts), Some(channel)) = (state.get("thread_ts"), state.get("channel")) else {
+            if !slack::opens_thread(&d.event) {
+                return self.save_release(sink, d, &release).await;
+            }
             let body = slack::post_message(
                 &sink.channel,
                 None,
@@ -387,7 +390,11 @@ impl Dispatcher {
         let state = self.state(sink, d).await?;
         let release = Self::release_after(&state, d);
         let links = &self.sinks.links;
-        let message = if state.contains_key("release") {
+        let opened = state.contains_key("opened");
+        if !opened && !slack::opens_thread(&d.event) {
+            return self.save_release(sink, d, &release).await;
+        }
+        let message = if opened {
             slack::reply(&d.event, &release, links)
         } else {
             slack::opening(&release, links)
@@ -405,6 +412,9 @@ impl Dispatcher {
             )
             .await?;
         slack::read_webhook_answer(a.status, a.retry_after, &a.body)?;
+        if !opened {
+            self.set_state(sink, d, "opened", "1").await?;
+        }
         self.save_release(sink, d, &release).await
     }
 

@@ -118,16 +118,14 @@ impl Sinks {
 /// The event types a kind takes when its `events` list is empty. Slack
 /// and Grafana get the story's turning points (`verdict_changed` carries
 /// green and red), not every event twice; a webhook gets everything.
-/// Slack skips `release_started`: the daemon writes it for every
-/// deployment it first sees, stable ones too (all of them after a start
-/// without a ledger), and a thread each would be noise. A release's
-/// thread opens at its `deploy_started` (posted by CI, as the seed
-/// workflow does) or its first change of color.
+/// (A Slack thread opens only for a release compared with a baseline, or
+/// at an event posted from outside: see `slack::opens_thread`.)
 pub fn default_events(kind: SinkKind) -> Vec<String> {
     let list: &[&str] = match kind {
         SinkKind::Webhook => &[],
         SinkKind::Slack | SinkKind::SlackWebhook => &[
             types::DEPLOY_STARTED,
+            types::RELEASE_STARTED,
             types::VERDICT_CHANGED,
             types::PROMOTED,
             types::ROLLED_BACK,

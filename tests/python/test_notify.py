@@ -1,5 +1,5 @@
-"""Telling people, end to end: a loadgen canary goes red and, with no human
-action, a Slack thread (opening message, replies in the thread, the
+"""Telling people, end to end: a loadgen canary rolls out beside its stable
+version and goes red and, with no human action, a Slack thread (opening message, replies in the thread, the
 opening message updated to RED), a Grafana annotation region and signed
 webhooks arrive at local receivers that check each request against the
 real APIs' documented shapes (receivers.py). The receivers first refuse
@@ -66,23 +66,13 @@ services = ["loadgen-0"]
 """
 
 
-def loadgen(d: Daemon, seconds: int) -> subprocess.CompletedProcess:
+def loadgen(d: Daemon, seconds: int, canary_weight: float = 0.1, canary_error: float = 0.08) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(daemon_binary()), "loadgen", "--target", f"grpc://{d.grpc_addr}", "--services", "1",
-         "--rate", "3000", "--spans-per-request", "100", "--canary-error", "0.08", "--duration", f"{seconds}s"],
+         "--rate", "3000", "--spans-per-request", "100", "--canary-error", str(canary_error),
+         "--canary-weight", str(canary_weight), "--duration", f"{seconds}s"],
         capture_output=True, text=True, timeout=seconds + 60,
     )
-
-
-def deploy_started(d: Daemon) -> None:
-    """What CI posts as it deploys (the seed workflow): it opens the thread."""
-    out = subprocess.run(
-        [str(daemon_binary()), "event", "--server", d.http_url, "--type", "deploy_started",
-         "--service", "loadgen-0", "--environment", "prod", "--deployment-id", CANARY,
-         "--git-sha", CANARY, "--event-id", "ci-run-1"],
-        capture_output=True, text=True, timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
 
 
 def events(d: Daemon) -> list[dict]:
@@ -102,7 +92,11 @@ def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(tmp_pat
     text = config(receivers, tmp_path)
     d = start(tmp_path, text)
     try:
-        deploy_started(d)
+        # The stable version serves alone, then the canary rolls out: as
+        # healthy as the stable at first (yellow, too young to judge), then
+        # failing 8% of its requests.
+        assert loadgen(d, 3, canary_weight=0.0).returncode == 0
+        assert loadgen(d, 2, canary_error=0.005).returncode == 0
         lg = loadgen(d, 12)
         assert lg.returncode == 0, lg.stderr
         canary_failed = poll(
@@ -134,7 +128,7 @@ def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(tmp_pat
 
         opening, replies = poll(thread, lambda t: t[0] is not None and t[0].updates and "RED" in t[0].updates[-1],
                                 timeout=60, interval=0.2, what="the opening message updated to RED")
-        assert opening.text.startswith("DEPLOYING: loadgen-0 loadgen-0-canary"), opening.text
+        assert opening.text.startswith("YELLOW: loadgen-0 loadgen-0-canary"), opening.text
         assert receivers.thread_of(STABLE)[0] is None, "no thread for the stable version"
         assert any("RED" in m.text for m in replies), [m.text for m in replies]
         assert opening.channel == "C0RELEASES1"
