@@ -171,6 +171,27 @@ fn evaluate(c: &mut Criterion) {
         "memory: {} releases, {per_release} histogram heap bytes per active release",
         many.len()
     );
+    {
+        // The same releases after a window with no traffic: their slots
+        // give their histograms back; only the totals since first seen stay.
+        let (mut idle, t) = warm_store(&config, 500);
+        let window = config.judge.window.as_nanos() as u64;
+        let mut now = t;
+        while now < t + 2 * window {
+            now += NANOS_PER_SEC;
+            idle.tick(now);
+        }
+        let per_idle: usize = idle
+            .fleets()
+            .flat_map(|(_, _, f)| f.releases.values())
+            .map(|r| r.heap_bytes())
+            .sum::<usize>()
+            / idle.len();
+        eprintln!(
+            "memory: {} releases, {per_idle} histogram heap bytes per idle release",
+            idle.len()
+        );
+    }
     let mut g = c.benchmark_group("evaluate");
     g.bench_function("tick, 1 canary + baseline", |b| {
         let mut t = t1;

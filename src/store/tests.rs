@@ -424,3 +424,17 @@ fn one_service_cannot_take_the_others_places() {
     let applied = s.apply(&other, 3 * SEC);
     assert_eq!((applied.refused, applied.created), (0, 1));
 }
+
+/// An idle release keeps only its totals' histogram: its window's slots,
+/// its pending samples and an unused cohort's give theirs back.
+#[test]
+fn an_idle_release_gives_its_window_histograms_back() {
+    let mut s = store(10);
+    run(&mut s, 1, 30, &[("old", 100, None), ("new", 10, None)]);
+    let busy = fleet(&s).releases["new"].heap_bytes();
+    run(&mut s, 30, 200, &[("old", 100, None)]);
+    let idle = fleet(&s).releases["new"].heap_bytes();
+    assert!(busy > 0);
+    assert!(idle * 3 <= busy, "busy {busy} B, idle {idle} B");
+    assert_eq!(idle, fleet(&s).releases["new"].total.latency.heap_bytes());
+}

@@ -17,10 +17,12 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// An HDR histogram of non-negative integer values: latencies in
 /// microseconds, or a configured metric's values in thousandths of its unit.
-#[derive(Debug, Clone, Deserialize)]
+/// Allocated on the first observation and freed when cleared, so an idle
+/// release's window slots and an unused cohort cost nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "Recorded")]
 pub struct Distribution {
-    hist: Histogram<u32>,
+    hist: Option<Histogram<u32>>,
 }
 
 /// A distribution as saved in a checkpoint: (value, count) of every
@@ -31,13 +33,12 @@ struct Recorded(Vec<(u64, u64)>);
 impl Serialize for Distribution {
     /// Without cloning the histogram, and without walking an empty one.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let recorded: Vec<(u64, u64)> = if self.hist.is_empty() {
-            Vec::new()
-        } else {
-            self.hist
+        let recorded: Vec<(u64, u64)> = match self.recorded() {
+            None => Vec::new(),
+            Some(h) => h
                 .iter_recorded()
                 .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
-                .collect()
+                .collect(),
         };
         Recorded(recorded).serialize(s)
     }
@@ -53,68 +54,85 @@ impl From<Recorded> for Distribution {
     }
 }
 
-impl Default for Distribution {
-    fn default() -> Self {
-        let mut hist = Histogram::new_with_bounds(1, INITIAL_HIGH_US, SIGFIG)
-            .expect("static histogram bounds are valid");
-        hist.auto(true);
-        Self { hist }
-    }
+/// A new histogram over 1 µs to about 1 s, growing on demand.
+fn histogram() -> Histogram<u32> {
+    let mut hist = Histogram::new_with_bounds(1, INITIAL_HIGH_US, SIGFIG)
+        .expect("static histogram bounds are valid");
+    hist.auto(true);
+    hist
 }
 
 impl Distribution {
+    /// The histogram, when it holds anything.
+    fn recorded(&self) -> Option<&Histogram<u32>> {
+        self.hist.as_ref().filter(|h| !h.is_empty())
+    }
+
     /// Adds `count` observations of `micros`, growing the range as needed;
     /// counts saturate rather than wrap.
     pub fn record(&mut self, micros: u64, count: u64) {
         let value = micros.min(MAX_LATENCY_US);
         let count = u32::try_from(count).unwrap_or(u32::MAX);
-        if self.hist.record_n(value, count).is_err() {
-            self.hist.saturating_record_n(value, count);
+        let hist = self.hist.get_or_insert_with(histogram);
+        if hist.record_n(value, count).is_err() {
+            hist.saturating_record_n(value, count);
         }
     }
 
     /// Observations recorded.
     pub fn count(&self) -> u64 {
-        self.hist.len()
+        self.hist.as_ref().map_or(0, |h| h.len())
     }
 
     /// The value at quantile `q` (0..=1) in microseconds; None when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(q))
+        self.recorded().map(|h| h.value_at_quantile(q))
     }
 
     /// Heap bytes held by the counts array.
     pub fn heap_bytes(&self) -> usize {
-        self.hist.distinct_values() * std::mem::size_of::<u32>()
+        self.hist
+            .as_ref()
+            .map_or(0, |h| h.distinct_values() * std::mem::size_of::<u32>())
     }
 }
 
 impl Distribution {
     /// Observations strictly below `value` (at histogram resolution).
     pub fn count_below(&self, value: u64) -> u64 {
-        if self.hist.is_empty() || value <= self.hist.min() {
+        let Some(hist) = self.recorded() else {
+            return 0;
+        };
+        if value <= hist.min() {
             return 0;
         }
-        let edge = self.hist.lowest_equivalent(value);
+        let edge = hist.lowest_equivalent(value);
         if edge == 0 {
             return 0;
         }
-        self.hist.count_between(0, edge - 1)
+        hist.count_between(0, edge - 1)
     }
 
     /// Observations strictly above `micros` (at histogram resolution).
     pub fn count_above(&self, micros: u64) -> u64 {
-        if self.hist.is_empty() || micros >= self.hist.max() {
+        let Some(hist) = self.recorded() else {
+            return 0;
+        };
+        if micros >= hist.max() {
             return 0;
         }
-        let edge = self.hist.highest_equivalent(micros);
-        self.hist.len() - self.hist.count_between(0, edge)
+        let edge = hist.highest_equivalent(micros);
+        hist.len() - hist.count_between(0, edge)
     }
 
     /// Adds another distribution.
     pub fn add(&mut self, other: &Distribution) {
-        if self.hist.add(&other.hist).is_err() {
-            for v in other.hist.iter_recorded() {
+        let Some(theirs) = other.recorded() else {
+            return;
+        };
+        let mine = self.hist.get_or_insert_with(histogram);
+        if mine.add(theirs).is_err() {
+            for v in theirs.iter_recorded() {
                 self.record(v.value_iterated_to(), v.count_at_value() as u64);
             }
         }
@@ -122,13 +140,15 @@ impl Distribution {
 
     /// Removes a distribution previously added.
     pub fn subtract(&mut self, other: &Distribution) {
-        // Cannot fail: `other` was added, so its range is within ours.
-        let _ = self.hist.subtract(&other.hist);
+        if let (Some(mine), Some(theirs)) = (&mut self.hist, other.recorded()) {
+            // Cannot fail: `other` was added, so its range is within ours.
+            let _ = mine.subtract(theirs);
+        }
     }
 
-    /// Empties the histogram, keeping its memory.
+    /// Empties it, and gives its memory back.
     pub fn clear(&mut self) {
-        self.hist.reset();
+        self.hist = None;
     }
 }
 
@@ -279,6 +299,10 @@ impl Rolling {
             let old = &mut self.slots[self.head];
             self.sum.subtract(old);
             old.clear();
+        }
+        if self.sum.latency.count() == 0 {
+            // An idle window holds no histogram at all.
+            self.sum.latency.clear();
         }
         self.head_start += steps * self.slot_nanos;
     }
@@ -439,5 +463,21 @@ mod tests {
     fn empty_histogram_has_no_quantiles() {
         assert_eq!(Distribution::default().quantile(0.5), None);
         assert!(Distribution::default().heap_bytes() < 16 * 1024);
+    }
+
+    #[test]
+    fn an_idle_window_holds_no_histogram() {
+        let sec = 1_000_000_000;
+        let mut w = Rolling::new(std::time::Duration::from_secs(60), 6, 0);
+        assert_eq!(w.heap_bytes(), 0, "nothing allocated before traffic");
+        w.record(&one(1_000), 0);
+        w.record(&one(9_000_000), 30 * sec);
+        assert!(w.heap_bytes() > 0);
+        w.advance(200 * sec);
+        // The sum and every slot gave their histograms back.
+        assert_eq!(w.heap_bytes(), 0);
+        assert_eq!(w.sum().latency.count(), 0);
+        w.record(&one(4_000), 201 * sec);
+        assert_eq!(w.sum().latency.quantile(0.5).map(|v| v / 100), Some(40));
     }
 }
