@@ -288,6 +288,16 @@ impl Writer {
             "DELETE FROM deliveries WHERE state = 'dead' AND done_ns < ?1",
             params![cutoff],
         )?;
+        // A sink's state (a thread's ts) lives as long as its release's
+        // record or a delivery of it.
+        self.conn.execute_batch(
+            "DELETE FROM sink_state WHERE NOT EXISTS (
+                 SELECT 1 FROM deliveries d
+                 WHERE d.sink = sink_state.sink AND d.release_key = sink_state.release_key)
+             AND NOT EXISTS (
+                 SELECT 1 FROM releases r WHERE r.service || char(31) || r.environment
+                     || char(31) || r.deployment_id = sink_state.release_key)",
+        )?;
         report.used_bytes = used_bytes(&self.conn)?;
         if let Some(max) = self.options.max_bytes {
             while report.used_bytes > max {

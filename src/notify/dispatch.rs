@@ -75,6 +75,7 @@ pub async fn run(
         rng: Mutex::new(Rng::new(system_now())),
     });
     let mut backlog_at = 0;
+    let mut unreadable = false;
     loop {
         let now = system_now();
         if now >= backlog_at {
@@ -86,9 +87,19 @@ pub async fn run(
             blocking(move || ledger.due_deliveries(now, BATCH)).await
         };
         let due = match due {
-            Ok(due) => due,
+            Ok(due) => {
+                if unreadable {
+                    unreadable = false;
+                    tracing::info!("the outbox can be read again");
+                }
+                due
+            }
             Err(e) => {
-                warn!(error = %e.message, "the outbox could not be read");
+                // Once per outage, not every pass.
+                if !unreadable {
+                    unreadable = true;
+                    warn!(error = %e.message, "the outbox could not be read; notifications wait");
+                }
                 Vec::new()
             }
         };
