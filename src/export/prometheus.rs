@@ -1,6 +1,12 @@
 //! Prometheus exposition of every release's verdict, checks and cohort
 //! numbers: a pure function of the store, in the Prometheus text format or
 //! OpenMetrics. Series of expired releases disappear with them.
+//!
+//! `release_verdict_baseline_info` names each release's baseline (its
+//! deployment id and commit, `previous_sha`) on a series of its own, so an
+//! alert can carry the rollback target while `release_verdict`'s labels stay
+//! what dashboards and rollout controllers query, and choosing a baseline
+//! starts no new verdict series.
 
 use std::fmt::Write;
 
@@ -36,7 +42,7 @@ impl Format {
 }
 
 /// The gauges, in exposition order: name, help.
-const FAMILIES: [(&str, &str); 7] = [
+const FAMILIES: [(&str, &str); 8] = [
     (
         "release_verdict",
         "Verdict of a release: 0 green, 1 yellow, 2 red",
@@ -64,6 +70,10 @@ const FAMILIES: [(&str, &str); 7] = [
     (
         "release_verdict_latency_seconds",
         "Latency percentiles (p50, p95, p99) over the rolling window, by cohort",
+    ),
+    (
+        "release_verdict_baseline_info",
+        "The baseline a release is compared with (the rollback target): its deployment id and commit, value 1",
     ),
 ];
 
@@ -186,6 +196,15 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
             cohort("canary", r, r.window.sum());
             if let Some(b) = fleet.baseline_of(r) {
                 cohort("baseline", b, b.window.sum());
+                let labels = [
+                    base[0],
+                    base[1],
+                    base[2],
+                    ("git_sha", sha),
+                    ("baseline_deployment_id", &*b.deployment_id),
+                    ("previous_sha", b.git_sha.as_deref().unwrap_or("")),
+                ];
+                sample(&mut families[7], FAMILIES[7].0, &labels, 1.0);
             }
         }
     }
@@ -314,6 +333,102 @@ pub fn openmetrics_to_text(om: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::judge::Judge;
+    use crate::model::{Batch, Group, ReleaseRef, Role, Sample};
+    use crate::store::BaselineRule;
+
+    const SEC: UnixNanos = NANOS_PER_SEC;
+
+    /// One second of traffic of each (deployment id, git sha, role) in the
+    /// service `odd "svc"`, then a tick.
+    fn serve(store: &mut Store, t: UnixNanos, deployments: &[(&str, Option<&str>, Option<Role>)]) {
+        let mut batch = Batch::default();
+        for &(deployment_id, git_sha, role) in deployments {
+            batch.groups.push(Group {
+                release: ReleaseRef {
+                    service: "odd \"svc\"",
+                    environment: "prod",
+                    deployment_id,
+                    git_sha,
+                    role,
+                },
+                items: 10,
+                sample: Sample {
+                    requests: 10,
+                    latencies_us: vec![(1000, 10)],
+                    ..Default::default()
+                },
+            });
+        }
+        store.apply(&batch, t);
+        store.tick(t + SEC / 2);
+    }
+
+    fn new_store() -> Store {
+        let c = Config::default();
+        Store::new(
+            10,
+            Judge::new(&c.judge, &c.checks),
+            BaselineRule::from(&c.baseline),
+        )
+    }
+
+    fn baseline_lines(store: &Store, now: UnixNanos) -> Vec<String> {
+        let mut out = String::new();
+        encode_releases(&mut out, store, 60 * SEC, now);
+        out.lines()
+            .filter(|l| l.starts_with("release_verdict_baseline_info{"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_baseline_info_names_the_rollback_target_of_releases_with_a_baseline() {
+        let mut store = new_store();
+        // No baseline yet: no series, though the verdict is exposed.
+        serve(&mut store, SEC, &[("new\\1", Some("2b5d"), None)]);
+        assert_eq!(baseline_lines(&store, 2 * SEC), Vec::<String>::new());
+        // A declared baseline (its id needing escapes) is chosen at once;
+        // it has no baseline of its own.
+        let old = "old\"1\n";
+        let both = [
+            ("new\\1", Some("2b5d"), None),
+            (old, Some("1a2b"), Some(Role::Baseline)),
+        ];
+        serve(&mut store, 2 * SEC, &both);
+        assert_eq!(
+            baseline_lines(&store, 3 * SEC),
+            [concat!(
+                r#"release_verdict_baseline_info{service="odd \"svc\"",environment="prod","#,
+                r#"deployment_id="new\\1",git_sha="2b5d","#,
+                r#"baseline_deployment_id="old\"1\n",previous_sha="1a2b"} 1"#
+            )]
+        );
+        // The canary's verdict keeps its labels.
+        let mut out = String::new();
+        encode_releases(&mut out, &store, 60 * SEC, 3 * SEC);
+        assert!(out.contains(
+            r#"release_verdict{service="odd \"svc\"",environment="prod",deployment_id="new\\1",git_sha="2b5d"} "#
+        ));
+        // A baseline without a commit still names its deployment.
+        let mut store2 = new_store();
+        serve(
+            &mut store2,
+            SEC,
+            &[("c", None, None), ("b", None, Some(Role::Stable))],
+        );
+        assert_eq!(
+            baseline_lines(&store2, 2 * SEC),
+            [
+                r#"release_verdict_baseline_info{service="odd \"svc\"",environment="prod",deployment_id="c",git_sha="",baseline_deployment_id="b",previous_sha=""} 1"#
+            ]
+        );
+        // The baseline expires with its series; the canary stays.
+        serve(&mut store, 100 * SEC, &[("new\\1", Some("2b5d"), None)]);
+        assert_eq!(store.expire(101 * SEC, 60 * SEC), 1);
+        assert_eq!(baseline_lines(&store, 101 * SEC), Vec::<String>::new());
+    }
 
     #[test]
     fn label_values_are_escaped() {

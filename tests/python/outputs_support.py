@@ -52,9 +52,11 @@ def spans_request(
     error_every: int = 0,
     sha: str = SHA_CANARY,
     seq: int = 0,
+    role: str | None = None,
 ) -> bytes:
     """A serialized ExportTraceServiceRequest: `n` SERVER spans of one
-    release, latencies 10..59 ms, every `error_every`-th with status ERROR."""
+    release, latencies 10..59 ms, every `error_every`-th with status ERROR;
+    with `role`, the resource declares `deployment.role`."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -72,6 +74,8 @@ def spans_request(
             kv("git.sha", sha),
         ]
     )
+    if role:
+        rs.resource.attributes.append(kv("deployment.role", role))
     ss = rs.scope_spans.add()
     ss.scope.name = "release-verdict-tests"
     now = time.time_ns()
@@ -179,9 +183,12 @@ class Prometheus:
                 self.proc.wait()
 
 
-def start_prometheus(workdir: Path, target: str, rule_files: list[Path]) -> Prometheus:
+def start_prometheus(
+    workdir: Path, target: str, rule_files: list[Path], alertmanager: str | None = None
+) -> Prometheus:
     """Starts Debian's `prometheus` on a free loopback port, scraping `target`
-    every second and evaluating `rule_files` every second."""
+    every second and evaluating `rule_files` every second; alerts go to the
+    Alertmanager at `alertmanager` (host:port) when given."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed (Debian package `prometheus`; .ci/run installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +199,8 @@ def start_prometheus(workdir: Path, target: str, rule_files: list[Path]) -> Prom
             {"job_name": "release-verdict", "static_configs": [{"targets": [target]}]},
         ],
     }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
