@@ -17,6 +17,7 @@ use release_verdict::sim::{otlp::fleet_request, Rng};
 use release_verdict::Judge;
 use release_verdict::Mapper;
 use release_verdict::Rolling;
+use release_verdict::{list_verdicts, verdict_keys, verdicts_of, Filter};
 use release_verdict::{BaselineRule, Store};
 
 const SPANS: usize = 512;
@@ -236,9 +237,31 @@ fn evaluate(c: &mut Criterion) {
     });
 }
 
+/// How long a listing of 10,000 releases holds the store lock: whole, as
+/// before, and the longest hold when built in chunks of 64 as
+/// `App::list_verdicts` does (ingest waits at most that long).
+fn listing(c: &mut Criterion) {
+    let config = Config::default();
+    let (s, t) = warm_store(&config, 5_000);
+    let filter = Filter::default();
+    let keys = verdict_keys(&s, &filter);
+    let mut g = c.benchmark_group("listing");
+    g.sample_size(10);
+    g.bench_function(format!("{} releases, one lock", s.len()), |b| {
+        b.iter(|| black_box(list_verdicts(&s, &filter, t)))
+    });
+    g.bench_function("the keys (first lock)", |b| {
+        b.iter(|| black_box(verdict_keys(&s, &filter)))
+    });
+    g.bench_function("one chunk of 64 (each later lock)", |b| {
+        b.iter(|| black_box(verdicts_of(&s, &keys[..64], t)))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = ingest, window, evaluate
+    targets = ingest, window, evaluate, listing
 }
 criterion_main!(benches);

@@ -1,6 +1,8 @@
 //! The verdict object (docs/design.md): one schema for the HTTP API, replay
 //! and gRPC, built from a release and its judgement.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::judge::checks::CheckReport;
@@ -143,6 +145,47 @@ pub fn shown(id: &str) -> String {
     format!("{}… ({} bytes)", &id[..end], id.len())
 }
 
+/// Which release a listing names, in list order (see [`keys`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub service: Arc<str>,
+    pub environment: Arc<str>,
+    pub first_seen: UnixNanos,
+    pub deployment_id: Arc<str>,
+}
+
+/// The releases passing the filter, sorted as [`list`] sorts them: cheap
+/// (no verdict is built), so a caller can build the verdicts in chunks and
+/// let ingest take the store between them.
+pub fn keys(store: &Store, filter: &Filter) -> Vec<Key> {
+    let mut keys: Vec<Key> = store
+        .fleets()
+        .filter(|(s, e, _)| filter.matches(s, e))
+        .flat_map(|(s, e, fleet)| {
+            let (service, environment): (Arc<str>, Arc<str>) = (s.into(), e.into());
+            fleet.releases.iter().map(move |(id, r)| Key {
+                service: service.clone(),
+                environment: environment.clone(),
+                first_seen: r.first_seen,
+                deployment_id: id.clone(),
+            })
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The verdicts of `keys` still tracked, in their order.
+pub fn of_keys(store: &Store, keys: &[Key], now: UnixNanos) -> Vec<Verdict> {
+    keys.iter()
+        .filter_map(|k| {
+            let fleet = store.fleet(&k.service, &k.environment)?;
+            let r = fleet.releases.get(&k.deployment_id)?;
+            Some(Verdict::of(&k.service, &k.environment, fleet, r, now))
+        })
+        .collect()
+}
+
 /// Every release passing the filter, sorted by service, environment, first seen.
 pub fn list(store: &Store, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
     let mut out: Vec<(UnixNanos, Verdict)> = store
@@ -193,5 +236,59 @@ pub fn find(
                 matches,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Judge;
+    use crate::model::{Batch, Group, ReleaseRef, Sample};
+    use crate::store::BaselineRule;
+
+    #[test]
+    fn a_list_in_chunks_is_the_list() {
+        let c = crate::config::Config::default();
+        let mut store = Store::new(
+            100,
+            Judge::new(&c.judge, &c.checks),
+            BaselineRule::from(&c.baseline),
+        );
+        let ids: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut b = Batch::default();
+            b.groups.push(Group {
+                release: ReleaseRef {
+                    service: ["a", "b", "c"][i % 3],
+                    environment: ["prod", "staging"][i % 2],
+                    deployment_id: id,
+                    git_sha: None,
+                    role: None,
+                },
+                items: 1,
+                sample: Sample {
+                    requests: 1,
+                    ..Default::default()
+                },
+            });
+            store.apply(&b, 1_000 + (30 - i as u64));
+        }
+        store.tick(2_000);
+        let filter = Filter::default();
+        let all = keys(&store, &filter);
+        let chunked: Vec<Verdict> = all
+            .chunks(7)
+            .flat_map(|chunk| of_keys(&store, chunk, 3_000))
+            .collect();
+        assert_eq!(chunked, list(&store, &filter, 3_000));
+        let prod = Filter {
+            environment: Some("prod".into()),
+            ..Filter::default()
+        };
+        assert_eq!(
+            of_keys(&store, &keys(&store, &prod), 3_000),
+            list(&store, &prod, 3_000)
+        );
+        assert_eq!(keys(&store, &prod).len(), 15);
     }
 }

@@ -25,7 +25,10 @@ const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store")
 /// `GET /api/v1/releases?service=&environment=`
 pub async fn list(State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> Response {
     let now = system_now();
-    let releases = app.read(|store| verdict::list(store, &filter, now));
+    let lister = app.clone();
+    let releases = tokio::task::spawn_blocking(move || lister.list_verdicts(&filter, now))
+        .await
+        .unwrap_or_default();
     ([NO_STORE], Json(json!({ "releases": releases }))).into_response()
 }
 

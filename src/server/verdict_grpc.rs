@@ -75,9 +75,10 @@ impl VerdictService for VerdictGrpc {
         };
         let f = filter(&r.service, &r.environment);
         let now = system_now();
-        let releases = self
-            .app
-            .read(|s| verdict::list(s, &f, now))
+        let app = self.app.clone();
+        let releases = tokio::task::spawn_blocking(move || app.list_verdicts(&f, now))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .iter()
             .filter(|v| color.is_none_or(|c| v.verdict == c))
             .map(to_pb)
@@ -101,9 +102,14 @@ impl VerdictService for VerdictGrpc {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let (app, stop) = (self.app.clone(), self.stop.clone());
         tokio::spawn(async move {
-            let current =
-                |app: &App| app.read(|s| verdict::list(s, &Filter::default(), system_now()));
-            for v in current(&app).iter().filter(|v| wanted(v)) {
+            let current = |app: Arc<App>| async move {
+                tokio::task::spawn_blocking(move || {
+                    app.list_verdicts(&Filter::default(), system_now())
+                })
+                .await
+                .unwrap_or_default()
+            };
+            for v in current(app.clone()).await.iter().filter(|v| wanted(v)) {
                 if tx.send(Ok(to_pb(v))).await.is_err() {
                     return;
                 }
@@ -116,9 +122,11 @@ impl VerdictService for VerdictGrpc {
                 let batch: Vec<Arc<Verdict>> = match next {
                     Ok(v) => vec![v],
                     // Fell behind: send the whole current state again.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        current(&app).into_iter().map(Arc::new).collect()
-                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => current(app.clone())
+                        .await
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 for v in batch.iter().filter(|v| wanted(v)) {

@@ -497,6 +497,11 @@ impl Store {
     }
 
     /// Every (service, environment, fleet).
+    /// One service and environment's deployments.
+    pub fn fleet(&self, service: &str, environment: &str) -> Option<&Fleet> {
+        self.fleets.get(service)?.get(environment)
+    }
+
     pub fn fleets(&self) -> impl Iterator<Item = (&str, &str, &Fleet)> {
         self.fleets.iter().flat_map(|(service, envs)| {
             envs.iter()
