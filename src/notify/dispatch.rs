@@ -436,6 +436,9 @@ impl Dispatcher {
         let at_ms = d.event.ts / 1_000_000;
         let ends = grafana::ends_region(&d.event);
         match state.get("annotation_id") {
+            // A stable deployment seen for the first time was not deployed
+            // now: no marker (as no Slack thread).
+            None if !slack::opens_thread(&d.event) => {}
             None => {
                 let body =
                     grafana::create(&release, at_ms, ends.then_some(at_ms), &sink.dashboard_uid);

@@ -22,10 +22,10 @@ const SECTION_MAX: usize = 2900;
 /// Longest text in a header block.
 const HEADER_MAX: usize = 150;
 
-/// Whether an event may open a release's thread: one posted from outside
-/// (CI's `deploy_started`, an incident), or one of the daemon's that names
-/// the baseline the release is compared with. A stable deployment (nobody's
-/// canary, or a baseline) gets no thread of its own.
+/// Whether an event may open a release's thread (or Grafana region): one
+/// posted from outside (CI's `deploy_started`, an incident), or one of the
+/// daemon's that names the baseline the release is compared with. A stable
+/// deployment (nobody's canary, or a baseline) gets no thread of its own.
 pub fn opens_thread(e: &Event) -> bool {
     e.source == crate::ledger::event::Source::Api
         || e.metadata.contains_key("baseline_deployment_id")

@@ -141,6 +141,7 @@ def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(tmp_pat
         marks = poll(canary_annotations, lambda a: a and a[0].time_end is not None and "verdict:red" in a[0].tags,
                      timeout=60, interval=0.2, what="the annotation region")
         assert len(marks) == 1, marks
+        assert not [a for a in receivers.annotations.values() if STABLE in a.tags], "no marker for the stable version"
         region = marks[0]
         assert {"deploy", "loadgen-0", CANARY}.issubset(region.tags)
         assert region.time_end >= region.time
