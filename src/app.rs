@@ -26,6 +26,7 @@ use crate::recording;
 use crate::self_metrics::{
     ItemLabels, MetricLabels, Reason, RefusedLabels, SelfMetrics, Signal, SignalLabels, Transport,
 };
+use crate::series::{Point, SeriesBook};
 use crate::store::{BaselineRule, Changed, Inferred, RestoreError, Store};
 use crate::verdict::{self, Filter, Verdict};
 
@@ -39,6 +40,10 @@ const CHANGES_BUFFER: usize = 1024;
 /// Verdicts built per hold of the store lock when listing: about 5 ms of
 /// lock at the debug build's speed, far less in release.
 const LIST_CHUNK: usize = 64;
+/// One chart point per release this often...
+const SERIES_STEP: std::time::Duration = std::time::Duration::from_secs(5);
+/// ...for the last 30 minutes: 360 points of 40 bytes, 14 KiB a release.
+const SERIES_POINTS: usize = 360;
 
 /// What an export request came to, for its OTLP response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +108,9 @@ pub struct App {
     ledger: Option<Arc<Ledger>>,
     /// DORA's measures over the trailing window, as last computed.
     dora: Mutex<Arc<Vec<Report>>>,
+    /// Each release's recent numbers, for the page's charts (its own lock,
+    /// so reading them never waits on the store).
+    series: Mutex<SeriesBook>,
 }
 
 /// Most services and environments the DORA gauges are exposed for.
@@ -143,6 +151,10 @@ impl App {
             ignored_metrics: Mutex::new(HashSet::new()),
             ledger,
             dora: Mutex::new(Arc::new(Vec::new())),
+            series: Mutex::new(SeriesBook::new(
+                SERIES_STEP.as_nanos() as u64,
+                SERIES_POINTS,
+            )),
         }
     }
 
@@ -335,6 +347,7 @@ impl App {
         self.metrics
             .evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.record_series(now);
         if self.changes.receiver_count() > 0 && !changed.is_empty() {
             let verdicts = self.verdicts_of(&changed, now);
             for v in verdicts {
@@ -365,6 +378,37 @@ impl App {
             );
         }
         changed
+    }
+
+    /// Once a step, a chart point per release from the checks just
+    /// reported. The store lock is held only to copy a few numbers out.
+    fn record_series(&self, now: UnixNanos) {
+        if !lock(&self.series).due(now) {
+            return;
+        }
+        let points: Vec<_> = self.read(|store| {
+            store
+                .fleets()
+                .flat_map(|(s, e, fleet)| {
+                    let (s, e): (Arc<str>, Arc<str>) = (s.into(), e.into());
+                    fleet.releases.iter().map(move |(id, r)| {
+                        let key = (s.clone(), e.clone(), id.clone());
+                        (key, Point::of(now, &r.judgement().checks))
+                    })
+                })
+                .collect()
+        });
+        lock(&self.series).record(now, points);
+    }
+
+    /// A release's chart points, oldest first; None when it has none.
+    pub fn series(
+        &self,
+        service: &str,
+        environment: &str,
+        deployment_id: &str,
+    ) -> Option<Vec<Point>> {
+        lock(&self.series).get(service, environment, deployment_id)
     }
 
     /// Writes a tick's news to the ledger without waiting for the disk: a

@@ -59,6 +59,7 @@ mod recording;
 pub mod replay;
 mod rng;
 mod self_metrics;
+mod series;
 pub mod server;
 pub mod sim;
 mod store;

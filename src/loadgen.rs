@@ -32,6 +32,10 @@ pub struct Options {
     /// Services, each with a stable deployment and a canary.
     #[arg(long, default_value_t = 4)]
     pub services: usize,
+    /// Services are named PREFIX-0, PREFIX-1, …: two runs with different
+    /// prefixes (one healthy, one failing) give a mixed fleet.
+    #[arg(long, default_value = "loadgen")]
+    pub service_prefix: String,
     /// The canaries' share of each service's traffic.
     #[arg(long, default_value_t = 0.1)]
     pub canary_weight: f64,
@@ -113,7 +117,7 @@ fn pool(o: &Options, canary_on: bool, n: usize) -> Vec<ExportTraceServiceRequest
             let t = system_now();
             let resource_spans = (0..services)
                 .flat_map(|s| {
-                    let service = format!("loadgen-{s}");
+                    let service = format!("{}-{s}", o.service_prefix);
                     let canary_n = if canary_on {
                         (per_service as f64 * o.canary_weight).round() as u64
                     } else {

@@ -26,6 +26,7 @@ fn loadgen(target: String, token: Option<&str>) -> Options {
         baseline_error: 0.0,
         canary_error: 0.0,
         canary_slowdown: 1.0,
+        service_prefix: "loadgen".into(),
         spans_per_request: 100,
         concurrency: 1,
         seed: 1,

@@ -19,6 +19,7 @@ fn options(target: String) -> Options {
         baseline_error: 0.005,
         canary_error: 0.2,
         canary_slowdown: 1.0,
+        service_prefix: "loadgen".into(),
         spans_per_request: 400,
         concurrency: 2,
         seed: 1,

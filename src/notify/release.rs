@@ -20,8 +20,11 @@ pub struct Links {
 impl Links {
     /// The Release Health page of one release.
     pub fn page(&self, s: &ReleaseState) -> Option<String> {
-        (!self.page_url.is_empty() && !s.deployment_id.is_empty())
-            .then(|| format!("{}/#/release/{}", self.page_url, encode(&s.deployment_id)))
+        (!self.page_url.is_empty() && !s.deployment_id.is_empty()).then(|| {
+            let (service, env) = (encode(&s.service), encode(&s.environment));
+            let id = encode(&s.deployment_id);
+            format!("{}/#/release/{service}/{env}/{id}", self.page_url)
+        })
     }
 
     pub fn dashboard(&self, s: &ReleaseState) -> Option<String> {
@@ -316,7 +319,7 @@ mod tests {
         };
         assert_eq!(
             links.page(&s).unwrap(),
-            "https://rv.example.com/#/release/a%2Fb"
+            "https://rv.example.com/#/release/check%20out//a%2Fb"
         );
         assert!(links
             .dashboard(&s)

@@ -254,7 +254,7 @@ mod tests {
         assert!(body.contains("roll back"));
         assert!(m
             .to_string()
-            .contains("https://rv.example.com/#/release/checkout-2b5d9af"));
+            .contains("https://rv.example.com/#/release/checkout/prod/checkout-2b5d9af"));
     }
 
     #[test]

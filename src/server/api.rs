@@ -359,6 +359,35 @@ pub async fn timeline(
     }
 }
 
+/// `GET /api/v1/releases/{deployment_id}/series?service=&environment=`:
+/// the release's recent numbers for charts, one point every few seconds
+/// over the last 30 minutes, oldest first.
+pub async fn series(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(filter): Query<Filter>,
+) -> Response {
+    let now = system_now();
+    let (service, environment) = match (filter.service.clone(), filter.environment.clone()) {
+        (Some(s), Some(e)) => (s, e),
+        _ => match app.read(|store| verdict::find(store, &id, &filter, now)) {
+            Ok(v) => (v.service, v.environment),
+            Err(e @ LookupError::NotFound(_)) => return error(StatusCode::NOT_FOUND, e),
+            Err(e @ LookupError::Ambiguous { .. }) => return error(StatusCode::CONFLICT, e),
+        },
+    };
+    match app.series(&service, &environment, &id) {
+        Some(points) => ([NO_STORE], Json(json!({ "points": points }))).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no release with deployment id {:?} is tracked",
+                verdict::shown(&id)
+            ),
+        ),
+    }
+}
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
     "ok\n"

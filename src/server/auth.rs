@@ -1,7 +1,8 @@
 //! Bearer tokens by scope: `ingest` (OTLP over gRPC and HTTP), `read` (the
 //! JSON API, `/metrics`, the verdict gRPC service and reflection) and
 //! `write` (posted ledger events). A scope with no tokens file is open;
-//! `/healthz`, `/readyz` and gRPC health always are. Tokens are compared in
+//! `/healthz`, `/readyz`, gRPC health and the Release Health page's own
+//! HTML, CSS and JS always are. Tokens are compared in
 //! constant time and never logged.
 
 use std::future::Future;
@@ -141,6 +142,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 fn http_scope(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" => None,
+        // The page is open; the JSON it reads asks for a read token.
+        p if super::page::is_page(p) => None,
         "/v1/traces" | "/v1/metrics" => Some(Scope::Ingest),
         "/api/v1/events" if method == Method::POST => Some(Scope::Write),
         _ => Some(Scope::Read),
@@ -296,6 +299,12 @@ mod tests {
             Some(Scope::Read)
         );
         assert_eq!(http_scope(&Method::GET, "/metrics"), Some(Scope::Read));
+        assert_eq!(http_scope(&Method::GET, "/"), None);
+        assert_eq!(http_scope(&Method::GET, "/assets/page.js"), None);
+        assert_eq!(
+            http_scope(&Method::GET, "/api/v1/releases/stream"),
+            Some(Scope::Read)
+        );
         assert_eq!(grpc_scope("/grpc.health.v1.Health/Check"), None);
         assert_eq!(
             grpc_scope("/opentelemetry.proto.collector.trace.v1.TraceService/Export"),

@@ -1,5 +1,6 @@
 //! The I/O shell: binds the gRPC and HTTP ports, serves OTLP (`otlp_grpc`,
-//! `otlp_http`), the JSON API (`api`) and the verdict service
+//! `otlp_http`), the JSON API (`api`, with its event stream in `stream`),
+//! the Release Health page (`page`) and the verdict service
 //! (`verdict_grpc`) over one shared `App`, runs the judge's tick and the
 //! expiry, and drains on shutdown. Everything below it is synchronous.
 
@@ -24,6 +25,8 @@ mod api;
 mod auth;
 mod otlp_grpc;
 mod otlp_http;
+mod page;
+mod stream;
 mod tls;
 mod verdict_grpc;
 
@@ -321,7 +324,17 @@ impl Server {
             }
         };
 
+        // Its own state: streams end when the daemon stops.
+        let streams = Router::new()
+            .route("/api/v1/releases/stream", get(stream::releases))
+            .with_state(stream::Streams {
+                app: app.clone(),
+                stop: stop.clone(),
+            });
         let router = Router::new()
+            .route("/", get(page::index))
+            .route("/assets/page.css", get(page::css))
+            .route("/assets/page.js", get(page::js))
             .route("/v1/traces", post(http::traces))
             .route("/v1/metrics", post(http::metrics))
             .route("/api/v1/releases", get(api::list))
@@ -330,6 +343,8 @@ impl Server {
                 "/api/v1/releases/{deployment_id}/timeline",
                 get(api::timeline),
             )
+            .route("/api/v1/releases/{deployment_id}/series", get(api::series))
+            .merge(streams)
             .route("/api/v1/events", get(api::events).post(api::post_events))
             .route("/api/v1/dora", get(api::dora))
             .route("/healthz", get(api::healthz))

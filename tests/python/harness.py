@@ -86,8 +86,11 @@ def start_daemon(
     binary: Optional[Path] = None,
     startup_timeout: float = 15.0,
     env: Optional[dict[str, str]] = None,
+    grpc_listen: str = "127.0.0.1:0",
+    http_listen: str = "127.0.0.1:0",
 ) -> Daemon:
-    """Writes `config` to workdir/config.toml, starts `serve` on port 0 and
+    """Writes `config` to workdir/config.toml, starts `serve` (on port 0
+    unless told the addresses, as a restart on the same ports is) and
     waits for the log line that names the bound addresses."""
     binary = binary or daemon_binary()
     if not binary.is_file():
@@ -107,9 +110,9 @@ def start_daemon(
             "--config",
             str(config_path),
             "--grpc-listen",
-            "127.0.0.1:0",
+            grpc_listen,
             "--http-listen",
-            "127.0.0.1:0",
+            http_listen,
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,

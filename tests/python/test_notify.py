@@ -132,7 +132,7 @@ def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(tmp_pat
         assert receivers.thread_of(STABLE)[0] is None, "no thread for the stable version"
         assert any("RED" in m.text for m in replies), [m.text for m in replies]
         assert opening.channel == "C0RELEASES1"
-        assert "release-verdict.example.com/#/release/loadgen-0-canary" in str(opening.blocks)
+        assert "release-verdict.example.com/#/release/loadgen-0/prod/loadgen-0-canary" in str(opening.blocks)
 
         # Grafana: one annotation for the canary, a region ending at red.
         def canary_annotations():

@@ -1,0 +1,239 @@
+"""The Release Health page in a real browser: Debian's headless Chromium,
+driven by Selenium through Debian's chromedriver (nothing is downloaded at
+run time), against the real daemon fed by `release-verdict loadgen`.
+
+Two loadgen runs make a mixed fleet: `shop-*` canaries as healthy as their
+baselines, `pay-*` canaries failing 8% of requests. The page must show the
+failing canary RED with its reason within seconds, the release view its
+checks (both cohorts' numbers), charts and ledger timeline, the DORA panel,
+and it must say "reconnecting…" while the daemon is down and recover when
+it comes back on the same port (the ledger file keeps the state).
+
+Screenshots go to $RELEASE_VERDICT_SCREENSHOTS, else tests/python/screenshots/
+(ignored by git): look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness import Daemon, daemon_binary, poll_release, start_daemon
+from outputs_support import free_port
+
+selenium = pytest.importorskip("selenium")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+SCREENSHOTS = Path(os.environ.get("RELEASE_VERDICT_SCREENSHOTS", Path(__file__).parent / "screenshots"))
+
+CONFIG = """
+[ledger]
+path = "ledger.db"
+checkpoint_interval = "1s"
+[baseline]
+settle = "1s"
+[judge]
+min_duration = "5s"
+epoch = "2s"
+"""
+
+RED, GREEN = "pay-0-canary", "shop-0-canary"
+
+pytestmark = pytest.mark.skipif(
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason="needs Debian's chromium and chromium-driver (tests/setup installs them)",
+)
+
+
+def loadgen(daemon: Daemon, prefix: str, canary_error: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(daemon_binary()),
+            "loadgen",
+            "--target",
+            f"grpc://{daemon.grpc_addr}",
+            "--rate",
+            "3000",
+            "--duration",
+            "600s",
+            "--services",
+            "2",
+            "--service-prefix",
+            prefix,
+            "--canary-error",
+            str(canary_error),
+            "--concurrency",
+            "1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class Fleet:
+    """A daemon on fixed ports (so it can come back on them) and its traffic."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.grpc = f"127.0.0.1:{free_port()}"
+        self.http = f"127.0.0.1:{free_port()}"
+        self.daemon = self.start()
+        self.traffic = [loadgen(self.daemon, "shop", 0.005), loadgen(self.daemon, "pay", 0.08)]
+
+    def start(self) -> Daemon:
+        return start_daemon(self.workdir, config=CONFIG, grpc_listen=self.grpc, http_listen=self.http)
+
+    @property
+    def url(self) -> str:
+        return self.daemon.http_url + "/"
+
+    def stop(self) -> None:
+        for p in self.traffic:
+            p.terminate()
+            p.wait(timeout=10)
+        code = self.daemon.stop()
+        assert code == 0, self.daemon.log()
+        assert "panicked" not in self.daemon.log(), self.daemon.log()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    f = Fleet(tmp_path_factory.mktemp("page"))
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1920,1080", "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shoot(driver: webdriver.Chrome, name: str, height: int = 1080) -> Path:
+    """A screenshot of the page, `height` pixels tall."""
+    driver.set_window_size(1920, height)
+    path = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1920, 1080)
+    return path
+
+
+def tile(verdict: str, deployment_id: str) -> tuple[str, str]:
+    return (By.CSS_SELECTOR, f'.tile[data-deployment-id="{deployment_id}"][data-verdict="{verdict}"]')
+
+
+def test_a_red_canary_shows_red_and_its_reason_within_seconds(fleet: Fleet, browser: webdriver.Chrome):
+    browser.get(fleet.url)
+    red = tile("red", RED)[1]
+    WebDriverWait(browser, 30).until(lambda d: text(d, red))
+    assert "RED" in text(browser, red + " .band")
+    reason = text(browser, red + " .reason")
+    assert "error ratio" in reason, reason
+    api = poll_release(fleet.daemon, RED, lambda v: v["verdict"] == "red")
+    assert text(browser, red + " .service").startswith(api["service"])
+    # The healthy canaries go green beside it; the baselines are listed apart.
+    green = tile("green", GREEN)[1]
+    WebDriverWait(browser, 60).until(lambda d: text(d, green))
+    assert "GREEN" in text(browser, green)
+    assert text(browser, '.tile[data-deployment-id="pay-0-stable"]') is None
+    assert "pay-0-stable" in text(browser, "table.baselines")
+    WebDriverWait(browser, 5).until(EC.text_to_be_present_in_element((By.ID, "conn"), "live"))
+    shoot(browser, "overview")
+
+
+def text(driver: webdriver.Chrome, css: str) -> str | None:
+    """The text of the first element matching `css`, read in one step: the
+    page redraws by replacing its HTML, so element handles go stale."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
+
+
+def test_the_release_view_shows_checks_charts_and_timeline(fleet: Fleet, browser: webdriver.Chrome):
+    browser.get(fleet.url)
+    WebDriverWait(browser, 30).until(EC.element_to_be_clickable(tile("red", RED))).click()
+    wait = WebDriverWait(browser, 20)
+    banner = wait.until(lambda d: text(d, '#banner[data-verdict="red"]'))
+    assert "RED" in banner and "error ratio" in text(browser, "#reason")
+    row = '#checks tr[data-check="error_ratio"]'
+    wait.until(lambda d: text(d, row))
+    canary, baseline = text(browser, row + " td.canary"), text(browser, row + " td.baseline")
+    assert "%" in canary and "requests" in canary, canary
+    assert "%" in baseline and "requests" in baseline, baseline
+    assert "FAIL" in text(browser, row)
+    assert "p95" in text(browser, '#checks tr[data-check="latency"] td.baseline')
+    # The ledger's timeline: the first verdict and the failure.
+    wait.until(lambda d: text(d, '#timeline li[data-type="canary_failed"]'))
+    assert text(browser, '#timeline li[data-type="release_started"]')
+
+    # Charts: a line once there are two points (one every 5 s); the
+    # screenshot waits for four, so it shows a trend.
+    def segments(driver) -> int:
+        return driver.execute_script(
+            "const p = document.querySelector('#charts .chart path.line-canary');"
+            "return p ? (p.getAttribute('d').match(/L/g) || []).length : 0;"
+        )
+
+    WebDriverWait(browser, 20).until(lambda d: segments(d) >= 1)
+    WebDriverWait(browser, 30).until(lambda d: segments(d) >= 3)
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#charts .chart path.line-baseline"))
+    # The judge gives no endpoint breakdown or exemplars yet: none is drawn.
+    assert text(browser, "#endpoints") is None and text(browser, "#exemplars") is None
+    shoot(browser, "release-red", height=1800)
+
+
+def test_the_dora_panel_renders_from_the_ledger(fleet: Fleet, browser: webdriver.Chrome):
+    browser.get(fleet.url)
+    row = '#dora-table tr[data-service="pay-0"]'
+    WebDriverWait(browser, 20).until(lambda d: text(d, row))
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' td')).map(td => td.innerText);", row
+    )
+    assert cells[0] == "pay-0"
+    # A red canary is a failed change.
+    assert "%" in cells[4] and "of" in cells[4], cells
+    browser.execute_script("document.getElementById('dora').scrollIntoView()")
+    shoot(browser, "overview-full", height=1800)
+
+
+def test_the_page_says_reconnecting_while_the_daemon_is_down_and_recovers(fleet: Fleet, browser: webdriver.Chrome):
+    browser.get(fleet.url)
+    WebDriverWait(browser, 30).until(EC.visibility_of_element_located(tile("red", RED)))
+    WebDriverWait(browser, 10).until(EC.text_to_be_present_in_element((By.ID, "conn"), "live"))
+    assert fleet.daemon.stop() == 0
+    WebDriverWait(browser, 10).until(EC.text_to_be_present_in_element((By.ID, "conn"), "reconnecting"))
+    # The last data stays on screen meanwhile.
+    assert browser.find_elements(*tile("red", RED))
+    shoot(browser, "reconnecting")
+    fleet.daemon = fleet.start()
+    WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "conn"), "live"))
+    # Restored from the ledger's checkpoint: still red (red is final).
+    WebDriverWait(browser, 10).until(EC.visibility_of_element_located(tile("red", RED)))
+
+
+def test_without_a_ledger_the_dora_panel_says_so(daemon_factory, browser: webdriver.Chrome):
+    d = daemon_factory('[ledger]\npath = ""\n')
+    browser.get(d.http_url + "/")
+    off = WebDriverWait(browser, 10).until(lambda d: text(d, "#dora-off"))
+    assert "Ledger off" in off
+    assert "No releases in flight" in text(browser, "#app")
