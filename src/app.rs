@@ -339,10 +339,10 @@ impl App {
     #[tracing::instrument(name = "judge tick", skip_all, level = "debug")]
     pub fn tick(&self, now: UnixNanos) -> Vec<Changed> {
         let started = std::time::Instant::now();
-        let (changed, ended) = {
+        let (changed, ended, rebased) = {
             let mut store = lock(&self.store);
             let changed = store.tick(now);
-            (changed, store.take_inferred())
+            (changed, store.take_inferred(), store.take_rebased())
         };
         self.metrics
             .evaluation_seconds
@@ -365,7 +365,7 @@ impl App {
             );
         }
         if let Some(ledger) = &self.ledger {
-            self.write_ledger(ledger, &changed, &ended, now);
+            self.write_ledger(ledger, &changed, &ended, &rebased, now);
         }
         for e in &ended {
             tracing::info!(
@@ -418,8 +418,17 @@ impl App {
         ledger: &Ledger,
         changed: &[Changed],
         ended: &[Inferred],
+        rebased: &[(Arc<str>, Arc<str>, Arc<str>)],
         now: UnixNanos,
     ) {
+        if !rebased.is_empty() {
+            // Whom a release is compared with survives a restart without
+            // the checkpoint through its record (the cold-start baseline).
+            let named = rebased.iter().map(|(s, e, id)| (&**s, &**e, &**id));
+            for v in &self.verdicts_named(named, now) {
+                let _ = ledger.try_upsert_release(recording::record(v, now));
+            }
+        }
         if changed.is_empty() && ended.is_empty() {
             return;
         }
@@ -540,15 +549,25 @@ impl App {
 
     /// The current verdict objects of releases a tick reported.
     pub fn verdicts_of(&self, changed: &[Changed], now: UnixNanos) -> Vec<Verdict> {
+        let named = changed
+            .iter()
+            .map(|c| (&*c.service, &*c.environment, &*c.deployment_id));
+        self.verdicts_named(named, now)
+    }
+
+    /// The verdicts of releases named (service, environment, deployment id)
+    /// still tracked.
+    fn verdicts_named<'k>(
+        &self,
+        named: impl Iterator<Item = (&'k str, &'k str, &'k str)>,
+        now: UnixNanos,
+    ) -> Vec<Verdict> {
         self.read(|store| {
-            changed
-                .iter()
-                .filter_map(|c| {
-                    let filter = Filter {
-                        service: Some(c.service.to_string()),
-                        environment: Some(c.environment.to_string()),
-                    };
-                    verdict::find(store, &c.deployment_id, &filter, now).ok()
+            named
+                .filter_map(|(service, environment, id)| {
+                    let fleet = store.fleet(service, environment)?;
+                    let r = fleet.releases.get(id)?;
+                    Some(Verdict::of(service, environment, fleet, r, now))
                 })
                 .collect()
         })

@@ -95,7 +95,7 @@ fn checks(v: &Verdict) -> serde_json::Value {
 }
 
 /// The release's last verdict as the ledger keeps it.
-fn record(v: &Verdict, now: u64) -> ReleaseRecord {
+pub fn record(v: &Verdict, now: u64) -> ReleaseRecord {
     let time = |s: &str| crate::ledger::event::parse_time(s).unwrap_or(now);
     ReleaseRecord {
         service: v.service.clone(),

@@ -101,6 +101,11 @@ pub struct Judgement {
 }
 
 impl Judgement {
+    /// The last deployment it was compared with.
+    pub fn last_baseline(&self) -> Option<&Arc<str>> {
+        self.last_baseline.as_ref()
+    }
+
     pub fn new(checks: &ChecksConfig, now: UnixNanos) -> Self {
         Self {
             comparison: None,

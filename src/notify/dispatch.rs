@@ -138,6 +138,22 @@ struct Answer {
     body: String,
 }
 
+impl Answer {
+    /// Any 2xx is success (webhooks, Slack's incoming webhooks answer
+    /// `ok`, Grafana's patch a message).
+    fn success(self) -> Result<(), Failure> {
+        if (200..300).contains(&self.status) {
+            Ok(())
+        } else {
+            Err(Failure::from_status(
+                self.status,
+                self.retry_after,
+                &self.body,
+            ))
+        }
+    }
+}
+
 impl Dispatcher {
     async fn refresh_backlog(&self) {
         let ledger = self.ledger.clone();
@@ -333,12 +349,9 @@ impl Dispatcher {
         if let Ok(v) = HeaderValue::from_str(&d.event.kind) {
             h.insert(HeaderName::from_static(webhook::EVENT_HEADER), v);
         }
-        let a = self.send(reqwest::Method::POST, &sink.url, h, body).await?;
-        if (200..300).contains(&a.status) {
-            Ok(())
-        } else {
-            Err(Failure::from_status(a.status, a.retry_after, &a.body))
-        }
+        self.send(reqwest::Method::POST, &sink.url, h, body)
+            .await?
+            .success()
     }
 
     async fn slack_call(
@@ -422,7 +435,7 @@ impl Dispatcher {
                 body,
             )
             .await?;
-        slack::read_webhook_answer(a.status, a.retry_after, &a.body)?;
+        a.success()?;
         if !opened {
             self.set_state(sink, d, "opened", "1").await?;
         }
@@ -472,7 +485,7 @@ impl Dispatcher {
                         serde_json::to_vec(&body).unwrap_or_default(),
                     )
                     .await?;
-                grafana::read_patched(a.status, a.retry_after, &a.body)?;
+                a.success()?;
             }
             Some(_) => {}
         }

@@ -97,19 +97,6 @@ pub fn read_created(
         .ok_or_else(|| Failure::transient("Grafana's answer has no annotation id"))
 }
 
-/// Reads the answer to a patch.
-pub fn read_patched(
-    status: u16,
-    retry_after: Option<std::time::Duration>,
-    body: &str,
-) -> Result<(), Failure> {
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(Failure::from_status(status, retry_after, body))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

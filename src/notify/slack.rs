@@ -201,19 +201,6 @@ pub fn read_answer(
     })
 }
 
-/// Reads an incoming webhook's answer: 200 `ok`.
-pub fn read_webhook_answer(
-    status: u16,
-    retry_after: Option<std::time::Duration>,
-    body: &str,
-) -> Result<(), Failure> {
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(Failure::from_status(status, retry_after, body))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

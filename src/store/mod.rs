@@ -186,6 +186,8 @@ pub struct Store {
     rule: BaselineRule,
     /// Rollout ends inferred by ticks, until taken.
     inferred: Vec<Inferred>,
+    /// Releases whose baseline changed without a change of color, until taken.
+    rebased: Vec<(Arc<str>, Arc<str>, Arc<str>)>,
     /// The ledger's record of who was compared with whom before the start,
     /// by service and environment (see `remember_baselines`).
     recorded: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Recorded>>>,
@@ -201,6 +203,7 @@ impl Store {
             judge,
             rule,
             inferred: Vec::new(),
+            rebased: Vec::new(),
             recorded: HashMap::new(),
         }
     }
@@ -280,6 +283,12 @@ impl Store {
     /// The rollout ends inferred since the last call.
     pub fn take_inferred(&mut self) -> Vec<Inferred> {
         std::mem::take(&mut self.inferred)
+    }
+
+    /// The releases (service, environment, deployment id) whose baseline
+    /// changed since the last call while their color did not.
+    pub fn take_rebased(&mut self) -> Vec<(Arc<str>, Arc<str>, Arc<str>)> {
+        std::mem::take(&mut self.rebased)
     }
 
     /// Releases tracked.
@@ -452,7 +461,14 @@ impl Store {
                         None => Pairing::Unpaired(fleet.unpaired(r, self.rule, now)),
                     };
                     let from = j.evaluated_at.map(|_| j.color);
-                    if self.judge.evaluate(&mut j, r.view(), pairing, now) {
+                    let compared_with = j.last_baseline().cloned();
+                    let recolored = self.judge.evaluate(&mut j, r.view(), pairing, now);
+                    if !recolored && from.is_some() && j.last_baseline() != compared_with.as_ref() {
+                        // Its record (whom it is compared with) is news too.
+                        self.rebased
+                            .push((service.clone(), env.clone(), id.clone()));
+                    }
+                    if recolored {
                         changed.push(Changed {
                             service: service.clone(),
                             environment: env.clone(),

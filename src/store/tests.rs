@@ -438,3 +438,23 @@ fn an_idle_release_gives_its_window_histograms_back() {
     assert!(idle * 3 <= busy, "busy {busy} B, idle {idle} B");
     assert_eq!(idle, fleet(&s).releases["new"].total.latency.heap_bytes());
 }
+
+/// A release whose baseline is chosen after its first verdict, with no
+/// change of color, is news for its ledger record (whom it is compared with).
+#[test]
+fn a_baseline_chosen_later_is_reported_once() {
+    let mut s = store(10);
+    run(&mut s, 1, 5, &[("old", 90, None), ("new", 10, None)]);
+    assert_eq!(base(fleet(&s), "new"), None, "still settling");
+    s.take_rebased();
+    run(&mut s, 5, 13, &[("old", 90, None), ("new", 10, None)]);
+    assert_eq!(base(fleet(&s), "new"), Some("old"));
+    let rebased: Vec<String> = s
+        .take_rebased()
+        .iter()
+        .map(|(_, _, id)| id.to_string())
+        .collect();
+    assert_eq!(rebased, vec!["new".to_string()]);
+    run(&mut s, 13, 15, &[("old", 90, None), ("new", 10, None)]);
+    assert!(s.take_rebased().is_empty());
+}
