@@ -28,6 +28,7 @@ from outputs_support import free_port
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -171,7 +172,11 @@ def text(driver: webdriver.Chrome, css: str) -> str | None:
 
 def test_the_release_view_shows_checks_charts_and_timeline(fleet: Fleet, browser: webdriver.Chrome):
     browser.get(fleet.url)
-    WebDriverWait(browser, 30).until(EC.element_to_be_clickable(tile("red", RED))).click()
+    # The list is drawn again with each update: a tile found may be replaced
+    # before the click lands, so find and click in one step, again if need be.
+    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: EC.element_to_be_clickable(tile("red", RED))(d) and (d.find_element(*tile("red", RED)).click() or True)
+    )
     wait = WebDriverWait(browser, 20)
     banner = wait.until(lambda d: text(d, '#banner[data-verdict="red"]'))
     assert "RED" in banner and "error ratio" in text(browser, "#reason")
