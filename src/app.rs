@@ -505,7 +505,8 @@ impl App {
     /// a chunk at a time so ingest and the tick never wait on a long list
     /// for more than one chunk. Blocking: call it off the async workers.
     pub fn list_verdicts(&self, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
-        let keys = self.read(|store| verdict::keys(store, filter));
+        let mut keys = self.read(|store| verdict::keys(store, filter));
+        keys.sort();
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LIST_CHUNK) {
             out.extend(self.read(|store| verdict::of_keys(store, chunk, now)));

@@ -154,11 +154,11 @@ pub struct Key {
     pub deployment_id: Arc<str>,
 }
 
-/// The releases passing the filter, sorted as [`list`] sorts them: cheap
-/// (no verdict is built), so a caller can build the verdicts in chunks and
-/// let ingest take the store between them.
+/// The releases passing the filter, unsorted (sort them, outside the
+/// lock, for [`list`]'s order): cheap, no verdict is built, so a caller can
+/// build the verdicts in chunks and let ingest take the store between them.
 pub fn keys(store: &Store, filter: &Filter) -> Vec<Key> {
-    let mut keys: Vec<Key> = store
+    store
         .fleets()
         .filter(|(s, e, _)| filter.matches(s, e))
         .flat_map(|(s, e, fleet)| {
@@ -170,9 +170,7 @@ pub fn keys(store: &Store, filter: &Filter) -> Vec<Key> {
                 deployment_id: id.clone(),
             })
         })
-        .collect();
-    keys.sort();
-    keys
+        .collect()
 }
 
 /// The verdicts of `keys` still tracked, in their order.
@@ -275,7 +273,8 @@ mod tests {
         }
         store.tick(2_000);
         let filter = Filter::default();
-        let all = keys(&store, &filter);
+        let mut all = keys(&store, &filter);
+        all.sort();
         let chunked: Vec<Verdict> = all
             .chunks(7)
             .flat_map(|chunk| of_keys(&store, chunk, 3_000))
@@ -285,10 +284,9 @@ mod tests {
             environment: Some("prod".into()),
             ..Filter::default()
         };
-        assert_eq!(
-            of_keys(&store, &keys(&store, &prod), 3_000),
-            list(&store, &prod, 3_000)
-        );
+        let mut prods = keys(&store, &prod);
+        prods.sort();
+        assert_eq!(of_keys(&store, &prods, 3_000), list(&store, &prod, 3_000));
         assert_eq!(keys(&store, &prod).len(), 15);
     }
 }
