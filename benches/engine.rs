@@ -17,7 +17,7 @@ use release_verdict::sim::{otlp::fleet_request, Rng};
 use release_verdict::Judge;
 use release_verdict::Mapper;
 use release_verdict::Rolling;
-use release_verdict::{list_verdicts, verdict_keys, verdicts_of, Filter};
+use release_verdict::{list_verdicts, verdict_fleets, verdicts_of, Filter};
 use release_verdict::{BaselineRule, Store};
 
 const SPANS: usize = 512;
@@ -238,25 +238,32 @@ fn evaluate(c: &mut Criterion) {
 }
 
 /// How long a listing of 10,000 releases holds the store lock: whole, as
-/// before, and each hold when built as `App::list_verdicts` does: the keys
-/// (sorted after the lock), then chunks of 64 (ingest waits at most that).
+/// before, and each hold when built as `App::list_verdicts` does: the
+/// fleets' names, then about 64 releases' verdicts at a time.
 fn listing(c: &mut Criterion) {
     let config = Config::default();
     let (s, t) = warm_store(&config, 5_000);
     let filter = Filter::default();
-    let mut keys = verdict_keys(&s, &filter);
-    keys.sort();
+    let names = verdict_fleets(&s, &filter);
+    let per_fleet = s.len() / names.len().max(1);
+    let chunk = &names[..(64 / per_fleet.max(1)).max(1)];
     let mut g = c.benchmark_group("listing");
     g.sample_size(10);
     g.bench_function(format!("{} releases, one lock", s.len()), |b| {
         b.iter(|| black_box(list_verdicts(&s, &filter, t)))
     });
-    g.bench_function("the keys (first lock)", |b| {
-        b.iter(|| black_box(verdict_keys(&s, &filter)))
-    });
-    g.bench_function("one chunk of 64 (each later lock)", |b| {
-        b.iter(|| black_box(verdicts_of(&s, &keys[..64], t)))
-    });
+    g.bench_function(
+        format!("the {} fleets' names (first lock)", names.len()),
+        |b| b.iter(|| black_box(verdict_fleets(&s, &filter))),
+    );
+    g.bench_function(
+        format!(
+            "{} fleets, {} releases (each later lock)",
+            chunk.len(),
+            chunk.len() * per_fleet
+        ),
+        |b| b.iter(|| black_box(verdicts_of(&s, chunk, t))),
+    );
     g.finish();
 }
 

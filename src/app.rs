@@ -505,13 +505,22 @@ impl App {
     /// a chunk at a time so ingest and the tick never wait on a long list
     /// for more than one chunk. Blocking: call it off the async workers.
     pub fn list_verdicts(&self, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
-        let mut keys = self.read(|store| verdict::keys(store, filter));
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(LIST_CHUNK) {
-            out.extend(self.read(|store| verdict::of_keys(store, chunk, now)));
+        let fleets = self.read(|store| verdict::fleets(store, filter));
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < fleets.len() {
+            // Whole fleets, about LIST_CHUNK releases a hold (a fleet has at
+            // most limits.max_releases_per_service).
+            let mut end = start;
+            let mut n = 0;
+            while end < fleets.len() && (n == 0 || n + fleets[end].releases <= LIST_CHUNK) {
+                n += fleets[end].releases;
+                end += 1;
+            }
+            out.extend(self.read(|store| verdict::of_fleets(store, &fleets[start..end], now)));
+            start = end;
         }
-        out
+        verdict::in_order(out)
     }
 
     /// Runs `f` with the store locked; keep `f` short and synchronous.

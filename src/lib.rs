@@ -75,5 +75,7 @@ pub use ingest::otlp::Mapper;
 pub use judge::{Color, Judge};
 pub use server::Server;
 pub use store::{BaselineRule, Store};
-pub use verdict::{keys as verdict_keys, list as list_verdicts, of_keys as verdicts_of, Filter};
+pub use verdict::{
+    fleets as verdict_fleets, list as list_verdicts, of_fleets as verdicts_of, Filter,
+};
 pub use window::Rolling;

@@ -154,57 +154,58 @@ pub struct Key {
     pub deployment_id: Arc<str>,
 }
 
-/// The releases passing the filter, unsorted (sort them, outside the
-/// lock, for [`list`]'s order): cheap, no verdict is built, so a caller can
-/// build the verdicts in chunks and let ingest take the store between them.
-pub fn keys(store: &Store, filter: &Filter) -> Vec<Key> {
+/// One service and environment, and how many releases it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetName {
+    pub service: Arc<str>,
+    pub environment: Arc<str>,
+    pub releases: usize,
+}
+
+/// The fleets passing the filter: one entry per service and environment,
+/// no verdict built, so a caller can then build the verdicts a few fleets
+/// at a time and let ingest take the store between them.
+pub fn fleets(store: &Store, filter: &Filter) -> Vec<FleetName> {
     store
         .fleets()
         .filter(|(s, e, _)| filter.matches(s, e))
-        .flat_map(|(s, e, fleet)| {
-            let (service, environment): (Arc<str>, Arc<str>) = (s.into(), e.into());
-            fleet.releases.iter().map(move |(id, r)| Key {
-                service: service.clone(),
-                environment: environment.clone(),
-                first_seen: r.first_seen,
-                deployment_id: id.clone(),
+        .map(|(s, e, fleet)| FleetName {
+            service: s.into(),
+            environment: e.into(),
+            releases: fleet.releases.len(),
+        })
+        .collect()
+}
+
+/// The verdicts of the named fleets' releases still tracked, each with its
+/// place in [`list`]'s order (see [`in_order`]).
+pub fn of_fleets(store: &Store, fleets: &[FleetName], now: UnixNanos) -> Vec<(Key, Verdict)> {
+    fleets
+        .iter()
+        .filter_map(|f| Some((f, store.fleet(&f.service, &f.environment)?)))
+        .flat_map(|(f, fleet)| {
+            fleet.releases.iter().map(move |(id, r)| {
+                let key = Key {
+                    service: f.service.clone(),
+                    environment: f.environment.clone(),
+                    first_seen: r.first_seen,
+                    deployment_id: id.clone(),
+                };
+                (key, Verdict::of(&f.service, &f.environment, fleet, r, now))
             })
         })
         .collect()
 }
 
-/// The verdicts of `keys` still tracked, in their order.
-pub fn of_keys(store: &Store, keys: &[Key], now: UnixNanos) -> Vec<Verdict> {
-    keys.iter()
-        .filter_map(|k| {
-            let fleet = store.fleet(&k.service, &k.environment)?;
-            let r = fleet.releases.get(&k.deployment_id)?;
-            Some(Verdict::of(&k.service, &k.environment, fleet, r, now))
-        })
-        .collect()
+/// Verdicts sorted by service, environment, first seen, deployment id.
+pub fn in_order(mut verdicts: Vec<(Key, Verdict)>) -> Vec<Verdict> {
+    verdicts.sort_by(|a, b| a.0.cmp(&b.0));
+    verdicts.into_iter().map(|(_, v)| v).collect()
 }
 
 /// Every release passing the filter, sorted by service, environment, first seen.
 pub fn list(store: &Store, filter: &Filter, now: UnixNanos) -> Vec<Verdict> {
-    let mut out: Vec<(UnixNanos, Verdict)> = store
-        .fleets()
-        .filter(|(s, e, _)| filter.matches(s, e))
-        .flat_map(|(s, e, fleet)| {
-            fleet
-                .releases
-                .values()
-                .map(move |r| (r.first_seen, Verdict::of(s, e, fleet, r, now)))
-        })
-        .collect();
-    out.sort_by(|(ta, a), (tb, b)| {
-        (&a.service, &a.environment, ta, &a.deployment_id).cmp(&(
-            &b.service,
-            &b.environment,
-            tb,
-            &b.deployment_id,
-        ))
-    });
-    out.into_iter().map(|(_, v)| v).collect()
+    in_order(of_fleets(store, &fleets(store, filter), now))
 }
 
 /// The one release with this deployment id (within the filter).
@@ -273,20 +274,26 @@ mod tests {
         }
         store.tick(2_000);
         let filter = Filter::default();
-        let mut all = keys(&store, &filter);
-        all.sort();
-        let chunked: Vec<Verdict> = all
-            .chunks(7)
-            .flat_map(|chunk| of_keys(&store, chunk, 3_000))
+        let names = fleets(&store, &filter);
+        assert_eq!(names.len(), 6);
+        let chunked: Vec<(Key, Verdict)> = names
+            .chunks(4)
+            .flat_map(|chunk| of_fleets(&store, chunk, 3_000))
             .collect();
-        assert_eq!(chunked, list(&store, &filter, 3_000));
+        let listed = list(&store, &filter, 3_000);
+        assert_eq!(listed.len(), 30);
+        assert_eq!(in_order(chunked), listed);
+        let firsts: Vec<(String, String)> = listed
+            .iter()
+            .map(|v| (v.service.clone(), v.first_seen_at.clone()))
+            .collect();
+        let mut sorted = firsts.clone();
+        sorted.sort();
+        assert_eq!(firsts, sorted, "by service, then first seen");
         let prod = Filter {
             environment: Some("prod".into()),
             ..Filter::default()
         };
-        let mut prods = keys(&store, &prod);
-        prods.sort();
-        assert_eq!(of_keys(&store, &prods, 3_000), list(&store, &prod, 3_000));
-        assert_eq!(keys(&store, &prod).len(), 15);
+        assert_eq!(list(&store, &prod, 3_000).len(), 15);
     }
 }
