@@ -150,13 +150,51 @@ def free_port() -> int:
 
 
 @dataclasses.dataclass
-class Prometheus:
-    url: str
+class Launched:
+    """A server process started by `launch`: its log, and a stop that waits."""
+
     proc: subprocess.Popen
     log_path: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def launch(workdir: Path, name: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
+    """Starts `argv` in `workdir`, its output to `workdir/<name>.log`."""
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir)
+    return proc, log_path
+
+
+def wait_ready(server: Launched, ready_url: str, name: str) -> None:
+    """Polls `ready_url` until 200; stops the server and fails if it exits or never is."""
+
+    def ready() -> bool:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"{name} exited {server.proc.returncode}:\n{server.log()}")
+        return requests.get(ready_url, timeout=2).status_code == 200
+
+    try:
+        poll(ready, bool, timeout=20, interval=0.1, what=f"{name} ready")
+    except BaseException:
+        server.stop()
+        raise
+
+
+@dataclasses.dataclass
+class Prometheus(Launched):
+    url: str = ""
 
     def api(self, path: str, **params: Any) -> Any:
         r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
@@ -172,15 +210,6 @@ class Prometheus:
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         raise AssertionError(f"{expr}: unexpected result type {data['resultType']}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def start_prometheus(
@@ -204,33 +233,19 @@ def start_prometheus(
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
-    log_path = workdir / "prometheus.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd=workdir,
-        )
-    prom = Prometheus(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited {proc.returncode}:\n{prom.log()}")
-        return requests.get(f"{prom.url}/-/ready", timeout=2).status_code == 200
-
-    try:
-        poll(ready, bool, timeout=20, interval=0.1, what="prometheus ready")
-    except BaseException:
-        prom.stop()
-        raise
+    proc, log_path = launch(
+        workdir,
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+    )
+    prom = Prometheus(proc=proc, log_path=log_path, url=f"http://127.0.0.1:{port}")
+    wait_ready(prom, f"{prom.url}/-/ready", "prometheus")
     return prom
 
 

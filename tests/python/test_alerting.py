@@ -34,12 +34,15 @@ from harness import Daemon, poll, poll_release, start_daemon
 from outputs_support import (
     EXAMPLES,
     FAST_CONFIG,
+    Launched,
     SHA_CANARY,
     SHA_STABLE,
     free_port,
+    launch,
     post_spans,
     spans_request,
     start_prometheus,
+    wait_ready,
 )
 
 ENV = "test"
@@ -119,22 +122,8 @@ def derived_config(receiver: Receiver) -> dict:
 
 
 @dataclasses.dataclass
-class Alertmanager:
-    addr: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+class Alertmanager(Launched):
+    addr: str = ""
 
 
 def start_alertmanager(workdir: Path, config: dict) -> Alertmanager:
@@ -145,33 +134,19 @@ def start_alertmanager(workdir: Path, config: dict) -> Alertmanager:
     config_path = workdir / "alertmanager.yml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
-    log_path = workdir / "alertmanager.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd=workdir,
-        )
-    am = Alertmanager(addr=f"127.0.0.1:{port}", proc=proc, log_path=log_path)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"alertmanager exited {proc.returncode}:\n{am.log()}")
-        return requests.get(f"http://{am.addr}/-/ready", timeout=2).status_code == 200
-
-    try:
-        poll(ready, bool, timeout=20, interval=0.1, what="alertmanager ready")
-    except BaseException:
-        am.stop()
-        raise
+    proc, log_path = launch(
+        workdir,
+        "alertmanager",
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+    )
+    am = Alertmanager(proc=proc, log_path=log_path, addr=f"127.0.0.1:{port}")
+    wait_ready(am, f"http://{am.addr}/-/ready", "alertmanager")
     return am
 
 
