@@ -63,6 +63,39 @@ pub struct ChecksConfig {
     pub guardrails: Guardrails,
     /// Checks on any OTLP metric (`[[checks.metric]]`).
     pub metric: Vec<MetricCheck>,
+    /// The error ratio judged per endpoint too.
+    pub endpoints: EndpointsCheck,
+}
+
+/// The release judged per endpoint as well as overall, so a regression
+/// confined to one endpoint is not diluted by the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsCheck {
+    pub enabled: bool,
+    /// Span or data point attributes naming the endpoint, the first present
+    /// winning; `a/b` joins two attributes (`rpc.service/rpc.method`). An
+    /// `http.route` is prefixed with the request's method when it has one.
+    pub keys: Vec<String>,
+    /// With no key present, a SERVER span's name is its endpoint.
+    pub span_name: bool,
+    /// Endpoints judged on their own per release, the first ones seen; the
+    /// rest are pooled as `(other)`.
+    pub top: usize,
+    /// Requests each cohort needs on an endpoint before it is judged.
+    pub min_requests: u64,
+}
+
+impl Default for EndpointsCheck {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keys: vec!["http.route".into(), "rpc.service/rpc.method".into()],
+            span_name: true,
+            top: 20,
+            min_requests: 20,
+        }
+    }
 }
 
 /// Which change of a metric is a regression.

@@ -13,7 +13,8 @@ mod checks;
 mod notify;
 
 pub use checks::{
-    ChecksConfig, Direction, ErrorRatioCheck, Guardrails, JudgeConfig, LatencyCheck, MetricCheck,
+    ChecksConfig, Direction, EndpointsCheck, ErrorRatioCheck, Guardrails, JudgeConfig,
+    LatencyCheck, MetricCheck,
 };
 pub use notify::{NotifyConfig, SinkConfig, SinkKind};
 

@@ -1,10 +1,11 @@
 //! The way in, pure: OTLP request bytes decoded (`decode`), attributed to
-//! releases (`identity`), histograms converted (`buckets`, `delta`) and
+//! releases (`identity`), endpoints and error kinds named (`facts`), histograms converted (`buckets`, `delta`) and
 //! mapped to per-release samples (`otlp`). The receivers that call these
 //! live in `server`.
 
 pub mod buckets;
 pub mod decode;
 pub mod delta;
+pub mod facts;
 pub mod identity;
 pub mod otlp;

@@ -14,12 +14,17 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::buckets::{unit_to_micros, Buckets};
 use super::delta::{Cumulative, Delta, DeltaTracker, Full};
+use super::facts::{error_kind, Attr, EndpointKeys, EXCEPTION_EVENT, EXCEPTION_TYPE};
 use super::identity::{int_value, string_value, Found, IdentityKeys};
 use crate::config::Config;
-use crate::model::{Batch, Group, MetricObservation, SpanKindFilter, UnixNanos, NANOS_PER_SEC};
+use crate::model::{
+    Batch, Group, MetricObservation, SpanFacts, SpanKindFilter, UnixNanos, NANOS_PER_SEC,
+};
 
 /// OTLP `Status.code` for ERROR.
 const STATUS_ERROR: i32 = 2;
+/// OTLP `Span.kind` for SERVER.
+const SPAN_KIND_SERVER: i32 = 2;
 /// OTLP `AggregationTemporality` values.
 const DELTA: i32 = 1;
 const CUMULATIVE: i32 = 2;
@@ -55,6 +60,7 @@ pub struct Mapper {
     checked: HashMap<String, Vec<u16>>,
     /// `[limits] max_span_duration`, in nanoseconds.
     max_span: UnixNanos,
+    endpoints: EndpointKeys,
 }
 
 impl Default for Mapper {
@@ -79,6 +85,7 @@ impl Mapper {
                 grpc: config.ingest.grpc_status_keys.clone(),
             },
             max_span: config.limits.max_span_duration.as_nanos() as UnixNanos,
+            endpoints: EndpointKeys::new(&config.checks.endpoints),
             checked: config.checks.metric.iter().enumerate().fold(
                 HashMap::new(),
                 |mut m, (i, c)| {
@@ -116,12 +123,31 @@ impl Mapper {
                         continue;
                     };
                     group.items += 1;
-                    group.sample.requests += 1;
-                    if self.status.span_failed(span) {
-                        group.sample.errors += 1;
-                    }
-                    let micros = (span.end_time_unix_nano - span.start_time_unix_nano) / 1_000;
-                    group.sample.latencies_us.push((micros, 1));
+                    let get = |k: &str| attr(&span.attributes, k);
+                    let failed = self.status.span_failed(span);
+                    let server = span.kind == SPAN_KIND_SERVER;
+                    let endpoint = self
+                        .endpoints
+                        .endpoint(get, server.then_some(span.name.as_str()));
+                    let error_kind = failed
+                        .then(|| {
+                            error_kind(
+                                get,
+                                exception_type(span),
+                                &self.status.http,
+                                &self.status.grpc,
+                            )
+                        })
+                        .flatten();
+                    group.sample.add_span(SpanFacts {
+                        latency_us: (span.end_time_unix_nano - span.start_time_unix_nano) / 1_000,
+                        failed,
+                        endpoint: endpoint.as_deref(),
+                        error_kind: error_kind.as_deref(),
+                        trace_id: &span.trace_id,
+                        span_id: &span.span_id,
+                        end_time: span.end_time_unix_nano,
+                    });
                 }
             }
         }
@@ -219,8 +245,18 @@ impl Mapper {
             };
             group.items += 1;
             group.sample.requests = group.sample.requests.saturating_add(count);
+            let get = |k: &str| attr(attributes, k);
+            if let Some(endpoint) = self.endpoints.endpoint(get, None) {
+                group
+                    .sample
+                    .add_endpoint(&endpoint, count, if failed { count } else { 0 });
+            }
             if failed {
                 group.sample.errors = group.sample.errors.saturating_add(count);
+                let kind = error_kind(get, None, &self.status.http, &self.status.grpc);
+                group
+                    .sample
+                    .add_error_kind(kind.as_deref().unwrap_or("error"), count);
             }
             buckets.latencies(factor, &mut group.sample.latencies_us);
         }
@@ -300,6 +336,32 @@ impl Mapper {
             }
         }
     }
+}
+
+/// An attribute by key, as the endpoint and error rules read it.
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Attr<'a>> {
+    let kv = attrs.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(Attr::Str(s)),
+        Value::IntValue(i) => Some(Attr::Int(*i)),
+        _ => None,
+    }
+}
+
+/// The type of a span's first recorded exception.
+fn exception_type(span: &Span) -> Option<&str> {
+    span.events
+        .iter()
+        .filter(|e| e.name == EXCEPTION_EVENT)
+        .find_map(|e| {
+            string_value(
+                e.attributes
+                    .iter()
+                    .find(|kv| kv.key == EXCEPTION_TYPE)?
+                    .value
+                    .as_ref(),
+            )
+        })
 }
 
 /// A sum's or gauge's value, integer or double.

@@ -5,7 +5,10 @@ mod sample;
 
 use serde::{Deserialize, Serialize};
 
-pub use sample::{Batch, Group, MetricObservation, ReleaseRef, Sample};
+pub use sample::{
+    Batch, EndpointCount, Exemplar, Group, MetricObservation, ReleaseRef, Sample, SpanFacts,
+    EXEMPLARS, MAX_SAMPLE_ENDPOINTS, MAX_SAMPLE_KINDS, OTHER_ENDPOINT, OTHER_ERROR,
+};
 
 /// Wall-clock or telemetry time, nanoseconds since the Unix epoch. The core is
 /// always handed the time; it never reads a clock.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 
-use super::Role;
+use super::{Role, UnixNanos};
 
 /// A release named by telemetry, borrowed from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,61 @@ pub struct Sample {
     pub latencies_us: Vec<(u64, u64)>,
     /// Observations for `[[checks.metric]]`, by check index.
     pub metrics: Vec<(u16, MetricObservation)>,
+    /// The same requests by endpoint, in the order first seen.
+    pub endpoints: Vec<EndpointCount>,
+    /// Failed requests by kind (`error.type`, `exception.type`, the status
+    /// code), in the order first seen.
+    pub error_kinds: Vec<(Box<str>, u64)>,
+    /// A few requests to look at, with their trace ids: the first failed
+    /// ones and the slowest ones (at most `EXEMPLARS` of each).
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// Exemplars of each sort (failed, slowest) a sample keeps.
+pub const EXEMPLARS: usize = 5;
+/// Distinct endpoints one sample names; more are pooled as `OTHER_ENDPOINT`.
+pub const MAX_SAMPLE_ENDPOINTS: usize = 64;
+/// Distinct error kinds one sample names; more are pooled as `OTHER_ERROR`.
+pub const MAX_SAMPLE_KINDS: usize = 16;
+/// The pooled endpoint.
+pub const OTHER_ENDPOINT: &str = "(other)";
+/// The pooled error kind.
+pub const OTHER_ERROR: &str = "(other)";
+
+/// Requests and errors of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointCount {
+    pub name: Box<str>,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// One request worth looking at: its trace, how long it took, whether it
+/// failed and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exemplar {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub latency_us: u64,
+    pub failed: bool,
+    /// When it ended.
+    pub time: UnixNanos,
+    pub endpoint: Option<Box<str>>,
+}
+
+/// What ingest reads of one request span: everything the judge uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanFacts<'a> {
+    pub latency_us: u64,
+    pub failed: bool,
+    /// The endpoint key's value (see `[checks.endpoints] keys`).
+    pub endpoint: Option<&'a str>,
+    /// Why it failed, when it did and something says.
+    pub error_kind: Option<&'a str>,
+    /// 16 and 8 bytes when valid; anything else is no exemplar.
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub end_time: UnixNanos,
 }
 
 /// One observation of a configured metric.
@@ -44,6 +99,98 @@ impl Sample {
             && self.errors == 0
             && self.latencies_us.is_empty()
             && self.metrics.is_empty()
+    }
+
+    /// Adds one request span.
+    pub fn add_span(&mut self, span: SpanFacts<'_>) {
+        self.requests += 1;
+        self.errors += u64::from(span.failed);
+        self.latencies_us.push((span.latency_us, 1));
+        if let Some(endpoint) = span.endpoint {
+            self.add_endpoint(endpoint, 1, u64::from(span.failed));
+        }
+        if span.failed {
+            self.add_error_kind(span.error_kind.unwrap_or("error"), 1);
+        }
+        if let (Ok(trace_id), Ok(span_id)) = (
+            <[u8; 16]>::try_from(span.trace_id),
+            <[u8; 8]>::try_from(span.span_id),
+        ) {
+            if trace_id != [0; 16] {
+                self.offer_exemplar(
+                    Exemplar {
+                        trace_id,
+                        span_id,
+                        latency_us: span.latency_us,
+                        failed: span.failed,
+                        time: span.end_time,
+                        endpoint: None,
+                    },
+                    span.endpoint,
+                );
+            }
+        }
+    }
+
+    /// Adds `requests` of an endpoint (`errors` of them failed).
+    pub fn add_endpoint(&mut self, name: &str, requests: u64, errors: u64) {
+        let i = match self.endpoints.iter().position(|e| &*e.name == name) {
+            Some(i) => i,
+            None if self.endpoints.len() < MAX_SAMPLE_ENDPOINTS => {
+                self.endpoints.push(EndpointCount {
+                    name: name.into(),
+                    requests: 0,
+                    errors: 0,
+                });
+                self.endpoints.len() - 1
+            }
+            None => return self.add_endpoint(OTHER_ENDPOINT, requests, errors),
+        };
+        let e = &mut self.endpoints[i];
+        e.requests = e.requests.saturating_add(requests);
+        e.errors = e.errors.saturating_add(errors);
+    }
+
+    /// Counts `n` failed requests of a kind.
+    pub fn add_error_kind(&mut self, kind: &str, n: u64) {
+        match self.error_kinds.iter().position(|(k, _)| &**k == kind) {
+            Some(i) => self.error_kinds[i].1 = self.error_kinds[i].1.saturating_add(n),
+            None if self.error_kinds.len() < MAX_SAMPLE_KINDS || kind == OTHER_ERROR => {
+                self.error_kinds.push((kind.into(), n))
+            }
+            None => self.add_error_kind(OTHER_ERROR, n),
+        }
+    }
+
+    /// Keeps `e` if it is among the first failed or the slowest requests.
+    fn offer_exemplar(&mut self, mut e: Exemplar, endpoint: Option<&str>) {
+        let (failed, slow) =
+            self.exemplars.iter().fold(
+                (0, 0),
+                |(f, s), x| if x.failed { (f + 1, s) } else { (f, s + 1) },
+            );
+        if e.failed {
+            if failed >= EXEMPLARS {
+                return;
+            }
+        } else if slow >= EXEMPLARS {
+            // Replace the fastest kept one if this one is slower.
+            let (i, fastest) = self
+                .exemplars
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| !x.failed)
+                .min_by_key(|(_, x)| x.latency_us)
+                .expect("five kept");
+            if fastest.latency_us >= e.latency_us {
+                return;
+            }
+            e.endpoint = endpoint.map(Into::into);
+            self.exemplars[i] = e;
+            return;
+        }
+        e.endpoint = endpoint.map(Into::into);
+        self.exemplars.push(e);
     }
 }
 
