@@ -228,6 +228,7 @@ mod tests {
                 pass_p_value: 1.0,
             },
             detail: String::new(),
+            exemplars: Vec::new(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::judge::checks::CheckReport;
+use crate::judge::checks::{CheckReport, EndpointReport};
 use crate::judge::Color;
 use crate::model::{format_time, Role, UnixNanos};
 use crate::store::{Choice, Fleet, Release, Store};
@@ -33,6 +33,20 @@ pub struct Verdict {
     /// Totals since first seen.
     pub canary: CohortTotals,
     pub checks: Vec<CheckReport>,
+    /// The error ratio per endpoint, worst first.
+    pub endpoints: Vec<EndpointReport>,
+    /// Kinds of failed canary requests the baseline has not shown.
+    pub new_errors: Vec<ErrorKind>,
+    /// While yellow for want of evidence, about how long until a decision
+    /// at the current traffic (seconds); null when it cannot be estimated.
+    pub decision_eta_seconds: Option<u64>,
+}
+
+/// A kind of error and how many canary requests failed with it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorKind {
+    pub kind: String,
+    pub count: u64,
 }
 
 /// The baseline a release is compared with.
@@ -95,6 +109,16 @@ impl Verdict {
                 errors: r.total.errors,
             },
             checks: j.checks.clone(),
+            endpoints: j.endpoints.clone(),
+            new_errors: j
+                .new_errors
+                .iter()
+                .map(|(kind, count)| ErrorKind {
+                    kind: kind.to_string(),
+                    count: *count,
+                })
+                .collect(),
+            decision_eta_seconds: j.decision_eta,
         }
     }
 }

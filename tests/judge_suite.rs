@@ -48,13 +48,13 @@ fn identical_cohorts_are_almost_never_red() {
 
 #[test]
 fn identical_cohorts_turn_green() {
-    // Target: 90% within 60 s at 10 canary rps, where a minute holds about
-    // 3 canary errors (see README, "The judge").
+    // Targets: at 10 canary rps and 0.5% errors, green within 3 min in 90%
+    // (green rules out 1% there, which a minute cannot); at 100 canary rps,
+    // within 60 s in 95%.
     let s = full_case("A/A, 100 rps");
-    assert!(share_of(s.green, &s) >= 0.95, "{}", s.row());
-    assert!(share_of(s.green_within_60s, &s) >= 0.9, "{}", s.row());
+    assert!(share_of(s.green_within_180s, &s) >= 0.9, "{}", s.row());
     let s = case("A/A, 1000 rps");
-    assert!(share(s.green_within_60s) >= 0.9, "{}", s.row());
+    assert!(share(s.green_within_60s) >= 0.95, "{}", s.row());
 }
 
 #[test]
@@ -70,9 +70,8 @@ fn a_fourfold_error_increase_is_red() {
     let s = full_case("errors 0.5% → 2%");
     assert!(share_of(s.red, &s) >= 0.95, "{}", s.row());
     assert!(s.median_red.unwrap() <= 45, "{}", s.row());
-    // 2% sits exactly at the default pass bound (0.5% + 1.5 points), so
-    // green's guarantee applies: shown green, before red, in at most 10%.
-    assert!(share_of(s.green, &s) <= 0.1, "{}", s.row());
+    // Green rules out 1% here, so a canary at 2% is not shown green first.
+    assert!(share_of(s.green_before_red, &s) <= 0.02, "{}", s.row());
 }
 
 #[test]
@@ -93,4 +92,35 @@ fn too_little_traffic_stays_yellow() {
     let s = case("too little traffic (2 rps)");
     assert_eq!((s.red, s.green), (0, 0), "{}", s.row());
     assert_eq!(s.yellow_insufficient, RELEASES, "{}", s.row());
+}
+
+#[test]
+fn healthy_canaries_in_harder_settings_are_not_red() {
+    for name in [
+        "A/A, split 5% → 25% → 50%",
+        "A/A, heavy-tailed latency",
+        "A/A, incident on both cohorts",
+    ] {
+        let s = case(name);
+        assert!(share(s.red) <= 0.01, "{name}: {}", s.row());
+    }
+}
+
+#[test]
+fn regressions_are_red_and_not_green_first() {
+    for name in [
+        "busy, errors 1% → 2%",
+        "p99 only: 2% of requests ×5",
+        "one endpoint (10%), errors ×10",
+        "new error kind, 0.5% → 1.5%",
+    ] {
+        let s = case(name);
+        assert!(share(s.red) >= 0.95, "{name}: {}", s.row());
+        assert!(share(s.green_before_red) <= 0.02, "{name}: {}", s.row());
+    }
+    let s = case("one endpoint (10%), errors ×10");
+    assert!(share(s.red_within_60s) >= 0.95, "{}", s.row());
+    assert!(share(s.red_on_endpoint) >= 0.5, "the red reason names the endpoint: {}", s.row());
+    let s = case("new error kind, 0.5% → 1.5%");
+    assert!(share(s.new_error_listed) >= 0.95, "{}", s.row());
 }

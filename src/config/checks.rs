@@ -34,6 +34,9 @@ pub struct JudgeConfig {
     /// starts late is not buried under the healthy time before it.
     #[serde(with = "humantime_serde")]
     pub epoch: Duration,
+    /// A link to a trace in your tracing UI, `{trace_id}` (and optionally
+    /// `{span_id}`) filled in: exemplars in verdicts carry it as `url`.
+    pub trace_url_template: Option<String>,
 }
 
 impl Default for JudgeConfig {
@@ -47,6 +50,7 @@ impl Default for JudgeConfig {
             min_requests: 200,
             min_duration: Duration::from_secs(30),
             epoch: Duration::from_secs(15),
+            trace_url_template: None,
         }
     }
 }
@@ -186,8 +190,8 @@ impl Default for ErrorRatioCheck {
             weight: 1.0,
             tolerance: 0.0,
             tolerance_abs: 0.001,
-            pass_bound: 1.0,
-            pass_bound_abs: 0.015,
+            pass_bound: 0.5,
+            pass_bound_abs: 0.005,
         }
     }
 }
@@ -221,7 +225,7 @@ impl Default for LatencyCheck {
             enabled: true,
             critical: true,
             weight: 1.0,
-            quantiles: vec![0.5, 0.95],
+            quantiles: vec![0.5, 0.95, 0.99],
             tolerance: 0.1,
             tolerance_abs: Duration::from_millis(1),
             pass_bound: 0.25,

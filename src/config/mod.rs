@@ -584,6 +584,30 @@ impl Config {
                 "checks.latency.quantiles must list quantiles strictly between 0 and 1".to_string(),
             );
         }
+        let ep = &self.checks.endpoints;
+        if ep.enabled && !(1..=100).contains(&ep.top) {
+            problems.push(format!(
+                "checks.endpoints.top must be between 1 and 100, not {}",
+                ep.top
+            ));
+        }
+        if ep
+            .keys
+            .iter()
+            .any(|k| k.is_empty() || k.split('/').any(str::is_empty))
+        {
+            problems.push(
+                "checks.endpoints.keys must be attribute names, or two joined by one '/'"
+                    .to_string(),
+            );
+        }
+        if let Some(t) = &self.judge.trace_url_template {
+            if !t.contains("{trace_id}") {
+                problems.push(format!(
+                    "judge.trace_url_template must contain {{trace_id}}, not {t:?}"
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, m) in self.checks.metric.iter().enumerate() {
             let at = format!("checks.metric[{i}] ({:?})", m.name);
@@ -696,6 +720,23 @@ mod tests {
         assert_eq!(c.limits.release_idle_expiry, Duration::from_secs(90));
         assert_eq!(c.limits.max_releases, 5);
         assert_eq!(c.identity.release_keys, vec!["release"]);
+    }
+
+    #[test]
+    fn endpoints_and_trace_links_are_validated() {
+        let c = Config::from_toml(
+            "[checks.endpoints]\nkeys = [\"http.route\", \"rpc.service/rpc.method\"]\ntop = 5\n[judge]\ntrace_url_template = \"https://tempo/trace/{trace_id}\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.checks.endpoints.top, 5);
+        let err = Config::from_toml(
+            "[checks.endpoints]\nkeys = [\"a//b\"]\ntop = 0\n[judge]\ntrace_url_template = \"https://tempo/\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for part in ["checks.endpoints.top", "checks.endpoints.keys", "trace_url_template"] {
+            assert!(err.contains(part), "{part} in {err}");
+        }
     }
 
     #[test]

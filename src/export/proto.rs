@@ -41,6 +41,18 @@ fn check(c: &CheckReport) -> pb::Check {
             pass_p_value: c.statistic.pass_p_value,
         }),
         detail: c.detail.clone(),
+        exemplars: c
+            .exemplars
+            .iter()
+            .map(|e| pb::Exemplar {
+                trace_id: e.trace_id.clone(),
+                span_id: e.span_id.clone(),
+                value: e.value,
+                failed: e.failed,
+                endpoint: e.endpoint.clone(),
+                url: e.url.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -71,5 +83,26 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
             errors: v.canary.errors,
         }),
         checks: v.checks.iter().map(check).collect(),
+        endpoints: v
+            .endpoints
+            .iter()
+            .map(|e| pb::Endpoint {
+                name: e.name.to_string(),
+                result: e.result.as_str().into(),
+                canary: Some(stats(&e.canary)),
+                baseline: Some(stats(&e.baseline)),
+                e_value: e.e_value,
+                detail: e.detail.clone(),
+            })
+            .collect(),
+        new_errors: v
+            .new_errors
+            .iter()
+            .map(|k| pb::ErrorKind {
+                kind: k.kind.clone(),
+                count: k.count,
+            })
+            .collect(),
+        decision_eta_seconds: v.decision_eta_seconds,
     }
 }

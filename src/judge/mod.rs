@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ChecksConfig, JudgeConfig};
 use crate::model::{format_time, UnixNanos, NANOS_PER_SEC};
-use crate::window::Signals;
-use checks::{CheckReport, CheckResult, ErrorTest, GuardTest, LatencyTest, Levels, MetricTest};
+use crate::window::{Detail, Signals};
+use checks::{
+    CheckReport, CheckResult, Cohort, EndpointReport, EndpointTests, ErrorTest, ExemplarRef,
+    GuardTest, LatencyTest, Levels, MetricTest,
+};
 
 /// green / yellow / red.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash, Deserialize)]
@@ -73,6 +76,11 @@ struct Comparison {
     errors: ErrorTest,
     latency: LatencyTest,
     metrics: Vec<MetricTest>,
+    #[serde(default)]
+    endpoints: EndpointTests,
+    /// When judging against this baseline began.
+    #[serde(default)]
+    started: UnixNanos,
 }
 
 /// A release's judgement: its checks' evidence and the current verdict.
@@ -86,6 +94,17 @@ pub struct Judgement {
     /// Rebuilt at every tick from the evidence, so not checkpointed.
     #[serde(skip)]
     pub checks: Vec<CheckReport>,
+    /// The error ratio per endpoint, worst first (rebuilt every tick).
+    #[serde(skip)]
+    pub endpoints: Vec<EndpointReport>,
+    /// Kinds of failed canary requests the baseline has not shown, most
+    /// frequent first (rebuilt every tick).
+    #[serde(skip)]
+    pub new_errors: Vec<(Arc<str>, u64)>,
+    /// While yellow for want of evidence: about how long until the
+    /// verdict is decided at the current traffic, in seconds.
+    #[serde(skip)]
+    pub decision_eta: Option<u64>,
     /// When the verdict last changed color.
     pub changed_at: UnixNanos,
     /// When it turned red (red is final for a release).
@@ -114,6 +133,9 @@ impl Judgement {
             color: Color::Yellow,
             reason: "not judged yet".into(),
             checks: Vec::new(),
+            endpoints: Vec::new(),
+            new_errors: Vec::new(),
+            decision_eta: None,
             changed_at: now,
             red_since: None,
             passed_at: None,
@@ -131,6 +153,8 @@ pub struct View<'a> {
     pub pending: &'a Signals,
     /// The rolling window.
     pub window: &'a Signals,
+    /// Its endpoint table, error kinds and exemplars.
+    pub detail: &'a Detail,
 }
 
 /// The baseline as the judge is shown it.
@@ -222,6 +246,8 @@ impl Judge {
                         .enumerate()
                         .map(|(i, m)| MetricTest::new(i, m))
                         .collect(),
+                    endpoints: EndpointTests::default(),
+                    started: now,
                 });
             }
         } else {
@@ -232,6 +258,7 @@ impl Judge {
             if let Some(c) = &mut j.comparison {
                 c.errors.new_epoch();
                 c.latency.new_epoch();
+                c.endpoints.new_epoch();
                 for m in &mut c.metrics {
                     m.new_epoch();
                 }
@@ -246,6 +273,7 @@ impl Judge {
         };
         j.guards.feed(canary.pending, look);
         let mut reports = Vec::new();
+        let mut endpoints = Vec::new();
         if let (Some(c), Some(b)) = (&mut j.comparison, &baseline) {
             if self.checks.error_ratio.enabled {
                 c.errors.feed(
@@ -255,7 +283,32 @@ impl Judge {
                     &self.checks.error_ratio,
                     look,
                 );
-                reports.push(c.errors.report(&self.checks.error_ratio, self.levels));
+                reports.push(c.errors.report(
+                    &self.checks.error_ratio,
+                    self.levels,
+                    canary.window,
+                ));
+                if self.checks.endpoints.enabled {
+                    c.endpoints.feed(
+                        &Cohort {
+                            detail: canary.detail,
+                            pending: canary.pending,
+                            window: canary.window,
+                        },
+                        &Cohort {
+                            detail: b.view.detail,
+                            pending: b.view.pending,
+                            window: b.view.window,
+                        },
+                        &self.checks.error_ratio,
+                        look,
+                    );
+                    endpoints = c.endpoints.reports(
+                        &self.checks.endpoints,
+                        &self.checks.error_ratio,
+                        self.levels,
+                    );
+                }
             }
             if self.checks.latency.enabled {
                 c.latency.feed(
@@ -285,18 +338,55 @@ impl Judge {
             }
         }
         reports.extend(j.guards.reports(canary.window, self.levels));
+        self.attach_exemplars(&mut reports, &endpoints, canary.detail);
+        j.new_errors = baseline
+            .as_ref()
+            .map(|b| canary.detail.new_error_kinds(b.view.detail))
+            .unwrap_or_default();
 
+        j.decision_eta = None;
         let (color, reason) = if j.red_since.is_some() {
             (Color::Red, j.reason.clone())
         } else {
-            let (color, reason) =
-                self.decide(&reports, &canary, baseline.as_ref(), unpaired.as_ref(), now);
+            let (color, mut reason, undecided) = self.decide(
+                &reports,
+                &endpoints,
+                &canary,
+                baseline.as_ref(),
+                unpaired.as_ref(),
+                now,
+            );
+            if undecided {
+                if let (Some(c), Some(b)) = (&j.comparison, &baseline) {
+                    j.decision_eta = self.eta(c, &canary, &b.view, now);
+                    match j.decision_eta {
+                        Some(s) => reason.push_str(&format!(
+                            "; a decision in about {} at the current traffic",
+                            format_duration(s)
+                        )),
+                        None => reason.push_str("; no estimate yet of when it will be decided"),
+                    }
+                }
+            }
+            if !j.new_errors.is_empty() {
+                let kinds: Vec<String> = j
+                    .new_errors
+                    .iter()
+                    .take(3)
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect();
+                reason.push_str(&format!(
+                    "; error kinds the baseline has not shown: {}",
+                    kinds.join(", ")
+                ));
+            }
             match &j.note {
                 Some(note) => (color, format!("{reason} ({note})")),
                 None => (color, reason),
             }
         };
         j.checks = reports;
+        j.endpoints = endpoints;
         // A release's first verdict is news too (watchers learn of it).
         let changed = color != j.color || j.evaluated_at.is_none();
         j.evaluated_at = Some(now);
@@ -314,14 +404,17 @@ impl Judge {
         changed
     }
 
+    /// The color and its reason, and whether it is yellow for want of
+    /// evidence (when an estimate of the time to a decision helps).
     fn decide(
         &self,
         reports: &[CheckReport],
+        endpoints: &[EndpointReport],
         canary: &View<'_>,
         baseline: Option<&BaselineView<'_>>,
         unpaired: Option<&Unpaired>,
         now: UnixNanos,
-    ) -> (Color, String) {
+    ) -> (Color, String, bool) {
         // A baseline is not rolled out: its verdict says whom it serves and
         // asks for nothing.
         if let Some(Unpaired::BaselineOf(ids)) = unpaired {
@@ -331,6 +424,7 @@ impl Judge {
                     "baseline of {}: the release(s) rolling out are compared with this deployment; nothing to do here",
                     ids.join(", ")
                 ),
+                false,
             );
         }
         if let Some(failed) = reports
@@ -338,7 +432,13 @@ impl Judge {
             .filter(|r| r.result == CheckResult::Fail && r.critical)
             .max_by(|a, b| a.statistic.e_value.total_cmp(&b.statistic.e_value))
         {
-            return (Color::Red, failed.detail.clone());
+            return (Color::Red, failed.detail.clone(), false);
+        }
+        if let Some(failed) = endpoints
+            .iter()
+            .find(|e| e.result == CheckResult::Fail && self.checks.error_ratio.critical)
+        {
+            return (Color::Red, failed.detail.clone(), false);
         }
         match unpaired {
             Some(Unpaired::Ambiguous { top }) => {
@@ -352,6 +452,7 @@ impl Judge {
                         "ambiguous baseline: no deployment serves clearly the most traffic ({}); set deployment.role=canary on the release rolling out, or baseline on the one to compare with",
                         shares.join(", ")
                     ),
+                    false,
                 );
             }
             Some(Unpaired::Settling { watched, settle }) => {
@@ -362,6 +463,7 @@ impl Judge {
                         watched / NANOS_PER_SEC,
                         settle / NANOS_PER_SEC
                     ),
+                    false,
                 );
             }
             _ => {}
@@ -376,6 +478,7 @@ impl Judge {
             return (
                 Color::Yellow,
                 "no baseline to compare with and no guardrails configured: deploy a baseline or set [checks.guardrails]".into(),
+                false,
             );
         }
         let min = self.config.min_requests;
@@ -405,13 +508,17 @@ impl Judge {
             if guards_only {
                 why.push_str("; no baseline, judged on guardrails alone");
             }
-            return (Color::Yellow, why);
+            return (Color::Yellow, why, true);
         }
         let pending: Vec<&CheckReport> = reports
             .iter()
             .filter(|r| r.result != CheckResult::Pass)
             .collect();
-        if pending.is_empty() {
+        let leaning: Vec<&EndpointReport> = endpoints
+            .iter()
+            .filter(|e| e.result == CheckResult::Marginal)
+            .collect();
+        if pending.is_empty() && leaning.is_empty() {
             let what = if guards_only {
                 "no baseline; every guardrail holds".to_string()
             } else {
@@ -421,7 +528,7 @@ impl Judge {
                     names.join(", ")
                 )
             };
-            return (Color::Green, format!("{what}: promote"));
+            return (Color::Green, format!("{what}: promote"), false);
         }
         let mut why = if !failed.is_empty() {
             format!(
@@ -432,13 +539,122 @@ impl Judge {
             let names: Vec<String> = pending
                 .iter()
                 .map(|r| format!("{} ({})", r.name, r.result))
+                .chain(leaning.iter().map(|e| format!("endpoint {}", e.detail)))
                 .collect();
             format!("marginal: not conclusive yet on {}", names.join(", "))
         };
         if guards_only {
             why.push_str("; no baseline, judged on guardrails alone");
         }
-        (Color::Yellow, why)
+        (Color::Yellow, why, failed.is_empty() && !guards_only)
+    }
+
+    /// Seconds until every check could pass at the current traffic: the
+    /// longest of the time to `min_duration`, to `min_requests`, and to
+    /// each open pass test's decision (None when one cannot tell).
+    fn eta(
+        &self,
+        c: &Comparison,
+        canary: &View<'_>,
+        baseline: &View<'_>,
+        now: UnixNanos,
+    ) -> Option<u64> {
+        let secs = |n: UnixNanos| n as f64 / NANOS_PER_SEC as f64;
+        let elapsed = secs(now.saturating_sub(c.started)).max(1.0);
+        let age = secs(now.saturating_sub(canary.first_seen));
+        let mut eta = (secs(self.config.min_duration.as_nanos() as u64) - age).max(0.0);
+        let window = secs(self.config.window.as_nanos() as u64).min(age.max(1.0));
+        let min = self.config.min_requests as f64;
+        for w in [canary.window, baseline.window] {
+            let rate = w.requests as f64 / window;
+            if (w.requests as f64) < min {
+                if rate <= 0.0 {
+                    return None;
+                }
+                eta = eta.max((min - w.requests as f64) / rate);
+            }
+        }
+        let alpha = 1.0 - self.config.green_confidence;
+        if self.checks.error_ratio.enabled {
+            let [nc, ..] = c.errors.totals();
+            if nc == 0 {
+                return None;
+            }
+            let more = c.errors.eta_requests(alpha)?;
+            eta = eta.max(more / nc as f64 * elapsed);
+        }
+        if self.checks.latency.enabled {
+            eta = eta.max(c.latency.eta_multiple(alpha)? * elapsed);
+        }
+        Some(eta.ceil() as u64)
+    }
+
+    /// Links each failing or marginal check to canary requests that show
+    /// it: failed ones for error checks, the slowest for latency.
+    fn attach_exemplars(
+        &self,
+        reports: &mut [CheckReport],
+        endpoints: &[EndpointReport],
+        detail: &Detail,
+    ) {
+        let template = self.config.trace_url_template.as_deref();
+        let refs = |failed: bool, endpoint: Option<&str>| -> Vec<ExemplarRef> {
+            let mut picked: Vec<&crate::model::Exemplar> = detail
+                .exemplars
+                .iter()
+                .filter(|e| e.failed == failed)
+                .filter(|e| endpoint.is_none() || e.endpoint.as_deref() == endpoint)
+                .collect();
+            if failed {
+                picked.sort_by(|a, b| b.time.cmp(&a.time));
+            } else {
+                picked.sort_by(|a, b| b.latency_us.cmp(&a.latency_us));
+            }
+            picked
+                .into_iter()
+                .take(crate::model::EXEMPLARS)
+                .map(|e| exemplar_ref(e, template))
+                .collect()
+        };
+        let endpoint_failing = endpoints
+            .iter()
+            .find(|e| matches!(e.result, CheckResult::Fail | CheckResult::Marginal));
+        for r in reports.iter_mut() {
+            if !matches!(r.result, CheckResult::Fail | CheckResult::Marginal) {
+                continue;
+            }
+            let failed = r.name.contains("error");
+            let endpoint = endpoint_failing
+                .filter(|_| failed && r.name == "error_ratio" && r.result != CheckResult::Fail)
+                .map(|e| &*e.name);
+            r.exemplars = refs(failed, endpoint);
+            if r.exemplars.is_empty() && endpoint.is_some() {
+                r.exemplars = refs(failed, None);
+            }
+        }
+    }
+}
+
+/// Hex trace and span ids, the latency in ms, and the link if configured.
+fn exemplar_ref(e: &crate::model::Exemplar, template: Option<&str>) -> ExemplarRef {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (trace_id, span_id) = (hex(&e.trace_id), hex(&e.span_id));
+    ExemplarRef {
+        url: template.map(|t| t.replace("{trace_id}", &trace_id).replace("{span_id}", &span_id)),
+        trace_id,
+        span_id,
+        value: e.latency_us as f64 / 1000.0,
+        failed: e.failed,
+        endpoint: e.endpoint.as_deref().map(str::to_string),
+    }
+}
+
+/// "45 s", "3 min", "2 h".
+fn format_duration(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", (secs + 30) / 60),
+        _ => format!("{} h", (secs + 1800) / 3600),
     }
 }
 

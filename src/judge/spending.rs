@@ -80,6 +80,9 @@ pub struct PassTest {
     offset: u64,
     info: f64,
     events: u64,
+    /// Trials folded into `dist`.
+    #[serde(default)]
+    trials: u64,
     /// Updates not yet folded into `dist`: trials and expected events.
     pending_trials: u64,
     pending_info: f64,
@@ -96,6 +99,7 @@ impl Default for PassTest {
             offset: 0,
             info: 0.0,
             events: 0,
+            trials: 0,
             pending_trials: 0,
             pending_info: 0.0,
             last_look: 0.0,
@@ -124,6 +128,44 @@ impl PassTest {
         }
         self.fold();
         self.look(look.alpha);
+    }
+
+    /// Trials still needed before a pass, if the events keep coming at the
+    /// rate seen so far (shrunk towards half the bound's): the information
+    /// where that many events would sit below the boundary, by a normal
+    /// approximation of the boundary at the budget spent by then. 0 once
+    /// passed; None once exhausted, or when the rate is too close to the
+    /// bound to tell.
+    pub fn eta_trials(&self, alpha: f64) -> Option<f64> {
+        match self.state {
+            State::Passed => return Some(0.0),
+            State::Exhausted => return None,
+            State::Open => {}
+        }
+        let info = self.info + self.pending_info;
+        let trials = self.trials + self.pending_trials;
+        if trials == 0 || info <= 0.0 {
+            return None;
+        }
+        let rho = (self.events as f64 + 1.0) / (info + 2.0);
+        if rho >= 0.9 {
+            return None;
+        }
+        let per_trial = info / trials as f64;
+        let mut i = info.max(1.0);
+        while i <= GIVE_UP {
+            let z = normal_quantile(1.0 - alpha * spend(i));
+            if i * (1.0 - rho) >= z * i.sqrt() {
+                return Some(((i - info) / per_trial).max(0.0));
+            }
+            i *= 1.05;
+        }
+        None
+    }
+
+    /// Trials taken in so far.
+    pub fn trials(&self) -> u64 {
+        self.trials + self.pending_trials
     }
 
     #[cfg(test)]
@@ -158,6 +200,7 @@ impl PassTest {
         self.offset += lo;
         self.dist = next;
         self.info += self.pending_info;
+        self.trials += self.pending_trials;
         self.pending_trials = 0;
         self.pending_info = 0.0;
         // drop negligible tails
@@ -207,6 +250,55 @@ impl PassTest {
         if self.state != State::Open {
             self.dist = Vec::new();
         }
+    }
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative
+/// error below 1.2e-9): plenty for an estimate of time to a decision.
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let p = p.clamp(1e-300, 1.0 - 1e-16);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
 

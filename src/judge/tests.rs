@@ -61,6 +61,7 @@ impl Pair {
             first_seen: 0,
             pending: &c,
             window: &self.canary_window,
+            detail: &crate::window::Detail::default(),
         };
         let pairing = if with_baseline {
             Pairing::Compared(BaselineView {
@@ -69,6 +70,7 @@ impl Pair {
                     first_seen: 0,
                     pending: &b,
                     window: &self.baseline_window,
+                    detail: &crate::window::Detail::default(),
                 },
             })
         } else {
@@ -244,6 +246,7 @@ fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
         first_seen: 0,
         pending: &c,
         window: &p.canary_window,
+        detail: &crate::window::Detail::default(),
     };
     let baseline = Pairing::Compared(BaselineView {
         id: &p.id,
@@ -251,6 +254,7 @@ fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
             first_seen: 0,
             pending: &b,
             window: &p.baseline_window,
+            detail: &crate::window::Detail::default(),
         },
     });
     p.judge.evaluate(&mut p.j, canary, baseline, p.t);

@@ -57,7 +57,7 @@ pub struct EndpointCount {
 
 /// One request worth looking at: its trace, how long it took, whether it
 /// failed and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exemplar {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],

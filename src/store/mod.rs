@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, View};
 use crate::model::{Batch, Role, UnixNanos};
-use crate::window::{Rolling, Signals};
+use crate::window::{Detail, Rolling, Signals};
 
 mod fleet;
 
@@ -33,6 +33,8 @@ pub struct Release {
     pub window: Rolling,
     /// Samples since the judge's last tick.
     pub pending: Signals,
+    /// Its endpoint table, error kinds and exemplars.
+    pub detail: Detail,
     /// The verdict and its evidence (taken out only while the judge works).
     judgement: Option<Judgement>,
 }
@@ -44,6 +46,7 @@ impl Release {
             first_seen: self.first_seen,
             pending: &self.pending,
             window: self.window.sum(),
+            detail: &self.detail,
         }
     }
 
@@ -52,6 +55,7 @@ impl Release {
         self.total.latency.heap_bytes()
             + self.window.heap_bytes()
             + self.pending.latency.heap_bytes()
+            + self.detail.heap_bytes()
     }
 
     pub fn judgement(&self) -> &Judgement {
@@ -62,7 +66,7 @@ impl Release {
 }
 
 /// Bumped whenever a checkpointed type changes shape.
-const CHECKPOINT_VERSION: u32 = 2;
+const CHECKPOINT_VERSION: u32 = 3;
 
 /// A checkpoint as written.
 #[derive(Serialize)]
@@ -360,6 +364,7 @@ impl Store {
                         now,
                     ),
                     pending: Signals::default(),
+                    detail: Detail::default(),
                     judgement: Some(Judgement::new(&self.judge.checks, now)),
                 };
                 fleet.releases.insert(id, release);
@@ -400,6 +405,17 @@ impl Store {
             release.total.record(&group.sample);
             release.window.record(&group.sample, now);
             release.pending.record(&group.sample);
+            let hits = release.detail.record(
+                &group.sample,
+                self.judge.checks.endpoints.top,
+                now,
+                self.judge.config.window.as_nanos() as UnixNanos,
+            );
+            if !hits.is_empty() {
+                release.total.record_endpoints(&hits);
+                release.window.record_endpoints(&hits);
+                release.pending.record_endpoints(&hits);
+            }
             if group.sample.requests > 0 && fleet.traffic_since.is_none() {
                 fleet.traffic_since = Some(now);
             }

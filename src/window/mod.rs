@@ -1,6 +1,10 @@
 //! Per-release signal state: request and error counters and a latency
 //! histogram. `Signals` is the unit the judge's rolling windows are built of.
 
+mod detail;
+
+pub use detail::{Detail, MAX_ERROR_KINDS};
+
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +195,19 @@ pub struct Signals {
     pub latency: Distribution,
     /// Configured metrics, by check index (grown on first observation).
     pub metrics: Vec<MetricSignals>,
+    /// Requests and errors by endpoint, indexed by the release's endpoint
+    /// table (grown on first observation, freed when cleared).
+    #[serde(default)]
+    pub endpoints: Vec<[u64; 2]>,
+}
+
+/// One endpoint's requests and errors in a sample, by its index in the
+/// release's endpoint table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointHit {
+    pub index: usize,
+    pub requests: u64,
+    pub errors: u64,
 }
 
 impl Signals {
@@ -211,6 +228,27 @@ impl Signals {
                     .record(milli, count),
             }
         }
+    }
+
+    /// Adds a sample's requests and errors by endpoint.
+    pub fn record_endpoints(&mut self, hits: &[EndpointHit]) {
+        for h in hits {
+            let e = self.endpoint_mut(h.index);
+            e[0] = e[0].saturating_add(h.requests);
+            e[1] = e[1].saturating_add(h.errors);
+        }
+    }
+
+    fn endpoint_mut(&mut self, i: usize) -> &mut [u64; 2] {
+        if self.endpoints.len() <= i {
+            self.endpoints.resize(i + 1, [0; 2]);
+        }
+        &mut self.endpoints[i]
+    }
+
+    /// (requests, errors) of endpoint `i`.
+    pub fn endpoint(&self, i: usize) -> [u64; 2] {
+        self.endpoints.get(i).copied().unwrap_or_default()
     }
 
     fn metric_mut(&mut self, i: usize) -> &mut MetricSignals {
@@ -234,6 +272,11 @@ impl Signals {
         for (i, m) in other.metrics.iter().enumerate() {
             self.metric_mut(i).add(m);
         }
+        for (i, e) in other.endpoints.iter().enumerate() {
+            let mine = self.endpoint_mut(i);
+            mine[0] = mine[0].saturating_add(e[0]);
+            mine[1] = mine[1].saturating_add(e[1]);
+        }
     }
 
     pub fn subtract(&mut self, other: &Signals) {
@@ -242,6 +285,10 @@ impl Signals {
         self.latency.subtract(&other.latency);
         for (mine, theirs) in self.metrics.iter_mut().zip(&other.metrics) {
             mine.subtract(theirs);
+        }
+        for (mine, theirs) in self.endpoints.iter_mut().zip(&other.endpoints) {
+            mine[0] = mine[0].saturating_sub(theirs[0]);
+            mine[1] = mine[1].saturating_sub(theirs[1]);
         }
     }
 
@@ -252,6 +299,7 @@ impl Signals {
         for m in &mut self.metrics {
             m.clear();
         }
+        self.endpoints = Vec::new();
     }
 
     /// Errors per request, None before the first request.
@@ -304,6 +352,9 @@ impl Rolling {
             // An idle window holds no histogram at all.
             self.sum.latency.clear();
         }
+        if self.sum.requests == 0 {
+            self.sum.endpoints = Vec::new();
+        }
         self.head_start += steps * self.slot_nanos;
     }
 
@@ -312,6 +363,13 @@ impl Rolling {
         self.advance(now);
         self.slots[self.head].record(sample);
         self.sum.record(sample);
+    }
+
+    /// Adds a sample's endpoint counts at the current sub-window (call
+    /// after `record` of the same sample).
+    pub fn record_endpoints(&mut self, hits: &[EndpointHit]) {
+        self.slots[self.head].record_endpoints(hits);
+        self.sum.record_endpoints(hits);
     }
 
     /// Everything in the window.

@@ -89,12 +89,22 @@ struct QuantileTest {
     batch: [u64; 5],
     worse: ChangeDetector,
     within: PassTest,
+    /// Canary observations seen: the test starts once the tail beyond the
+    /// quantile should hold `MIN_TAIL` of them.
+    #[serde(default)]
+    seen: u64,
 }
+
+/// Canary observations expected beyond a quantile before it is tested: a
+/// p99 waits for 1,000 requests, so a thin tail cannot cry wolf, and says
+/// so (no data) until then.
+pub(super) const MIN_TAIL: f64 = 10.0;
 
 impl QuantileTest {
     fn new(q: f64) -> Self {
         Self {
             q,
+            seen: 0,
             tau: None,
             batch: [0; 5],
             worse: ChangeDetector::default(),
@@ -111,6 +121,10 @@ impl QuantileTest {
         epoch_over: bool,
         look: Look,
     ) {
+        self.seen = self.seen.saturating_add(canary.count());
+        if !self.active() {
+            return;
+        }
         if let Some(tau) = self.tau {
             let (fail_at, pass_at) = m.thresholds(tau);
             let add = [
@@ -138,6 +152,19 @@ impl QuantileTest {
         if (self.tau.is_none() || epoch_over) && batch_empty {
             self.tau = baseline_window.quantile(self.q);
         }
+    }
+}
+
+impl QuantileTest {
+    /// Canary observations needed before this quantile is tested.
+    fn needed(&self) -> u64 {
+        let tail = if self.q > 0.5 { 1.0 - self.q } else { self.q };
+        (MIN_TAIL / tail.max(1e-6)).ceil() as u64
+    }
+
+    /// Whether the tail is thick enough to test.
+    fn active(&self) -> bool {
+        self.seen >= self.needed()
     }
 }
 
@@ -194,6 +221,36 @@ impl DistributionTest {
             passed: self.quantiles.iter().all(|q| q.within.passed()),
             worst,
             ready: self.quantiles.iter().any(|q| q.tau.is_some()),
+            thin: self
+                .quantiles
+                .iter()
+                .filter(|q| !q.active())
+                .map(|q| (q.q, q.needed()))
+                .collect(),
         }
+    }
+
+    /// Canary observations still needed for every quantile to pass, as a
+    /// multiple of those seen so far (None when some will not pass, or
+    /// there is nothing to go by): quantiles still too thin to test need
+    /// at least the rest of their minimum, and about as much again to pass.
+    pub(super) fn eta_multiple(&self, alpha: f64) -> Option<f64> {
+        let mut worst: f64 = 0.0;
+        for q in &self.quantiles {
+            if q.seen == 0 {
+                return None;
+            }
+            let m = if !q.active() {
+                (2 * q.needed()).saturating_sub(q.seen) as f64 / q.seen as f64
+            } else {
+                let trials = q.within.trials();
+                if trials == 0 {
+                    return None;
+                }
+                q.within.eta_trials(alpha)? / trials as f64
+            };
+            worst = worst.max(m);
+        }
+        Some(worst)
     }
 }

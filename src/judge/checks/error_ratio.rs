@@ -10,6 +10,11 @@ use crate::judge::spending::{Look, PassTest};
 use crate::window::Signals;
 use serde::{Deserialize, Serialize};
 
+/// The highest canary error ratio green allows over a baseline's `base`.
+pub fn pass_bound(base: f64, cfg: &ErrorRatioCheck) -> f64 {
+    base + (base * cfg.pass_bound).max(cfg.pass_bound_abs)
+}
+
 /// Error ratio, canary vs baseline: errors of both cohorts in a batch,
 /// tested for the canary's share against its share of the traffic.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,21 +40,37 @@ impl ErrorTest {
         cfg: &ErrorRatioCheck,
         look: Look,
     ) {
+        self.feed_counts(
+            [
+                canary.requests,
+                canary.errors,
+                baseline.requests,
+                baseline.errors,
+            ],
+            [baseline_window.requests, baseline_window.errors],
+            cfg,
+            look,
+        );
+    }
+
+    /// Feeds new (canary requests, errors, baseline requests, errors),
+    /// with the baseline's rolling window as (requests, errors).
+    pub fn feed_counts(
+        &mut self,
+        add: [u64; 4],
+        baseline_window: [u64; 2],
+        cfg: &ErrorRatioCheck,
+        look: Look,
+    ) {
         // The baseline's error ratio, from its rolling window or from all
         // of this comparison, whichever has seen more requests. It depends
         // on baseline data only, so it is fixed as far as the canary's
         // outcomes are concerned.
-        let baseline_ratio = if baseline_window.requests >= self.total[2] {
-            ratio(baseline_window.errors, baseline_window.requests)
+        let baseline_ratio = if baseline_window[0] >= self.total[2] {
+            ratio(baseline_window[1], baseline_window[0])
         } else {
             ratio(self.total[3], self.total[2])
         };
-        let add = [
-            canary.requests,
-            canary.errors,
-            baseline.requests,
-            baseline.errors,
-        ];
         for ((b, t), a) in self.batch.iter_mut().zip(&mut self.total).zip(add) {
             *b += a;
             *t += a;
@@ -65,13 +86,48 @@ impl ErrorTest {
         // Within bounds: the canary's errors among its requests, against
         // the baseline's ratio plus the pass bound.
         if let Some(base) = baseline_ratio {
-            let bound = base + (base * cfg.pass_bound).max(cfg.pass_bound_abs);
-            self.within.update(xc, nc, bound.min(0.999_999), look);
+            self.within
+                .update(xc, nc, pass_bound(base, cfg).min(0.999_999), look);
         }
         self.batch = [0; 4];
     }
 
-    pub fn report(&self, cfg: &ErrorRatioCheck, levels: Levels) -> CheckReport {
+    /// The canary's recent error ratio is no higher than the pass bound.
+    fn recent_within(&self, canary_window: &Signals, cfg: &ErrorRatioCheck) -> bool {
+        let [_, _, nb, xb] = self.total;
+        match (canary_window.error_ratio(), ratio(xb, nb)) {
+            (Some(recent), Some(base)) => recent <= pass_bound(base, cfg),
+            _ => true,
+        }
+    }
+
+    /// The evidence of a regression, as a natural log.
+    pub fn log_e(&self) -> f64 {
+        self.worse.log_e()
+    }
+
+    /// Since judging against this baseline began: (canary requests,
+    /// errors, baseline requests, errors).
+    pub fn totals(&self) -> [u64; 4] {
+        self.total
+    }
+
+    /// Canary requests still needed before the pass test would pass, at the
+    /// rates seen so far (None if it will not, or cannot tell).
+    pub fn eta_requests(&self, alpha: f64) -> Option<f64> {
+        self.within.eta_trials(alpha)
+    }
+
+    /// The report; `canary_window` is the canary's rolling window: green
+    /// also needs its recent error ratio within the pass bound, so that a
+    /// regression starting late is not outvoted by the healthy minutes
+    /// before it while the red test catches up.
+    pub fn report(
+        &self,
+        cfg: &ErrorRatioCheck,
+        levels: Levels,
+        canary_window: &Signals,
+    ) -> CheckReport {
         let [nc, xc, nb, xb] = self.total;
         let canary = CohortStats::errors(nc, xc);
         let baseline = CohortStats::errors(nb, xb);
@@ -82,7 +138,7 @@ impl ErrorTest {
             nc > 0 && nb > 0,
             log_e,
             increase.is_some_and(|d| d >= cfg.tolerance_abs),
-            self.within.passed(),
+            self.within.passed() && self.recent_within(canary_window, cfg),
         );
         let detail = match result {
             CheckResult::Nodata => "no requests yet from one of the cohorts".to_string(),
@@ -93,9 +149,10 @@ impl ErrorTest {
                 (-levels.fail).exp()
             ),
             CheckResult::Pass => format!(
-                "canary error ratio {} vs baseline {}: at most {:.0}% or {:.1} points above the baseline",
+                "canary error ratio {} vs baseline {}: shown below {} (the baseline plus {:.0}% or {:.2} points)",
                 pct(rc),
                 pct(rb),
+                pct(rb.map(|b| pass_bound(b, cfg))),
                 cfg.pass_bound * 100.0,
                 cfg.pass_bound_abs * 100.0
             ),
@@ -114,6 +171,7 @@ impl ErrorTest {
             baseline: Some(baseline),
             statistic: Statistic::new(log_e, self.within.p_value()),
             detail,
+            exemplars: Vec::new(),
         }
     }
 }

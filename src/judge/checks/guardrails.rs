@@ -138,6 +138,7 @@ impl GuardTest {
                     baseline: None,
                     statistic: Statistic::new(log_e, g.within.p_value()),
                     detail,
+                    exemplars: Vec::new(),
                 }
             })
             .collect()

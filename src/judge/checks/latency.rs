@@ -60,8 +60,22 @@ impl LatencyTest {
             passed,
             worst: worst_q,
             ready,
+            thin,
         } = self.test.evidence();
         let result = levels.result(ready && canary.requests > 0, log_e, true, passed);
+        let quantiles = |w: &Signals| {
+            cfg.quantiles
+                .iter()
+                .map(|&q| ms(w.latency.quantile(q).map(|us| us as f64 / 1000.0)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let names = cfg
+            .quantiles
+            .iter()
+            .map(|q| format!("p{}", q * 100.0))
+            .collect::<Vec<_>>()
+            .join(" / ");
         let at = |q: f64| -> (Option<f64>, Option<f64>) {
             let get = |w: &Signals| w.latency.quantile(q).map(|us| us as f64 / 1000.0);
             (get(canary_window), get(baseline_window))
@@ -82,20 +96,25 @@ impl LatencyTest {
                 )
             }
             CheckResult::Pass => format!(
-                "canary p50 {} / p95 {} vs baseline {} / {}: within {:.0}% of the baseline",
-                ms(canary.p50_ms),
-                ms(canary.p95_ms),
-                ms(baseline.p50_ms),
-                ms(baseline.p95_ms),
+                "canary {names} {} vs baseline {}: within {:.0}% of the baseline",
+                quantiles(canary_window),
+                quantiles(baseline_window),
                 cfg.pass_bound * 100.0
             ),
-            CheckResult::Marginal => format!(
-                "canary p50 {} / p95 {} vs baseline {} / {}: not conclusive yet",
-                ms(canary.p50_ms),
-                ms(canary.p95_ms),
-                ms(baseline.p50_ms),
-                ms(baseline.p95_ms)
-            ),
+            CheckResult::Marginal => {
+                let mut why = format!(
+                    "canary {names} {} vs baseline {}: not conclusive yet",
+                    quantiles(canary_window),
+                    quantiles(baseline_window)
+                );
+                for (q, needed) in &thin {
+                    why.push_str(&format!(
+                        "; p{} is judged from {needed} canary requests on",
+                        q * 100.0
+                    ));
+                }
+                why
+            }
         };
         CheckReport {
             name: "latency".into(),
@@ -106,6 +125,13 @@ impl LatencyTest {
             baseline: Some(baseline),
             statistic: Statistic::new(log_e, pass_p),
             detail,
+            exemplars: Vec::new(),
         }
+    }
+
+    /// Canary observations still needed to pass, as a multiple of those
+    /// seen (see `DistributionTest::eta_multiple`).
+    pub fn eta_multiple(&self, alpha: f64) -> Option<f64> {
+        self.test.eta_multiple(alpha)
     }
 }

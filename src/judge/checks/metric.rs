@@ -185,6 +185,7 @@ impl MetricTest {
                         passed: s.counts.within.passed(),
                         worst: 0.5,
                         ready: nc > 0 && nb > 0,
+                        thin: Vec::new(),
                     }
                 }
             })
@@ -234,6 +235,7 @@ impl MetricTest {
             baseline: Some(baseline),
             statistic: Statistic::new(log_e, pass_p),
             detail,
+            exemplars: Vec::new(),
         }
     }
 }

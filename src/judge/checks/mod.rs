@@ -6,6 +6,7 @@
 //! `distribution`), `guardrails` (canary alone), `metric` (any OTLP metric).
 
 mod distribution;
+mod endpoints;
 mod error_ratio;
 mod guardrails;
 mod latency;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::window::Signals;
 
+pub use endpoints::{Cohort, EndpointReport, EndpointTests};
 pub use error_ratio::ErrorTest;
 pub use guardrails::GuardTest;
 pub use latency::LatencyTest;
@@ -126,7 +128,7 @@ impl Statistic {
 }
 
 /// Four significant digits are plenty for people and keep JSON stable.
-fn round_sig(x: f64) -> f64 {
+pub(super) fn round_sig(x: f64) -> f64 {
     if x == 0.0 || !x.is_finite() {
         return if x.is_finite() { x } else { f64::MAX };
     }
@@ -147,6 +149,24 @@ pub struct CheckReport {
     pub statistic: Statistic,
     /// One sentence a person can act on.
     pub detail: String,
+    /// Canary requests to look at when it fails or is marginal.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exemplars: Vec<ExemplarRef>,
+}
+
+/// A canary request behind a check's result: its trace and span ids (hex),
+/// its latency and, with `[judge] trace_url_template`, a link to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExemplarRef {
+    pub trace_id: String,
+    pub span_id: String,
+    /// Latency in milliseconds.
+    pub value: f64,
+    pub failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// The red evidence threshold, as a natural log. (Green's level travels
@@ -218,6 +238,9 @@ pub(super) struct Evidence {
     pub worst: f64,
     /// Some threshold is set.
     pub ready: bool,
+    /// Quantiles whose tail is still too thin to test, with the canary
+    /// observations each needs.
+    pub thin: Vec<(f64, u64)>,
 }
 
 /// log of the mean of exp(x): averaging e-values keeps an e-value.
