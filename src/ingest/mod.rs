@@ -1,6 +1,7 @@
 //! The way in, pure: OTLP request bytes decoded (`decode`), attributed to
 //! releases (`identity`), endpoints and error kinds named (`facts`), histograms converted (`buckets`, `delta`) and
-//! mapped to per-release samples (`otlp`). The receivers that call these
+//! mapped to per-release samples (`otlp`); `walk` maps protobuf trace
+//! exports straight from their bytes, by the same rules. The receivers that call these
 //! live in `server`.
 
 pub mod buckets;
@@ -9,3 +10,4 @@ pub mod delta;
 pub mod facts;
 pub mod identity;
 pub mod otlp;
+pub mod walk;
