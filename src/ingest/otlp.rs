@@ -146,8 +146,8 @@ impl Mapper {
         match encoding {
             Encoding::Protobuf => Ok(then(super::walk::traces(self, bytes)?)),
             Encoding::Json => {
-                let req: ExportTraceServiceRequest = super::decode::from_json(bytes)?;
-                Ok(then(self.traces(&req)))
+                let req: super::json::Request = super::decode::from_json(bytes)?;
+                Ok(then(super::json::traces(self, &req)))
             }
         }
     }

@@ -574,4 +574,4 @@ fn skip(wire: u8, tag: u32, b: &mut &[u8], ctx: u32) -> R<()> {
 }
 
 #[cfg(test)]
-mod props;
+pub(crate) mod props;

@@ -22,7 +22,7 @@ use crate::model::{ReleaseRef, Sample};
 
 /// What a batch says, comparable.
 #[derive(Debug, PartialEq)]
-struct Seen<'a> {
+pub(crate) struct Seen<'a> {
     items: u64,
     unattributed: u64,
     invalid: u64,
@@ -30,7 +30,7 @@ struct Seen<'a> {
     groups: Vec<(ReleaseRef<'a>, u64, Sample)>,
 }
 
-fn seen<'a>(b: &Batch<'a>) -> Seen<'a> {
+pub(crate) fn seen<'a>(b: &Batch<'a>) -> Seen<'a> {
     assert_eq!((b.full, b.full_reason.as_ref()), (0, None));
     assert!(b.ignored_metrics.is_empty());
     Seen {
@@ -46,7 +46,7 @@ fn seen<'a>(b: &Batch<'a>) -> Seen<'a> {
     }
 }
 
-fn mapper() -> Mapper {
+pub(crate) fn mapper() -> Mapper {
     let mut config = Config::default();
     // Short enough that generated times cross it.
     config.limits.max_span_duration = std::time::Duration::from_secs(60);
@@ -279,7 +279,7 @@ fn a_span() -> impl Strategy<Value = Span> {
         )
 }
 
-fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+pub(crate) fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
     let scope = (
         prop::option::of((string(), string(), attributes())),
         prop::collection::vec(a_span(), 0..5),
@@ -324,7 +324,7 @@ fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
 
 /// Ways to break or bend an encoding.
 #[derive(Debug, Clone)]
-enum Mutation {
+pub(crate) enum Mutation {
     Flip(usize, u8),
     Insert(usize, u8),
     Delete(usize),
@@ -338,7 +338,7 @@ enum Mutation {
     Splice(usize, Vec<u8>),
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
@@ -369,7 +369,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
-fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+pub(crate) fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     for m in mutations {
         let n = bytes.len();
         let at = |i: usize| if n == 0 { 0 } else { i % (n + 1) };
@@ -396,7 +396,7 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     bytes
 }
 
-fn cases() -> ProptestConfig {
+pub(crate) fn cases() -> ProptestConfig {
     let default = ProptestConfig::default();
     ProptestConfig::with_cases(default.cases.max(2000))
 }
