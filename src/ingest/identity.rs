@@ -31,6 +31,22 @@ impl From<&IdentityConfig> for IdentityKeys {
     }
 }
 
+impl IdentityKeys {
+    /// Every key looked up.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.release,
+            &self.commit,
+            &self.service,
+            &self.environment,
+            &self.role,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+    }
+}
+
 impl Default for IdentityKeys {
     fn default() -> Self {
         Self::from(&IdentityConfig::default())

@@ -239,7 +239,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Each<T> {
 /// length, an optional `0x`, upper or lower case.
 fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), &'static str> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err("odd number of digits");
     }
     let b = match b {

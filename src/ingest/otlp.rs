@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use super::buckets::{unit_to_micros, Buckets};
 use super::decode::{DecodeError, Encoding};
 use super::delta::{Cumulative, Delta, DeltaTracker, Full};
-use super::facts::{error_kind, Attr, EndpointKeys, EXCEPTION_EVENT, EXCEPTION_TYPE};
+use super::facts::{error_kind, Attr, EndpointKeys, ERROR_TYPE, EXCEPTION_EVENT, EXCEPTION_TYPE};
 use super::identity::{string_value, Found, IdentityKeys, Val};
 use crate::config::Config;
 use crate::model::{
@@ -62,6 +62,8 @@ pub struct Mapper {
     /// `[limits] max_span_duration`, in nanoseconds.
     max_span: UnixNanos,
     endpoints: EndpointKeys,
+    /// Every span attribute key the rules above read.
+    span_keys: Vec<String>,
 }
 
 impl Default for Mapper {
@@ -72,8 +74,27 @@ impl Default for Mapper {
 
 impl Mapper {
     pub fn new(config: &Config) -> Self {
+        let endpoints = EndpointKeys::new(&config.checks.endpoints);
+        let keys = IdentityKeys::from(&config.identity);
+        let mut span_keys: Vec<String> = keys
+            .all()
+            .chain(
+                endpoints
+                    .enabled()
+                    .then(|| endpoints.attribute_keys())
+                    .into_iter()
+                    .flatten(),
+            )
+            .chain(config.ingest.http_status_keys.iter().map(String::as_str))
+            .chain(config.ingest.grpc_status_keys.iter().map(String::as_str))
+            .chain([ERROR_TYPE])
+            .map(str::to_string)
+            .collect();
+        span_keys.sort();
+        span_keys.dedup();
         Self {
-            keys: IdentityKeys::from(&config.identity),
+            span_keys,
+            keys,
             kinds: config.ingest.span_kind_filter(),
             durations: config
                 .ingest
@@ -86,7 +107,7 @@ impl Mapper {
                 grpc: config.ingest.grpc_status_keys.clone(),
             },
             max_span: config.limits.max_span_duration.as_nanos() as UnixNanos,
-            endpoints: EndpointKeys::new(&config.checks.endpoints),
+            endpoints,
             checked: config.checks.metric.iter().enumerate().fold(
                 HashMap::new(),
                 |mut m, (i, c)| {
@@ -150,6 +171,14 @@ impl Mapper {
                 Ok(then(super::json::traces(self, &req)))
             }
         }
+    }
+
+    /// Whether `span` may read a span attribute of this key: a decoder
+    /// may leave the others out of the attributes it hands over (their
+    /// values still checked as the wire format requires).
+    #[inline]
+    pub(crate) fn reads(&self, key: &str) -> bool {
+        self.span_keys.iter().any(|k| k == key)
     }
 
     /// The identity keys, for decoders that scan resources themselves.

@@ -233,7 +233,10 @@ impl<'a> Walk<'_, 'a> {
                 9 => {
                     let (body, ctx) = message(wire, b, ctx).nth("attributes", a)?;
                     let kv = key_value(body, ctx).nth("attributes", a)?;
-                    self.attrs.push(kv);
+                    // Only what the rules read: their lookups stay short.
+                    if self.mapper.reads(kv.0) {
+                        self.attrs.push(kv);
+                    }
                     a += 1;
                 }
                 10 | 12 | 14 => drop(int(wire, b)?),
