@@ -14,6 +14,7 @@ use release_verdict::config::Config;
 use release_verdict::encode_releases;
 use release_verdict::model::{Sample, NANOS_PER_SEC};
 use release_verdict::sim::{otlp::fleet_request, Rng};
+use release_verdict::Encoding;
 use release_verdict::Judge;
 use release_verdict::Mapper;
 use release_verdict::Rolling;
@@ -63,6 +64,22 @@ fn ingest(c: &mut Criterion) {
             black_box(ExportTraceServiceRequest::decode(&encoded[i][..]).unwrap())
         })
     });
+    g.bench_function("protobuf decode + map", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            let req = ExportTraceServiceRequest::decode(&encoded[i][..]).unwrap();
+            black_box(mapper.traces(&req).items)
+        })
+    });
+    g.bench_function("protobuf walk + map", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            let bytes = &encoded[i][..];
+            black_box(mapper.trace_bytes(bytes, Encoding::Protobuf, |batch| batch.items))
+        })
+    });
     g.bench_function("protobuf decode + identity + record", |b| {
         let mut s = store(&config);
         let mut i = 0;
@@ -71,6 +88,18 @@ fn ingest(c: &mut Criterion) {
             let req = ExportTraceServiceRequest::decode(&encoded[i][..]).unwrap();
             let batch = mapper.traces(&req);
             black_box(s.apply(&batch, START + i as u64))
+        })
+    });
+    g.bench_function("protobuf walk + identity + record", |b| {
+        let mut s = store(&config);
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            let bytes = &encoded[i][..];
+            let applied = mapper.trace_bytes(bytes, Encoding::Protobuf, |batch| {
+                s.apply(&batch, START + i as u64)
+            });
+            black_box(applied)
         })
     });
     g.bench_function("identity + record (decoded)", |b| {
@@ -87,6 +116,22 @@ fn ingest(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % json.len();
             black_box(serde_json::from_slice::<ExportTraceServiceRequest>(&json[i]).unwrap())
+        })
+    });
+    g.bench_function("JSON decode + map", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % json.len();
+            let req = serde_json::from_slice::<ExportTraceServiceRequest>(&json[i]).unwrap();
+            black_box(mapper.traces(&req).items)
+        })
+    });
+    g.bench_function("JSON read + map", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % json.len();
+            let bytes = &json[i][..];
+            black_box(mapper.trace_bytes(bytes, Encoding::Json, |batch| batch.items))
         })
     });
     g.finish();

@@ -11,7 +11,7 @@ set -euo pipefail
 secs="${1:-15}"
 proto="${2:-grpc}"
 ledger="${3:-ledger-on}"
-bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/release-verdict"
+bin="${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/release-verdict}"
 work="$(mktemp -d)"
 log="$work/log"
 config="$work/config.toml"

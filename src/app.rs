@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::config::Config;
 use crate::dora::Report;
 use crate::export::prometheus::{encode_dora, encode_releases, openmetrics_to_text, Format};
+use crate::ingest::decode::{DecodeError, Encoding};
 use crate::ingest::delta::DeltaTracker;
 use crate::ingest::otlp::Mapper;
 use crate::judge::Judge;
@@ -191,6 +192,22 @@ impl App {
     ) -> Ingested {
         let batch = self.mapper.traces(req);
         self.record(batch, Signal::Spans, via, now)
+    }
+
+    /// Maps and records a trace export from its encoded bytes, without
+    /// decoding it in full (`Mapper::trace_bytes`); Err when the bytes are
+    /// not an export request.
+    #[tracing::instrument(name = "ingest traces", skip_all, fields(transport = ?via))]
+    pub fn ingest_trace_bytes(
+        &self,
+        bytes: &[u8],
+        encoding: Encoding,
+        via: Transport,
+        now: UnixNanos,
+    ) -> Result<Ingested, DecodeError> {
+        self.mapper.trace_bytes(bytes, encoding, |batch| {
+            self.record(batch, Signal::Spans, via, now)
+        })
     }
 
     /// Maps and records a metrics export.

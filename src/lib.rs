@@ -70,7 +70,7 @@ mod window;
 // What the binary, the integration tests and the benches use of the core.
 pub use config::Config;
 pub use export::prometheus::encode_releases;
-pub use ingest::decode::RpcStatus;
+pub use ingest::decode::{Encoding, RpcStatus};
 pub use ingest::otlp::Mapper;
 pub use judge::{Color, Judge};
 pub use server::Server;

@@ -1,9 +1,10 @@
 //! OTLP/HTTP bodies: content type, gzip with a size cap, protobuf or JSON,
 //! and the matching encoding of responses and error statuses.
 
+use std::borrow::Cow;
 use std::io::Read;
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,22 +50,25 @@ pub enum DecodeError {
     Gzip(std::io::Error),
     #[error("invalid protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
+    #[error("invalid protobuf: {0}")]
+    Walk(#[from] super::walk::WalkError),
     #[error("invalid OTLP JSON: {0}")]
     Json(#[from] serde_path_to_error::Error<serde_json::Error>),
 }
 
-/// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes.
-pub fn decompress(
-    body: &[u8],
+/// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes (an
+/// identity body is borrowed as it is).
+pub fn decompress<'a>(
+    body: &'a [u8],
     content_encoding: Option<&str>,
     limit: usize,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Cow<'a, [u8]>, DecodeError> {
     let encoding = content_encoding.unwrap_or("identity").trim();
     if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
         if body.len() > limit {
             return Err(DecodeError::TooLarge { limit });
         }
-        return Ok(body.to_vec());
+        return Ok(Cow::Borrowed(body));
     }
     if !encoding.eq_ignore_ascii_case("gzip") {
         return Err(DecodeError::ContentEncoding(encoding.to_string()));
@@ -77,7 +81,7 @@ pub fn decompress(
     if out.len() > limit {
         return Err(DecodeError::TooLarge { limit });
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Decodes an OTLP message in either encoding.
@@ -92,8 +96,8 @@ pub fn decode<M: prost::Message + DeserializeOwned + Default>(
 }
 
 /// Decodes OTLP/JSON, naming the field where decoding failed.
-pub fn from_json<M: DeserializeOwned>(
-    bytes: &[u8],
+pub fn from_json<'a, M: Deserialize<'a>>(
+    bytes: &'a [u8],
 ) -> Result<M, serde_path_to_error::Error<serde_json::Error>> {
     // Tracking the path slows decoding: do it only again after a failure.
     match serde_json::from_slice(bytes) {
@@ -158,10 +162,10 @@ mod tests {
     fn gzip_round_trips_under_the_limit() {
         let body = gzip(b"hello world");
         assert_eq!(
-            decompress(&body, Some("gzip"), 100).unwrap(),
+            &*decompress(&body, Some("gzip"), 100).unwrap(),
             b"hello world"
         );
-        assert_eq!(decompress(b"plain", None, 100).unwrap(), b"plain");
+        assert_eq!(&*decompress(b"plain", None, 100).unwrap(), b"plain");
     }
 
     #[test]

@@ -31,6 +31,22 @@ impl From<&IdentityConfig> for IdentityKeys {
     }
 }
 
+impl IdentityKeys {
+    /// Every key looked up.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.release,
+            &self.commit,
+            &self.service,
+            &self.environment,
+            &self.role,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+    }
+}
+
 impl Default for IdentityKeys {
     fn default() -> Self {
         Self::from(&IdentityConfig::default())
@@ -51,36 +67,24 @@ pub struct Found<'a> {
 impl<'a> Found<'a> {
     /// Scans attributes once; the key listed first wins within the level.
     pub fn scan(attrs: &'a [KeyValue], keys: &IdentityKeys) -> Found<'a> {
-        let mut found = Found::default();
-        let mut rank = [usize::MAX; 5];
-        for kv in attrs {
-            let Some(s) = string_value(kv.value.as_ref()) else {
-                continue;
-            };
-            let lists = [
-                &keys.release,
-                &keys.commit,
-                &keys.service,
-                &keys.environment,
-                &keys.role,
-            ];
-            for (field, list) in lists.into_iter().enumerate() {
-                if let Some(pos) = list.iter().position(|k| *k == kv.key) {
-                    if pos < rank[field] && !s.is_empty() {
-                        rank[field] = pos;
-                        let slot = match field {
-                            0 => &mut found.release,
-                            1 => &mut found.commit,
-                            2 => &mut found.service,
-                            3 => &mut found.environment,
-                            _ => &mut found.role,
-                        };
-                        *slot = Some(s);
-                    }
-                }
-            }
+        Found::scan_pairs(
+            attrs
+                .iter()
+                .map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref()))),
+            keys,
+        )
+    }
+
+    /// As `scan`, over (key, value) pairs from any decoder.
+    pub fn scan_pairs(
+        attrs: impl IntoIterator<Item = (&'a str, Val<'a>)>,
+        keys: &IdentityKeys,
+    ) -> Found<'a> {
+        let mut scan = Scan::default();
+        for (key, value) in attrs {
+            scan.offer(key, value, keys);
         }
-        found
+        scan.found
     }
 
     /// This level's fields, falling back to `base` (the resource) field by field.
@@ -132,6 +136,102 @@ impl<'a> Found<'a> {
     }
 }
 
+/// A scan under way: attributes offered one at a time, in order, as a
+/// decoder meets them (a resource's attributes may come in several parts).
+#[derive(Debug, Clone, Copy)]
+pub struct Scan<'a> {
+    pub found: Found<'a>,
+    /// The position in its key list of each field's value so far.
+    rank: [usize; 5],
+}
+
+impl Default for Scan<'_> {
+    fn default() -> Self {
+        Scan {
+            found: Found::default(),
+            rank: [usize::MAX; 5],
+        }
+    }
+}
+
+impl<'a> Scan<'a> {
+    /// Takes `value` for the fields `key` names, if it ranks before what
+    /// they hold (the key listed first wins; empty values are absent).
+    #[inline]
+    pub fn offer(&mut self, key: &str, value: Val<'a>, keys: &IdentityKeys) {
+        let Val::Str(s) = value else {
+            return;
+        };
+        if s.is_empty() {
+            return;
+        }
+        let lists = [
+            &keys.release,
+            &keys.commit,
+            &keys.service,
+            &keys.environment,
+            &keys.role,
+        ];
+        for (field, list) in lists.into_iter().enumerate() {
+            if let Some(pos) = list.iter().position(|k| k == key) {
+                let rank = &mut self.rank[field];
+                if pos < *rank {
+                    *rank = pos;
+                    let slot = match field {
+                        0 => &mut self.found.release,
+                        1 => &mut self.found.commit,
+                        2 => &mut self.found.service,
+                        3 => &mut self.found.environment,
+                        _ => &mut self.found.role,
+                    };
+                    *slot = Some(s);
+                }
+            }
+        }
+    }
+}
+
+/// An attribute value as ingest reads it: strings, integers and doubles;
+/// every other kind (and an absent value) is `Other`. Decoders hand these
+/// to the identity, status and endpoint rules, borrowed from the request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    Str(&'a str),
+    Int(i64),
+    Double(f64),
+    Other,
+}
+
+impl<'a> Val<'a> {
+    /// The value of a decoded OTLP attribute.
+    pub fn of(v: Option<&'a AnyValue>) -> Val<'a> {
+        match v.and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => Val::Str(s),
+            Some(Value::IntValue(i)) => Val::Int(*i),
+            Some(Value::DoubleValue(d)) => Val::Double(*d),
+            _ => Val::Other,
+        }
+    }
+
+    /// String values only.
+    pub fn str(self) -> Option<&'a str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer, also from a decimal string or a whole double.
+    pub fn int(self) -> Option<i64> {
+        match self {
+            Val::Int(i) => Some(i),
+            Val::Str(s) => s.trim().parse().ok(),
+            Val::Double(d) if d.fract() == 0.0 => Some(d as i64),
+            _ => None,
+        }
+    }
+}
+
 /// Identity attributes that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
@@ -141,20 +241,13 @@ pub enum IdentityError {
 
 /// The string form of an attribute value, for string values only.
 pub fn string_value(v: Option<&AnyValue>) -> Option<&str> {
-    match v?.value.as_ref()? {
-        Value::StringValue(s) => Some(s.as_str()),
-        _ => None,
-    }
+    Val::of(v).str()
 }
 
 /// An integer attribute, also accepting a decimal string.
+#[cfg(test)]
 pub fn int_value(v: Option<&AnyValue>) -> Option<i64> {
-    match v?.value.as_ref()? {
-        Value::IntValue(i) => Some(*i),
-        Value::StringValue(s) => s.trim().parse().ok(),
-        Value::DoubleValue(d) if d.fract() == 0.0 => Some(*d as i64),
-        _ => None,
-    }
+    Val::of(v).int()
 }
 
 #[cfg(test)]

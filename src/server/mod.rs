@@ -289,7 +289,7 @@ impl Server {
                 auth: auth.clone(),
             })
             .add_service(
-                TraceServiceServer::new(otlp.clone())
+                otlp_grpc::TraceServer::new(app.clone())
                     .accept_compressed(CompressionEncoding::Gzip)
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(limit),

@@ -1,22 +1,30 @@
-//! OTLP/gRPC receivers: `TraceService/Export` and `MetricsService/Export`,
-//! admitted under the in-flight bound, mapped and recorded by `App`.
+//! OTLP/gRPC receivers: `TraceService/Export` (its bytes walked in place)
+//! and `MetricsService/Export` (decoded by prost), admitted under the
+//! in-flight bound, mapped and recorded by `App`.
 
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codegen::{
+    http, Body, BoxFuture, CompressionEncoding, Context, EnabledCompressionEncodings, Poll,
+    Service, StdError,
 };
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
+use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::{App, Ingested};
 use crate::clock::system_now;
-use crate::self_metrics::{Signal, Transport};
+use crate::ingest::decode::Encoding;
+use crate::self_metrics::{Reason, Signal, Transport};
 
 /// Both OTLP services over one shared state.
 #[derive(Clone)]
@@ -57,19 +65,138 @@ fn check(app: &App, outcome: Ingested) -> Result<Ingested, Status> {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let Some(_admitted) = self.app.admit(Signal::Spans, Transport::Grpc) else {
-            return Err(overloaded(&self.app));
-        };
-        let outcome = self
-            .app
-            .ingest_traces(request.get_ref(), Transport::Grpc, system_now());
-        Ok(Response::new(check(&self.app, outcome)?.trace_response()))
+/// `TraceService/Export`, its request walked in place (`ingest::walk`)
+/// instead of decoded by prost. tonic's generated `TraceServiceServer`
+/// fixes prost's codec, so this is that server with a codec whose decoder
+/// hands over the message's bytes (framing, decompression and the size
+/// cap stay tonic's).
+#[derive(Clone)]
+pub struct TraceServer {
+    app: Arc<App>,
+    accept: EnabledCompressionEncodings,
+    max_decoding: Option<usize>,
+}
+
+impl TraceServer {
+    pub fn new(app: Arc<App>) -> Self {
+        Self {
+            app,
+            accept: EnabledCompressionEncodings::default(),
+            max_decoding: None,
+        }
+    }
+
+    /// Accepts requests compressed with `encoding`.
+    #[must_use]
+    pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+        self.accept.enable(encoding);
+        self
+    }
+
+    /// Refuses messages larger than `limit` once decompressed.
+    #[must_use]
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.max_decoding = Some(limit);
+        self
+    }
+}
+
+impl NamedService for TraceServer {
+    const NAME: &'static str = trace_service_server::SERVICE_NAME;
+}
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+impl<B> Service<http::Request<B>> for TraceServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != EXPORT_PATH {
+            return Box::pin(async {
+                let mut resp = http::Response::new(tonic::body::Body::default());
+                let headers = resp.headers_mut();
+                headers.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(resp)
+            });
+        }
+        let mut grpc = tonic::server::Grpc::new(RawCodec)
+            .apply_compression_config(self.accept, EnabledCompressionEncodings::default())
+            .apply_max_message_size_config(self.max_decoding, None);
+        let export = Export(self.app.clone());
+        Box::pin(async move { Ok(grpc.unary(export, req).await) })
+    }
+}
+
+/// The export itself: admitted, walked, mapped and recorded.
+struct Export(Arc<App>);
+
+impl UnaryService<Bytes> for Export {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let app = self.0.clone();
+        Box::pin(async move {
+            let Some(_admitted) = app.admit(Signal::Spans, Transport::Grpc) else {
+                return Err(overloaded(&app));
+            };
+            let outcome = app
+                .ingest_trace_bytes(
+                    request.get_ref(),
+                    Encoding::Protobuf,
+                    Transport::Grpc,
+                    system_now(),
+                )
+                .map_err(|e| {
+                    app.refuse_request(Signal::Spans, Transport::Grpc, Reason::Malformed);
+                    Status::invalid_argument(e.to_string())
+                })?;
+            Ok(Response::new(check(&app, outcome)?.trace_response()))
+        })
+    }
+}
+
+/// Requests as their bytes, answers encoded by prost.
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // tonic's buffer is one `BytesMut`: this splits it, without a copy.
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 

@@ -1,6 +1,7 @@
 //! OTLP/HTTP receivers: `POST /v1/traces` and `/v1/metrics`, protobuf or
 //! JSON, optionally gzip, answered in the request's encoding.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -10,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::SemaphorePermit;
 
 use tonic::Code;
@@ -34,12 +34,15 @@ pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     let Some(_admitted) = app.admit(Signal::Spans, Transport::Http) else {
         return overloaded(&app, encoding);
     };
-    let req = match parse::<ExportTraceServiceRequest>(&app, &headers, &raw, encoding) {
-        Ok(req) => req,
+    // Walked or read in place (`Mapper::trace_bytes`), never decoded in full.
+    let bytes = match inflate(&app, &headers, &raw) {
+        Ok(bytes) => bytes,
         Err(e) => return undecodable(&app, &e, encoding, Signal::Spans),
     };
-    drop(raw);
-    let outcome = app.ingest_traces(&req, Transport::Http, system_now());
+    let outcome = match app.ingest_trace_bytes(&bytes, encoding, Transport::Http, system_now()) {
+        Ok(outcome) => outcome,
+        Err(e) => return undecodable(&app, &e, encoding, Signal::Spans),
+    };
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
     }
@@ -175,6 +178,18 @@ async fn receive<'a>(
     Err(resp)
 }
 
+/// Undoes a received body's `Content-Encoding` under the size cap.
+fn inflate<'a>(
+    app: &App,
+    headers: &HeaderMap,
+    raw: &'a [u8],
+) -> Result<Cow<'a, [u8]>, DecodeError> {
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    decompress(raw, content_encoding, app.config.server.max_request_bytes)
+}
+
 /// Decompresses and decodes a received body.
 fn parse<M>(
     app: &App,
@@ -185,11 +200,7 @@ fn parse<M>(
 where
     M: prost::Message + serde::de::DeserializeOwned + Default,
 {
-    let content_encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let bytes = decompress(raw, content_encoding, app.config.server.max_request_bytes)?;
-    decode::<M>(&bytes, encoding)
+    decode::<M>(&inflate(app, headers, raw)?, encoding)
 }
 
 /// The answer to a body that cannot be decoded, counted by its reason.

@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 
 use super::*;
+use crate::ingest::identity::int_value;
 use crate::ingest::identity::tests::{kv, kv_int};
 use crate::model::MetricObservation;
 

@@ -1,0 +1,608 @@
+//! OTLP/JSON trace exports read into a model of only the fields the
+//! mapper reads, borrowed from the body where a string has no escapes,
+//! then mapped by the same `Mapper::span` as a prost message.
+//!
+//! It accepts what opentelemetry-proto's serde mapping (the reference)
+//! accepts: the same camelCase keys (its `rename_all`; snake_case names
+//! are unknown fields there too, and ignored), unknown fields ignored,
+//! every known field checked for its type even when not read (strings,
+//! `u32`s, hex ids, 64-bit integers as numbers or strings, base64 bytes),
+//! the same required fields (`key`, `values`, an entity's fields) and
+//! nulls, enums as integers only, and, inside attribute values, unknown
+//! fields parsed as strictly as the reference's flattened buffer parses
+//! them. `json/props.rs` compares both on generated and mutated bodies.
+
+// Fields that are only checked, never read, are still declared: their
+// types are what is checked.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::facts::{EXCEPTION_EVENT, EXCEPTION_TYPE};
+use super::identity::{Found, Val};
+use super::otlp::{Mapper, SpanView};
+use crate::model::Batch;
+
+/// `ExportTraceServiceRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Request<'a> {
+    #[serde(borrow)]
+    resource_spans: Vec<ResourceSpans<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ResourceSpans<'a> {
+    #[serde(borrow)]
+    resource: Option<Resource<'a>>,
+    #[serde(borrow)]
+    scope_spans: Vec<ScopeSpans<'a>>,
+    schema_url: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Resource<'a> {
+    #[serde(borrow)]
+    attributes: Vec<KeyValue<'a>>,
+    dropped_attributes_count: u32,
+    entity_refs: Each<EntityRef>,
+}
+
+/// Every field required, as in the reference (no `serde(default)`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntityRef {
+    schema_url: Str,
+    r#type: Str,
+    id_keys: Each<Str>,
+    description_keys: Each<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ScopeSpans<'a> {
+    #[serde(borrow)]
+    scope: Option<Scope<'a>>,
+    #[serde(borrow)]
+    spans: Vec<Span<'a>>,
+    schema_url: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Scope<'a> {
+    name: Str,
+    version: Str,
+    #[serde(borrow)]
+    attributes: Each<KeyValue<'a>>,
+    dropped_attributes_count: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Span<'a> {
+    trace_id: Id,
+    span_id: Id,
+    trace_state: Str,
+    parent_span_id: Hex,
+    flags: u32,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    kind: i32,
+    #[serde(deserialize_with = "u64_any")]
+    start_time_unix_nano: u64,
+    #[serde(deserialize_with = "u64_any")]
+    end_time_unix_nano: u64,
+    #[serde(borrow)]
+    attributes: Vec<KeyValue<'a>>,
+    dropped_attributes_count: u32,
+    #[serde(borrow)]
+    events: Vec<Event<'a>>,
+    dropped_events_count: u32,
+    #[serde(borrow)]
+    links: Each<Link<'a>>,
+    dropped_links_count: u32,
+    status: Option<Status>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Event<'a> {
+    #[serde(deserialize_with = "u64_any")]
+    time_unix_nano: u64,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    attributes: Vec<KeyValue<'a>>,
+    dropped_attributes_count: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Link<'a> {
+    trace_id: Hex,
+    span_id: Hex,
+    trace_state: Str,
+    #[serde(borrow)]
+    attributes: Each<KeyValue<'a>>,
+    dropped_attributes_count: u32,
+    flags: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Status {
+    message: Str,
+    code: i32,
+}
+
+/// `key` is required (the reference's `KeyValue` has no `serde(default)`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyValue<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    value: Option<Any<'a>>,
+    #[serde(default)]
+    key_strindex: i32,
+}
+
+impl KeyValue<'_> {
+    fn pair(&self) -> (&str, Val<'_>) {
+        (&self.key, self.value.as_ref().map_or(Val::Other, Any::val))
+    }
+}
+
+/// `AnyValue`: strings, integers and doubles kept, the rest checked.
+#[derive(Debug, Default)]
+enum Any<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Double(f64),
+    #[default]
+    Other,
+}
+
+impl Any<'_> {
+    fn val(&self) -> Val<'_> {
+        match self {
+            Any::Str(s) => Val::Str(s),
+            Any::Int(i) => Val::Int(*i),
+            Any::Double(d) => Val::Double(*d),
+            Any::Other => Val::Other,
+        }
+    }
+}
+
+/// `ArrayValue` and `KeyValueList`: `values` required.
+#[derive(Debug, Deserialize)]
+struct Values<T> {
+    values: T,
+}
+
+/// A string no one reads, checked as the reference's `String` would be.
+#[derive(Debug, Default)]
+struct Str;
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Str, E> {
+                Ok(Str)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A list of `T`, each checked and dropped.
+#[derive(Debug)]
+struct Each<T>(PhantomData<T>);
+
+impl<T> Default for Each<T> {
+    fn default() -> Self {
+        Each(PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Each<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Each<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Each<T>, A::Error> {
+                while seq.next_element::<T>()?.is_some() {}
+                Ok(Each(PhantomData))
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
+/// Hex digits as the reference's `const_hex::decode` takes them: an even
+/// length, an optional `0x`, upper or lower case.
+fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), &'static str> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return Err("odd number of digits");
+    }
+    let b = match b {
+        [b'0', b'x' | b'X', rest @ ..] => rest,
+        _ => b,
+    };
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for pair in b.chunks_exact(2) {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => out(h << 4 | l),
+            _ => return Err("invalid character"),
+        }
+    }
+    Ok(())
+}
+
+/// A trace or span id: up to 16 bytes inline, longer ones (invalid, but
+/// their length goes in the message) on the heap.
+#[derive(Debug, Default)]
+struct Id {
+    inline: [u8; 16],
+    len: usize,
+    long: Vec<u8>,
+}
+
+impl Id {
+    fn bytes(&self) -> &[u8] {
+        if self.len <= 16 {
+            &self.inline[..self.len]
+        } else {
+            &self.long
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string representing hex-encoded bytes")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Id, E> {
+                let mut id = Id::default();
+                unhex(s, |b| {
+                    if id.len < 16 {
+                        id.inline[id.len] = b;
+                    } else {
+                        if id.len == 16 {
+                            id.long.extend_from_slice(&id.inline);
+                        }
+                        id.long.push(b);
+                    }
+                    id.len += 1;
+                })
+                .map_err(E::custom)?;
+                Ok(id)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Hex bytes no one reads, checked.
+#[derive(Debug, Default)]
+struct Hex;
+
+impl<'de> Deserialize<'de> for Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Hex;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string representing hex-encoded bytes")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Hex, E> {
+                unhex(s, |_| {}).map_err(E::custom)?;
+                Ok(Hex)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A u64 as a number or a decimal string (the reference's
+/// `deserialize_string_to_u64`).
+fn u64_any<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a u64 integer or a string containing a u64 integer")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("i64 value {v} is out of range for u64")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            v.parse::<u64>().map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// An `intValue`: a number in i64's range or a decimal string.
+struct IntOrStr(i64);
+
+impl<'de> Deserialize<'de> for IntOrStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntOrStr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer or a string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrStr, E> {
+                Ok(IntOrStr(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrStr, E> {
+                i64::try_from(v)
+                    .map(IntOrStr)
+                    .map_err(|_| E::custom("data did not match any variant of untagged enum"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrStr, E> {
+                v.parse::<i64>().map(IntOrStr).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Any JSON value, parsed in full and dropped: what the reference's
+/// flattened `AnyValue` does with a key it does not know (it buffers the
+/// value, so depth and string checks apply, unlike `IgnoredAny`).
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_none<E>(self) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+                Strict::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                while seq.next_element::<Strict>()?.is_some() {}
+                Ok(Strict)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                while map.next_entry::<Strict, Strict>()?.is_some() {}
+                Ok(Strict)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The keys of an `AnyValue` object.
+enum AnyKey {
+    String,
+    Bool,
+    Int,
+    Double,
+    Array,
+    Kvlist,
+    Bytes,
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for AnyKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AnyKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<AnyKey, E> {
+                Ok(match k {
+                    "stringValue" => AnyKey::String,
+                    "boolValue" => AnyKey::Bool,
+                    "intValue" => AnyKey::Int,
+                    "doubleValue" => AnyKey::Double,
+                    "arrayValue" => AnyKey::Array,
+                    "kvlistValue" => AnyKey::Kvlist,
+                    "bytesValue" => AnyKey::Bytes,
+                    _ => AnyKey::Unknown,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Any<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Any<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object for AnyValue")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Any<'a>, A::Error> {
+                // As the reference: each known key with a non-null value
+                // replaces the value so far.
+                let mut value = Any::Other;
+                while let Some(key) = map.next_key::<AnyKey>()? {
+                    match key {
+                        AnyKey::String => {
+                            if let Some(s) = map.next_value::<Option<Borrowed<'a>>>()? {
+                                value = Any::Str(s.0);
+                            }
+                        }
+                        AnyKey::Bool => {
+                            if map.next_value::<Option<bool>>()?.is_some() {
+                                value = Any::Other;
+                            }
+                        }
+                        AnyKey::Int => {
+                            if let Some(i) = map.next_value::<Option<IntOrStr>>()? {
+                                value = Any::Int(i.0);
+                            }
+                        }
+                        AnyKey::Double => {
+                            if let Some(v) = map.next_value::<Option<f64>>()? {
+                                value = Any::Double(v);
+                            }
+                        }
+                        AnyKey::Array => {
+                            if map.next_value::<Option<Values<Each<Any<'a>>>>>()?.is_some() {
+                                value = Any::Other;
+                            }
+                        }
+                        AnyKey::Kvlist => {
+                            if map
+                                .next_value::<Option<Values<Each<KeyValue<'a>>>>>()?
+                                .is_some()
+                            {
+                                value = Any::Other;
+                            }
+                        }
+                        AnyKey::Bytes => {
+                            if let Some(s) = map.next_value::<Option<Borrowed<'a>>>()? {
+                                use base64::Engine;
+                                base64::engine::general_purpose::STANDARD
+                                    .decode(s.0.as_bytes())
+                                    .map_err(de::Error::custom)?;
+                                value = Any::Other;
+                            }
+                        }
+                        AnyKey::Unknown => {
+                            map.next_value::<Strict>()?;
+                        }
+                    }
+                }
+                Ok(value)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// A string borrowed from the body when it has no escapes.
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Borrowed<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Borrowed<'a>, E> {
+                Ok(Borrowed(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Borrowed<'a>, E> {
+                Ok(Borrowed(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// Maps a trace export read from OTLP/JSON as `Mapper::traces` maps the
+/// reference's decoding of the same body.
+pub fn traces<'b>(mapper: &Mapper, req: &'b Request<'_>) -> Batch<'b> {
+    let mut batch = Batch::default();
+    for (r, rs) in req.resource_spans.iter().enumerate() {
+        let resource = rs
+            .resource
+            .as_ref()
+            .map(|res| {
+                Found::scan_pairs(
+                    res.attributes.iter().map(KeyValue::pair),
+                    mapper.identity_keys(),
+                )
+            })
+            .unwrap_or_default();
+        for (s, ss) in rs.scope_spans.iter().enumerate() {
+            for (i, span) in ss.spans.iter().enumerate() {
+                let exception_type = span
+                    .events
+                    .iter()
+                    .filter(|e| e.name == EXCEPTION_EVENT)
+                    .find_map(|e| {
+                        e.attributes
+                            .iter()
+                            .find(|kv| kv.key == EXCEPTION_TYPE)?
+                            .pair()
+                            .1
+                            .str()
+                    });
+                let view = SpanView {
+                    trace_id: span.trace_id.bytes(),
+                    span_id: span.span_id.bytes(),
+                    start: span.start_time_unix_nano,
+                    end: span.end_time_unix_nano,
+                    kind: span.kind,
+                    name: &span.name,
+                    status_code: span.status.as_ref().map_or(0, |s| s.code),
+                    exception_type,
+                };
+                let attrs = span.attributes.iter().map(KeyValue::pair);
+                mapper.span(&mut batch, resource, &view, attrs, (r, s, i));
+            }
+        }
+    }
+    batch
+}
+
+#[cfg(test)]
+mod props;

@@ -1,0 +1,580 @@
+//! `ExportTraceServiceRequest` protobuf walked in place: the fields the
+//! mapper reads are borrowed from the request's bytes, everything else is
+//! checked and skipped by wire type, and each span goes through the same
+//! `Mapper::span` as a prost-decoded one. No allocation per span or
+//! attribute (one scratch list of a span's attributes is reused).
+//!
+//! It accepts exactly what `prost` accepts for this message: the same
+//! varint, key, wire-type, length and UTF-8 checks on every field it knows
+//! (read or not), unknown fields and groups skipped as `prost::encoding::
+//! skip_field` does, and prost's recursion limit of 100 nested messages
+//! (attribute values nest through array and key-value-list values).
+//! Singular fields repeated in the input follow protobuf's merge rules as
+//! prost applies them: the last scalar wins, and a repeated message field
+//! that is not `repeated` (`resource`, `status`, an attribute's `value`)
+//! merges into the earlier one. `walk/props.rs` checks all of this against
+//! prost on generated and mutated messages.
+
+use super::facts::{EXCEPTION_EVENT, EXCEPTION_TYPE};
+use super::identity::{Found, Scan, Val};
+use super::otlp::{Mapper, SpanView};
+use crate::model::Batch;
+
+/// prost's `RECURSION_LIMIT`: how deep messages may nest.
+const RECURSION_LIMIT: u32 = 100;
+
+/// Wire types.
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+const FIXED32: u8 = 5;
+
+/// Why bytes are not an `ExportTraceServiceRequest`, and in which field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{why}", path(.at))]
+pub struct WalkError {
+    pub why: Why,
+    /// Innermost field last once reversed: (field, index in its list).
+    at: Vec<(&'static str, Option<usize>)>,
+}
+
+fn path(at: &[(&'static str, Option<usize>)]) -> String {
+    let mut out = String::new();
+    for (i, (field, index)) in at.iter().rev().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(field);
+        if let Some(n) = index {
+            out.push_str(&format!("[{n}]"));
+        }
+    }
+    if !out.is_empty() {
+        out.push_str(": ");
+    }
+    out
+}
+
+/// The wire-format faults, as prost names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Why {
+    #[error("invalid varint")]
+    Varint,
+    #[error("invalid key value: {0}")]
+    Key(u64),
+    #[error("invalid wire type value: {0}")]
+    WireTypeValue(u8),
+    #[error("invalid tag value: 0")]
+    Tag,
+    #[error("invalid wire type: {actual} (expected {expected})")]
+    WireType { actual: u8, expected: u8 },
+    #[error("buffer underflow")]
+    Underflow,
+    #[error("invalid string value: data is not UTF-8 encoded")]
+    Utf8,
+    #[error("recursion limit reached")]
+    Recursion,
+    #[error("unexpected end group tag")]
+    EndGroup,
+}
+
+impl From<Why> for WalkError {
+    fn from(why: Why) -> Self {
+        WalkError {
+            why,
+            at: Vec::new(),
+        }
+    }
+}
+
+impl WalkError {
+    fn at(mut self, field: &'static str, index: Option<usize>) -> Self {
+        self.at.push((field, index));
+        self
+    }
+}
+
+type R<T> = Result<T, WalkError>;
+
+/// Adds the field's name to an error on the way out.
+trait In<T> {
+    fn within(self, field: &'static str) -> R<T>;
+    fn nth(self, field: &'static str, i: usize) -> R<T>;
+}
+
+impl<T> In<T> for R<T> {
+    #[inline]
+    fn within(self, field: &'static str) -> R<T> {
+        self.map_err(|e| e.at(field, None))
+    }
+    #[inline]
+    fn nth(self, field: &'static str, i: usize) -> R<T> {
+        self.map_err(|e| e.at(field, Some(i)))
+    }
+}
+
+/// Maps a protobuf `ExportTraceServiceRequest` as `Mapper::traces` maps
+/// its prost decoding, or says why prost would not decode it.
+pub fn traces<'a>(mapper: &Mapper, buf: &'a [u8]) -> Result<Batch<'a>, WalkError> {
+    let mut walk = Walk {
+        mapper,
+        batch: Batch::default(),
+        attrs: Vec::new(),
+    };
+    let mut r = 0;
+    fields(buf, |tag, wire, b| match tag {
+        1 => {
+            let (body, ctx) = message(wire, b, RECURSION_LIMIT).nth("resource_spans", r)?;
+            walk.resource_spans(body, ctx, r).nth("resource_spans", r)?;
+            r += 1;
+            Ok(())
+        }
+        _ => skip(wire, tag, b, RECURSION_LIMIT),
+    })?;
+    Ok(walk.batch)
+}
+
+struct Walk<'m, 'a> {
+    mapper: &'m Mapper,
+    batch: Batch<'a>,
+    /// The current span's attributes (reused from span to span).
+    attrs: Vec<(&'a str, Val<'a>)>,
+}
+
+impl<'a> Walk<'_, 'a> {
+    fn resource_spans(&mut self, body: &'a [u8], ctx: u32, r: usize) -> R<()> {
+        // The resource may come after the spans it describes (and in
+        // several parts, merged): find it first.
+        let keys = self.mapper.identity_keys();
+        let mut scan = Scan::default();
+        let mut scopes = 0;
+        fields(body, |tag, wire, b| match tag {
+            1 => {
+                let (body, ctx) = message(wire, b, ctx).within("resource")?;
+                resource(body, ctx, |k, v| scan.offer(k, v, keys)).within("resource")
+            }
+            2 => {
+                message(wire, b, ctx).nth("scope_spans", scopes)?;
+                scopes += 1;
+                Ok(())
+            }
+            3 => string(wire, b).within("schema_url").map(drop),
+            _ => skip(wire, tag, b, ctx),
+        })?;
+        let resource = scan.found;
+        let mut s = 0;
+        fields(body, |tag, wire, b| match tag {
+            2 => {
+                let (body, ctx) = message(wire, b, ctx)?;
+                self.scope_spans(body, ctx, resource, (r, s))
+                    .nth("scope_spans", s)?;
+                s += 1;
+                Ok(())
+            }
+            // Checked above.
+            1 | 3 => len(b).map(drop),
+            _ => skip(wire, tag, b, ctx),
+        })
+    }
+
+    fn scope_spans(
+        &mut self,
+        body: &'a [u8],
+        ctx: u32,
+        resource: Found<'a>,
+        (r, s): (usize, usize),
+    ) -> R<()> {
+        let mut i = 0;
+        fields(body, |tag, wire, b| match tag {
+            1 => {
+                let (body, ctx) = message(wire, b, ctx).within("scope")?;
+                scope(body, ctx).within("scope")
+            }
+            2 => {
+                let (body, ctx) = message(wire, b, ctx).nth("spans", i)?;
+                let view = self.span(body, ctx).nth("spans", i)?;
+                let mapper = self.mapper;
+                let attrs = self.attrs.iter().copied();
+                mapper.span(&mut self.batch, resource, &view, attrs, (r, s, i));
+                i += 1;
+                Ok(())
+            }
+            3 => string(wire, b).within("schema_url").map(drop),
+            _ => skip(wire, tag, b, ctx),
+        })
+    }
+
+    /// Reads a span, its attributes into `self.attrs`.
+    fn span(&mut self, body: &'a [u8], ctx: u32) -> R<SpanView<'a>> {
+        let mut view = SpanView {
+            trace_id: &[],
+            span_id: &[],
+            start: 0,
+            end: 0,
+            kind: 0,
+            name: "",
+            status_code: 0,
+            exception_type: None,
+        };
+        self.attrs.clear();
+        let (mut a, mut e, mut l) = (0, 0, 0);
+        fields(body, |tag, wire, b| {
+            match tag {
+                1 => view.trace_id = bytes(wire, b).within("trace_id")?,
+                2 => view.span_id = bytes(wire, b).within("span_id")?,
+                3 => drop(string(wire, b).within("trace_state")?),
+                4 => drop(bytes(wire, b).within("parent_span_id")?),
+                5 => view.name = string(wire, b).within("name")?,
+                6 => view.kind = int(wire, b).within("kind")? as i32,
+                7 => view.start = fixed64(wire, b).within("start_time_unix_nano")?,
+                8 => view.end = fixed64(wire, b).within("end_time_unix_nano")?,
+                9 => {
+                    let (body, ctx) = message(wire, b, ctx).nth("attributes", a)?;
+                    let kv = key_value(body, ctx).nth("attributes", a)?;
+                    // Only what the rules read: their lookups stay short.
+                    if self.mapper.reads(kv.0) {
+                        self.attrs.push(kv);
+                    }
+                    a += 1;
+                }
+                10 | 12 | 14 => drop(int(wire, b)?),
+                11 => {
+                    let (body, ctx) = message(wire, b, ctx).nth("events", e)?;
+                    let (name, exception) = event(body, ctx).nth("events", e)?;
+                    if name == EXCEPTION_EVENT && view.exception_type.is_none() {
+                        view.exception_type = exception.str();
+                    }
+                    e += 1;
+                }
+                13 => {
+                    let (body, ctx) = message(wire, b, ctx).nth("links", l)?;
+                    link(body, ctx).nth("links", l)?;
+                    l += 1;
+                }
+                15 => {
+                    let (body, ctx) = message(wire, b, ctx).within("status")?;
+                    status(body, ctx, &mut view.status_code).within("status")?;
+                }
+                16 => drop(fixed32(wire, b).within("flags")?),
+                _ => skip(wire, tag, b, ctx)?,
+            }
+            Ok(())
+        })?;
+        Ok(view)
+    }
+}
+
+/// A resource's attributes, offered in order to `attr`.
+fn resource<'a>(body: &'a [u8], ctx: u32, mut attr: impl FnMut(&'a str, Val<'a>)) -> R<()> {
+    let (mut a, mut e) = (0, 0);
+    fields(body, |tag, wire, b| match tag {
+        1 => {
+            let (body, ctx) = message(wire, b, ctx).nth("attributes", a)?;
+            let (k, v) = key_value(body, ctx).nth("attributes", a)?;
+            attr(k, v);
+            a += 1;
+            Ok(())
+        }
+        2 => int(wire, b).map(drop),
+        3 => {
+            let (body, ctx) = message(wire, b, ctx).nth("entity_refs", e)?;
+            entity_ref(body, ctx).nth("entity_refs", e)?;
+            e += 1;
+            Ok(())
+        }
+        _ => skip(wire, tag, b, ctx),
+    })
+}
+
+fn entity_ref(body: &[u8], ctx: u32) -> R<()> {
+    fields(body, |tag, wire, b| match tag {
+        1..=4 => string(wire, b).map(drop),
+        _ => skip(wire, tag, b, ctx),
+    })
+}
+
+/// `InstrumentationScope`: nothing read, everything checked.
+fn scope(body: &[u8], ctx: u32) -> R<()> {
+    fields(body, |tag, wire, b| match tag {
+        1 | 2 => string(wire, b).map(drop),
+        3 => {
+            let (body, ctx) = message(wire, b, ctx).within("attributes")?;
+            key_value(body, ctx).within("attributes").map(drop)
+        }
+        4 => int(wire, b).map(drop),
+        _ => skip(wire, tag, b, ctx),
+    })
+}
+
+/// An event's name and the value of its first `exception.type` attribute.
+fn event<'a>(body: &'a [u8], ctx: u32) -> R<(&'a str, Val<'a>)> {
+    let mut name = "";
+    let mut exception = None;
+    fields(body, |tag, wire, b| {
+        match tag {
+            1 => drop(fixed64(wire, b)?),
+            2 => name = string(wire, b).within("name")?,
+            3 => {
+                let (body, ctx) = message(wire, b, ctx).within("attributes")?;
+                let (k, v) = key_value(body, ctx).within("attributes")?;
+                if exception.is_none() && k == EXCEPTION_TYPE {
+                    exception = Some(v);
+                }
+            }
+            4 => drop(int(wire, b)?),
+            _ => skip(wire, tag, b, ctx)?,
+        }
+        Ok(())
+    })?;
+    Ok((name, exception.unwrap_or(Val::Other)))
+}
+
+fn link(body: &[u8], ctx: u32) -> R<()> {
+    fields(body, |tag, wire, b| match tag {
+        1 | 2 => bytes(wire, b).map(drop),
+        3 => string(wire, b).within("trace_state").map(drop),
+        4 => {
+            let (body, ctx) = message(wire, b, ctx).within("attributes")?;
+            key_value(body, ctx).within("attributes").map(drop)
+        }
+        5 => int(wire, b).map(drop),
+        6 => fixed32(wire, b).map(drop),
+        _ => skip(wire, tag, b, ctx),
+    })
+}
+
+/// `Status`: its code merged into `code` (the last one given wins).
+fn status(body: &[u8], ctx: u32, code: &mut i32) -> R<()> {
+    fields(body, |tag, wire, b| match tag {
+        2 => string(wire, b).within("message").map(drop),
+        3 => {
+            *code = int(wire, b).within("code")? as i32;
+            Ok(())
+        }
+        _ => skip(wire, tag, b, ctx),
+    })
+}
+
+/// An attribute: its key and the value as the mapper reads it.
+fn key_value<'a>(body: &'a [u8], ctx: u32) -> R<(&'a str, Val<'a>)> {
+    let mut key = "";
+    let mut value = Val::Other;
+    fields(body, |tag, wire, b| {
+        match tag {
+            1 => key = string(wire, b).within("key")?,
+            2 => {
+                // A second `value` merges into the first: its own fields
+                // (the last wins) replace what it held.
+                let (body, ctx) = message(wire, b, ctx).within("value")?;
+                any_value(body, ctx, &mut value).within("value")?;
+            }
+            3 => drop(int(wire, b)?),
+            _ => skip(wire, tag, b, ctx)?,
+        }
+        Ok(())
+    })?;
+    Ok((key, value))
+}
+
+/// `AnyValue`: strings, integers and doubles kept; the rest checked.
+fn any_value<'a>(body: &'a [u8], ctx: u32, value: &mut Val<'a>) -> R<()> {
+    fields(body, |tag, wire, b| {
+        *value = match tag {
+            1 => Val::Str(string(wire, b).within("string_value")?),
+            2 | 8 => int(wire, b).map(|_| Val::Other)?,
+            3 => Val::Int(int(wire, b)? as i64),
+            4 => Val::Double(f64::from_bits(fixed64(wire, b)?)),
+            5 => {
+                let (body, ctx) = message(wire, b, ctx).within("array_value")?;
+                fields(body, |tag, wire, b| match tag {
+                    1 => {
+                        let (body, ctx) = message(wire, b, ctx)?;
+                        any_value(body, ctx, &mut Val::Other)
+                    }
+                    _ => skip(wire, tag, b, ctx),
+                })
+                .within("array_value")?;
+                Val::Other
+            }
+            6 => {
+                let (body, ctx) = message(wire, b, ctx).within("kvlist_value")?;
+                fields(body, |tag, wire, b| match tag {
+                    1 => {
+                        let (body, ctx) = message(wire, b, ctx)?;
+                        key_value(body, ctx).map(drop)
+                    }
+                    _ => skip(wire, tag, b, ctx),
+                })
+                .within("kvlist_value")?;
+                Val::Other
+            }
+            7 => bytes(wire, b).map(|_| Val::Other)?,
+            _ => {
+                skip(wire, tag, b, ctx)?;
+                return Ok(());
+            }
+        };
+        Ok(())
+    })
+}
+
+// The wire format, checked as prost checks it.
+
+/// Calls `field` with each field's tag and wire type, positioned at its
+/// value, until `body` is used up.
+#[inline(always)]
+fn fields<'a>(mut body: &'a [u8], mut field: impl FnMut(u32, u8, &mut &'a [u8]) -> R<()>) -> R<()> {
+    while !body.is_empty() {
+        let (tag, wire) = key(&mut body)?;
+        field(tag, wire, &mut body)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn varint(b: &mut &[u8]) -> R<u64> {
+    let bytes = *b;
+    match bytes.first() {
+        Some(&byte) if byte < 0x80 => {
+            *b = &bytes[1..];
+            Ok(u64::from(byte))
+        }
+        _ => varint_long(b),
+    }
+}
+
+/// At most 10 bytes, the tenth 0 or 1 (a u64 cannot hold more).
+fn varint_long(b: &mut &[u8]) -> R<u64> {
+    let bytes = *b;
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().take(10).enumerate() {
+        if i == 9 && byte >= 0x02 {
+            return Err(Why::Varint.into());
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            *b = &bytes[i + 1..];
+            return Ok(value);
+        }
+    }
+    Err(Why::Varint.into())
+}
+
+#[inline(always)]
+fn key(b: &mut &[u8]) -> R<(u32, u8)> {
+    let key = varint(b)?;
+    if key > u64::from(u32::MAX) {
+        return Err(Why::Key(key).into());
+    }
+    let wire = (key & 7) as u8;
+    if wire > 5 {
+        return Err(Why::WireTypeValue(wire).into());
+    }
+    let tag = key as u32 >> 3;
+    if tag == 0 {
+        return Err(Why::Tag.into());
+    }
+    Ok((tag, wire))
+}
+
+#[inline(always)]
+fn want(actual: u8, expected: u8) -> R<()> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Why::WireType { actual, expected }.into())
+    }
+}
+
+/// A length-delimited value's bytes.
+#[inline(always)]
+fn len<'a>(b: &mut &'a [u8]) -> R<&'a [u8]> {
+    let n = varint(b)?;
+    if n > b.len() as u64 {
+        return Err(Why::Underflow.into());
+    }
+    let (value, rest) = b.split_at(n as usize);
+    *b = rest;
+    Ok(value)
+}
+
+/// A nested message's bytes and the recursion budget of its fields.
+#[inline(always)]
+fn message<'a>(wire: u8, b: &mut &'a [u8], ctx: u32) -> R<(&'a [u8], u32)> {
+    want(wire, LEN)?;
+    if ctx == 0 {
+        return Err(Why::Recursion.into());
+    }
+    Ok((len(b)?, ctx - 1))
+}
+
+#[inline(always)]
+fn bytes<'a>(wire: u8, b: &mut &'a [u8]) -> R<&'a [u8]> {
+    want(wire, LEN)?;
+    len(b)
+}
+
+#[inline(always)]
+fn string<'a>(wire: u8, b: &mut &'a [u8]) -> R<&'a str> {
+    std::str::from_utf8(bytes(wire, b)?).map_err(|_| Why::Utf8.into())
+}
+
+/// Any varint field (int32, int64, uint32, bool, enum), untruncated.
+#[inline(always)]
+fn int(wire: u8, b: &mut &[u8]) -> R<u64> {
+    want(wire, VARINT)?;
+    varint(b)
+}
+
+#[inline(always)]
+fn fixed64(wire: u8, b: &mut &[u8]) -> R<u64> {
+    want(wire, FIXED64)?;
+    let (value, rest) = b.split_first_chunk::<8>().ok_or(Why::Underflow)?;
+    *b = rest;
+    Ok(u64::from_le_bytes(*value))
+}
+
+#[inline(always)]
+fn fixed32(wire: u8, b: &mut &[u8]) -> R<u32> {
+    want(wire, FIXED32)?;
+    let (value, rest) = b.split_first_chunk::<4>().ok_or(Why::Underflow)?;
+    *b = rest;
+    Ok(u32::from_le_bytes(*value))
+}
+
+/// An unknown field skipped, as `prost::encoding::skip_field` does.
+fn skip(wire: u8, tag: u32, b: &mut &[u8], ctx: u32) -> R<()> {
+    if ctx == 0 {
+        return Err(Why::Recursion.into());
+    }
+    let n = match wire {
+        VARINT => {
+            varint(b)?;
+            0
+        }
+        FIXED64 => 8,
+        FIXED32 => 4,
+        LEN => varint(b)?,
+        START_GROUP => loop {
+            let (inner_tag, inner) = key(b)?;
+            if inner == END_GROUP {
+                if inner_tag != tag {
+                    return Err(Why::EndGroup.into());
+                }
+                break 0;
+            }
+            skip(inner, inner_tag, b, ctx - 1)?;
+        },
+        _ => return Err(Why::EndGroup.into()),
+    };
+    if n > b.len() as u64 {
+        return Err(Why::Underflow.into());
+    }
+    *b = &b[n as usize..];
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod props;
