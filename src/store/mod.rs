@@ -27,7 +27,7 @@ pub struct Release {
     pub last_seen: UnixNanos,
     /// Its rollout's end was inferred (promoted or rolled back).
     concluded: bool,
-    /// Totals since first seen.
+    /// Totals since first seen: requests and errors only.
     pub total: Signals,
     /// The rolling window.
     pub window: Rolling,
@@ -397,7 +397,7 @@ impl Store {
                 release.role = r.role;
             }
             release.last_seen = release.last_seen.max(now);
-            release.total.record(&group.sample);
+            release.total.record_counts(&group.sample);
             release.window.record(&group.sample, now);
             release.pending.record(&group.sample);
             if group.sample.requests > 0 && fleet.traffic_since.is_none() {
