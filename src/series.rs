@@ -252,7 +252,8 @@ impl Series {
     }
 
     /// Heap bytes held (the ring's allocation).
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
         self.runs.capacity() * std::mem::size_of::<Run>()
     }
 }
@@ -310,7 +311,8 @@ impl SeriesBook {
     }
 
     /// Heap bytes the series hold, their table's entries included.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(Key, Series)>() + 1;
         self.series.capacity() * entry + self.series.values().map(Series::heap_bytes).sum::<usize>()
     }
@@ -489,6 +491,7 @@ mod tests {
         // Back again: a new series, not the old one.
         book.record(3 * S, [(key("a"), point(3_000)), (key("b"), point(3_000))]);
         assert_eq!(book.get("checkout", "prod", "b").unwrap().len(), 1);
+        assert!(book.heap_bytes() > 0);
     }
 
     #[test]

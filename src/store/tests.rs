@@ -458,3 +458,20 @@ fn a_baseline_chosen_later_is_reported_once() {
     run(&mut s, 13, 15, &[("old", 90, None), ("new", 10, None)]);
     assert!(s.take_rebased().is_empty());
 }
+
+/// A checkpoint written a fleet at a time is the checkpoint of the whole.
+#[test]
+fn a_checkpoint_in_parts_is_the_whole() {
+    let mut s = store(10);
+    run(&mut s, 1, 30, &[("old", 100, None), ("new", 10, None)]);
+    let fleets: Vec<(&str, &str, &Fleet)> = s.fleets().collect();
+    let whole = postcard::to_stdvec(&SavedRef {
+        version: CHECKPOINT_VERSION,
+        shape: s.shape(),
+        fleets,
+    })
+    .unwrap();
+    assert_eq!(s.checkpoint(), whole);
+    let mut back = store(10);
+    assert_eq!(back.restore(&whole).unwrap(), 2);
+}
