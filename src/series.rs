@@ -414,7 +414,7 @@ mod tests {
         let mut model: std::collections::VecDeque<(u64, Option<f32>)> = Default::default();
         let mut step = 0u64;
         for _ in 0..2_000 {
-            step += 1 + (rng.next_u64() % 3 == 0) as u64 * (rng.next_u64() % 4);
+            step += 1 + rng.next_u64().is_multiple_of(3) as u64 * (rng.next_u64() % 4);
             let value = match rng.next_u64() % 4 {
                 0 => None,
                 1 => Some((rng.next_u64() % 5) as f32),
