@@ -1,7 +1,9 @@
 //! Each release's recent history for the Release Health page's charts:
 //! canary and baseline error ratio and p50/p95/p99 latency, one point per
 //! step, read off the checks the judge already reported (no window is read
-//! again). Bounded: a ring of at most `capacity` points per release, and a
+//! again). Bounded and compact: runs of equal points in bfloat16, in a ring
+//! grown as points come up to `capacity` points per release, so an idle
+//! release's half hour is a run of 20 bytes and a busy one's 7 KiB; a
 //! release's series is dropped with the release. Pure: the time is handed in.
 
 use std::collections::{HashMap, VecDeque};
@@ -60,80 +62,199 @@ impl Point {
     }
 }
 
-/// A point as kept: the time and eight numbers, NaN for absent (40 bytes,
-/// where `Point` with its `Option`s takes 72).
-#[derive(Debug, Clone, Copy)]
-struct Packed {
-    t: u64,
-    v: [f32; 8],
+/// A number as kept: bfloat16, the upper half of its `f32` rounded to
+/// nearest (8 significant bits, within 0.4%, over the whole `f32` range),
+/// NaN for absent. Half of an `f32`, and plenty for a chart.
+fn squeeze(x: Option<f32>) -> u16 {
+    match x {
+        Some(x) if !x.is_nan() => {
+            let bits = x.to_bits();
+            // Round to nearest, ties to even, on the 16 bits dropped.
+            let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
+            (rounded >> 16) as u16
+        }
+        _ => ABSENT,
+    }
 }
 
-impl Packed {
-    fn pack(p: &Point) -> Self {
-        let n = |x: Option<f32>| x.unwrap_or(f32::NAN);
+/// The canonical NaN of `squeeze`: the number was absent.
+const ABSENT: u16 = 0x7fc0;
+
+/// A kept number as served: at most 3 significant digits (bfloat16 holds
+/// fewer), so `0.05` reads back as `0.05`, not `0.050048828`.
+fn widen(b: u16) -> Option<f32> {
+    let x = f32::from_bits(u32::from(b) << 16);
+    if x.is_nan() {
+        return None;
+    }
+    if x == 0.0 || !x.is_finite() {
+        return Some(x);
+    }
+    let x = f64::from(x);
+    let scale = 10f64.powi(2 - x.abs().log10().floor() as i32);
+    Some(((x * scale).round() / scale) as f32)
+}
+
+/// Points in a row with equal numbers, each `gap` steps after the one
+/// before it: an idle release's half hour is one run. 20 bytes, where a
+/// `Point` with its `Option`s takes 72.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    /// Steps from the point before (for the oldest point kept: unused).
+    gap: u16,
+    /// Points in the run.
+    count: u16,
+    /// Canary error ratio, p50, p95, p99, then the baseline's.
+    v: [u16; 8],
+}
+
+impl Run {
+    fn values(p: &Point) -> [u16; 8] {
         let (c, b) = (&p.canary, &p.baseline);
-        Self {
-            t: p.t,
-            v: [
-                n(c.error_ratio),
-                n(c.p50_ms),
-                n(c.p95_ms),
-                n(c.p99_ms),
-                n(b.error_ratio),
-                n(b.p50_ms),
-                n(b.p95_ms),
-                n(b.p99_ms),
-            ],
-        }
+        [
+            squeeze(c.error_ratio),
+            squeeze(c.p50_ms),
+            squeeze(c.p95_ms),
+            squeeze(c.p99_ms),
+            squeeze(b.error_ratio),
+            squeeze(b.p50_ms),
+            squeeze(b.p95_ms),
+            squeeze(b.p99_ms),
+        ]
     }
 
-    fn unpack(&self) -> Point {
-        let o = |i: usize| Some(self.v[i]).filter(|x| !x.is_nan());
+    fn point(&self, t: u64) -> Point {
         let cohort = |at: usize| Cohort {
-            error_ratio: o(at),
-            p50_ms: o(at + 1),
-            p95_ms: o(at + 2),
-            p99_ms: o(at + 3),
+            error_ratio: widen(self.v[at]),
+            p50_ms: widen(self.v[at + 1]),
+            p95_ms: widen(self.v[at + 2]),
+            p99_ms: widen(self.v[at + 3]),
         };
         Point {
-            t: self.t,
+            t,
             canary: cohort(0),
             baseline: cohort(4),
         }
     }
 }
 
-/// A ring of the newest points, oldest first.
+/// The newest points of one release, oldest first, one per step at most:
+/// runs of equal points in a ring that grows as points come, up to
+/// `capacity` points. Times are kept as step numbers (`t / step`), so a
+/// point is shown at the start of its step.
 #[derive(Debug, Clone)]
 pub struct Series {
-    points: VecDeque<Packed>,
+    runs: VecDeque<Run>,
+    /// Points held (the runs' counts summed), at most `capacity`.
+    len: usize,
     capacity: usize,
+    /// The step of the newest point.
+    last: u64,
+    /// A step in milliseconds.
+    step_ms: u64,
 }
 
 impl Series {
-    pub fn new(capacity: usize) -> Self {
+    /// At most `capacity` points, a step being `step_ms` milliseconds.
+    /// Allocates nothing until the first point.
+    pub fn new(capacity: usize, step_ms: u64) -> Self {
         Self {
-            points: VecDeque::with_capacity(capacity.min(16)),
+            runs: VecDeque::new(),
+            len: 0,
             capacity: capacity.max(1),
+            last: 0,
+            step_ms: step_ms.max(1),
         }
     }
 
-    /// Adds the newest point, dropping the oldest when full.
+    /// Adds the newest point, dropping the oldest when full. A point in
+    /// the step of the newest (or earlier: the clock went back) replaces it.
     pub fn push(&mut self, p: Point) {
-        if self.points.len() == self.capacity {
-            self.points.pop_front();
+        let mut at = p.t / self.step_ms;
+        if self.len > 0 && at <= self.last {
+            at = self.last;
+            self.pop_back();
         }
-        self.points.push_back(Packed::pack(&p));
+        let gap = if self.len == 0 {
+            1
+        } else {
+            u16::try_from(at - self.last).unwrap_or(u16::MAX)
+        };
+        self.last = at;
+        if self.len == self.capacity {
+            self.pop_front();
+        }
+        self.len += 1;
+        let v = Run::values(&p);
+        if let Some(back) = self.runs.back_mut() {
+            if back.v == v && back.gap == gap && back.count < u16::MAX {
+                back.count += 1;
+                return;
+            }
+        }
+        if self.runs.len() == self.runs.capacity() {
+            // Grow as points come, never past one run per point.
+            let want = (self.runs.len() * 2).max(4).min(self.capacity);
+            self.runs.reserve_exact(want - self.runs.len());
+        }
+        self.runs.push_back(Run { gap, count: 1, v });
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(front) = self.runs.front_mut() {
+            self.len -= 1;
+            if front.count > 1 {
+                front.count -= 1;
+            } else {
+                self.runs.pop_front();
+            }
+        }
+    }
+
+    fn pop_back(&mut self) {
+        if let Some(back) = self.runs.back_mut() {
+            self.len -= 1;
+            self.last = self.last.saturating_sub(u64::from(back.gap));
+            if back.count > 1 {
+                back.count -= 1;
+            } else {
+                self.runs.pop_back();
+            }
+        }
     }
 
     /// The points, oldest first.
-    pub fn points(&self) -> impl ExactSizeIterator<Item = Point> + '_ {
-        self.points.iter().map(Packed::unpack)
+    pub fn points(&self) -> Vec<Point> {
+        // The oldest point's step: back from the newest by every gap but
+        // the oldest point's own.
+        let spanned: u64 = self
+            .runs
+            .iter()
+            .map(|r| u64::from(r.gap) * u64::from(r.count))
+            .sum::<u64>()
+            - self.runs.front().map_or(0, |r| u64::from(r.gap));
+        let mut at = self.last.saturating_sub(spanned);
+        let mut out = Vec::with_capacity(self.len);
+        for r in &self.runs {
+            for _ in 0..r.count {
+                if !out.is_empty() {
+                    at += u64::from(r.gap);
+                }
+                out.push(r.point(at * self.step_ms));
+            }
+        }
+        out
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.points.len()
+        self.len
+    }
+
+    /// Heap bytes held (the ring's allocation).
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * std::mem::size_of::<Run>()
     }
 }
 
@@ -160,10 +281,11 @@ impl SeriesBook {
         }
     }
 
-    /// Whether a point is due at `now` (a step since the last one).
+    /// Whether a point is due at `now`: the first in its step. (Steps are
+    /// fixed slices of time, so a tick's jitter never makes one 6 s long.)
     pub fn due(&self, now: UnixNanos) -> bool {
         self.last
-            .is_none_or(|last| now >= last.saturating_add(self.step))
+            .is_none_or(|last| now / self.step > last / self.step)
     }
 
     /// Records one point for each release tracked now; the series of
@@ -175,7 +297,7 @@ impl SeriesBook {
             let mut s = self
                 .series
                 .remove(&key)
-                .unwrap_or_else(|| Series::new(self.capacity));
+                .unwrap_or_else(|| Series::new(self.capacity, self.step / 1_000_000));
             s.push(p);
             kept.insert(key, s);
         }
@@ -185,7 +307,14 @@ impl SeriesBook {
     /// One release's points, oldest first.
     pub fn get(&self, service: &str, environment: &str, deployment_id: &str) -> Option<Vec<Point>> {
         let key: Key = (service.into(), environment.into(), deployment_id.into());
-        self.series.get(&key).map(|s| s.points().collect())
+        self.series.get(&key).map(Series::points)
+    }
+
+    /// Heap bytes the series hold, their table's entries included.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Key, Series)>() + 1;
+        self.series.capacity() * entry + self.series.values().map(Series::heap_bytes).sum::<usize>()
     }
 
     /// Releases with a series.
@@ -232,20 +361,115 @@ mod tests {
         }
     }
 
+    /// A point at `t` ms whose canary error ratio is `ratio`.
+    fn valued(t: u64, ratio: f32) -> Point {
+        let mut p = point(t);
+        p.canary.error_ratio = Some(ratio);
+        p
+    }
+
+    fn times(s: &Series) -> Vec<u64> {
+        s.points().iter().map(|p| p.t).collect()
+    }
+
     #[test]
-    fn a_kept_point_is_40_bytes() {
-        assert_eq!(std::mem::size_of::<Packed>(), 40);
+    fn a_kept_run_is_20_bytes() {
+        assert_eq!(std::mem::size_of::<Run>(), 20);
     }
 
     #[test]
     fn a_series_is_bounded_and_drops_its_oldest_points() {
-        let mut s = Series::new(3);
+        let mut s = Series::new(3, 1);
         for t in 0..10 {
-            s.push(point(t));
+            s.push(valued(t, t as f32));
         }
         assert_eq!(s.len(), 3);
-        let ts: Vec<u64> = s.points().map(|p| p.t).collect();
-        assert_eq!(ts, [7, 8, 9]);
+        assert_eq!(times(&s), [7, 8, 9]);
+        let ratios: Vec<_> = s.points().iter().map(|p| p.canary.error_ratio).collect();
+        assert_eq!(ratios, [Some(7.0), Some(8.0), Some(9.0)]);
+    }
+
+    #[test]
+    fn equal_points_are_one_run_and_still_read_one_by_one() {
+        let mut s = Series::new(360, 5_000);
+        assert_eq!(s.heap_bytes(), 0, "nothing before the first point");
+        for i in 0..1_000u64 {
+            s.push(point(i * 5_000 + 3));
+        }
+        assert_eq!(s.len(), 360);
+        assert_eq!(s.runs.len(), 1);
+        assert!(s.heap_bytes() <= 4 * 20);
+        let ts = times(&s);
+        assert_eq!(ts.len(), 360);
+        assert_eq!(ts[0], 640 * 5_000, "shown at the start of its step");
+        assert_eq!(ts[359], 999 * 5_000);
+        assert!(ts.windows(2).all(|w| w[1] - w[0] == 5_000));
+    }
+
+    #[test]
+    fn gaps_changes_and_the_ring_agree_with_a_plain_list() {
+        // Against the obvious model: a list of (step, value) trimmed to the
+        // capacity, over gaps, repeats and changes.
+        let mut rng = crate::rng::Rng::new(7);
+        let mut s = Series::new(50, 10);
+        let mut model: std::collections::VecDeque<(u64, Option<f32>)> = Default::default();
+        let mut step = 0u64;
+        for _ in 0..2_000 {
+            step += 1 + rng.next_u64().is_multiple_of(3) as u64 * (rng.next_u64() % 4);
+            let value = match rng.next_u64() % 4 {
+                0 => None,
+                1 => Some((rng.next_u64() % 5) as f32),
+                _ => model.back().and_then(|&(_, v)| v),
+            };
+            let mut p = point(step * 10 + 9);
+            p.canary.error_ratio = value;
+            s.push(p);
+            model.push_back((step * 10, value));
+            if model.len() > 50 {
+                model.pop_front();
+            }
+            let got: Vec<_> = s
+                .points()
+                .iter()
+                .map(|p| (p.t, p.canary.error_ratio))
+                .collect();
+            assert_eq!(got, Vec::from(model.clone()));
+        }
+        assert!(s.heap_bytes() <= 50 * 20);
+    }
+
+    #[test]
+    fn a_point_in_the_same_step_replaces_the_newest() {
+        let mut s = Series::new(10, 1_000);
+        s.push(valued(1_000, 1.0));
+        s.push(valued(2_000, 2.0));
+        s.push(valued(2_500, 3.0));
+        // The clock went back: still in order, replacing the newest.
+        s.push(valued(1_500, 4.0));
+        let got: Vec<_> = s
+            .points()
+            .iter()
+            .map(|p| (p.t, p.canary.error_ratio))
+            .collect();
+        assert_eq!(got, [(1_000, Some(1.0)), (2_000, Some(4.0))]);
+    }
+
+    #[test]
+    fn numbers_are_kept_to_within_half_a_percent_and_shown_short() {
+        for x in [
+            0.05f32, 0.01, 0.0012, 0.5, 1.0, 12.5, 99.9, 123.4, 2_500.0, 3.6e6,
+        ] {
+            let back = widen(squeeze(Some(x))).unwrap();
+            assert!(((back - x) / x).abs() < 0.005, "{x} -> {back}");
+        }
+        assert_eq!(widen(squeeze(Some(0.05))), Some(0.05));
+        assert_eq!(widen(squeeze(Some(0.0))), Some(0.0));
+        assert_eq!(widen(squeeze(None)), None);
+        assert_eq!(widen(squeeze(Some(f32::NAN))), None);
+        assert_eq!(
+            serde_json::to_string(&widen(squeeze(Some(0.012)))).unwrap(),
+            "0.012"
+        );
     }
 
     #[test]
@@ -260,14 +484,15 @@ mod tests {
     #[test]
     fn a_release_no_longer_tracked_loses_its_series() {
         let mut book = SeriesBook::new(S, 10);
-        book.record(S, [(key("a"), point(1)), (key("b"), point(1))]);
-        book.record(2 * S, [(key("a"), point(2))]);
+        book.record(S, [(key("a"), point(1_000)), (key("b"), point(1_000))]);
+        book.record(2 * S, [(key("a"), point(2_000))]);
         assert_eq!(book.len(), 1);
         assert_eq!(book.get("checkout", "prod", "a").unwrap().len(), 2);
         assert!(book.get("checkout", "prod", "b").is_none());
         // Back again: a new series, not the old one.
-        book.record(3 * S, [(key("a"), point(3)), (key("b"), point(3))]);
+        book.record(3 * S, [(key("a"), point(3_000)), (key("b"), point(3_000))]);
         assert_eq!(book.get("checkout", "prod", "b").unwrap().len(), 1);
+        assert!(book.heap_bytes() > 0);
     }
 
     #[test]
@@ -296,14 +521,14 @@ mod tests {
         assert_eq!(p.baseline.error_ratio, Some(0.01));
         assert_eq!(p.canary.p95_ms, Some(100.0));
         assert_eq!(p.baseline.p99_ms, Some(120.0));
-        // Kept packed, read back the same.
-        let mut s = Series::new(1);
+        // Kept compact, read back the same (at the start of its step).
+        let mut s = Series::new(1, 1_000);
         s.push(p);
-        assert_eq!(s.points().next(), Some(p));
+        assert_eq!(s.points(), [Point { t: 7000, ..p }]);
         // No checks (not judged yet): an empty point, not a made-up zero.
-        let none = Point::of(0, &[]);
+        let none = Point::of(8 * S, &[]);
         assert_eq!(none.canary, Cohort::default());
         s.push(none);
-        assert_eq!(s.points().next(), Some(none));
+        assert_eq!(s.points(), [none]);
     }
 }

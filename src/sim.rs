@@ -427,7 +427,10 @@ pub fn summarize(s: &Scenario, runs: usize, seed: u64, config: &Config) -> Summa
         median_green: quantile(&greens, 0.5),
         green_within_180s: greens.iter().filter(|g| **g <= 180).count(),
         green_before_red: results.iter().filter(|r| r.green_before_red).count(),
-        eta_decided: results.iter().filter(|r| r.first_eta.is_some() && r.decided_at.is_some()).count(),
+        eta_decided: results
+            .iter()
+            .filter(|r| r.first_eta.is_some() && r.decided_at.is_some())
+            .count(),
         eta_accurate: results
             .iter()
             .filter(|r| match (r.first_eta, r.decided_at) {

@@ -120,7 +120,11 @@ fn regressions_are_red_and_not_green_first() {
     }
     let s = case("one endpoint (10%), errors ×10");
     assert!(share(s.red_within_60s) >= 0.95, "{}", s.row());
-    assert!(share(s.red_on_endpoint) >= 0.5, "the red reason names the endpoint: {}", s.row());
+    assert!(
+        share(s.red_on_endpoint) >= 0.5,
+        "the red reason names the endpoint: {}",
+        s.row()
+    );
     let s = case("new error kind, 0.5% → 1.5%");
     assert!(share(s.new_error_listed) >= 0.95, "{}", s.row());
 }

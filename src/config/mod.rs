@@ -734,7 +734,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        for part in ["checks.endpoints.top", "checks.endpoints.keys", "trace_url_template"] {
+        for part in [
+            "checks.endpoints.top",
+            "checks.endpoints.keys",
+            "trace_url_template",
+        ] {
             assert!(err.contains(part), "{part} in {err}");
         }
     }

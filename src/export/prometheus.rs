@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use crate::dora::Report;
 use crate::model::{UnixNanos, NANOS_PER_SEC};
-use crate::store::{Release, Store};
+use crate::store::{Fleet, Release, Store};
 use crate::window::Signals;
 
 /// The two exposition formats.
@@ -128,9 +128,36 @@ fn covered(r: &Release, window: UnixNanos, now: UnixNanos) -> f64 {
 
 /// Writes every release's series (without the self metrics).
 pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: UnixNanos) {
-    // Gather per family so each family's samples are contiguous.
-    let mut families: Vec<String> = vec![String::new(); FAMILIES.len()];
+    let mut releases = Releases::new(window, now);
     for (service, env, fleet) in store.fleets() {
+        releases.fleet(service, env, fleet);
+    }
+    releases.finish(out);
+}
+
+/// Every release's series, written a few fleets at a time (so a caller
+/// can let go of the store between them) and put together at the end, each
+/// family's samples contiguous.
+pub struct Releases {
+    families: Vec<String>,
+    window: UnixNanos,
+    now: UnixNanos,
+}
+
+impl Releases {
+    /// Numbers over a rolling `window`, as of `now`.
+    pub fn new(window: UnixNanos, now: UnixNanos) -> Self {
+        Self {
+            families: vec![String::new(); FAMILIES.len()],
+            window,
+            now,
+        }
+    }
+
+    /// Writes one service and environment's releases.
+    pub fn fleet(&mut self, service: &str, env: &str, fleet: &Fleet) {
+        let (window, now) = (self.window, self.now);
+        let families = &mut self.families;
         for r in fleet.releases.values() {
             let id = &*r.deployment_id;
             let sha = r.git_sha.as_deref().unwrap_or("");
@@ -208,10 +235,14 @@ pub fn encode_releases(out: &mut String, store: &Store, window: UnixNanos, now: 
             }
         }
     }
-    for ((name, help), body) in FAMILIES.iter().zip(families) {
-        let _ = writeln!(out, "# HELP {name} {help}.");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        out.push_str(&body);
+
+    /// The exposition: each family's help, type and samples.
+    pub fn finish(self, out: &mut String) {
+        for ((name, help), body) in FAMILIES.iter().zip(self.families) {
+            let _ = writeln!(out, "# HELP {name} {help}.");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            out.push_str(&body);
+        }
     }
 }
 

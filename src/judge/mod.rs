@@ -283,11 +283,10 @@ impl Judge {
                     &self.checks.error_ratio,
                     look,
                 );
-                reports.push(c.errors.report(
-                    &self.checks.error_ratio,
-                    self.levels,
-                    canary.window,
-                ));
+                reports.push(
+                    c.errors
+                        .report(&self.checks.error_ratio, self.levels, canary.window),
+                );
                 if self.checks.endpoints.enabled {
                     c.endpoints.feed(
                         &Cohort {
@@ -606,9 +605,9 @@ impl Judge {
                 .filter(|e| endpoint.is_none() || e.endpoint.as_deref() == endpoint)
                 .collect();
             if failed {
-                picked.sort_by(|a, b| b.time.cmp(&a.time));
+                picked.sort_by_key(|e| std::cmp::Reverse(e.time));
             } else {
-                picked.sort_by(|a, b| b.latency_us.cmp(&a.latency_us));
+                picked.sort_by_key(|e| std::cmp::Reverse(e.latency_us));
             }
             picked
                 .into_iter()
@@ -640,7 +639,10 @@ fn exemplar_ref(e: &crate::model::Exemplar, template: Option<&str>) -> ExemplarR
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let (trace_id, span_id) = (hex(&e.trace_id), hex(&e.span_id));
     ExemplarRef {
-        url: template.map(|t| t.replace("{trace_id}", &trace_id).replace("{span_id}", &span_id)),
+        url: template.map(|t| {
+            t.replace("{trace_id}", &trace_id)
+                .replace("{span_id}", &span_id)
+        }),
         trace_id,
         span_id,
         value: e.latency_us as f64 / 1000.0,

@@ -13,13 +13,12 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::clock::system_now;
-use crate::verdict::{self, Filter, Verdict};
+use crate::verdict::{Filter, Verdict};
 
 /// Events buffered per client before it counts as behind.
 const STREAM_BUFFER: usize = 256;
@@ -54,12 +53,29 @@ pub async fn releases(
         .into_response()
 }
 
+/// The `snapshot` event's data (serialized straight from the verdicts).
+#[derive(serde::Serialize)]
+struct Snapshot<'a> {
+    releases: &'a [Verdict],
+}
+
+/// Every release, built a chunk at a time (as the JSON listing): run it
+/// off the async workers.
 fn snapshot(app: &App, filter: &Filter) -> Event {
-    let releases = app.read(|store| verdict::list(store, filter, system_now()));
+    let releases = app.list_verdicts(filter, system_now());
     Event::default()
         .event("snapshot")
         .retry(RETRY)
-        .json_data(json!({ "releases": releases }))
+        .json_data(Snapshot {
+            releases: &releases,
+        })
+        .unwrap_or_default()
+}
+
+async fn snapshot_off(app: &Arc<App>, filter: &Filter) -> Event {
+    let (app, filter) = (app.clone(), filter.clone());
+    tokio::task::spawn_blocking(move || snapshot(&app, &filter))
+        .await
         .unwrap_or_default()
 }
 
@@ -79,7 +95,11 @@ fn events(
     let mut changes = app.subscribe();
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        if tx.send(Ok(snapshot(&app, &filter))).await.is_err() {
+        if tx
+            .send(Ok(snapshot_off(&app, &filter).await))
+            .await
+            .is_err()
+        {
             return;
         }
         loop {
@@ -91,7 +111,7 @@ fn events(
             let event = match next {
                 Ok(v) if filter.admits(&v) => change(&v),
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => snapshot(&app, &filter),
+                Err(broadcast::error::RecvError::Lagged(_)) => snapshot_off(&app, &filter).await,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if tx.send(Ok(event)).await.is_err() {

@@ -27,7 +27,7 @@ pub struct Release {
     pub last_seen: UnixNanos,
     /// Its rollout's end was inferred (promoted or rolled back).
     concluded: bool,
-    /// Totals since first seen.
+    /// Totals since first seen: requests and errors only.
     pub total: Signals,
     /// The rolling window.
     pub window: Rolling,
@@ -68,12 +68,25 @@ impl Release {
 /// Bumped whenever a checkpointed type changes shape.
 const CHECKPOINT_VERSION: u32 = 3;
 
-/// A checkpoint as written.
+/// A checkpoint as written (in parts: see `checkpoint_of`).
+#[cfg(test)]
 #[derive(Serialize)]
 struct SavedRef<'a> {
     version: u32,
     shape: String,
     fleets: Vec<(&'a str, &'a str, &'a Fleet)>,
+}
+
+/// The checkpoint of a head and fleets' parts: the bytes of a `SavedRef`
+/// (postcard writes a struct as its fields in a row, a sequence as its
+/// length and its items).
+pub fn checkpoint_of(head: Vec<u8>, parts: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = head;
+    out.extend(postcard::to_stdvec(&parts.len()).unwrap_or_default());
+    for part in parts {
+        out.extend(part);
+    }
+    out
 }
 
 /// A checkpoint as read back.
@@ -244,14 +257,26 @@ impl Store {
     /// Every fleet, its releases and their judge's evidence, as bytes for
     /// a checkpoint (see `restore`).
     pub fn checkpoint(&self) -> Vec<u8> {
-        let fleets: Vec<(&str, &str, &Fleet)> = self.fleets().collect();
-        let saved = SavedRef {
-            version: CHECKPOINT_VERSION,
-            shape: self.shape(),
-            fleets,
-        };
+        let parts = self
+            .fleets()
+            .filter_map(|(s, e, _)| self.checkpoint_fleet(s, e))
+            .collect();
+        checkpoint_of(self.checkpoint_head(), parts)
+    }
+
+    /// A checkpoint's opening: its version and the settings it needs. With
+    /// `checkpoint_fleet` and `checkpoint_of`, a checkpoint can be written a
+    /// fleet at a time, the store free for ingest in between.
+    pub fn checkpoint_head(&self) -> Vec<u8> {
         // Writing to a Vec cannot fail; our types serialize infallibly.
-        postcard::to_stdvec(&saved).unwrap_or_default()
+        postcard::to_stdvec(&(CHECKPOINT_VERSION, self.shape())).unwrap_or_default()
+    }
+
+    /// One service and environment's part of a checkpoint; None when it is
+    /// no longer tracked.
+    pub fn checkpoint_fleet(&self, service: &str, environment: &str) -> Option<Vec<u8>> {
+        let fleet = self.fleet(service, environment)?;
+        postcard::to_stdvec(&(service, environment, fleet)).ok()
     }
 
     /// Replaces what is tracked by a checkpoint's content; returns how many
@@ -402,7 +427,7 @@ impl Store {
                 release.role = r.role;
             }
             release.last_seen = release.last_seen.max(now);
-            release.total.record(&group.sample);
+            release.total.record_counts(&group.sample);
             release.window.record(&group.sample, now);
             release.pending.record(&group.sample);
             let hits = release.detail.record(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Exemplar, Sample, UnixNanos, EXEMPLARS, OTHER_ENDPOINT, OTHER_ERROR};
 use super::EndpointHit;
+use crate::model::{Exemplar, Sample, UnixNanos, EXEMPLARS, OTHER_ENDPOINT, OTHER_ERROR};
 
 /// Error kinds a release names; more are pooled as `(other)`.
 pub const MAX_ERROR_KINDS: usize = 16;
@@ -179,7 +179,9 @@ mod tests {
         let names: Vec<&str> = d.endpoints.iter().map(|n| &**n).collect();
         assert_eq!(names, ["a", "b", OTHER_ENDPOINT]);
         assert_eq!(
-            hits.iter().map(|h| (h.index, h.requests)).collect::<Vec<_>>(),
+            hits.iter()
+                .map(|h| (h.index, h.requests))
+                .collect::<Vec<_>>(),
             [(0, 2), (1, 1), (2, 1)]
         );
         // A later new endpoint joins the pool, known ones keep their index.
@@ -187,10 +189,7 @@ mod tests {
         later.add_span(span("d", false, 10, 1));
         later.add_span(span("b", false, 10, 1));
         let hits = d.record(&later, 2, 1, 60);
-        assert_eq!(
-            hits.iter().map(|h| h.index).collect::<Vec<_>>(),
-            [2, 1]
-        );
+        assert_eq!(hits.iter().map(|h| h.index).collect::<Vec<_>>(), [2, 1]);
     }
 
     #[test]
@@ -202,16 +201,31 @@ mod tests {
             s.add_span(span("a", false, 100 + u64::from(i), i));
             d.record(&s, 20, u64::from(i), 60);
         }
-        let failed: Vec<u8> = d.exemplars.iter().filter(|e| e.failed).map(|e| e.span_id[0]).collect();
+        let failed: Vec<u8> = d
+            .exemplars
+            .iter()
+            .filter(|e| e.failed)
+            .map(|e| e.span_id[0])
+            .collect();
         assert_eq!(failed, [3, 4, 5, 6, 7]);
-        let mut slow: Vec<u64> = d.exemplars.iter().filter(|e| !e.failed).map(|e| e.latency_us).collect();
+        let mut slow: Vec<u64> = d
+            .exemplars
+            .iter()
+            .filter(|e| !e.failed)
+            .map(|e| e.latency_us)
+            .collect();
         slow.sort_unstable();
         assert_eq!(slow, [103, 104, 105, 106, 107]);
         // Out of the window, a fast request replaces the slow ones.
         let mut s = Sample::default();
         s.add_span(span("a", false, 1, 9));
         d.record(&s, 20, 1_000, 60);
-        let slow: Vec<u64> = d.exemplars.iter().filter(|e| !e.failed).map(|e| e.latency_us).collect();
+        let slow: Vec<u64> = d
+            .exemplars
+            .iter()
+            .filter(|e| !e.failed)
+            .map(|e| e.latency_us)
+            .collect();
         assert_eq!(slow, [1]);
     }
 

@@ -76,9 +76,12 @@ impl EndpointTests {
                     self.tests.len() - 1
                 }
             };
-            self.tests[i]
-                .1
-                .feed_counts([c[0], c[1], b[0], b[1]], baseline.window.endpoint(bi), cfg, look);
+            self.tests[i].1.feed_counts(
+                [c[0], c[1], b[0], b[1]],
+                baseline.window.endpoint(bi),
+                cfg,
+                look,
+            );
         }
     }
 
