@@ -218,7 +218,15 @@ impl DistributionTest {
                 .iter()
                 .map(|q| q.within.p_value())
                 .fold(0.0, f64::max),
-            passed: self.quantiles.iter().all(|q| q.within.passed()),
+            // A quantile whose tail is still too thin is not tested yet and
+            // does not hold green back: at 10 canary requests/s a p99 would
+            // wait minutes for its 1,000 requests.
+            passed: self.quantiles.iter().any(|q| q.active())
+                && self
+                    .quantiles
+                    .iter()
+                    .filter(|q| q.active())
+                    .all(|q| q.within.passed()),
             worst,
             ready: self.quantiles.iter().any(|q| q.tau.is_some()),
             thin: self

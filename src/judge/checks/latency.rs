@@ -109,7 +109,7 @@ impl LatencyTest {
                 );
                 for (q, needed) in &thin {
                     why.push_str(&format!(
-                        "; p{} is judged from {needed} canary requests on",
+                        "; p{} is judged from {needed} canary requests on (it does not hold green back until then)",
                         q * 100.0
                     ));
                 }
