@@ -50,7 +50,7 @@ pub enum DecodeError {
     Gzip(std::io::Error),
     #[error("invalid protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
-    #[error("invalid protobuf: {0}")]
+    #[error("invalid protobuf: failed to decode the message: {0}")]
     Walk(#[from] super::walk::WalkError),
     #[error("invalid OTLP JSON: {0}")]
     Json(#[from] serde_path_to_error::Error<serde_json::Error>),

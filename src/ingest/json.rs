@@ -237,10 +237,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Each<T> {
 
 /// Hex digits as the reference's `const_hex::decode` takes them: an even
 /// length, an optional `0x`, upper or lower case.
-fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), &'static str> {
+fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), String> {
     let b = s.as_bytes();
     if !b.len().is_multiple_of(2) {
-        return Err("odd number of digits");
+        return Err("odd number of digits".to_string());
     }
     let b = match b {
         [b'0', b'x' | b'X', rest @ ..] => rest,
@@ -255,7 +255,17 @@ fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), &'static str> {
     for pair in b.chunks_exact(2) {
         match (digit(pair[0]), digit(pair[1])) {
             (Some(h), Some(l)) => out(h << 4 | l),
-            _ => return Err("invalid character"),
+            _ => {
+                let bad = pair
+                    .iter()
+                    .find(|c| digit(**c).is_none())
+                    .copied()
+                    .unwrap_or(b'?');
+                return Err(format!(
+                    "invalid character {:?}: ids are hex digits",
+                    bad as char
+                ));
+            }
         }
     }
     Ok(())

@@ -136,7 +136,7 @@ impl Sample {
     pub fn add_endpoint(&mut self, name: &str, requests: u64, errors: u64) {
         let i = match self.endpoints.iter().position(|e| &*e.name == name) {
             Some(i) => i,
-            None if self.endpoints.len() < MAX_SAMPLE_ENDPOINTS => {
+            None if self.endpoints.len() < MAX_SAMPLE_ENDPOINTS || name == OTHER_ENDPOINT => {
                 self.endpoints.push(EndpointCount {
                     name: name.into(),
                     requests: 0,
@@ -163,6 +163,7 @@ impl Sample {
     }
 
     /// Keeps `e` if it is among the first failed or the slowest requests.
+    /// (Endpoints beyond `MAX_SAMPLE_ENDPOINTS` pool into one more entry.)
     fn offer_exemplar(&mut self, mut e: Exemplar, endpoint: Option<&str>) {
         let (failed, slow) =
             self.exemplars.iter().fold(

@@ -193,6 +193,26 @@ mod tests {
     }
 
     #[test]
+    fn a_request_naming_endless_endpoints_pools_them() {
+        let mut sample = Sample::default();
+        let names: Vec<String> = (0..500).map(|i| format!("GET /items/{i}")).collect();
+        for name in &names {
+            sample.add_span(span(name, false, 10, 1));
+        }
+        assert_eq!(
+            sample.endpoints.len(),
+            crate::model::MAX_SAMPLE_ENDPOINTS + 1
+        );
+        assert_eq!(
+            sample.endpoints.iter().map(|e| e.requests).sum::<u64>(),
+            500
+        );
+        let mut d = Detail::default();
+        d.record(&sample, 20, 0, 60);
+        assert_eq!(d.endpoints.len(), 21);
+    }
+
+    #[test]
     fn exemplars_keep_the_latest_failures_and_the_slowest_of_the_window() {
         let mut d = Detail::default();
         for i in 0..8u8 {

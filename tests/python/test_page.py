@@ -202,8 +202,9 @@ def test_the_release_view_shows_checks_charts_and_timeline(fleet: Fleet, browser
     WebDriverWait(browser, 20).until(lambda d: segments(d) >= 1)
     WebDriverWait(browser, 30).until(lambda d: segments(d) >= 3)
     WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#charts .chart path.line-baseline"))
-    # The judge gives no endpoint breakdown or exemplars yet: none is drawn.
-    assert text(browser, "#endpoints") is None and text(browser, "#exemplars") is None
+    # The endpoint breakdown names the failing endpoint.
+    endpoints = text(browser, "#endpoints")
+    assert endpoints and "fail" in endpoints, endpoints
     shoot(browser, "release-red", height=1800)
 
 

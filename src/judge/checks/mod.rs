@@ -150,7 +150,6 @@ pub struct CheckReport {
     /// One sentence a person can act on.
     pub detail: String,
     /// Canary requests to look at when it fails or is marginal.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exemplars: Vec<ExemplarRef>,
 }
 
