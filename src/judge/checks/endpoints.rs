@@ -94,14 +94,17 @@ impl EndpointTests {
 
     /// Every endpoint judged so far, worst first: fail when its errors
     /// rose beyond doubt (at the split level), marginal when the evidence
-    /// leans that way (which holds green back), pass otherwise; no data
-    /// until both cohorts have `min_requests` on it.
+    /// leans that way, half-way to the release's own red level (which
+    /// holds green back: a regression on one endpoint is not promoted while
+    /// it is being proven), pass otherwise; no data until both cohorts
+    /// have `min_requests` on it.
     pub fn reports(
         &self,
         cfg: &EndpointsCheck,
         errors: &ErrorRatioCheck,
         levels: Levels,
     ) -> Vec<EndpointReport> {
+        let leaning = levels.leaning();
         let levels = Self::levels(levels, cfg);
         let mut out: Vec<EndpointReport> = self
             .tests
@@ -118,7 +121,7 @@ impl EndpointTests {
                 } else if log_e >= levels.fail && increase.is_some_and(|d| d >= errors.tolerance_abs)
                 {
                     CheckResult::Fail
-                } else if log_e >= levels.leaning() {
+                } else if log_e >= leaning {
                     CheckResult::Marginal
                 } else {
                     CheckResult::Pass
