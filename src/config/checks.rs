@@ -191,7 +191,7 @@ impl Default for ErrorRatioCheck {
             tolerance: 0.0,
             tolerance_abs: 0.001,
             pass_bound: 0.5,
-            pass_bound_abs: 0.005,
+            pass_bound_abs: 0.0075,
         }
     }
 }

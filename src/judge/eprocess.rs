@@ -32,7 +32,12 @@ const GRID: usize = 5;
 /// are the regressions a canary exists to catch within a minute, where
 /// every nat counts; small ones take minutes whatever the weight, and
 /// large ones are caught in seconds even with little.
-const WEIGHTS: [f64; GRID] = [0.1, 0.25, 0.35, 0.2, 0.1];
+const WEIGHTS: [f64; GRID] = [0.05, 0.3, 0.4, 0.15, 0.1];
+
+/// Nats a change detector's evidence starts below zero at, for its
+/// likeliest alternative: the prior weights of the release's start and of
+/// that alternative (ln(1/(0.9 · 0.35))).
+pub const PRIOR_COST: f64 = 1.155;
 
 /// Which side of the null boundary the alternatives lie on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
