@@ -548,9 +548,10 @@ impl Judge {
         (Color::Yellow, why, failed.is_empty() && !guards_only)
     }
 
-    /// Seconds until every check could pass at the current traffic: the
-    /// longest of the time to `min_duration`, to `min_requests`, and to
-    /// each open pass test's decision (None when one cannot tell).
+    /// Seconds to a decision at the current traffic, once there is enough
+    /// to estimate it: the sooner of the time to red, when the evidence of
+    /// a regression is already half-way there, and the time to green (see
+    /// `green_eta`). None when neither can be told yet.
     fn eta(
         &self,
         c: &Comparison,
@@ -558,8 +559,43 @@ impl Judge {
         baseline: &View<'_>,
         now: UnixNanos,
     ) -> Option<u64> {
+        let elapsed = (now.saturating_sub(c.started) as f64 / NANOS_PER_SEC as f64).max(1.0);
+        let mut red: Option<f64> = None;
+        let mut to_red = |log_e: f64, prior_cost: f64| {
+            if let Some(s) = seconds_to_level(log_e, self.levels.fail, prior_cost, elapsed) {
+                red = Some(red.map_or(s, |r| r.min(s)));
+            }
+        };
+        if self.checks.error_ratio.enabled {
+            to_red(c.errors.log_e(), eprocess::PRIOR_COST);
+        }
+        if self.checks.latency.enabled {
+            let quantiles = self.checks.latency.quantiles.len().max(1) as f64;
+            to_red(c.latency.log_e(), eprocess::PRIOR_COST + quantiles.ln());
+        }
+        let green = self.green_eta(c, canary, baseline, now, elapsed);
+        let eta = match (red, green) {
+            (Some(r), Some(g)) => r.min(g),
+            (r, g) => r.or(g)?,
+        };
+        Some(eta.ceil() as u64)
+    }
+
+    /// Seconds until every check could pass at the current traffic: the
+    /// longest of the time to `min_duration`, to `min_requests`, and to
+    /// each open pass test's decision. None when one cannot tell, or
+    /// cannot tell yet: before the error check's pass test has
+    /// `ETA_MIN_INFO` errors' worth of evidence to go by, an estimate is
+    /// mostly the prior.
+    fn green_eta(
+        &self,
+        c: &Comparison,
+        canary: &View<'_>,
+        baseline: &View<'_>,
+        now: UnixNanos,
+        elapsed: f64,
+    ) -> Option<f64> {
         let secs = |n: UnixNanos| n as f64 / NANOS_PER_SEC as f64;
-        let elapsed = secs(now.saturating_sub(c.started)).max(1.0);
         let age = secs(now.saturating_sub(canary.first_seen));
         let mut eta = (secs(self.config.min_duration.as_nanos() as u64) - age).max(0.0);
         let window = secs(self.config.window.as_nanos() as u64).min(age.max(1.0));
@@ -576,7 +612,7 @@ impl Judge {
         let alpha = 1.0 - self.config.green_confidence;
         if self.checks.error_ratio.enabled {
             let [nc, ..] = c.errors.totals();
-            if nc == 0 {
+            if nc == 0 || c.errors.pass_info() < ETA_MIN_INFO {
                 return None;
             }
             let more = c.errors.eta_requests(alpha)?;
@@ -585,7 +621,7 @@ impl Judge {
         if self.checks.latency.enabled {
             eta = eta.max(c.latency.eta_multiple(alpha)? * elapsed);
         }
-        Some(eta.ceil() as u64)
+        Some(eta)
     }
 
     /// Links each failing or marginal check to canary requests that show
@@ -662,3 +698,17 @@ fn format_duration(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Errors expected at the pass bound before a time to green is estimated.
+const ETA_MIN_INFO: f64 = 3.0;
+
+/// Seconds until evidence `log_e` reaches `level` if it keeps growing as it
+/// has over `elapsed` seconds (it started at −`prior_cost`); None unless it
+/// is already half-way, where the growth seen so far says something.
+fn seconds_to_level(log_e: f64, level: f64, prior_cost: f64, elapsed: f64) -> Option<f64> {
+    if log_e < level / 2.0 {
+        return None;
+    }
+    let rate = (log_e + prior_cost) / elapsed;
+    Some(((level - log_e) / rate).max(0.0))
+}

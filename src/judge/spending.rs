@@ -163,6 +163,11 @@ impl PassTest {
         None
     }
 
+    /// Events expected at the bound so far.
+    pub fn info(&self) -> f64 {
+        self.info + self.pending_info
+    }
+
     /// Trials taken in so far.
     pub fn trials(&self) -> u64 {
         self.trials + self.pending_trials

@@ -238,27 +238,29 @@ impl DistributionTest {
         }
     }
 
-    /// Canary observations still needed for every quantile to pass, as a
-    /// multiple of those seen so far (None when some will not pass, or
-    /// there is nothing to go by): quantiles still too thin to test need
-    /// at least the rest of their minimum, and about as much again to pass.
+    /// Canary observations still needed for every tested quantile to
+    /// pass, as a multiple of those seen so far (None when some will not
+    /// pass, or there is nothing to go by). Quantiles still too thin to
+    /// test do not hold green back, so they do not count, unless none is
+    /// tested yet: then the first to be needs the rest of its minimum,
+    /// and about as much again to pass.
     pub(super) fn eta_multiple(&self, alpha: f64) -> Option<f64> {
-        let mut worst: f64 = 0.0;
-        for q in &self.quantiles {
-            if q.seen == 0 {
+        let mut worst: Option<f64> = None;
+        for q in self.quantiles.iter().filter(|q| q.active()) {
+            let trials = q.within.trials();
+            if trials == 0 {
                 return None;
             }
-            let m = if !q.active() {
-                (2 * q.needed()).saturating_sub(q.seen) as f64 / q.seen as f64
-            } else {
-                let trials = q.within.trials();
-                if trials == 0 {
-                    return None;
-                }
-                q.within.eta_trials(alpha)? / trials as f64
-            };
-            worst = worst.max(m);
+            let m = q.within.eta_trials(alpha)? / trials as f64;
+            worst = Some(worst.map_or(m, |w| w.max(m)));
         }
-        Some(worst)
+        if let Some(w) = worst {
+            return Some(w);
+        }
+        let first = self.quantiles.iter().min_by_key(|q| q.needed())?;
+        if first.seen == 0 {
+            return None;
+        }
+        Some((2 * first.needed()).saturating_sub(first.seen) as f64 / first.seen as f64)
     }
 }

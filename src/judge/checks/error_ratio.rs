@@ -109,6 +109,12 @@ impl ErrorTest {
         self.within.eta_trials(alpha)
     }
 
+    /// Canary errors expected at the pass bound so far: how much the
+    /// green side has to go by.
+    pub fn pass_info(&self) -> f64 {
+        self.within.info()
+    }
+
     /// The report (`_canary_window` is for a recent-window pass rule that
     /// was tried and slowed green too much at low traffic).
     pub fn report(

@@ -134,4 +134,9 @@ impl LatencyTest {
     pub fn eta_multiple(&self, alpha: f64) -> Option<f64> {
         self.test.eta_multiple(alpha)
     }
+
+    /// The evidence of a regression, as a natural log.
+    pub fn log_e(&self) -> f64 {
+        self.test.evidence().log_e
+    }
 }
