@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use release_verdict::config::Config;
 use release_verdict::encode_releases;
+use release_verdict::loadgen;
 use release_verdict::model::{Sample, NANOS_PER_SEC};
 use release_verdict::sim::{otlp::fleet_request, Rng};
 use release_verdict::Encoding;
@@ -132,6 +133,48 @@ fn ingest(c: &mut Criterion) {
             i = (i + 1) % json.len();
             let bytes = &json[i][..];
             black_box(mapper.trace_bytes(bytes, Encoding::Json, |batch| batch.items))
+        })
+    });
+    g.finish();
+}
+
+/// The request `benches/ingest_cpu.sh` has loadgen send (`--payload http
+/// --services 8`), decoded bare by prost and walked into the store: the
+/// figures to set beside the daemon's CPU per span of the same run.
+fn loadgen_bytes(c: &mut Criterion) {
+    use clap::{Args, FromArgMatches};
+    let args = ["loadgen", "--payload", "http", "--services", "8"];
+    let matches =
+        loadgen::Options::augment_args(clap::Command::new("loadgen")).get_matches_from(args);
+    let options = loadgen::Options::from_arg_matches(&matches).unwrap();
+    let req = loadgen::sample_request(&options);
+    let spans: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    let bytes = req.encode_to_vec();
+    eprintln!(
+        "loadgen --payload http: {spans} spans, {} bytes protobuf ({} B/span)",
+        bytes.len(),
+        bytes.len() / spans
+    );
+    let config = Config::default();
+    let mapper = Mapper::new(&config);
+    let mut g = c.benchmark_group("loadgen http");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.bench_function("protobuf decode", |b| {
+        b.iter(|| black_box(ExportTraceServiceRequest::decode(&bytes[..]).unwrap()))
+    });
+    g.bench_function("protobuf walk + identity + record", |b| {
+        let mut s = store(&config);
+        let mut t = START;
+        b.iter(|| {
+            t += NANOS_PER_SEC / 100;
+            let applied =
+                mapper.trace_bytes(&bytes, Encoding::Protobuf, |batch| s.apply(&batch, t));
+            black_box(applied)
         })
     });
     g.finish();
@@ -315,6 +358,6 @@ fn listing(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = ingest, window, evaluate, listing
+    targets = ingest, loadgen_bytes, window, evaluate, listing
 }
 criterion_main!(benches);

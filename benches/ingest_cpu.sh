@@ -3,6 +3,11 @@
 # spans under `release-verdict loadgen` flat out, and its peak RSS.
 #
 #   cargo build --release && bash benches/ingest_cpu.sh [seconds] [grpc|http] [ledger-on|ledger-off]
+#   PAYLOAD=http bash benches/ingest_cpu.sh 15 grpc   # realistic ~360-byte HTTP server spans
+#
+# PAYLOAD (`small`, the default, or `http`) is loadgen's --payload; the
+# criterion rows `loadgen http/*` decode the same requests as `http` sends,
+# for the bare-decode figure to set beside this one.
 #
 # The daemon runs on config.toml in a temporary directory, so its ledger
 # (ledger-on, the default) is a fresh file there; ledger-off empties
@@ -11,6 +16,7 @@ set -euo pipefail
 secs="${1:-15}"
 proto="${2:-grpc}"
 ledger="${3:-ledger-on}"
+payload="${PAYLOAD:-small}"
 bin="${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/release-verdict}"
 work="$(mktemp -d)"
 log="$work/log"
@@ -27,11 +33,11 @@ target="grpc://$grpc"; [ "$proto" = http ] && target="http://$http"
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$pid/stat"; }
 before=$(cpu)
-"$bin" loadgen --target "$target" --rate 0 --duration "${secs}s" --services 8 --concurrency 4 | tee /dev/stderr >"$log.out"
+"$bin" loadgen --target "$target" --rate 0 --duration "${secs}s" --services 8 --concurrency 4 --payload "$payload" | tee /dev/stderr >"$log.out"
 after=$(cpu)
 accepted=$(sed -n 's/.*accepted \([0-9]*\).*/\1/p' "$log.out")
 awk -v a="$accepted" -v b="$before" -v c="$after" 'BEGIN {
-  printf "daemon: %.2f CPU-s for %d spans = %.2f CPU-s per million spans (%.0f spans per CPU-second)\n", c - b, a, (c - b) / a * 1e6, a / (c - b) }'
+  printf "daemon (payload '"$payload"'): %.2f CPU-s for %d spans = %.2f CPU-s per million spans (%.0f spans per CPU-second)\n", c - b, a, (c - b) / a * 1e6, a / (c - b) }'
 grep VmHWM "/proc/$pid/status"
 curl -s "http://$http/api/v1/releases" | python3 -c 'import json,sys; r=json.load(sys.stdin)["releases"]; print(len(r), "releases:", sorted(set(v["verdict"] for v in r)))'
 [ "$ledger" = ledger-on ] && echo "ledger: $(curl -s "http://$http/metrics" | grep '^release_verdict_ledger_events_written ' )"

@@ -15,7 +15,10 @@ use prost::Message;
 
 use crate::clock::system_now;
 use crate::rng::Rng;
-use crate::sim::otlp::release_spans;
+
+mod payload;
+pub use payload::Payload;
+use payload::{cohort_spans, Cohort};
 
 /// Where and what to send (also the `loadgen` command's arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +52,10 @@ pub struct Options {
     pub canary_slowdown: f64,
     #[arg(long, default_value_t = 512)]
     pub spans_per_request: usize,
+    /// The spans' shape: `small` (the attributes the judge reads) or
+    /// `http` (an instrumented HTTP server's, ~360 bytes a span).
+    #[arg(long, value_enum, default_value_t = Payload::Small)]
+    pub payload: Payload,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -123,25 +130,25 @@ fn pool(o: &Options, canary_on: bool, n: usize) -> Vec<ExportTraceServiceRequest
                     } else {
                         0
                     };
-                    let mut out = vec![release_spans(
-                        &mut rng,
-                        &service,
-                        &format!("{service}-stable"),
-                        per_service - canary_n.min(per_service),
-                        o.baseline_error,
-                        50.0,
-                        t,
-                    )];
+                    let stable = format!("{service}-stable");
+                    let canary = format!("{service}-canary");
+                    let stable = Cohort {
+                        service: &service,
+                        deployment_id: &stable,
+                        spans: per_service - canary_n.min(per_service),
+                        error: o.baseline_error,
+                        median_ms: 50.0,
+                    };
+                    let mut out = vec![cohort_spans(&mut rng, o.payload, &stable, t)];
                     if canary_n > 0 {
-                        out.push(release_spans(
-                            &mut rng,
-                            &service,
-                            &format!("{service}-canary"),
-                            canary_n,
-                            o.canary_error,
-                            50.0 * o.canary_slowdown,
-                            t,
-                        ));
+                        let canary = Cohort {
+                            deployment_id: &canary,
+                            spans: canary_n,
+                            error: o.canary_error,
+                            median_ms: 50.0 * o.canary_slowdown,
+                            ..stable
+                        };
+                        out.push(cohort_spans(&mut rng, o.payload, &canary, t));
                     }
                     out
                 })
@@ -149,6 +156,13 @@ fn pool(o: &Options, canary_on: bool, n: usize) -> Vec<ExportTraceServiceRequest
             ExportTraceServiceRequest { resource_spans }
         })
         .collect()
+}
+
+/// A request as `run` sends it once the canaries are on (before its
+/// latencies are drawn afresh): what `benches/engine.rs` decodes, so a
+/// bare decode and the daemon's CPU per span are measured on the same bytes.
+pub fn sample_request(o: &Options) -> ExportTraceServiceRequest {
+    pool(o, true, 1).remove(0)
 }
 
 /// Draws fresh latencies and failures into a pooled request, so a long run

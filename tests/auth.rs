@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use release_verdict::config::Config;
-use release_verdict::loadgen::{run, Options};
+use release_verdict::loadgen::{run, Options, Payload};
 
 fn tokens(dir: &std::path::Path, name: &str, lines: &str) -> String {
     let path = dir.join(name);
@@ -28,6 +28,7 @@ fn loadgen(target: String, token: Option<&str>) -> Options {
         canary_slowdown: 1.0,
         service_prefix: "loadgen".into(),
         spans_per_request: 100,
+        payload: Payload::Small,
         concurrency: 1,
         seed: 1,
         token: token.map(str::to_string),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use release_verdict::config::Config;
-use release_verdict::loadgen::{run, Options};
+use release_verdict::loadgen::{run, Options, Payload};
 
 fn options(target: String) -> Options {
     Options {
@@ -21,6 +21,7 @@ fn options(target: String) -> Options {
         canary_slowdown: 1.0,
         service_prefix: "loadgen".into(),
         spans_per_request: 400,
+        payload: Payload::Http,
         concurrency: 2,
         seed: 1,
         token: None,

@@ -70,37 +70,49 @@ impl EndpointKeys {
 
     /// The endpoint of an item with these attributes: the first key whose
     /// attributes are all present (`http.route` with its method before it),
-    /// else, for a SERVER span, its name.
-    pub fn endpoint<'a>(
+    /// else, for a SERVER span, its name. A name made of several
+    /// attributes is written into `scratch` (reused, so a span costs no
+    /// allocation).
+    pub fn endpoint<'s, 'a: 's>(
         &self,
         get: impl Fn(&str) -> Option<Attr<'a>>,
         server_span_name: Option<&'a str>,
-    ) -> Option<Cow<'a, str>> {
+        scratch: &'s mut String,
+    ) -> Option<&'s str> {
+        let part = |k: &str| get(k).and_then(Attr::as_str).filter(|s| !s.is_empty());
         for key in &self.keys {
-            let parts: Option<Vec<&'a str>> = key
-                .iter()
-                .map(|k| get(k).and_then(Attr::as_str).filter(|s| !s.is_empty()))
-                .collect();
-            let Some(parts) = parts else {
-                continue;
-            };
-            if let [route] = parts[..] {
-                if key[0] == "http.route" {
+            if let [only] = &key[..] {
+                let Some(route) = part(only) else {
+                    continue;
+                };
+                if only == "http.route" {
                     let method = METHOD_KEYS
                         .iter()
                         .find_map(|k| get(k).and_then(Attr::as_str));
                     if let Some(method) = method.filter(|m| !m.is_empty()) {
-                        return Some(Cow::Owned(format!("{method} {route}")));
+                        scratch.clear();
+                        scratch.push_str(method);
+                        scratch.push(' ');
+                        scratch.push_str(route);
+                        return Some(scratch);
                     }
                 }
-                return Some(Cow::Borrowed(route));
+                return Some(route);
             }
-            return Some(Cow::Owned(parts.join("/")));
+            if !key.iter().all(|k| part(k).is_some()) {
+                continue;
+            }
+            scratch.clear();
+            for (i, k) in key.iter().enumerate() {
+                if i > 0 {
+                    scratch.push('/');
+                }
+                scratch.push_str(part(k).unwrap_or_default());
+            }
+            return Some(scratch);
         }
         if self.span_name {
-            server_span_name
-                .filter(|n| !n.is_empty())
-                .map(Cow::Borrowed)
+            server_span_name.filter(|n| !n.is_empty())
         } else {
             None
         }
@@ -153,12 +165,12 @@ mod tests {
             ("http.request.method", Attr::Str("POST")),
         ];
         assert_eq!(
-            keys.endpoint(lookup(&http), Some("ignored")).as_deref(),
+            keys.endpoint(lookup(&http), Some("ignored"), &mut String::new()),
             Some("POST /checkout")
         );
         let bare = [("http.route", Attr::Str("/health"))];
         assert_eq!(
-            keys.endpoint(lookup(&bare), None).as_deref(),
+            keys.endpoint(lookup(&bare), None, &mut String::new()),
             Some("/health")
         );
         let rpc = [
@@ -166,21 +178,24 @@ mod tests {
             ("rpc.method", Attr::Str("Add")),
         ];
         assert_eq!(
-            keys.endpoint(lookup(&rpc), None).as_deref(),
+            keys.endpoint(lookup(&rpc), None, &mut String::new()),
             Some("cart.Cart/Add")
         );
         let half = [("rpc.method", Attr::Str("Add"))];
         assert_eq!(
-            keys.endpoint(lookup(&half), Some("GET")).as_deref(),
+            keys.endpoint(lookup(&half), Some("GET"), &mut String::new()),
             Some("GET")
         );
-        assert_eq!(keys.endpoint(lookup(&half), None), None);
+        assert_eq!(keys.endpoint(lookup(&half), None, &mut String::new()), None);
         let off = EndpointKeys::new(&EndpointsCheck {
             enabled: false,
             ..Default::default()
         });
         assert!(!off.enabled());
-        assert_eq!(off.endpoint(lookup(&http), Some("x")), None);
+        assert_eq!(
+            off.endpoint(lookup(&http), Some("x"), &mut String::new()),
+            None
+        );
     }
 
     #[test]

@@ -210,14 +210,19 @@ impl Mapper {
             return;
         }
         let found = Found::scan_pairs(attrs.clone(), &self.keys).over(resource);
+        // Taken for the span and given back: the group borrows the batch.
+        let mut scratch = std::mem::take(&mut batch.endpoint_scratch);
         let Some(group) = attribute(batch, found, at) else {
+            batch.endpoint_scratch = scratch;
             return;
         };
         group.items += 1;
         let get = |k: &str| attr(attrs.clone(), k);
         let failed = span.status_code == STATUS_ERROR || self.status.failed(attrs.clone());
         let server = span.kind == SPAN_KIND_SERVER;
-        let endpoint = self.endpoints.endpoint(get, server.then_some(span.name));
+        let endpoint = self
+            .endpoints
+            .endpoint(get, server.then_some(span.name), &mut scratch);
         let error_kind = failed
             .then(|| {
                 error_kind(
@@ -231,12 +236,13 @@ impl Mapper {
         group.sample.add_span(SpanFacts {
             latency_us: (span.end - span.start) / 1_000,
             failed,
-            endpoint: endpoint.as_deref(),
+            endpoint,
             error_kind: error_kind.as_deref(),
             trace_id: span.trace_id,
             span_id: span.span_id,
             end_time: span.end,
         });
+        batch.endpoint_scratch = scratch;
     }
 
     /// Requests, errors and latencies from the request-duration histogram of
@@ -331,10 +337,10 @@ impl Mapper {
             group.items += 1;
             group.sample.requests = group.sample.requests.saturating_add(count);
             let get = |k: &str| attr(pairs(attributes), k);
-            if let Some(endpoint) = self.endpoints.endpoint(get, None) {
+            if let Some(endpoint) = self.endpoints.endpoint(get, None, &mut String::new()) {
                 group
                     .sample
-                    .add_endpoint(&endpoint, count, if failed { count } else { 0 });
+                    .add_endpoint(endpoint, count, if failed { count } else { 0 });
             }
             if failed {
                 group.sample.errors = group.sample.errors.saturating_add(count);

@@ -32,10 +32,15 @@ const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
 
 /// Why bytes are not an `ExportTraceServiceRequest`, and in which field.
+/// Boxed: every read returns a `Result`, and a small error keeps those in
+/// registers on the path that does not fail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{why}", path(.at))]
-pub struct WalkError {
-    pub why: Why,
+#[error("{}{}", path(&.0.at), .0.why)]
+pub struct WalkError(Box<Fault>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fault {
+    why: Why,
     /// Innermost field last once reversed: (field, index in its list).
     at: Vec<(&'static str, Option<usize>)>,
 }
@@ -81,17 +86,19 @@ pub enum Why {
 }
 
 impl From<Why> for WalkError {
+    #[cold]
     fn from(why: Why) -> Self {
-        WalkError {
+        WalkError(Box::new(Fault {
             why,
             at: Vec::new(),
-        }
+        }))
     }
 }
 
 impl WalkError {
+    #[cold]
     fn at(mut self, field: &'static str, index: Option<usize>) -> Self {
-        self.at.push((field, index));
+        self.0.at.push((field, index));
         self
     }
 }

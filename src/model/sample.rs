@@ -201,6 +201,9 @@ pub struct Batch<'a> {
     /// One entry per release named in the request.
     pub groups: Vec<Group<'a>>,
     index: HashMap<(&'a str, &'a str, &'a str), usize>,
+    /// The group the last item went to: a request's items come a resource
+    /// at a time, so most lookups end here without hashing.
+    last: Option<usize>,
     /// Spans or data points in the request.
     pub items: u64,
     /// Items without a release id: accepted, counted, otherwise ignored.
@@ -218,6 +221,9 @@ pub struct Batch<'a> {
     /// configured check), with their data points: the answer to "why is my
     /// service not judged?".
     pub ignored_metrics: Vec<(&'a str, u64)>,
+    /// Where a mapper writes an endpoint name made of several attributes,
+    /// reused from item to item.
+    pub endpoint_scratch: String,
 }
 
 /// The samples of one release within a request.
@@ -234,15 +240,29 @@ impl<'a> Batch<'a> {
     /// role fills in what an earlier one lacked.
     pub fn group(&mut self, release: ReleaseRef<'a>) -> &mut Group<'a> {
         let key = (release.service, release.environment, release.deployment_id);
-        let next = self.groups.len();
-        let i = *self.index.entry(key).or_insert(next);
-        if i == next {
-            self.groups.push(Group {
-                release,
-                items: 0,
-                sample: Sample::default(),
-            });
-        }
+        let same = |g: &Group<'a>| {
+            (
+                g.release.service,
+                g.release.environment,
+                g.release.deployment_id,
+            ) == key
+        };
+        let i = match self.last {
+            Some(i) if self.groups.get(i).is_some_and(same) => i,
+            _ => {
+                let next = self.groups.len();
+                let i = *self.index.entry(key).or_insert(next);
+                if i == next {
+                    self.groups.push(Group {
+                        release,
+                        items: 0,
+                        sample: Sample::default(),
+                    });
+                }
+                self.last = Some(i);
+                i
+            }
+        };
         let group = &mut self.groups[i];
         if release.git_sha.is_some() {
             group.release.git_sha = release.git_sha;
