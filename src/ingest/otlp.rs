@@ -167,7 +167,7 @@ impl Mapper {
         match encoding {
             Encoding::Protobuf => Ok(then(super::walk::traces(self, bytes)?)),
             Encoding::Json => {
-                let req: super::json::Request = super::decode::from_json(bytes)?;
+                let req: super::json::Request = super::decode::read_json(bytes)?;
                 Ok(then(super::json::traces(self, &req)))
             }
         }

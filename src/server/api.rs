@@ -26,12 +26,22 @@ const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store")
 pub async fn list(State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> Response {
     let now = system_now();
     let lister = app.clone();
-    let releases = tokio::task::spawn_blocking(move || lister.list_verdicts(&filter, now))
-        .await
-        .unwrap_or_default();
-    // Serialized straight from the verdicts: `json!` would first copy
-    // them all into a `Value` tree, several times their size.
-    ([NO_STORE], Json(Listing { releases })).into_response()
+    // Read and serialized off the async workers: the JSON of 10,000
+    // releases is many megabytes, and writing it on a worker would hold up
+    // every export that worker serves. Serialized straight from the
+    // verdicts: `json!` would first copy them all into a `Value` tree,
+    // several times their size.
+    let body = tokio::task::spawn_blocking(move || {
+        let releases = lister.list_verdicts(&filter, now);
+        serde_json::to_vec(&Listing { releases })
+    })
+    .await;
+    match body {
+        Ok(Ok(body)) => {
+            ([(header::CONTENT_TYPE, "application/json"), NO_STORE], body).into_response()
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// The listing's body.

@@ -13,9 +13,13 @@ use crate::model::{MetricObservation, Sample, UnixNanos};
 /// Significant digits of latency histograms: 2 gives at most 1% relative
 /// error on any quantile, in a fraction of the memory of 3.
 const SIGFIG: u8 = 2;
-/// Histograms start covering 1 µs to about 1 s and grow on demand up to
-/// `MAX_LATENCY_US`, so a fast service never pays for an hour-wide array.
-const INITIAL_HIGH_US: u64 = 1 << 20;
+/// Histograms start with their first bucket only (1 µs to 256 µs, 256
+/// counts, 1 KiB) and grow on demand, in one step to the largest value
+/// recorded, up to `MAX_LATENCY_US`: a release that has seen a handful of
+/// 1 ms requests holds 2 KiB a histogram rather than the 7 KiB of a 1 s
+/// range, and a fast service never pays for an hour-wide array. The range
+/// changes no value or quantile, only the array's length.
+const INITIAL_HIGH_US: u64 = 1 << 8;
 /// Latencies above one hour are recorded as one hour.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 

@@ -4,18 +4,22 @@
 //! other JSON values, keys renamed, bytes mutated), the reader refuses
 //! exactly what the reference refuses, and where both accept, maps alike.
 //!
+//! The reader parses with `read_json` (sonic-rs, serde_json after a
+//! failure), the reference with serde_json, so the tests also hold
+//! sonic-rs to accepting what serde_json accepts.
+//!
 //! `PROPTEST_CASES=100000 cargo test --lib json` for a longer run.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use proptest::prelude::*;
 
 use super::*;
-use crate::ingest::decode::from_json;
+use crate::ingest::decode::{from_json, read_json};
 use crate::ingest::walk::props::{cases, mapper, mutate, mutation, request, seen};
 
 fn check(mapper: &Mapper, body: &[u8]) -> Result<(), TestCaseError> {
     let reference = from_json::<ExportTraceServiceRequest>(body);
-    let read = from_json::<Request>(body);
+    let read = read_json::<Request>(body);
     match (&reference, &read) {
         (Ok(req), Ok(model)) => {
             prop_assert_eq!(seen(&traces(mapper, model)), seen(&mapper.traces(req)));
@@ -184,7 +188,7 @@ proptest! {
     fn reader_maps_valid_bodies_as_the_reference_does(req in request()) {
         let mapper = mapper();
         let body = serde_json::to_vec(&req).unwrap();
-        let model = from_json::<Request>(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let model = read_json::<Request>(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let reference = from_json::<ExportTraceServiceRequest>(&body).unwrap();
         prop_assert_eq!(seen(&traces(&mapper, &model)), seen(&mapper.traces(&reference)));
     }
@@ -219,11 +223,11 @@ fn ids_numbers_and_values_as_otlp_json_writes_them() {
         "name":"GET /x","attributes":[{"key":"http.response.status_code","value":{"intValue":"503"}}],
         "unknownField":{"a":[1,2]}}]}]}]}"#;
     check(&mapper(), body).unwrap();
-    let model = from_json::<Request>(body).unwrap();
+    let model = read_json::<Request>(body).unwrap();
     let batch = traces(&mapper(), &model);
     assert_eq!(batch.groups[0].release.deployment_id, "r1");
     assert_eq!(batch.groups[0].sample.errors, 1);
-    let e = from_json::<Request>(
+    let e = read_json::<Request>(
         br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#,
     )
     .unwrap_err()
