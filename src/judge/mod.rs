@@ -615,7 +615,7 @@ impl Judge {
             if nc == 0 || c.errors.pass_info() < ETA_MIN_INFO {
                 return None;
             }
-            let more = c.errors.eta_requests(alpha)?;
+            let more = c.errors.eta_requests(alpha, &self.checks.error_ratio)?;
             eta = eta.max(more / nc as f64 * elapsed);
         }
         if self.checks.latency.enabled {

@@ -131,12 +131,13 @@ impl PassTest {
     }
 
     /// Trials still needed before a pass, if the events keep coming at the
-    /// rate seen so far (shrunk towards half the bound's): the information
-    /// where that many events would sit below the boundary, by a normal
-    /// approximation of the boundary at the budget spent by then. 0 once
-    /// passed; None once exhausted, or when the rate is too close to the
-    /// bound to tell.
-    pub fn eta_trials(&self, alpha: f64) -> Option<f64> {
+    /// rate seen so far, shrunk towards `prior` (the rate expected, as a
+    /// share of the bound's, worth `weight` events expected at the bound):
+    /// the information where that many events would sit below the
+    /// boundary, by a normal approximation of the boundary at the budget
+    /// spent by then. 0 once passed; None once exhausted, or when the rate
+    /// is too close to the bound to tell.
+    pub fn eta_trials(&self, alpha: f64, prior: f64, weight: f64) -> Option<f64> {
         match self.state {
             State::Passed => return Some(0.0),
             State::Exhausted => return None,
@@ -147,7 +148,7 @@ impl PassTest {
         if trials == 0 || info <= 0.0 {
             return None;
         }
-        let rho = (self.events as f64 + 1.0) / (info + 2.0);
+        let rho = (self.events as f64 + prior * weight) / (info + weight);
         if rho >= 0.9 {
             return None;
         }

@@ -251,7 +251,7 @@ impl DistributionTest {
             if trials == 0 {
                 return None;
             }
-            let m = q.within.eta_trials(alpha)? / trials as f64;
+            let m = q.within.eta_trials(alpha, 0.5, 2.0)? / trials as f64;
             worst = Some(worst.map_or(m, |w| w.max(m)));
         }
         if let Some(w) = worst {

@@ -10,6 +10,11 @@ use crate::judge::spending::{Look, PassTest};
 use crate::window::Signals;
 use serde::{Deserialize, Serialize};
 
+/// Weight of the baseline's rate in the canary's expected rate for the
+/// time to green, as errors expected at the bound: about a minute and a
+/// half of evidence at 10 canary requests/s and 0.5% errors.
+const ETA_PRIOR_WEIGHT: f64 = 10.0;
+
 /// The highest canary error ratio green allows over a baseline's `base`.
 pub fn pass_bound(base: f64, cfg: &ErrorRatioCheck) -> f64 {
     base + (base * cfg.pass_bound).max(cfg.pass_bound_abs)
@@ -104,9 +109,13 @@ impl ErrorTest {
     }
 
     /// Canary requests still needed before the pass test would pass, at the
-    /// rates seen so far (None if it will not, or cannot tell).
-    pub fn eta_requests(&self, alpha: f64) -> Option<f64> {
-        self.within.eta_trials(alpha)
+    /// rates seen so far, shrunk towards the baseline's: a canary waiting
+    /// for green is most likely like its baseline, and a few early errors
+    /// say little (None if it will not pass, or cannot tell).
+    pub fn eta_requests(&self, alpha: f64, cfg: &ErrorRatioCheck) -> Option<f64> {
+        let [_, _, nb, xb] = self.total;
+        let prior = ratio(xb, nb).map_or(0.5, |b| b / pass_bound(b, cfg).max(f64::MIN_POSITIVE));
+        self.within.eta_trials(alpha, prior, ETA_PRIOR_WEIGHT)
     }
 
     /// Canary errors expected at the pass bound so far: how much the
