@@ -11,7 +11,7 @@ phases and how long the listings took.
 
     cargo build --release
     tests/run                      # once, to create .venv with the SDK
-    .venv/bin/python benches/export_latency.py [--bin PATH] [--services N] [--exports N]
+    .venv/bin/python benches/export_latency.py [--bin PATH] [--services N] [--exports N] [--nice-listers]
 
 The listers are processes, not threads, so that reading 10,000 releases
 does not take the GIL from the exporter's clock. Needs Linux. It talks only
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -86,9 +87,14 @@ def post(session: requests.Session, url: str, body: bytes) -> None:
     r.raise_for_status()
 
 
-def lister(url: str, stop, times) -> None:
+def lister(url: str, stop, times, nice: bool) -> None:
     """Loops GET `url` until `stop` is set, reading each body whole (not
-    parsed), and appends each answer's seconds to `times`."""
+    parsed), and appends each answer's seconds to `times`. At the lowest
+    priority with --nice-listers: in production the listers run elsewhere,
+    and on a small machine their own reading of megabytes would otherwise
+    take the cores from the exporter's clock and the daemon alike."""
+    if nice:
+        os.nice(19)
     s = requests.Session()
     while not stop.is_set():
         t = time.monotonic()
@@ -126,6 +132,7 @@ def main() -> int:
     ap.add_argument("--exports", type=int, default=1_000, help="small exports timed in each phase")
     ap.add_argument("--gap", type=float, default=0.005, help="seconds between two timed exports")
     ap.add_argument("--listers", type=int, default=1, help="processes looping GET /api/v1/releases")
+    ap.add_argument("--nice-listers", action="store_true", help="run the listing processes at nice 19")
     args = ap.parse_args()
     if not args.bin.is_file():
         print(f"{args.bin} not found: run `cargo build --release`", file=sys.stderr)
@@ -151,10 +158,10 @@ def main() -> int:
             manager = ctx.Manager()
             listings, scrapes = manager.list(), manager.list()
             procs = [
-                ctx.Process(target=lister, args=(f"{d.http_url}/api/v1/releases", stop, listings))
+                ctx.Process(target=lister, args=(f"{d.http_url}/api/v1/releases", stop, listings, args.nice_listers))
                 for _ in range(args.listers)
             ]
-            procs.append(ctx.Process(target=lister, args=(f"{d.http_url}/metrics", stop, scrapes)))
+            procs.append(ctx.Process(target=lister, args=(f"{d.http_url}/metrics", stop, scrapes, args.nice_listers)))
             for p in procs:
                 p.start()
             while len(listings) < 2:  # the listers are answered: the loop is on

@@ -91,7 +91,11 @@ impl Ingested {
 pub struct App {
     pub config: Config,
     mapper: Mapper,
-    store: Mutex<Store>,
+    /// parking_lot's, for its fair hand-over: a reader taking chunk after
+    /// chunk would otherwise win the lock back from a waiting export every
+    /// time (std's mutex lets the releasing thread barge), and an export
+    /// waited out a whole 10,000-release listing, 80–170 ms.
+    store: parking_lot::Mutex<Store>,
     deltas: Mutex<DeltaTracker>,
     pub metrics: SelfMetrics,
     registry: Registry,
@@ -102,6 +106,8 @@ pub struct App {
     admission: tokio::sync::Semaphore,
     /// Bytes of OTLP/HTTP bodies being read (bounded: see `buffer`).
     buffering: tokio::sync::Semaphore,
+    /// Reads of every release, one at a time (see `whole_read`).
+    whole_reads: tokio::sync::Semaphore,
     /// Ignored metric names already counted under their own name (and
     /// logged once).
     ignored_metrics: Mutex<HashSet<String>>,
@@ -130,7 +136,7 @@ impl App {
         metrics.register(&mut registry);
         Self {
             mapper: Mapper::new(&config),
-            store: Mutex::new(
+            store: parking_lot::Mutex::new(
                 Store::new(
                     config.limits.max_releases,
                     Judge::new(&config.judge, &config.checks),
@@ -143,6 +149,7 @@ impl App {
                     .with_resource_quota(config.limits.max_metric_streams_per_resource),
             ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
+            whole_reads: tokio::sync::Semaphore::new(1),
             buffering: tokio::sync::Semaphore::new(config.server.max_buffered_bytes),
             config,
             metrics,
@@ -157,6 +164,20 @@ impl App {
                 SERIES_POINTS,
             )),
         }
+    }
+
+    /// Runs a read of every release (a listing, a scrape) off the async
+    /// workers, one at a time: each costs up to 0.2 s of CPU at 10,000
+    /// releases, and readers looping side by side would otherwise take
+    /// every core from exports. Later readers wait their turn. None if the
+    /// read panicked.
+    pub async fn whole_read<R: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&App) -> R + Send + 'static,
+    ) -> Option<R> {
+        let _turn = self.whole_reads.acquire().await.ok()?;
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || read(&app)).await.ok()
     }
 
     /// A place for one export request, or None when as many as allowed are
@@ -233,7 +254,7 @@ impl App {
         now: UnixNanos,
     ) -> Ingested {
         let (applied, tracked) = {
-            let mut store = lock(&self.store);
+            let mut store = self.store.lock();
             let applied = store.apply(&batch, now);
             (applied, store.len())
         };
@@ -357,7 +378,7 @@ impl App {
     pub fn tick(&self, now: UnixNanos) -> Vec<Changed> {
         let started = std::time::Instant::now();
         let (changed, ended, rebased) = {
-            let mut store = lock(&self.store);
+            let mut store = self.store.lock();
             let changed = store.tick(now);
             (changed, store.take_inferred(), store.take_rebased())
         };
@@ -495,7 +516,7 @@ impl App {
 
     /// Restores a checkpoint; returns the releases restored.
     pub fn restore(&self, bytes: &[u8]) -> Result<usize, RestoreError> {
-        let mut store = lock(&self.store);
+        let mut store = self.store.lock();
         let n = store.restore(bytes)?;
         self.metrics.releases_tracked.set(store.len() as i64);
         Ok(n)
@@ -513,14 +534,14 @@ impl App {
                 p.last_seen_ns,
             )
         });
-        lock(&self.store).remember_baselines(pairs);
+        self.store.lock().remember_baselines(pairs);
     }
 
     /// Forgets idle releases and metric streams.
     pub fn expire(&self, now: UnixNanos) {
         let idle = self.config.limits.release_idle_expiry.as_nanos() as u64;
         let (expired, tracked) = {
-            let mut store = lock(&self.store);
+            let mut store = self.store.lock();
             (store.expire(now, idle), store.len())
         };
         lock(&self.deltas).expire(now, idle);
@@ -541,8 +562,13 @@ impl App {
     }
 
     /// Runs `f` with the store locked; keep `f` short and synchronous.
+    /// The lock is handed to a waiting thread, if any, when `f` is done:
+    /// readers call this chunk after chunk.
     pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        f(&lock(&self.store))
+        let store = self.store.lock();
+        let r = f(&store);
+        parking_lot::MutexGuard::unlock_fair(store);
+        r
     }
 
     /// The whole `/metrics` exposition: every release's series, then the

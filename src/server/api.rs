@@ -25,19 +25,19 @@ const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store")
 /// `GET /api/v1/releases?service=&environment=`
 pub async fn list(State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> Response {
     let now = system_now();
-    let lister = app.clone();
-    // Read and serialized off the async workers: the JSON of 10,000
-    // releases is many megabytes, and writing it on a worker would hold up
-    // every export that worker serves. Serialized straight from the
-    // verdicts: `json!` would first copy them all into a `Value` tree,
-    // several times their size.
-    let body = tokio::task::spawn_blocking(move || {
-        let releases = lister.list_verdicts(&filter, now);
-        serde_json::to_vec(&Listing { releases })
-    })
-    .await;
+    // Read and serialized off the async workers, one listing at a time:
+    // the JSON of 10,000 releases is many megabytes, and writing it on a
+    // worker would hold up every export that worker serves. Serialized
+    // straight from the verdicts: `json!` would first copy them all into a
+    // `Value` tree, several times their size.
+    let body = app
+        .whole_read(move |app| {
+            let releases = app.list_verdicts(&filter, now);
+            serde_json::to_vec(&Listing { releases })
+        })
+        .await;
     match body {
-        Ok(Ok(body)) => {
+        Some(Ok(body)) => {
             ([(header::CONTENT_TYPE, "application/json"), NO_STORE], body).into_response()
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -424,8 +424,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let now = system_now();
-    let encoder = app.clone();
-    let body = tokio::task::spawn_blocking(move || encoder.encode_metrics(format, now))
+    let body = app
+        .whole_read(move |app| app.encode_metrics(format, now))
         .await
         .unwrap_or_default();
     (

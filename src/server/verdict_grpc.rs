@@ -75,10 +75,11 @@ impl VerdictService for VerdictGrpc {
         };
         let f = filter(&r.service, &r.environment);
         let now = system_now();
-        let app = self.app.clone();
-        let releases = tokio::task::spawn_blocking(move || app.list_verdicts(&f, now))
+        let releases = self
+            .app
+            .whole_read(move |app| app.list_verdicts(&f, now))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::internal("listing the releases failed"))?
             .iter()
             .filter(|v| color.is_none_or(|c| v.verdict == c))
             .map(to_pb)
