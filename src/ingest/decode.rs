@@ -54,6 +54,8 @@ pub enum DecodeError {
     Walk(#[from] super::walk::WalkError),
     #[error("invalid OTLP JSON: {0}")]
     Json(#[from] serde_path_to_error::Error<serde_json::Error>),
+    #[error("invalid OTLP JSON: the body is not UTF-8 (bad byte at offset {at})")]
+    NotUtf8 { at: usize },
 }
 
 /// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes (an
@@ -111,13 +113,18 @@ pub fn from_json<'a, M: Deserialize<'a>>(
 /// Reads an OTLP/JSON trace export into the borrowed model: sonic-rs's
 /// SIMD parser (about twice serde_json's speed), and on any failure
 /// serde_json's `from_json`, so the error names the field as before and
-/// says what serde_json would say.
-pub fn read_json<'a, M: Deserialize<'a>>(
-    bytes: &'a [u8],
-) -> Result<M, serde_path_to_error::Error<serde_json::Error>> {
+/// says what serde_json would say. A body that is not UTF-8 is refused
+/// wherever the bad bytes are (JSON is UTF-8, RFC 8259 8.1): neither parser
+/// looks inside what it skips.
+pub fn read_json<'a, M: Deserialize<'a>>(bytes: &'a [u8]) -> Result<M, DecodeError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(DecodeError::NotUtf8 {
+            at: e.valid_up_to(),
+        });
+    }
     match sonic_rs::from_slice(bytes) {
         Ok(m) => Ok(m),
-        Err(_) => from_json(bytes),
+        Err(_) => Ok(from_json(bytes)?),
     }
 }
 
@@ -144,6 +151,23 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use std::io::Write;
+
+    /// sonic-rs skips unknown keys without looking at their bytes; a body
+    /// that is not UTF-8 there is refused all the same, as serde_json does.
+    #[test]
+    fn json_that_is_not_utf8_where_nothing_reads_it_is_refused() {
+        let body = b"{\"resourceSpans\":[{\"resource\":{\"attributes\":[]},\"x\xff\":1}]}";
+        let read: Result<crate::ingest::json::Request<'_>, _> = read_json(body);
+        let err = read.expect_err("invalid UTF-8 is refused");
+        assert!(
+            err.to_string().contains("unicode") || err.to_string().contains("UTF-8"),
+            "{err}"
+        );
+        // The same body with the byte fixed is read.
+        let fixed = b"{\"resourceSpans\":[{\"resource\":{\"attributes\":[]},\"xy\":1}]}";
+        let read: Result<crate::ingest::json::Request<'_>, _> = read_json(fixed);
+        assert!(read.is_ok(), "{:?}", read.err());
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
