@@ -5,8 +5,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use release_verdict::config::Config;
-use release_verdict::model::{Batch, Group, ReleaseRef, Sample, SpanFacts, NANOS_PER_SEC};
-use release_verdict::sim::Rng;
+use release_verdict::model::{Batch, Sample, SpanFacts, NANOS_PER_SEC};
+use release_verdict::sim::{group, Rng};
 use release_verdict::{BaselineRule, Judge, Store};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -42,18 +42,9 @@ fn traffic(store: &mut Store, rng: &mut Rng, services: &[String], names: &[Strin
     let mut batch = Batch::default();
     for service in services {
         for (id, rps) in ["baseline", "canary"].into_iter().zip(RPS) {
-            let sample = second(rng, rps, names);
-            batch.groups.push(Group {
-                release: ReleaseRef {
-                    service,
-                    environment: "prod",
-                    deployment_id: id,
-                    git_sha: None,
-                    role: None,
-                },
-                items: sample.requests,
-                sample,
-            });
+            batch
+                .groups
+                .push(group(service, id, second(rng, rps, names)));
         }
     }
     store.apply(&batch, now);

@@ -247,10 +247,12 @@ fn cohort(rng: &mut Rng, b: &Behaviour) -> Sample {
     sample
 }
 
-fn group(id: &'static str, sample: Sample) -> Group<'static> {
+/// A batch's group of `sample` for release `id` of `service` in prod
+/// (no sha, no declared role), as a store receives it.
+pub fn group<'a>(service: &'a str, id: &'a str, sample: Sample) -> Group<'a> {
     Group {
         release: ReleaseRef {
-            service: "sim",
+            service,
             environment: "prod",
             deployment_id: id,
             git_sha: None,
@@ -307,7 +309,9 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
                 rps: s.total_rps - canary_rps,
                 ..healthy
             };
-            batch.groups.push(group("baseline", cohort(&mut rng, &b)));
+            batch
+                .groups
+                .push(group("sim", "baseline", cohort(&mut rng, &b)));
         }
         if canary_on {
             let bad = since >= s.regression_at;
@@ -332,7 +336,9 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
                     ..healthy
                 }
             };
-            batch.groups.push(group("canary", cohort(&mut rng, &b)));
+            batch
+                .groups
+                .push(group("sim", "canary", cohort(&mut rng, &b)));
         }
         store.apply(&batch, now);
         store.tick(now + NANOS_PER_SEC / 2);
