@@ -603,6 +603,8 @@ impl App {
             m.ledger_write_errors.set(stats.write_errors as i64);
             m.ledger_degraded.set(i64::from(stats.degraded));
         }
+        let buffered = self.config.server.max_buffered_bytes - self.buffering.available_permits();
+        self.metrics.body_bytes_buffered.set(buffered as i64);
         let mut own = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut own, &self.registry);

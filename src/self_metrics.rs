@@ -143,6 +143,8 @@ pub struct SelfMetrics {
     pub requests_refused: Family<RefusedLabels, Counter>,
     pub unattributed: Family<SignalLabels, Counter>,
     pub releases_tracked: Gauge,
+    /// Bytes of OTLP/HTTP bodies being read, set at each scrape.
+    pub body_bytes_buffered: Gauge,
     pub releases_refused: Counter,
     pub releases_expired: Counter,
     pub metric_points_ignored: Family<MetricLabels, Counter>,
@@ -174,6 +176,7 @@ impl Default for SelfMetrics {
             requests_refused: Family::default(),
             unattributed: Family::default(),
             releases_tracked: Gauge::default(),
+            body_bytes_buffered: Gauge::default(),
             releases_refused: Counter::default(),
             releases_expired: Counter::default(),
             metric_points_ignored: Family::default(),
@@ -221,6 +224,11 @@ impl SelfMetrics {
             "release_verdict_releases_tracked",
             "Releases currently tracked",
             self.releases_tracked.clone(),
+        );
+        registry.register(
+            "release_verdict_request_body_bytes_buffered",
+            "Bytes of OTLP/HTTP request bodies being read (at most server.max_buffered_bytes; past it bodies are refused with 503)",
+            self.body_bytes_buffered.clone(),
         );
         registry.register(
             "release_verdict_releases_refused",

@@ -156,42 +156,46 @@ async fn bodies_being_read_are_bounded_in_bytes() {
     .await
     .unwrap();
     hog.write_all(&vec![0u8; almost]).await.unwrap();
+    // Probing before the hog's bytes are all held could make the hog the
+    // body refused (whichever frame overflows is), so wait until they are.
+    wait_for_buffered(&server, |held| held >= almost).await;
     let req = trace_request(release_resource("svc", "prod", "fast", "sha"), 50, 0);
-    let mut refused = None;
-    for _ in 0..50 {
-        let r = reqwest::Client::new()
+    let send = || {
+        reqwest::Client::new()
             .post(server.url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
             .body(req.encode_to_vec())
             .send()
-            .await
-            .unwrap();
-        if r.status() == 503 {
-            refused = Some(r);
-            break;
-        }
-        // The hog's bytes may still be on their way.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let r = refused.expect("the budget was never full");
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 503, "the budget is full");
     assert_eq!(r.headers()["retry-after"], "1");
     drop(hog);
     // Once the hog is gone its bytes are free again.
-    let mut accepted = false;
-    for _ in 0..50 {
-        let r = reqwest::Client::new()
-            .post(server.url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(accepted, "the budget came back");
+    wait_for_buffered(&server, |held| held == 0).await;
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200, "the budget came back");
     server.stop().await;
+}
+
+/// Polls `/metrics` until the bytes of bodies being read satisfy `done`
+/// (the hog's bytes travel over loopback, so they are not held at once).
+async fn wait_for_buffered(server: &TestServer, done: impl Fn(usize) -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = server.metrics().await;
+        let held = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("release_verdict_request_body_bytes_buffered "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("the buffered-bytes gauge is exposed");
+        if done(held) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bodies still hold {held} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
