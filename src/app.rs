@@ -41,6 +41,8 @@ const CHANGES_BUFFER: usize = 1024;
 /// Verdicts built per hold of the store lock when listing: about 5 ms of
 /// lock at the debug build's speed, far less in release.
 const LIST_CHUNK: usize = 64;
+/// Fleets a tick judges in one hold of the store's lock.
+const TICK_CHUNK: usize = 64;
 /// One chart point per release this often...
 const SERIES_STEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// ...for the last 30 minutes: 360 points of 40 bytes, 14 KiB a release.
@@ -107,7 +109,7 @@ pub struct App {
     /// Bytes of OTLP/HTTP bodies being read (bounded: see `buffer`).
     buffering: tokio::sync::Semaphore,
     /// Reads of every release, one at a time (see `whole_read`).
-    whole_reads: tokio::sync::Semaphore,
+    whole_reads: reads::Reads,
     /// Ignored metric names already counted under their own name (and
     /// logged once).
     ignored_metrics: Mutex<HashSet<String>>,
@@ -149,7 +151,7 @@ impl App {
                     .with_resource_quota(config.limits.max_metric_streams_per_resource),
             ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
-            whole_reads: tokio::sync::Semaphore::new(1),
+            whole_reads: reads::Reads::default(),
             buffering: tokio::sync::Semaphore::new(config.server.max_buffered_bytes),
             config,
             metrics,
@@ -167,17 +169,14 @@ impl App {
     }
 
     /// Runs a read of every release (a listing, a scrape) off the async
-    /// workers, one at a time: each costs up to 0.2 s of CPU at 10,000
-    /// releases, and readers looping side by side would otherwise take
-    /// every core from exports. Later readers wait their turn. None if the
-    /// read panicked.
+    /// workers, one at a time, at a lower priority than ingest (see
+    /// `reads`). Later readers wait their turn. None if the read panicked.
     pub async fn whole_read<R: Send + 'static>(
         self: &Arc<Self>,
         read: impl FnOnce(&App) -> R + Send + 'static,
     ) -> Option<R> {
-        let _turn = self.whole_reads.acquire().await.ok()?;
         let app = self.clone();
-        tokio::task::spawn_blocking(move || read(&app)).await.ok()
+        self.whole_reads.run(move || read(&app)).await
     }
 
     /// A place for one export request, or None when as many as allowed are
@@ -377,10 +376,20 @@ impl App {
     #[tracing::instrument(name = "judge tick", skip_all, level = "debug")]
     pub fn tick(&self, now: UnixNanos) -> Vec<Changed> {
         let started = std::time::Instant::now();
-        let (changed, ended, rebased) = {
+        // A chunk of fleets a hold, as listings are: judging 10,000 busy
+        // releases takes a good part of a second, and an export waiting
+        // on the lock for all of it would wait that long.
+        let keys = self.store.lock().fleet_keys();
+        let mut changed = Vec::new();
+        for chunk in keys.chunks(TICK_CHUNK) {
             let mut store = self.store.lock();
-            let changed = store.tick(now);
-            (changed, store.take_inferred(), store.take_rebased())
+            changed.extend(store.tick_fleets(chunk, now));
+            parking_lot::MutexGuard::unlock_fair(store);
+        }
+        crate::store::sort_changed(&mut changed);
+        let (ended, rebased) = {
+            let mut store = self.store.lock();
+            (store.take_inferred(), store.take_rebased())
         };
         self.metrics
             .evaluation_seconds
@@ -419,23 +428,27 @@ impl App {
     }
 
     /// Once a step, a chart point per release from the checks just
-    /// reported. The store lock is held only to copy a few numbers out.
+    /// reported. The store lock is held only to copy a few numbers out, a
+    /// chunk of fleets at a time.
     fn record_series(&self, now: UnixNanos) {
         if !lock(&self.series).due(now) {
             return;
         }
-        let points: Vec<_> = self.read(|store| {
-            store
-                .fleets()
-                .flat_map(|(s, e, fleet)| {
-                    let (s, e): (Arc<str>, Arc<str>) = (s.into(), e.into());
-                    fleet.releases.iter().map(move |(id, r)| {
+        let keys = self.read(Store::fleet_keys);
+        let mut points = Vec::new();
+        for chunk in keys.chunks(LIST_CHUNK) {
+            self.read(|store| {
+                for (s, e) in chunk {
+                    let Some(fleet) = store.fleet(s, e) else {
+                        continue;
+                    };
+                    points.extend(fleet.releases.iter().map(|(id, r)| {
                         let key = (s.clone(), e.clone(), id.clone());
                         (key, Point::of(now, &r.judgement().checks))
-                    })
-                })
-                .collect()
-        });
+                    }));
+                }
+            });
+        }
         lock(&self.series).record(now, points);
     }
 
@@ -680,6 +693,8 @@ fn chunks(fleets: &[FleetName], per: usize) -> impl Iterator<Item = &[FleetName]
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+mod reads;
 
 #[cfg(test)]
 mod props;

@@ -77,13 +77,16 @@ impl VerdictService for VerdictGrpc {
         let now = system_now();
         let releases = self
             .app
-            .whole_read(move |app| app.list_verdicts(&f, now))
+            .whole_read(move |app| {
+                let releases = app.list_verdicts(&f, now);
+                releases
+                    .iter()
+                    .filter(|v| color.is_none_or(|c| v.verdict == c))
+                    .map(to_pb)
+                    .collect()
+            })
             .await
-            .ok_or_else(|| Status::internal("listing the releases failed"))?
-            .iter()
-            .filter(|v| color.is_none_or(|c| v.verdict == c))
-            .map(to_pb)
-            .collect();
+            .ok_or_else(|| Status::internal("listing the releases failed"))?;
         Ok(Response::new(pb::ListVerdictsResponse { releases }))
     }
 

@@ -475,3 +475,55 @@ fn a_checkpoint_in_parts_is_the_whole() {
     let mut back = store(10);
     assert_eq!(back.restore(&whole).unwrap(), 2);
 }
+
+#[test]
+fn a_tick_in_chunks_of_fleets_is_the_whole_tick() {
+    const SERVICES: [&str; 5] = ["s0", "s1", "s2", "s3", "s4"];
+    let traffic = |t: u64| {
+        let mut b = Batch::default();
+        for (k, service) in SERVICES.iter().enumerate() {
+            for (id, n, errors) in [("old", 200, 1), ("new", 20, k as u64 + t % 3)] {
+                let mut g = batch(&[(id, n, None)]).groups.remove(0);
+                g.release.service = service;
+                g.sample.errors = errors.min(n);
+                b.groups.push(g);
+            }
+        }
+        b
+    };
+    let (mut whole, mut chunked) = (store(100), store(100));
+    let mut changes = 0;
+    for t in 1..40 {
+        whole.apply(&traffic(t), t * SEC);
+        chunked.apply(&traffic(t), t * SEC);
+        let expected = whole.tick(t * SEC + SEC / 2);
+        let mut keys = chunked.fleet_keys();
+        keys.reverse();
+        let mut got = Vec::new();
+        for chunk in keys.chunks(2) {
+            got.extend(chunked.tick_fleets(chunk, t * SEC + SEC / 2));
+        }
+        sort_changed(&mut got);
+        assert_eq!(got, expected, "second {t}");
+        changes += expected.len();
+    }
+    assert!(changes >= 2 * SERVICES.len(), "colors changed: {changes}");
+    let colors = |s: &Store| {
+        let mut out: Vec<_> = s
+            .fleets()
+            .flat_map(|(svc, _, f)| {
+                f.releases.values().map(move |r| {
+                    (
+                        svc.to_string(),
+                        r.deployment_id.to_string(),
+                        r.judgement().color,
+                    )
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    };
+    assert_eq!(colors(&chunked), colors(&whole));
+    assert!(colors(&whole).iter().any(|c| c.2 == Color::Red));
+}
