@@ -124,7 +124,7 @@ impl<T> In<T> for R<T> {
 
 /// Maps a protobuf `ExportTraceServiceRequest` as `Mapper::traces` maps
 /// its prost decoding, or says why prost would not decode it.
-pub fn traces<'a>(mapper: &Mapper, buf: &'a [u8]) -> Result<Batch<'a>, WalkError> {
+pub fn traces<'a>(mapper: &'a Mapper, buf: &'a [u8]) -> Result<Batch<'a>, WalkError> {
     let mut walk = Walk {
         mapper,
         batch: Batch::default(),
@@ -143,14 +143,14 @@ pub fn traces<'a>(mapper: &Mapper, buf: &'a [u8]) -> Result<Batch<'a>, WalkError
     Ok(walk.batch)
 }
 
-struct Walk<'m, 'a> {
-    mapper: &'m Mapper,
+struct Walk<'a> {
+    mapper: &'a Mapper,
     batch: Batch<'a>,
     /// The current span's attributes (reused from span to span).
     attrs: Vec<(&'a str, Val<'a>)>,
 }
 
-impl<'a> Walk<'_, 'a> {
+impl<'a> Walk<'a> {
     fn resource_spans(&mut self, body: &'a [u8], ctx: u32, r: usize) -> R<()> {
         // The resource may come after the spans it describes (and in
         // several parts, merged): find it first.
@@ -167,7 +167,7 @@ impl<'a> Walk<'_, 'a> {
                 scopes += 1;
                 Ok(())
             }
-            3 => string(wire, b).within("schema_url").map(drop),
+            3 => text(wire, b).within("schema_url"),
             _ => skip(wire, tag, b, ctx),
         })?;
         let resource = scan.found;
@@ -208,7 +208,7 @@ impl<'a> Walk<'_, 'a> {
                 i += 1;
                 Ok(())
             }
-            3 => string(wire, b).within("schema_url").map(drop),
+            3 => text(wire, b).within("schema_url"),
             _ => skip(wire, tag, b, ctx),
         })
     }
@@ -231,7 +231,7 @@ impl<'a> Walk<'_, 'a> {
             match tag {
                 1 => view.trace_id = bytes(wire, b).within("trace_id")?,
                 2 => view.span_id = bytes(wire, b).within("span_id")?,
-                3 => drop(string(wire, b).within("trace_state")?),
+                3 => text(wire, b).within("trace_state")?,
                 4 => drop(bytes(wire, b).within("parent_span_id")?),
                 5 => view.name = string(wire, b).within("name")?,
                 6 => view.kind = int(wire, b).within("kind")? as i32,
@@ -239,10 +239,11 @@ impl<'a> Walk<'_, 'a> {
                 8 => view.end = fixed64(wire, b).within("end_time_unix_nano")?,
                 9 => {
                     let (body, ctx) = message(wire, b, ctx).nth("attributes", a)?;
-                    let kv = key_value(body, ctx).nth("attributes", a)?;
-                    // Only what the rules read: their lookups stay short.
-                    if self.mapper.reads(kv.0) {
-                        self.attrs.push(kv);
+                    let (key, value) = key_value(body, ctx).nth("attributes", a)?;
+                    // Only what the rules read: their lookups stay short,
+                    // and only their strings are made `str`s.
+                    if let Some(key) = self.mapper.reads(key) {
+                        self.attrs.push((key, value.val()));
                     }
                     a += 1;
                 }
@@ -250,7 +251,7 @@ impl<'a> Walk<'_, 'a> {
                 11 => {
                     let (body, ctx) = message(wire, b, ctx).nth("events", e)?;
                     let (name, exception) = event(body, ctx).nth("events", e)?;
-                    if name == EXCEPTION_EVENT && view.exception_type.is_none() {
+                    if name == EXCEPTION_EVENT.as_bytes() && view.exception_type.is_none() {
                         view.exception_type = exception.str();
                     }
                     e += 1;
@@ -280,7 +281,7 @@ fn resource<'a>(body: &'a [u8], ctx: u32, mut attr: impl FnMut(&'a str, Val<'a>)
         1 => {
             let (body, ctx) = message(wire, b, ctx).nth("attributes", a)?;
             let (k, v) = key_value(body, ctx).nth("attributes", a)?;
-            attr(k, v);
+            attr(as_str(k), v.val());
             a += 1;
             Ok(())
         }
@@ -297,7 +298,7 @@ fn resource<'a>(body: &'a [u8], ctx: u32, mut attr: impl FnMut(&'a str, Val<'a>)
 
 fn entity_ref(body: &[u8], ctx: u32) -> R<()> {
     fields(body, |tag, wire, b| match tag {
-        1..=4 => string(wire, b).map(drop),
+        1..=4 => text(wire, b),
         _ => skip(wire, tag, b, ctx),
     })
 }
@@ -305,7 +306,7 @@ fn entity_ref(body: &[u8], ctx: u32) -> R<()> {
 /// `InstrumentationScope`: nothing read, everything checked.
 fn scope(body: &[u8], ctx: u32) -> R<()> {
     fields(body, |tag, wire, b| match tag {
-        1 | 2 => string(wire, b).map(drop),
+        1 | 2 => text(wire, b),
         3 => {
             let (body, ctx) = message(wire, b, ctx).within("attributes")?;
             key_value(body, ctx).within("attributes").map(drop)
@@ -315,19 +316,20 @@ fn scope(body: &[u8], ctx: u32) -> R<()> {
     })
 }
 
-/// An event's name and the value of its first `exception.type` attribute.
-fn event<'a>(body: &'a [u8], ctx: u32) -> R<(&'a str, Val<'a>)> {
-    let mut name = "";
+/// An event's name (its checked bytes) and the value of its first
+/// `exception.type` attribute.
+fn event<'a>(body: &'a [u8], ctx: u32) -> R<(&'a [u8], Val<'a>)> {
+    let mut name: &[u8] = &[];
     let mut exception = None;
     fields(body, |tag, wire, b| {
         match tag {
             1 => drop(fixed64(wire, b)?),
-            2 => name = string(wire, b).within("name")?,
+            2 => name = checked(wire, b).within("name")?,
             3 => {
                 let (body, ctx) = message(wire, b, ctx).within("attributes")?;
                 let (k, v) = key_value(body, ctx).within("attributes")?;
-                if exception.is_none() && k == EXCEPTION_TYPE {
-                    exception = Some(v);
+                if exception.is_none() && k == EXCEPTION_TYPE.as_bytes() {
+                    exception = Some(v.val());
                 }
             }
             4 => drop(int(wire, b)?),
@@ -341,7 +343,7 @@ fn event<'a>(body: &'a [u8], ctx: u32) -> R<(&'a str, Val<'a>)> {
 fn link(body: &[u8], ctx: u32) -> R<()> {
     fields(body, |tag, wire, b| match tag {
         1 | 2 => bytes(wire, b).map(drop),
-        3 => string(wire, b).within("trace_state").map(drop),
+        3 => text(wire, b).within("trace_state"),
         4 => {
             let (body, ctx) = message(wire, b, ctx).within("attributes")?;
             key_value(body, ctx).within("attributes").map(drop)
@@ -355,7 +357,7 @@ fn link(body: &[u8], ctx: u32) -> R<()> {
 /// `Status`: its code merged into `code` (the last one given wins).
 fn status(body: &[u8], ctx: u32, code: &mut i32) -> R<()> {
     fields(body, |tag, wire, b| match tag {
-        2 => string(wire, b).within("message").map(drop),
+        2 => text(wire, b).within("message"),
         3 => {
             *code = int(wire, b).within("code")? as i32;
             Ok(())
@@ -364,13 +366,81 @@ fn status(body: &[u8], ctx: u32, code: &mut i32) -> R<()> {
     })
 }
 
-/// An attribute: its key and the value as the mapper reads it.
-fn key_value<'a>(body: &'a [u8], ctx: u32) -> R<(&'a str, Val<'a>)> {
-    let mut key = "";
-    let mut value = Val::Other;
+/// A value as the walker reads it: like `Val`, its string still the
+/// bytes (checked as UTF-8), so only values kept are made `str`s.
+#[derive(Debug, Clone, Copy)]
+enum Raw<'a> {
+    Str(&'a [u8]),
+    Int(i64),
+    Double(f64),
+    Other,
+}
+
+impl<'a> Raw<'a> {
+    fn val(self) -> Val<'a> {
+        match self {
+            Raw::Str(s) => Val::Str(as_str(s)),
+            Raw::Int(i) => Val::Int(i),
+            Raw::Double(d) => Val::Double(d),
+            Raw::Other => Val::Other,
+        }
+    }
+}
+
+/// An attribute: its key (checked bytes) and its value as the mapper
+/// reads it.
+#[inline]
+fn key_value<'a>(body: &'a [u8], ctx: u32) -> R<(&'a [u8], Raw<'a>)> {
+    match common_key_value(body, ctx) {
+        Some(kv) => Ok(kv),
+        None => any_key_value(body, ctx),
+    }
+}
+
+/// A `KeyValue` as SDKs lay it out (its ASCII key, then a value of one
+/// ASCII string, integer or double field, nothing else) read straight
+/// through. `None` for any other layout and for any fault, which
+/// `any_key_value` then reads (or names) as prost would.
+#[inline(always)]
+fn common_key_value(body: &[u8], ctx: u32) -> Option<(&[u8], Raw<'_>)> {
+    if ctx == 0 {
+        return None;
+    }
+    let mut b = body.strip_prefix(&[1 << 3 | LEN])?;
+    let key = len(&mut b).ok()?;
+    let mut value = b.strip_prefix(&[2 << 3 | LEN])?;
+    let mut v = len(&mut value).ok()?;
+    if !value.is_empty() || !key.is_ascii() {
+        return None;
+    }
+    let (&field, rest) = v.split_first()?;
+    v = rest;
+    let raw = match field {
+        f if f == 1 << 3 | LEN => {
+            let s = len(&mut v).ok()?;
+            if !s.is_ascii() {
+                return None;
+            }
+            Raw::Str(s)
+        }
+        f if f == 3 << 3 | VARINT => Raw::Int(varint(&mut v).ok()? as i64),
+        f if f == 4 << 3 | FIXED64 => {
+            let (x, rest) = v.split_first_chunk::<8>()?;
+            v = rest;
+            Raw::Double(f64::from_bits(u64::from_le_bytes(*x)))
+        }
+        _ => return None,
+    };
+    v.is_empty().then_some((key, raw))
+}
+
+/// Any `KeyValue`, field by field.
+fn any_key_value<'a>(body: &'a [u8], ctx: u32) -> R<(&'a [u8], Raw<'a>)> {
+    let mut key: &[u8] = &[];
+    let mut value = Raw::Other;
     fields(body, |tag, wire, b| {
         match tag {
-            1 => key = string(wire, b).within("key")?,
+            1 => key = checked(wire, b).within("key")?,
             2 => {
                 // A second `value` merges into the first: its own fields
                 // (the last wins) replace what it held.
@@ -386,24 +456,24 @@ fn key_value<'a>(body: &'a [u8], ctx: u32) -> R<(&'a str, Val<'a>)> {
 }
 
 /// `AnyValue`: strings, integers and doubles kept; the rest checked.
-fn any_value<'a>(body: &'a [u8], ctx: u32, value: &mut Val<'a>) -> R<()> {
+fn any_value<'a>(body: &'a [u8], ctx: u32, value: &mut Raw<'a>) -> R<()> {
     fields(body, |tag, wire, b| {
         *value = match tag {
-            1 => Val::Str(string(wire, b).within("string_value")?),
-            2 | 8 => int(wire, b).map(|_| Val::Other)?,
-            3 => Val::Int(int(wire, b)? as i64),
-            4 => Val::Double(f64::from_bits(fixed64(wire, b)?)),
+            1 => Raw::Str(checked(wire, b).within("string_value")?),
+            2 | 8 => int(wire, b).map(|_| Raw::Other)?,
+            3 => Raw::Int(int(wire, b)? as i64),
+            4 => Raw::Double(f64::from_bits(fixed64(wire, b)?)),
             5 => {
                 let (body, ctx) = message(wire, b, ctx).within("array_value")?;
                 fields(body, |tag, wire, b| match tag {
                     1 => {
                         let (body, ctx) = message(wire, b, ctx)?;
-                        any_value(body, ctx, &mut Val::Other)
+                        any_value(body, ctx, &mut Raw::Other)
                     }
                     _ => skip(wire, tag, b, ctx),
                 })
                 .within("array_value")?;
-                Val::Other
+                Raw::Other
             }
             6 => {
                 let (body, ctx) = message(wire, b, ctx).within("kvlist_value")?;
@@ -415,9 +485,9 @@ fn any_value<'a>(body: &'a [u8], ctx: u32, value: &mut Val<'a>) -> R<()> {
                     _ => skip(wire, tag, b, ctx),
                 })
                 .within("kvlist_value")?;
-                Val::Other
+                Raw::Other
             }
-            7 => bytes(wire, b).map(|_| Val::Other)?,
+            7 => bytes(wire, b).map(|_| Raw::Other)?,
             _ => {
                 skip(wire, tag, b, ctx)?;
                 return Ok(());
@@ -526,6 +596,31 @@ fn bytes<'a>(wire: u8, b: &mut &'a [u8]) -> R<&'a [u8]> {
 #[inline(always)]
 fn string<'a>(wire: u8, b: &mut &'a [u8]) -> R<&'a str> {
     std::str::from_utf8(bytes(wire, b)?).map_err(|_| Why::Utf8.into())
+}
+
+/// A string field's bytes, checked as UTF-8 but not made a `str`: most
+/// strings are ASCII, which an inlined check tells faster than a call to
+/// `from_utf8` (a sixth of the walk went there).
+#[inline(always)]
+fn checked<'a>(wire: u8, b: &mut &'a [u8]) -> R<&'a [u8]> {
+    let v = bytes(wire, b)?;
+    if v.is_ascii() || std::str::from_utf8(v).is_ok() {
+        Ok(v)
+    } else {
+        Err(Why::Utf8.into())
+    }
+}
+
+/// A string field not read, checked.
+#[inline(always)]
+fn text(wire: u8, b: &mut &[u8]) -> R<()> {
+    checked(wire, b).map(drop)
+}
+
+/// Bytes `checked` passed, as the `str` they are.
+fn as_str(checked: &[u8]) -> &str {
+    // Never the default: `checked` has seen these bytes are UTF-8.
+    std::str::from_utf8(checked).unwrap_or_default()
 }
 
 /// Any varint field (int32, int64, uint32, bool, enum), untruncated.

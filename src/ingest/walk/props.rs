@@ -95,6 +95,7 @@ const KEYS: &[&str] = &[
     "exception.type",
     "",
     "other",
+    "clé",
 ];
 
 const STRINGS: &[&str] = &[
@@ -412,6 +413,23 @@ proptest! {
         prop_assert_eq!(seen(&batch), seen(&mapper.traces(&req)));
     }
 
+    /// The straight-through read of an SDK-laid-out attribute is a
+    /// shortcut, never a second opinion: where it answers, the general
+    /// reader agrees, on attributes as encoded and mutated.
+    #[test]
+    fn common_attributes_read_as_the_general_reader_reads_them(
+        kv in key_value(),
+        mutations in prop::collection::vec(mutation(), 0..2),
+        depth in prop_oneof![Just(0u32), Just(1), Just(RECURSION_LIMIT)],
+    ) {
+        let bytes = mutate(kv.encode_to_vec(), &mutations);
+        if let Some((key, value)) = common_key_value(&bytes, depth) {
+            let (k, v) = any_key_value(&bytes, depth).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(key, k);
+            prop_assert_eq!(format!("{:?}", value.val()), format!("{:?}", v.val()));
+        }
+    }
+
     #[test]
     fn walker_refuses_what_prost_refuses(
         req in request(),
@@ -507,7 +525,8 @@ fn the_resource_may_follow_its_spans_and_come_in_parts() {
     body.extend(ld(1, &resource(vec![kv("deployment.id", "r1")])));
     let bytes = ld(1, &body);
     ok(&bytes);
-    let batch = traces(&mapper(), &bytes).unwrap();
+    let mapper = mapper();
+    let batch = traces(&mapper, &bytes).unwrap();
     assert_eq!(batch.groups.len(), 1);
     assert_eq!(batch.groups[0].release.service, "checkout");
     assert_eq!(batch.groups[0].release.deployment_id, "r1");
@@ -551,7 +570,8 @@ fn repeated_singular_fields_merge_as_prost_merges_them() {
     .concat();
     let bytes = ld(1, &rs);
     ok(&bytes);
-    let batch = traces(&mapper(), &bytes).unwrap();
+    let mapper = mapper();
+    let batch = traces(&mapper, &bytes).unwrap();
     let sample = &batch.groups[0].sample;
     assert_eq!(sample.errors, 1);
     assert_eq!(&*sample.endpoints[0].name, "/b");
@@ -674,4 +694,36 @@ fn nesting_is_refused_where_prost_refuses_it() {
             check(&mapper(), &ld(1, &ld(2, &ld(2, &span)))).unwrap();
         }
     }
+}
+
+#[test]
+fn the_shortcut_takes_what_sdks_write_and_leaves_the_rest() {
+    let kv = |key: &str, value: Value| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    };
+    let common = |kv: KeyValue| {
+        common_key_value(&kv.encode_to_vec(), 1)
+            .map(|(k, v)| (k.to_vec(), v.val().str().map(str::to_string)))
+    };
+    let route = kv("http.route", Value::StringValue("/orders/{id}".into()));
+    assert_eq!(
+        common(route.clone()),
+        Some((b"http.route".to_vec(), Some("/orders/{id}".into())))
+    );
+    assert!(common(kv("http.response.status_code", Value::IntValue(503))).is_some());
+    assert!(common(kv("x", Value::DoubleValue(0.5))).is_some());
+    // Not ASCII, another kind of value, another field, or no room to nest.
+    assert_eq!(common(kv("clé", Value::StringValue("v".into()))), None);
+    assert_eq!(common(kv("k", Value::StringValue("é".into()))), None);
+    assert_eq!(common(kv("k", Value::BoolValue(true))), None);
+    assert_eq!(
+        common(KeyValue {
+            key_strindex: 3,
+            ..route.clone()
+        }),
+        None
+    );
+    assert_eq!(common_key_value(&route.encode_to_vec(), 0).map(drop), None);
 }
