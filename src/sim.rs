@@ -366,7 +366,10 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
             {
                 out.green_before_red = true;
             }
-            if out.first_eta.is_none() && j.color == Color::Yellow {
+            // The first estimate before any decision (a green that later
+            // turns yellow again has been decided once already).
+            let undecided = out.green_after.is_none() && out.red_after.is_none();
+            if out.first_eta.is_none() && undecided && j.color == Color::Yellow {
                 if let Some(eta) = j.decision_eta {
                     out.first_eta = Some((since, eta));
                 }

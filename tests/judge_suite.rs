@@ -57,11 +57,32 @@ fn identical_cohorts_turn_green() {
         let s = case(name);
         assert!(share(s.green_within_60s) >= 0.95, "{name}: {}", s.row());
     }
-    // Not met: heavy-tailed latency (log-normal σ 1.5) is green within 60 s
-    // in about 70%: at p99 a 25% pass bound is a sliver of the spread, and
-    // ruling it out takes some 600 slow requests.
+    // Heavy-tailed latency (log-normal σ 1.5): at p99 a 25% bound is a
+    // sliver of the spread, and green there rests on `pass_tail` (the
+    // canary's p99 no slower than the baseline's p99.5); without it, about
+    // 70% within 60 s.
     let s = case("A/A, heavy-tailed latency");
-    assert!(share(s.green_within_180s) >= 0.9, "{}", s.row());
+    assert!(share(s.green_within_60s) >= 0.95, "{}", s.row());
+}
+
+#[test]
+fn the_time_to_a_decision_shown_is_good_to_within_twice() {
+    // Where traffic makes it predictable, the first estimate shown is
+    // within 0.5–2× of the decision in at least 80% of releases, and one
+    // is shown in nearly all of them.
+    for name in [
+        "A/A, 1000 rps",
+        "A/A, heavy-tailed latency",
+        "A/A, incident on both cohorts",
+    ] {
+        let s = case(name);
+        assert!(s.eta_decided >= 80, "{name}: {}", s.row());
+        assert!(
+            s.eta_accurate as f64 >= 0.8 * s.eta_decided as f64,
+            "{name}: {}",
+            s.row()
+        );
+    }
 }
 
 #[test]

@@ -217,6 +217,10 @@ pub struct LatencyCheck {
     /// ...or at most this much slower.
     #[serde(with = "humantime_serde")]
     pub pass_bound_abs: Duration,
+    /// ...or, at a tail quantile (p90 and up), no slower than the
+    /// baseline's quantile that leaves this share of the tail beyond it
+    /// (0.5: p99 no slower than the baseline's p99.5); 1 turns it off.
+    pub pass_tail: f64,
 }
 
 impl Default for LatencyCheck {
@@ -230,6 +234,7 @@ impl Default for LatencyCheck {
             tolerance_abs: Duration::from_millis(1),
             pass_bound: 0.25,
             pass_bound_abs: Duration::from_millis(5),
+            pass_tail: 0.5,
         }
     }
 }

@@ -579,6 +579,12 @@ impl Config {
         if l.pass_bound < l.tolerance {
             problems.push("checks.latency.pass_bound must be at least its tolerance".to_string());
         }
+        if !(l.pass_tail > 0.0 && l.pass_tail <= 1.0) {
+            problems.push(format!(
+                "checks.latency.pass_tail must be in (0, 1] (1 turns it off), not {}",
+                l.pass_tail
+            ));
+        }
         if l.quantiles.is_empty() || l.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
             problems.push(
                 "checks.latency.quantiles must list quantiles strictly between 0 and 1".to_string(),

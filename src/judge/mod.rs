@@ -357,7 +357,14 @@ impl Judge {
             );
             if undecided {
                 if let (Some(c), Some(b)) = (&j.comparison, &baseline) {
-                    j.decision_eta = self.eta(c, &canary, &b.view, now);
+                    // Evidence leaning towards a regression holds green
+                    // back for as long as it takes to recede, which no
+                    // rate tells.
+                    let leaning = self.levels.leaning();
+                    let held = reports.iter().any(|r| {
+                        r.result == CheckResult::Marginal && r.statistic.e_value.ln() >= leaning
+                    }) || endpoints.iter().any(|e| e.result == CheckResult::Marginal);
+                    j.decision_eta = self.eta(c, &canary, &b.view, now, held);
                     match j.decision_eta {
                         Some(s) => reason.push_str(&format!(
                             "; a decision in about {} at the current traffic",
@@ -558,6 +565,7 @@ impl Judge {
         canary: &View<'_>,
         baseline: &View<'_>,
         now: UnixNanos,
+        held: bool,
     ) -> Option<u64> {
         let elapsed = (now.saturating_sub(c.started) as f64 / NANOS_PER_SEC as f64).max(1.0);
         let mut red: Option<f64> = None;
@@ -573,7 +581,11 @@ impl Judge {
             let quantiles = self.checks.latency.quantiles.len().max(1) as f64;
             to_red(c.latency.log_e(), eprocess::PRIOR_COST + quantiles.ln());
         }
-        let green = self.green_eta(c, canary, baseline, now, elapsed);
+        let green = if held {
+            None
+        } else {
+            self.green_eta(c, canary, baseline, now, elapsed)
+        };
         let eta = match (red, green) {
             (Some(r), Some(g)) => r.min(g),
             (r, g) => r.or(g)?,
@@ -581,12 +593,14 @@ impl Judge {
         Some(eta.ceil() as u64)
     }
 
-    /// Seconds until every check could pass at the current traffic: the
-    /// longest of the time to `min_duration`, to `min_requests`, and to
-    /// each open pass test's decision. None when one cannot tell, or
-    /// cannot tell yet: before the error check's pass test has
-    /// `ETA_MIN_INFO` errors' worth of evidence to go by, an estimate is
-    /// mostly the prior.
+    /// Seconds until every check could pass at the current traffic, when
+    /// the data can tell it to within 2× with `ETA_CONFIDENCE`: of times
+    /// t on a grid, the one whose span [t/2, 2t] is most likely to hold the
+    /// decision, by the chance that everything has passed by a given time
+    /// (zero before `min_duration` and `min_requests` are reached, then the
+    /// product of each open pass test's `pass_chance`). None when no span
+    /// is likely enough, or before the error check's pass test has
+    /// `ETA_MIN_INFO` errors' worth of evidence to go by.
     fn green_eta(
         &self,
         c: &Comparison,
@@ -597,7 +611,7 @@ impl Judge {
     ) -> Option<f64> {
         let secs = |n: UnixNanos| n as f64 / NANOS_PER_SEC as f64;
         let age = secs(now.saturating_sub(canary.first_seen));
-        let mut eta = (secs(self.config.min_duration.as_nanos() as u64) - age).max(0.0);
+        let mut wait = (secs(self.config.min_duration.as_nanos() as u64) - age).max(0.0);
         let window = secs(self.config.window.as_nanos() as u64).min(age.max(1.0));
         let min = self.config.min_requests as f64;
         for w in [canary.window, baseline.window] {
@@ -606,7 +620,7 @@ impl Judge {
                 if rate <= 0.0 {
                     return None;
                 }
-                eta = eta.max((min - w.requests as f64) / rate);
+                wait = wait.max((min - w.requests as f64) / rate);
             }
         }
         let alpha = 1.0 - self.config.green_confidence;
@@ -615,13 +629,44 @@ impl Judge {
             if nc == 0 || c.errors.pass_info() < ETA_MIN_INFO {
                 return None;
             }
-            let more = c.errors.eta_requests(alpha, &self.checks.error_ratio)?;
-            eta = eta.max(more / nc as f64 * elapsed);
         }
-        if self.checks.latency.enabled {
-            eta = eta.max(c.latency.eta_multiple(alpha)? * elapsed);
-        }
-        Some(eta)
+        // A quantile tested later holds green back from then on, with
+        // nothing yet to go by: only decisions before it are counted.
+        let cap = self
+            .checks
+            .latency
+            .enabled
+            .then(|| c.latency.untested_for(elapsed))
+            .flatten()
+            .unwrap_or(f64::INFINITY);
+        let passed_by = |t: f64| {
+            let t = t.min(cap);
+            if t < wait {
+                return 0.0;
+            }
+            let mut p = 1.0;
+            if self.checks.error_ratio.enabled {
+                p *= c
+                    .errors
+                    .pass_chance(alpha, &self.checks.error_ratio, t, elapsed);
+            }
+            if self.checks.latency.enabled {
+                p *= c.latency.pass_chance(alpha, t, elapsed, ETA_MIN_INFO);
+            }
+            p
+        };
+        // t = 2^(k/2) s: t/2 and 2t are grid points too.
+        let grid: Vec<(f64, f64)> = (-2..=ETA_GRID + 2)
+            .map(|k| {
+                let t = 2f64.powf(k as f64 / 2.0);
+                (t, passed_by(t))
+            })
+            .collect();
+        let (t, chance) = grid
+            .windows(5)
+            .map(|w| (w[2].0, w[4].1 - w[0].1))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        (chance >= ETA_CONFIDENCE).then_some(t.max(wait))
     }
 
     /// Links each failing or marginal check to canary requests that show
@@ -701,6 +746,12 @@ mod tests;
 
 /// Errors expected at the pass bound before a time to green is estimated.
 const ETA_MIN_INFO: f64 = 3.0;
+
+/// How likely the span [t/2, 2t] must be to hold the decision for `t` to
+/// be shown as the time to green...
+const ETA_CONFIDENCE: f64 = 0.8;
+/// ...of times up to 2^(ETA_GRID/2) seconds (about an hour).
+const ETA_GRID: i32 = 24;
 
 /// Seconds until evidence `log_e` reaches `level` if it keeps growing as it
 /// has over `elapsed` seconds (it started at −`prior_cost`); None unless it

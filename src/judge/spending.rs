@@ -130,48 +130,61 @@ impl PassTest {
         self.look(look.alpha);
     }
 
-    /// Trials still needed before a pass, if the events keep coming at the
-    /// rate seen so far, shrunk towards `prior` (the rate expected, as a
-    /// share of the bound's, worth `weight` events expected at the bound):
-    /// the information where that many events would sit below the
-    /// boundary, by a normal approximation of the boundary at the budget
-    /// spent by then. 0 once passed; None once exhausted, or when the rate
-    /// is too close to the bound to tell.
-    pub fn eta_trials(&self, alpha: f64, prior: f64, weight: f64) -> Option<f64> {
+    /// The chance that the test has passed once `more` information (events
+    /// expected at the bound) has come in, as far as the data so far can
+    /// tell: the canary's rate, as a share of the bound's, is drawn from its
+    /// posterior (a gamma over the events seen, shrunk towards `prior`, the
+    /// share expected, worth `weight` events at the bound), its events to
+    /// come from a Poisson at that rate (together a negative binomial), and
+    /// the boundary then is the one a Poisson count at the bound would have
+    /// under the budget spent by then. 1 once passed, 0 once exhausted.
+    ///
+    /// That is what an estimate of the time to green needs: with rare
+    /// events, whether a canary passes in one minute or three turns on how
+    /// few of its errors happen to come early, and a point estimate at the
+    /// mean rate is off by more than 2× as often as not.
+    pub fn pass_chance(&self, alpha: f64, prior: f64, weight: f64, more: f64) -> f64 {
         match self.state {
-            State::Passed => return Some(0.0),
-            State::Exhausted => return None,
+            State::Passed => return 1.0,
+            State::Exhausted => return 0.0,
             State::Open => {}
         }
         let info = self.info + self.pending_info;
-        let trials = self.trials + self.pending_trials;
-        if trials == 0 || info <= 0.0 {
-            return None;
+        let at = info + more.max(0.0);
+        if at > GIVE_UP {
+            return 0.0;
         }
-        let rho = (self.events as f64 + prior * weight) / (info + weight);
-        if rho >= 0.9 {
-            return None;
-        }
-        let per_trial = info / trials as f64;
-        let mut i = info.max(1.0);
-        while i <= GIVE_UP {
-            let z = normal_quantile(1.0 - alpha * spend(i));
-            if i * (1.0 - rho) >= z * i.sqrt() {
-                return Some(((i - info) / per_trial).max(0.0));
-            }
-            i *= 1.05;
-        }
-        None
+        // Counts below this pass by then; the boundary never moves back.
+        let boundary = self.boundary_at(alpha, info, at).max(self.offset);
+        let Some(room) = boundary.checked_sub(self.events + 1) else {
+            return 0.0;
+        };
+        let shape = self.events as f64 + prior * weight;
+        let scale = info + weight;
+
+        negative_binomial_cdf(room, shape, scale / (scale + more.max(0.0)))
+    }
+
+    /// The boundary expected at information `at` (counts below it pass), by
+    /// a normal approximation of a Poisson count at the bound, in z units
+    /// shifted by as much as the exact boundary at `now` sits below the
+    /// same approximation there: paths that passed at earlier looks and
+    /// would since have risen above the boundary spent budget too, so the
+    /// exact boundary is lower than a count's own quantile, most of all
+    /// at small counts.
+    fn boundary_at(&self, alpha: f64, now: f64, at: f64) -> u64 {
+        let z = |i: f64| normal_quantile((alpha * spend(i)).clamp(1e-12, 0.5));
+        let shift = if now > 0.0 && self.offset > 0 {
+            ((self.offset as f64 - 0.5 - now) / now.sqrt() - z(now)).min(0.0)
+        } else {
+            0.0
+        };
+        (at + (z(at) + shift) * at.sqrt() + 0.5).max(0.0).floor() as u64
     }
 
     /// Events expected at the bound so far.
     pub fn info(&self) -> f64 {
         self.info + self.pending_info
-    }
-
-    /// Trials taken in so far.
-    pub fn trials(&self) -> u64 {
-        self.trials + self.pending_trials
     }
 
     #[cfg(test)]
@@ -256,6 +269,43 @@ impl PassTest {
         if self.state != State::Open {
             self.dist = Vec::new();
         }
+    }
+}
+
+/// P(N ≤ `k`) for a negative binomial of `shape` (real) and success
+/// probability `p`: the count of Poisson events whose rate is gamma.
+fn negative_binomial_cdf(k: u64, shape: f64, p: f64) -> f64 {
+    if shape <= 0.0 || p >= 1.0 {
+        return 1.0;
+    }
+    let log_first = shape * p.ln();
+    if log_first < -600.0 || k > 100_000 {
+        // far from its start: normal, with a continuity correction
+        let mean = shape * (1.0 - p) / p;
+        let sd = (mean / p).sqrt().max(f64::MIN_POSITIVE);
+        return normal_cdf((k as f64 + 0.5 - mean) / sd);
+    }
+    let (mut pmf, mut cdf) = (log_first.exp(), 0.0);
+    for n in 0..=k {
+        cdf += pmf;
+        pmf *= (n as f64 + shape) / (n as f64 + 1.0) * (1.0 - p);
+    }
+    cdf.min(1.0)
+}
+
+/// The standard normal distribution function (Zelen & Severo's 26.2.17,
+/// error below 7.5e-8).
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.231_641_9 * x.abs());
+    let poly = t
+        * (0.319_381_530
+            + t * (-0.356_563_782
+                + t * (1.781_477_937 + t * (-1.821_255_978 + t * 1.330_274_429))));
+    let tail = (-x * x / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt() * poly;
+    if x >= 0.0 {
+        1.0 - tail
+    } else {
+        tail
     }
 }
 
@@ -478,5 +528,91 @@ mod tests {
         t.update(0, 10, 0.02, LOOK);
         assert!(t.passed(), "p = {}", t.p_value());
         assert!(t.p_value() < 1e-4, "{}", t.p_value());
+    }
+}
+
+#[cfg(test)]
+mod pass_chance_tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    const LOOK: Look = Look {
+        alpha: 0.1,
+        now: true,
+    };
+
+    /// 10 trials a step at 2% under the bound, events at `rho` of that.
+    fn step(t: &mut PassTest, rng: &mut Rng, rho: f64) {
+        t.update(rng.binomial(10, 0.02 * rho), 10, 0.02, LOOK);
+    }
+
+    #[test]
+    fn the_chance_of_passing_is_what_happens() {
+        // Over many canaries at 40% of the bound: the chance predicted after
+        // 25 steps (5 events expected at the bound) of having passed 50
+        // steps later, against how many did.
+        let (mut predicted, mut passed) = (0.0, 0usize);
+        let runs = 600;
+        for seed in 0..runs {
+            let mut rng = Rng::new(seed);
+            let mut t = PassTest::default();
+            for _ in 0..25 {
+                step(&mut t, &mut rng, 0.4);
+            }
+            predicted += t.pass_chance(0.1, 0.4, 10.0, 50.0 * 10.0 * 0.02);
+            for _ in 0..50 {
+                step(&mut t, &mut rng, 0.4);
+            }
+            passed += usize::from(t.passed());
+        }
+        let (predicted, passed) = (predicted / runs as f64, passed as f64 / runs as f64);
+        assert!(
+            (predicted - passed).abs() <= 0.1,
+            "predicted {predicted:.3}, passed {passed:.3}"
+        );
+        assert!(passed > 0.2 && passed < 0.95, "a test that tells: {passed}");
+    }
+
+    #[test]
+    fn the_chance_grows_with_time_and_is_certain_once_decided() {
+        let mut rng = Rng::new(7);
+        let mut t = PassTest::default();
+        for _ in 0..25 {
+            step(&mut t, &mut rng, 0.4);
+        }
+        let chances: Vec<f64> = [1.0, 5.0, 20.0, 80.0]
+            .iter()
+            .map(|&more| t.pass_chance(0.1, 0.4, 10.0, more))
+            .collect();
+        assert!(chances.windows(2).all(|w| w[0] <= w[1]), "{chances:?}");
+        // a canary at twice the bound: little chance ever
+        let mut bad = PassTest::default();
+        for _ in 0..25 {
+            step(&mut bad, &mut rng, 2.0);
+        }
+        assert!(bad.pass_chance(0.1, 2.0, 10.0, 80.0) < 0.05);
+        let mut done = PassTest::default();
+        while done.state() == State::Open {
+            done.update(0, 100, 0.02, LOOK);
+        }
+        assert_eq!(done.pass_chance(0.1, 0.4, 10.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn negative_binomial_sums_to_one_and_has_its_mean() {
+        let (shape, p): (f64, f64) = (3.5, 0.4);
+        let mean = shape * (1.0 - p) / p;
+        assert!((negative_binomial_cdf(400, shape, p) - 1.0).abs() < 1e-9);
+        // median near the mean, a little below (right-skewed)
+        let median = (0..)
+            .find(|&k| negative_binomial_cdf(k, shape, p) >= 0.5)
+            .unwrap();
+        assert!(
+            (median as f64) <= mean && (median as f64) >= mean - 2.0,
+            "{median} {mean}"
+        );
+        // the normal branch agrees with the sum where both apply
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_cdf(1.96) - 0.975).abs() < 1e-4);
     }
 }

@@ -66,7 +66,7 @@ impl Release {
 }
 
 /// Bumped whenever a checkpointed type changes shape.
-const CHECKPOINT_VERSION: u32 = 3;
+const CHECKPOINT_VERSION: u32 = 4;
 
 /// A checkpoint as written (in parts: see `checkpoint_of`).
 #[cfg(test)]

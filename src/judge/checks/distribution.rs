@@ -17,9 +17,23 @@ pub(super) struct Margins {
     pub tolerance_abs: f64,
     pub pass_bound: f64,
     pub pass_bound_abs: f64,
+    /// At a tail quantile (one leaving at most `TAIL` beyond it), green
+    /// also counts the canary within bounds up to the baseline's quantile
+    /// that leaves this share of that tail beyond it (0.5: p99 up to the
+    /// baseline's p99.5); 1 turns it off. See `pass_floor`.
+    #[serde(default = "no_tail_slack")]
+    pub pass_tail: f64,
     /// Higher is worse (latency); else lower is worse.
     pub increase: bool,
 }
+
+fn no_tail_slack() -> f64 {
+    1.0
+}
+
+/// Quantiles leaving at most this share beyond them are tail quantiles
+/// (p90 and up; p10 and down where lower is worse).
+const TAIL: f64 = 0.1;
 
 impl Margins {
     pub(super) fn latency(cfg: &LatencyCheck) -> Self {
@@ -28,12 +42,35 @@ impl Margins {
             tolerance_abs: cfg.tolerance_abs.as_micros() as f64,
             pass_bound: cfg.pass_bound,
             pass_bound_abs: cfg.pass_bound_abs.as_micros() as f64,
+            pass_tail: cfg.pass_tail,
             increase: true,
         }
     }
 
-    /// The canary's fail and pass thresholds for a baseline quantile `tau`.
-    fn thresholds(&self, tau: u64) -> (u64, u64) {
+    /// The baseline quantile below which green may not count a canary at
+    /// quantile `q` within bounds, whatever `pass_bound` says: for a tail
+    /// quantile, the one that leaves `pass_tail` of its tail beyond it;
+    /// None elsewhere or when off.
+    ///
+    /// A heavy tail needs it: with log-normal latencies of σ 1.5, "25%
+    /// slower at p99" moves only a third of the slowest 1% past the
+    /// baseline's p99 × 1.25, and ruling that out takes some 6,000 canary
+    /// requests, a minute at 100 requests/s. "No slower than the
+    /// baseline's p99.5" asks a tenth as many slow requests to rule out.
+    /// Where the tail is ordinary (σ 0.5: the baseline's p99.5 is its
+    /// p99 × 1.13) the relative bound is the larger and decides alone.
+    fn pass_floor_quantile(&self, q: f64) -> Option<f64> {
+        let tail = if self.increase { 1.0 - q } else { q };
+        if !(self.pass_tail < 1.0 && self.pass_tail > 0.0 && tail > 0.0 && tail <= TAIL) {
+            return None;
+        }
+        let left = tail * self.pass_tail;
+        Some(if self.increase { 1.0 - left } else { left })
+    }
+
+    /// The canary's fail and pass thresholds for a baseline quantile `tau`,
+    /// the pass threshold no nearer than `floor` (see `pass_floor_quantile`).
+    fn thresholds(&self, tau: u64, floor: Option<u64>) -> (u64, u64) {
         let shift = |rel: f64, abs: f64| {
             let by = (tau as f64 * rel).max(abs).round() as u64;
             if self.increase {
@@ -42,10 +79,13 @@ impl Margins {
                 tau.saturating_sub(by)
             }
         };
-        (
-            shift(self.tolerance, self.tolerance_abs),
-            shift(self.pass_bound, self.pass_bound_abs),
-        )
+        let pass = shift(self.pass_bound, self.pass_bound_abs);
+        let pass = match floor {
+            Some(f) if self.increase => pass.max(f),
+            Some(f) => pass.min(f),
+            None => pass,
+        };
+        (shift(self.tolerance, self.tolerance_abs), pass)
     }
 
     /// Observations on the bad side of `threshold`.
@@ -84,6 +124,9 @@ struct QuantileTest {
     q: f64,
     /// Baseline quantile fixed for the current batch, microseconds.
     tau: Option<u64>,
+    /// The pass threshold's floor fixed with it (see
+    /// `Margins::pass_floor_quantile`).
+    floor: Option<u64>,
     /// Not yet fed: canary slow (fail threshold), slow (pass threshold),
     /// canary count, baseline slow, baseline count.
     batch: [u64; 5],
@@ -106,6 +149,7 @@ impl QuantileTest {
             q,
             seen: 0,
             tau: None,
+            floor: None,
             batch: [0; 5],
             worse: ChangeDetector::default(),
             within: PassTest::default(),
@@ -126,7 +170,7 @@ impl QuantileTest {
             return;
         }
         if let Some(tau) = self.tau {
-            let (fail_at, pass_at) = m.thresholds(tau);
+            let (fail_at, pass_at) = m.thresholds(tau, self.floor);
             let add = [
                 m.beyond(canary, fail_at),
                 m.beyond(canary, pass_at),
@@ -151,6 +195,9 @@ impl QuantileTest {
         let batch_empty = self.batch[2] == 0 && self.batch[4] == 0;
         if (self.tau.is_none() || epoch_over) && batch_empty {
             self.tau = baseline_window.quantile(self.q);
+            self.floor = m
+                .pass_floor_quantile(self.q)
+                .and_then(|q| baseline_window.quantile(q));
         }
     }
 }
@@ -158,8 +205,16 @@ impl QuantileTest {
 impl QuantileTest {
     /// Canary observations needed before this quantile is tested.
     fn needed(&self) -> u64 {
-        let tail = if self.q > 0.5 { 1.0 - self.q } else { self.q };
-        (MIN_TAIL / tail.max(1e-6)).ceil() as u64
+        (MIN_TAIL / self.tail().max(1e-6)).ceil() as u64
+    }
+
+    /// The share of observations beyond the quantile.
+    fn tail(&self) -> f64 {
+        if self.q > 0.5 {
+            1.0 - self.q
+        } else {
+            self.q
+        }
     }
 
     /// Whether the tail is thick enough to test.
@@ -238,29 +293,102 @@ impl DistributionTest {
         }
     }
 
-    /// Canary observations still needed for every tested quantile to
-    /// pass, as a multiple of those seen so far (None when some will not
-    /// pass, or there is nothing to go by). Quantiles still too thin to
-    /// test do not hold green back, so they do not count, unless none is
-    /// tested yet: then the first to be needs the rest of its minimum,
-    /// and about as much again to pass.
-    pub(super) fn eta_multiple(&self, alpha: f64) -> Option<f64> {
-        let mut worst: Option<f64> = None;
-        for q in self.quantiles.iter().filter(|q| q.active()) {
-            let trials = q.within.trials();
-            if trials == 0 {
-                return None;
-            }
-            let m = q.within.eta_trials(alpha, 0.5, 2.0)? / trials as f64;
-            worst = Some(worst.map_or(m, |w| w.max(m)));
+    /// The chance that every tested quantile has passed `seconds` from now,
+    /// at the canary traffic of the `elapsed` seconds so far (each as
+    /// `PassTest::pass_chance` tells, taken as independent). Quantiles still
+    /// too thin to test do not count (see `untested_for`), unless none is
+    /// tested yet: then the first to be needs the rest of its minimum, and
+    /// about as much again to pass. 0 while a tested quantile has less
+    /// than `min_info` events' worth of evidence: its estimate would be
+    /// mostly its prior.
+    pub(super) fn pass_chance(&self, alpha: f64, seconds: f64, elapsed: f64, min_info: f64) -> f64 {
+        let coming = self.canary_rate(elapsed) * seconds;
+        let active: Vec<&QuantileTest> = self.quantiles.iter().filter(|q| q.active()).collect();
+        if active.is_empty() {
+            let Some(first) = self.quantiles.iter().min_by_key(|q| q.needed()) else {
+                return 1.0;
+            };
+            let to_go = (2 * first.needed()).saturating_sub(first.seen) as f64;
+            return if coming >= to_go { 1.0 } else { 0.0 };
         }
-        if let Some(w) = worst {
-            return Some(w);
-        }
-        let first = self.quantiles.iter().min_by_key(|q| q.needed())?;
-        if first.seen == 0 {
+        active
+            .iter()
+            .map(|q| {
+                if !q.within.passed() && q.within.info() < min_info {
+                    return 0.0;
+                }
+                // information per canary observation since it was first tested
+                let tested = q.seen.saturating_sub(q.needed()).max(1) as f64;
+                let more = q.within.info() / tested * coming;
+                q.within.pass_chance(alpha, 0.5, 2.0, more)
+            })
+            .product()
+    }
+
+    /// Seconds until the next quantile too thin to test so far is tested,
+    /// at the canary traffic of the `elapsed` seconds so far (None when
+    /// every one is, or none will be). From then on it holds green back
+    /// too, with nothing yet to tell how soon it passes: an estimate of
+    /// the time to green covers only the decisions that come before it.
+    pub(super) fn untested_for(&self, elapsed: f64) -> Option<f64> {
+        let rate = self.canary_rate(elapsed);
+        if rate <= 0.0 || !self.quantiles.iter().any(|q| q.active()) {
             return None;
         }
-        Some((2 * first.needed()).saturating_sub(first.seen) as f64 / first.seen as f64)
+        self.quantiles
+            .iter()
+            .filter(|q| !q.active())
+            .map(|q| (q.needed() - q.seen) as f64 / rate)
+            .min_by(f64::total_cmp)
+    }
+
+    /// Canary observations per second over the `elapsed` seconds so far.
+    fn canary_rate(&self, elapsed: f64) -> f64 {
+        let seen = self.quantiles.iter().map(|q| q.seen).max().unwrap_or(0);
+        seen as f64 / elapsed.max(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn margins(pass_tail: f64, increase: bool) -> Margins {
+        Margins {
+            tolerance: 0.1,
+            tolerance_abs: 1000.0,
+            pass_bound: 0.25,
+            pass_bound_abs: 5000.0,
+            pass_tail,
+            increase,
+        }
+    }
+
+    #[test]
+    fn the_tail_floor_applies_to_tail_quantiles_only() {
+        let m = margins(0.5, true);
+        assert_eq!(m.pass_floor_quantile(0.99), Some(0.995));
+        assert!((m.pass_floor_quantile(0.9).unwrap() - 0.95).abs() < 1e-12);
+        assert_eq!(m.pass_floor_quantile(0.5), None);
+        assert_eq!(m.pass_floor_quantile(0.89), None);
+        assert_eq!(margins(1.0, true).pass_floor_quantile(0.99), None);
+        // lower is worse: the low tail
+        let low = margins(0.5, false);
+        assert_eq!(low.pass_floor_quantile(0.01), Some(0.005));
+        assert_eq!(low.pass_floor_quantile(0.99), None);
+    }
+
+    #[test]
+    fn the_floor_widens_the_pass_threshold_only_where_it_is_larger() {
+        let m = margins(0.5, true);
+        // a heavy tail: the baseline's p99.5 is 45% above its p99
+        assert_eq!(m.thresholds(100_000, Some(145_000)), (110_000, 145_000));
+        // an ordinary one: 13% above, and the 25% bound decides
+        assert_eq!(m.thresholds(100_000, Some(113_000)), (110_000, 125_000));
+        assert_eq!(m.thresholds(100_000, None), (110_000, 125_000));
+        // lower is worse: the floor can only lower the pass threshold
+        let low = margins(0.5, false);
+        assert_eq!(low.thresholds(100_000, Some(60_000)), (90_000, 60_000));
+        assert_eq!(low.thresholds(100_000, Some(90_000)), (90_000, 75_000));
     }
 }

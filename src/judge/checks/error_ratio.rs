@@ -108,14 +108,23 @@ impl ErrorTest {
         self.total
     }
 
-    /// Canary requests still needed before the pass test would pass, at the
-    /// rates seen so far, shrunk towards the baseline's: a canary waiting
+    /// The chance that the pass test has passed `seconds` from now, at the
+    /// traffic of the `elapsed` seconds so far (see `PassTest::pass_chance`),
+    /// the canary's rate shrunk towards the baseline's: a canary waiting
     /// for green is most likely like its baseline, and a few early errors
-    /// say little (None if it will not pass, or cannot tell).
-    pub fn eta_requests(&self, alpha: f64, cfg: &ErrorRatioCheck) -> Option<f64> {
+    /// say little.
+    pub fn pass_chance(
+        &self,
+        alpha: f64,
+        cfg: &ErrorRatioCheck,
+        seconds: f64,
+        elapsed: f64,
+    ) -> f64 {
         let [_, _, nb, xb] = self.total;
         let prior = ratio(xb, nb).map_or(0.5, |b| b / pass_bound(b, cfg).max(f64::MIN_POSITIVE));
-        self.within.eta_trials(alpha, prior, ETA_PRIOR_WEIGHT)
+        let rate = self.within.info() / elapsed.max(1.0);
+        self.within
+            .pass_chance(alpha, prior, ETA_PRIOR_WEIGHT, rate * seconds)
     }
 
     /// Canary errors expected at the pass bound so far: how much the

@@ -129,10 +129,16 @@ impl LatencyTest {
         }
     }
 
-    /// Canary observations still needed to pass, as a multiple of those
-    /// seen (see `DistributionTest::eta_multiple`).
-    pub fn eta_multiple(&self, alpha: f64) -> Option<f64> {
-        self.test.eta_multiple(alpha)
+    /// The chance that every tested quantile has passed `seconds` from now
+    /// (see `DistributionTest::pass_chance`).
+    pub fn pass_chance(&self, alpha: f64, seconds: f64, elapsed: f64, min_info: f64) -> f64 {
+        self.test.pass_chance(alpha, seconds, elapsed, min_info)
+    }
+
+    /// Seconds until a quantile not tested yet is (see
+    /// `DistributionTest::untested_for`).
+    pub fn untested_for(&self, elapsed: f64) -> Option<f64> {
+        self.test.untested_for(elapsed)
     }
 
     /// The evidence of a regression, as a natural log.

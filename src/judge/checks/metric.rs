@@ -87,6 +87,7 @@ impl MetricTest {
                 tolerance_abs: cfg.tolerance_abs * 1000.0,
                 pass_bound: cfg.pass_bound,
                 pass_bound_abs: cfg.pass_bound_abs * 1000.0,
+                pass_tail: 1.0,
                 increase,
             },
             values: DistributionTest::new(&cfg.quantiles),
