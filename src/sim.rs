@@ -191,6 +191,8 @@ pub struct RunResult {
     pub green_after: Option<u64>,
     /// Shown green at or after the regression's onset, before any red.
     pub green_before_red: bool,
+    /// Shown green, then yellow again (not red).
+    pub green_taken_back: bool,
     /// The first time-to-decision estimate: (seconds in, estimate), and
     /// the seconds in of the first decision (green or red) after it.
     pub first_eta: Option<(u64, u64)>,
@@ -280,6 +282,7 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
         last_reason: String::new(),
         new_errors: Vec::new(),
         red_endpoint: false,
+        green_taken_back: false,
     };
     for t in 0..s.warmup + s.duration {
         let now = start + t * NANOS_PER_SEC;
@@ -366,6 +369,9 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
             {
                 out.green_before_red = true;
             }
+            if j.color == Color::Yellow && out.green_after.is_some() {
+                out.green_taken_back = true;
+            }
             // The first estimate before any decision (a green that later
             // turns yellow again has been decided once already).
             let undecided = out.green_after.is_none() && out.red_after.is_none();
@@ -402,6 +408,8 @@ pub struct Summary {
     pub green_within_180s: usize,
     /// Shown green after the regression's onset and before red.
     pub green_before_red: usize,
+    /// Shown green, then yellow again.
+    pub green_taken_back: usize,
     pub yellow_insufficient: usize,
     /// Releases with a time-to-decision estimate and a decision after it,
     /// and those decided within 0.5×–2× of the first estimate.
@@ -436,6 +444,7 @@ pub fn summarize(s: &Scenario, runs: usize, seed: u64, config: &Config) -> Summa
         median_green: quantile(&greens, 0.5),
         green_within_180s: greens.iter().filter(|g| **g <= 180).count(),
         green_before_red: results.iter().filter(|r| r.green_before_red).count(),
+        green_taken_back: results.iter().filter(|r| r.green_taken_back).count(),
         eta_decided: results
             .iter()
             .filter(|r| r.first_eta.is_some() && r.decided_at.is_some())

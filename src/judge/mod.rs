@@ -405,6 +405,11 @@ impl Judge {
                 j.passed_at = Some(now);
             }
         }
+        if color == Color::Green {
+            if let Some(c) = j.comparison.as_mut() {
+                c.latency.keep_pass();
+            }
+        }
         j.color = color;
         j.reason = reason;
         changed

@@ -279,8 +279,9 @@ fn negative_binomial_cdf(k: u64, shape: f64, p: f64) -> f64 {
         return 1.0;
     }
     let log_first = shape * p.ln();
-    if log_first < -600.0 || k > 100_000 {
-        // far from its start: normal, with a continuity correction
+    if log_first < -600.0 || k > 200 {
+        // far from its start, or many terms to sum (an estimate's grid asks
+        // for hundreds a tick): normal, with a continuity correction
         let mean = shape * (1.0 - p) / p;
         let sd = (mean / p).sqrt().max(f64::MIN_POSITIVE);
         return normal_cdf((k as f64 + 0.5 - mean) / sd);

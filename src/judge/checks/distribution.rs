@@ -227,12 +227,16 @@ impl QuantileTest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct DistributionTest {
     quantiles: Vec<QuantileTest>,
+    /// Kept as passed (see `keep_pass`).
+    #[serde(default)]
+    passed_once: bool,
 }
 
 impl DistributionTest {
     pub fn new(quantiles: &[f64]) -> Self {
         Self {
             quantiles: quantiles.iter().map(|q| QuantileTest::new(*q)).collect(),
+            passed_once: false,
         }
     }
 
@@ -256,6 +260,24 @@ impl DistributionTest {
         }
     }
 
+    /// Keeps the test passed from now on: the release has been shown green
+    /// with it, and a quantile tested later (a p99 from the 1,000th canary
+    /// request) does not take that back by wanting evidence of its own,
+    /// only by leaning towards a regression, or showing one.
+    pub(super) fn keep_pass(&mut self) {
+        self.passed_once = self.passed_once || self.tested_all_passed();
+    }
+
+    /// Whether some quantile is tested and every one tested has passed.
+    fn tested_all_passed(&self) -> bool {
+        self.quantiles.iter().any(|q| q.active())
+            && self
+                .quantiles
+                .iter()
+                .filter(|q| q.active())
+                .all(|q| q.within.passed())
+    }
+
     /// The evidence at all quantiles together.
     pub(super) fn evidence(&self) -> Evidence {
         // the average of e-processes is one
@@ -276,12 +298,7 @@ impl DistributionTest {
             // A quantile whose tail is still too thin is not tested yet and
             // does not hold green back: at 10 canary requests/s a p99 would
             // wait minutes for its 1,000 requests.
-            passed: self.quantiles.iter().any(|q| q.active())
-                && self
-                    .quantiles
-                    .iter()
-                    .filter(|q| q.active())
-                    .all(|q| q.within.passed()),
+            passed: self.passed_once || self.tested_all_passed(),
             worst,
             ready: self.quantiles.iter().any(|q| q.tau.is_some()),
             thin: self
@@ -302,6 +319,9 @@ impl DistributionTest {
     /// than `min_info` events' worth of evidence: its estimate would be
     /// mostly its prior.
     pub(super) fn pass_chance(&self, alpha: f64, seconds: f64, elapsed: f64, min_info: f64) -> f64 {
+        if self.passed_once {
+            return 1.0;
+        }
         let coming = self.canary_rate(elapsed) * seconds;
         let active: Vec<&QuantileTest> = self.quantiles.iter().filter(|q| q.active()).collect();
         if active.is_empty() {
@@ -332,7 +352,7 @@ impl DistributionTest {
     /// the time to green covers only the decisions that come before it.
     pub(super) fn untested_for(&self, elapsed: f64) -> Option<f64> {
         let rate = self.canary_rate(elapsed);
-        if rate <= 0.0 || !self.quantiles.iter().any(|q| q.active()) {
+        if self.passed_once || rate <= 0.0 || !self.quantiles.iter().any(|q| q.active()) {
             return None;
         }
         self.quantiles
@@ -362,6 +382,47 @@ mod tests {
             pass_tail,
             increase,
         }
+    }
+
+    /// One second of log-normal latencies (median 50 ms, σ 0.5).
+    fn second(rng: &mut crate::rng::Rng, n: u64) -> Distribution {
+        let mut d = Distribution::default();
+        for _ in 0..n {
+            d.record((rng.lognormal(50.0, 0.5) * 1000.0) as u64, 1);
+        }
+        d
+    }
+
+    #[test]
+    fn a_quantile_tested_later_does_not_take_a_pass_back() {
+        // 10 canary requests a second: p50 is tested at once, p99 from the
+        // 1,000th request, long after p50 has passed.
+        let mut rng = crate::rng::Rng::new(3);
+        let m = margins(0.5, true);
+        let look = Look {
+            alpha: 0.1,
+            now: true,
+        };
+        let mut test = DistributionTest::new(&[0.5, 0.99]);
+        let mut window = Distribution::default();
+        let (mut passed_at, mut p99_tested) = (None, false);
+        for t in 0..140 {
+            let (c, b) = (second(&mut rng, 10), second(&mut rng, 90));
+            window.add(&b);
+            test.feed(&c, &b, &window, &m, t % 15 == 0, look);
+            let e = test.evidence();
+            if e.passed && passed_at.is_none() {
+                passed_at = Some(t);
+                // shown green
+                test.keep_pass();
+            }
+            p99_tested |= e.thin.is_empty();
+            if passed_at.is_some() {
+                assert!(e.passed, "taken back at {t}s");
+            }
+        }
+        assert!(passed_at.is_some_and(|t| t < 95), "{passed_at:?}");
+        assert!(p99_tested);
     }
 
     #[test]

@@ -135,6 +135,12 @@ impl LatencyTest {
         self.test.pass_chance(alpha, seconds, elapsed, min_info)
     }
 
+    /// Keeps the check passed once the release is green (see
+    /// `DistributionTest::keep_pass`).
+    pub fn keep_pass(&mut self) {
+        self.test.keep_pass();
+    }
+
     /// Seconds until a quantile not tested yet is (see
     /// `DistributionTest::untested_for`).
     pub fn untested_for(&self, elapsed: f64) -> Option<f64> {
