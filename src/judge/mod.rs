@@ -408,6 +408,9 @@ impl Judge {
         if color == Color::Green {
             if let Some(c) = j.comparison.as_mut() {
                 c.latency.keep_pass();
+                for m in &mut c.metrics {
+                    m.keep_pass();
+                }
             }
         }
         j.color = color;

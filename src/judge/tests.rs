@@ -337,3 +337,28 @@ fn the_time_to_red_is_told_only_half_way_there() {
         Some(0.0)
     );
 }
+
+#[test]
+fn a_metric_quantile_tested_later_does_not_take_a_green_back() {
+    // A gauge judged at p50 and p99, 10 canary values a second: the p99 is
+    // tested from the 1,000th, 100 s in, after the release has gone green.
+    let mut config = metric_config(crate::config::Direction::Increase);
+    config.checks.metric[0].quantiles = vec![0.5, 0.99];
+    config.checks.latency.enabled = false;
+    let mut p = Pair::new(&config);
+    let mut green_at = None;
+    for t in 0..160 {
+        let color = metric_second(&mut p, 10, 10.0, false);
+        if color == Color::Green && green_at.is_none() {
+            green_at = Some(t);
+        }
+        if green_at.is_some() {
+            assert_eq!(color, Color::Green, "{t}s: {}", p.j.reason);
+        }
+    }
+    assert!(
+        green_at.is_some_and(|t| t < 100),
+        "{green_at:?}: {}",
+        p.j.reason
+    );
+}

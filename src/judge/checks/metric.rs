@@ -106,6 +106,14 @@ impl MetricTest {
         }
     }
 
+    /// Keeps the value quantiles passed once the release is green (see
+    /// `DistributionTest::keep_pass`).
+    pub fn keep_pass(&mut self) {
+        for s in &mut self.sides {
+            s.values.keep_pass();
+        }
+    }
+
     pub fn new_epoch(&mut self) {
         for s in &mut self.sides {
             s.values.new_epoch();
