@@ -136,8 +136,8 @@ impl PassTest {
     /// posterior (a gamma over the events seen, shrunk towards `prior`, the
     /// share expected, worth `weight` events at the bound), its events to
     /// come from a Poisson at that rate (together a negative binomial), and
-    /// the boundary then is the one a Poisson count at the bound would have
-    /// under the budget spent by then. 1 once passed, 0 once exhausted.
+    /// the boundary then as `boundary_at` expects it. 1 once passed, 0 once
+    /// exhausted.
     ///
     /// That is what an estimate of the time to green needs: with rare
     /// events, whether a canary passes in one minute or three turns on how
@@ -161,7 +161,6 @@ impl PassTest {
         };
         let shape = self.events as f64 + prior * weight;
         let scale = info + weight;
-
         negative_binomial_cdf(room, shape, scale / (scale + more.max(0.0)))
     }
 

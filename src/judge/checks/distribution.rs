@@ -20,15 +20,10 @@ pub(super) struct Margins {
     /// At a tail quantile (one leaving at most `TAIL` beyond it), green
     /// also counts the canary within bounds up to the baseline's quantile
     /// that leaves this share of that tail beyond it (0.5: p99 up to the
-    /// baseline's p99.5); 1 turns it off. See `pass_floor`.
-    #[serde(default = "no_tail_slack")]
+    /// baseline's p99.5); 1 turns it off. See `pass_floor_quantile`.
     pub pass_tail: f64,
     /// Higher is worse (latency); else lower is worse.
     pub increase: bool,
-}
-
-fn no_tail_slack() -> f64 {
-    1.0
 }
 
 /// Quantiles leaving at most this share beyond them are tail quantiles
@@ -228,7 +223,6 @@ impl QuantileTest {
 pub(super) struct DistributionTest {
     quantiles: Vec<QuantileTest>,
     /// Kept as passed (see `keep_pass`).
-    #[serde(default)]
     passed_once: bool,
 }
 
@@ -323,16 +317,16 @@ impl DistributionTest {
             return 1.0;
         }
         let coming = self.canary_rate(elapsed) * seconds;
-        let active: Vec<&QuantileTest> = self.quantiles.iter().filter(|q| q.active()).collect();
-        if active.is_empty() {
+        if !self.quantiles.iter().any(|q| q.active()) {
             let Some(first) = self.quantiles.iter().min_by_key(|q| q.needed()) else {
                 return 1.0;
             };
             let to_go = (2 * first.needed()).saturating_sub(first.seen) as f64;
             return if coming >= to_go { 1.0 } else { 0.0 };
         }
-        active
+        self.quantiles
             .iter()
+            .filter(|q| q.active())
             .map(|q| {
                 if !q.within.passed() && q.within.info() < min_info {
                     return 0.0;
