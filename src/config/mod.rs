@@ -792,6 +792,20 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_share_outside_its_range_is_rejected() {
+        for bad in ["0.0", "1.5", "-0.5"] {
+            let err =
+                Config::from_toml(&format!("[checks.latency]\npass_tail = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("checks.latency.pass_tail"),
+                "{err}"
+            );
+        }
+        let off = Config::from_toml("[checks.latency]\npass_tail = 1.0\n").unwrap();
+        assert_eq!(off.checks.latency.pass_tail, 1.0);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = Config::from_toml("[server]\ngrpc_listn = \"0.0.0.0:1\"\n").unwrap_err();
         assert!(err.to_string().contains("grpc_listn"), "{err}");
