@@ -264,8 +264,27 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Each<T> {
     }
 }
 
+/// Each byte's value as a hex digit, `NOT_HEX` for the others.
+const HEX: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 10 {
+        table[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        table[b'a' as usize + c] = 10 + c as u8;
+        table[b'A' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xff;
+
 /// Hex digits as the reference's `const_hex::decode` takes them: an even
 /// length, an optional `0x`, upper or lower case.
+#[inline]
 fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), String> {
     let b = s.as_bytes();
     if !b.len().is_multiple_of(2) {
@@ -275,27 +294,20 @@ fn unhex(s: &str, mut out: impl FnMut(u8)) -> Result<(), String> {
         [b'0', b'x' | b'X', rest @ ..] => rest,
         _ => b,
     };
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
     for pair in b.chunks_exact(2) {
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(h), Some(l)) => out(h << 4 | l),
-            _ => {
-                let bad = pair
-                    .iter()
-                    .find(|c| digit(**c).is_none())
-                    .copied()
-                    .unwrap_or(b'?');
-                return Err(format!(
-                    "invalid character {:?}: ids are hex digits",
-                    bad as char
-                ));
-            }
+        let (high, low) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        if (high | low) & 0xf0 != 0 {
+            let bad = pair
+                .iter()
+                .find(|c| HEX[**c as usize] == NOT_HEX)
+                .copied()
+                .unwrap_or(b'?');
+            return Err(format!(
+                "invalid character {:?}: ids are hex digits",
+                bad as char
+            ));
         }
+        out(high << 4 | low);
     }
     Ok(())
 }
@@ -642,6 +654,8 @@ pub fn traces<'b>(mapper: &Mapper, req: &'b Request<'_>) -> Batch<'b> {
     }
     batch
 }
+
+pub(crate) mod stream;
 
 #[cfg(test)]
 mod props;

@@ -4,6 +4,10 @@
 //! other JSON values, keys renamed, bytes mutated), the reader refuses
 //! exactly what the reference refuses, and where both accept, maps alike.
 //!
+//! The streaming reader (`stream.rs`) is held to the model: it accepts
+//! nothing the model refuses, maps what it accepts alike, and takes the
+//! bodies exporters write.
+//!
 //! The reader parses with `read_json` (sonic-rs, serde_json after a
 //! failure), the reference with serde_json, so the tests also hold
 //! sonic-rs to accepting what serde_json accepts.
@@ -19,6 +23,17 @@ use crate::ingest::walk::props::{cases, mapper, mutate, mutation, request, seen}
 
 fn check(mapper: &Mapper, body: &[u8]) -> Result<(), TestCaseError> {
     let read = read_json::<Request>(body);
+    // The streaming reader accepts nothing the model refuses, and maps
+    // what it accepts alike.
+    if let Some(streamed) = stream::traces(mapper, body) {
+        let model = read.as_ref().map_err(|e| {
+            TestCaseError::fail(format!(
+                "streamed, yet the model refuses it: {e}; body: {}",
+                String::from_utf8_lossy(body)
+            ))
+        })?;
+        prop_assert_eq!(seen(&streamed), seen(&traces(mapper, model)));
+    }
     // JSON is UTF-8 (RFC 8259, 8.1): a body that is not is refused, bad
     // bytes anywhere, where opentelemetry-proto's serde lets some pass
     // inside the fields it skips.
@@ -202,6 +217,13 @@ proptest! {
         let model = read_json::<Request>(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let reference = from_json::<ExportTraceServiceRequest>(&body).unwrap();
         prop_assert_eq!(seen(&traces(&mapper, &model)), seen(&mapper.traces(&reference)));
+        // Bodies as exporters write them are streamed, unless a string the
+        // mapper keeps has an escape.
+        let streamed = stream::traces(&mapper, &body);
+        prop_assert!(streamed.is_some() || body.contains(&b'\\'), "not streamed");
+        if let Some(streamed) = streamed {
+            prop_assert_eq!(seen(&streamed), seen(&traces(&mapper, &model)));
+        }
     }
 
     #[test]
