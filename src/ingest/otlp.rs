@@ -478,7 +478,7 @@ fn pairs(attrs: &[KeyValue]) -> impl Iterator<Item = (&str, Val<'_>)> + Clone {
 }
 
 /// What the mapping reads of one span, from whichever decoder read it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SpanView<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],

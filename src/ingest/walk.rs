@@ -215,16 +215,7 @@ impl<'a> Walk<'a> {
 
     /// Reads a span, its attributes into `self.attrs`.
     fn span(&mut self, body: &'a [u8], ctx: u32) -> R<SpanView<'a>> {
-        let mut view = SpanView {
-            trace_id: &[],
-            span_id: &[],
-            start: 0,
-            end: 0,
-            kind: 0,
-            name: "",
-            status_code: 0,
-            exception_type: None,
-        };
+        let mut view = SpanView::default();
         self.attrs.clear();
         let (mut a, mut e, mut l) = (0, 0, 0);
         fields(body, |tag, wire, b| {

@@ -381,16 +381,7 @@ impl<'a> Level<'a> for SpanLevel {
         mut map: A,
     ) -> Result<(), A::Error> {
         let (mut trace_id, mut span_id) = (Id::default(), Id::default());
-        let mut view = SpanView {
-            trace_id: &[],
-            span_id: &[],
-            start: 0,
-            end: 0,
-            kind: 0,
-            name: "",
-            status_code: 0,
-            exception_type: None,
-        };
+        let mut view = SpanView::default();
         stream.attrs.clear();
         let mut fields = Fields::new(Self::FIELDS);
         while let Some(field) = fields.next(&mut map)? {
