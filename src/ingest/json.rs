@@ -608,6 +608,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
     }
 }
 
+/// The `exception.type` attribute of a span's first `exception` event
+/// that has one with a string value: the span's exception type.
+fn exception_attr<'e, 'a>(events: &'e [Event<'a>]) -> Option<&'e KeyValue<'a>> {
+    events
+        .iter()
+        .filter(|e| e.name == EXCEPTION_EVENT)
+        .find_map(|e| {
+            e.attributes
+                .iter()
+                .find(|kv| kv.key == EXCEPTION_TYPE)
+                .filter(|kv| matches!(kv.value, Some(Any::Str(_))))
+        })
+}
+
 /// Maps a trace export read from OTLP/JSON as `Mapper::traces` maps the
 /// reference's decoding of the same body.
 pub fn traces<'b>(mapper: &Mapper, req: &'b Request<'_>) -> Batch<'b> {
@@ -625,18 +639,7 @@ pub fn traces<'b>(mapper: &Mapper, req: &'b Request<'_>) -> Batch<'b> {
             .unwrap_or_default();
         for (s, ss) in rs.scope_spans.iter().enumerate() {
             for (i, span) in ss.spans.iter().enumerate() {
-                let exception_type = span
-                    .events
-                    .iter()
-                    .filter(|e| e.name == EXCEPTION_EVENT)
-                    .find_map(|e| {
-                        e.attributes
-                            .iter()
-                            .find(|kv| kv.key == EXCEPTION_TYPE)?
-                            .pair()
-                            .1
-                            .str()
-                    });
+                let exception_type = exception_attr(&span.events).and_then(|kv| kv.pair().1.str());
                 let view = SpanView {
                     trace_id: span.trace_id.bytes(),
                     span_id: span.span_id.bytes(),

@@ -20,9 +20,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use super::{
-    u64_any, Any, Borrowed, Each, Event, Hex, Id, KeyValue, Link, Resource, Scope, Status, Str,
+    exception_attr, u64_any, Any, Borrowed, Each, Event, Hex, Id, KeyValue, Link, Resource, Scope,
+    Status, Str,
 };
-use crate::ingest::facts::{EXCEPTION_EVENT, EXCEPTION_TYPE};
 use crate::ingest::identity::{Found, Scan, Val};
 use crate::ingest::otlp::{Mapper, SpanView};
 use crate::model::Batch;
@@ -67,29 +67,40 @@ fn give_up<E: de::Error>() -> E {
     E::custom("left to the model")
 }
 
-/// One level of the request: a struct read field by field into the
-/// stream, the position of each of its items.
-trait Level<'a>: Sized {
-    const NAME: &'static str;
-    const FIELDS: &'static [&'static str];
+/// An item of the request's lists, read into the stream.
+trait Item<'a>: Sized {
     /// The position of the item at `index` of its list.
     fn at(at: At<'a>, index: usize) -> At<'a>;
-    /// Reads the struct's fields into the stream.
+    fn read<D: Deserializer<'a>>(stream: &mut Stream<'a>, at: At<'a>, d: D)
+        -> Result<(), D::Error>;
+}
+
+/// An item that is a struct, read field by field into the stream.
+trait Struct<'a>: Sized {
+    const NAME: &'static str;
+    const FIELDS: &'static [&'static str];
+    fn at(at: At<'a>, index: usize) -> At<'a>;
     fn fields<A: MapAccess<'a>>(
         stream: &mut Stream<'a>,
         at: At<'a>,
         map: A,
     ) -> Result<(), A::Error>;
+}
+
+impl<'a, S: Struct<'a>> Item<'a> for S {
+    fn at(at: At<'a>, index: usize) -> At<'a> {
+        <S as Struct<'a>>::at(at, index)
+    }
     fn read<D: Deserializer<'a>>(
         stream: &mut Stream<'a>,
         at: At<'a>,
         d: D,
     ) -> Result<(), D::Error> {
-        d.deserialize_struct(Self::NAME, Self::FIELDS, One::<Self>::new(stream, at))
+        d.deserialize_struct(S::NAME, S::FIELDS, One::<S>::new(stream, at))
     }
 }
 
-/// One item of a level, read into the stream.
+/// One item, read into the stream.
 struct One<'s, 'a, L> {
     stream: &'s mut Stream<'a>,
     at: At<'a>,
@@ -106,7 +117,7 @@ impl<'s, 'a, L> One<'s, 'a, L> {
     }
 }
 
-impl<'a, L: Level<'a>> DeserializeSeed<'a> for One<'_, 'a, L> {
+impl<'a, L: Item<'a>> DeserializeSeed<'a> for One<'_, 'a, L> {
     type Value = ();
     fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
         L::read(self.stream, self.at, d)
@@ -115,7 +126,7 @@ impl<'a, L: Level<'a>> DeserializeSeed<'a> for One<'_, 'a, L> {
 
 // The struct of one item: a map (the derive also takes a sequence of
 // the fields in order, which exporters never write: given up).
-impl<'a, L: Level<'a>> Visitor<'a> for One<'_, 'a, L> {
+impl<'a, L: Struct<'a>> Visitor<'a> for One<'_, 'a, L> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "struct {}", L::NAME)
@@ -125,7 +136,7 @@ impl<'a, L: Level<'a>> Visitor<'a> for One<'_, 'a, L> {
     }
 }
 
-/// A list of a level's items, each read into the stream.
+/// A list of items, each read into the stream.
 struct List<'s, 'a, L>(One<'s, 'a, L>);
 
 impl<'s, 'a, L> List<'s, 'a, L> {
@@ -134,14 +145,14 @@ impl<'s, 'a, L> List<'s, 'a, L> {
     }
 }
 
-impl<'a, L: Level<'a>> DeserializeSeed<'a> for List<'_, 'a, L> {
+impl<'a, L: Item<'a>> DeserializeSeed<'a> for List<'_, 'a, L> {
     type Value = ();
     fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'a, L: Level<'a>> Visitor<'a> for List<'_, 'a, L> {
+impl<'a, L: Item<'a>> Visitor<'a> for List<'_, 'a, L> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a sequence")
@@ -254,7 +265,7 @@ fn value<'a, E: de::Error>(kv: &KeyValue<'a>) -> Result<Val<'a>, E> {
 /// `ExportTraceServiceRequest`.
 enum RequestLevel {}
 
-impl<'a> Level<'a> for RequestLevel {
+impl<'a> Struct<'a> for RequestLevel {
     const NAME: &'static str = "ExportTraceServiceRequest";
     const FIELDS: &'static [&'static str] = &["resourceSpans"];
     fn at(at: At<'a>, _: usize) -> At<'a> {
@@ -277,7 +288,7 @@ impl<'a> Level<'a> for RequestLevel {
 /// first); scope spans before it are given up.
 enum ResourceSpansLevel {}
 
-impl<'a> Level<'a> for ResourceSpansLevel {
+impl<'a> Struct<'a> for ResourceSpansLevel {
     const NAME: &'static str = "ResourceSpans";
     const FIELDS: &'static [&'static str] = &["resource", "scopeSpans", "schemaUrl"];
     fn at(_: At<'a>, r: usize) -> At<'a> {
@@ -317,7 +328,7 @@ impl<'a> Level<'a> for ResourceSpansLevel {
 /// `ScopeSpans`.
 enum ScopeSpansLevel {}
 
-impl<'a> Level<'a> for ScopeSpansLevel {
+impl<'a> Struct<'a> for ScopeSpansLevel {
     const NAME: &'static str = "ScopeSpans";
     const FIELDS: &'static [&'static str] = &["scope", "spans", "schemaUrl"];
     fn at(at: At<'a>, s: usize) -> At<'a> {
@@ -352,7 +363,7 @@ impl<'de> Deserialize<'de> for U64 {
 /// `Span`, mapped as soon as it is read.
 enum SpanLevel {}
 
-impl<'a> Level<'a> for SpanLevel {
+impl<'a> Struct<'a> for SpanLevel {
     const NAME: &'static str = "Span";
     const FIELDS: &'static [&'static str] = &[
         "traceId",
@@ -398,7 +409,9 @@ impl<'a> Level<'a> for SpanLevel {
                 9 => map.next_value_seed(List::<AttributeLevel>::new(stream, at))?,
                 11 => {
                     let events = map.next_value::<Vec<Event<'a>>>()?;
-                    view.exception_type = exception_type(&events)?;
+                    if let Some(kv) = exception_attr(&events) {
+                        view.exception_type = value(kv)?.str();
+                    }
                 }
                 13 => only_check::<Each<Link<'a>>, _>(&mut map)?,
                 _ => {
@@ -423,32 +436,13 @@ impl<'a> Level<'a> for SpanLevel {
     }
 }
 
-/// The `exception.type` of the first `exception` event that has one as a
-/// string, as `json::traces` finds it.
-fn exception_type<'a, E: de::Error>(events: &[Event<'a>]) -> Result<Option<&'a str>, E> {
-    for event in events.iter().filter(|e| e.name == EXCEPTION_EVENT) {
-        let Some(kv) = event.attributes.iter().find(|kv| kv.key == EXCEPTION_TYPE) else {
-            continue;
-        };
-        if let Val::Str(s) = value(kv)? {
-            return Ok(Some(s));
-        }
-    }
-    Ok(None)
-}
-
 /// A span's attribute, kept in the stream's list if the mapper reads its
 /// key.
 enum AttributeLevel {}
 
-impl<'a> Level<'a> for AttributeLevel {
-    const NAME: &'static str = "KeyValue";
-    const FIELDS: &'static [&'static str] = &[];
+impl<'a> Item<'a> for AttributeLevel {
     fn at(at: At<'a>, _: usize) -> At<'a> {
         at
-    }
-    fn fields<A: MapAccess<'a>>(_: &mut Stream<'a>, _: At<'a>, _: A) -> Result<(), A::Error> {
-        Err(give_up())
     }
     fn read<D: Deserializer<'a>>(stream: &mut Stream<'a>, _: At<'a>, d: D) -> Result<(), D::Error> {
         let kv = KeyValue::deserialize(d)?;
