@@ -5,23 +5,8 @@
 
 use std::borrow::Cow;
 
+use super::span::Val;
 use crate::config::EndpointsCheck;
-
-/// An attribute as these rules read it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Attr<'a> {
-    Str(&'a str),
-    Int(i64),
-}
-
-impl<'a> Attr<'a> {
-    fn as_str(self) -> Option<&'a str> {
-        match self {
-            Attr::Str(s) => Some(s),
-            Attr::Int(_) => None,
-        }
-    }
-}
 
 /// Where the endpoint is read from.
 #[derive(Debug, Clone, Default)]
@@ -75,20 +60,18 @@ impl EndpointKeys {
     /// allocation).
     pub fn endpoint<'s, 'a: 's>(
         &self,
-        get: impl Fn(&str) -> Option<Attr<'a>>,
+        get: impl Fn(&str) -> Option<Val<'a>>,
         server_span_name: Option<&'a str>,
         scratch: &'s mut String,
     ) -> Option<&'s str> {
-        let part = |k: &str| get(k).and_then(Attr::as_str).filter(|s| !s.is_empty());
+        let part = |k: &str| get(k).and_then(Val::str).filter(|s| !s.is_empty());
         for key in &self.keys {
             if let [only] = &key[..] {
                 let Some(route) = part(only) else {
                     continue;
                 };
                 if only == "http.route" {
-                    let method = METHOD_KEYS
-                        .iter()
-                        .find_map(|k| get(k).and_then(Attr::as_str));
+                    let method = METHOD_KEYS.iter().find_map(|k| get(k).and_then(Val::str));
                     if let Some(method) = method.filter(|m| !m.is_empty()) {
                         scratch.clear();
                         scratch.push_str(method);
@@ -122,15 +105,12 @@ impl EndpointKeys {
 /// The kind of a failed request: its `error.type`, else the type of its
 /// first recorded exception, else its status code (`HTTP 503`, `gRPC 14`).
 pub fn error_kind<'a>(
-    get: impl Fn(&str) -> Option<Attr<'a>>,
+    get: impl Fn(&str) -> Option<Val<'a>>,
     exception_type: Option<&'a str>,
     http_keys: &[String],
     grpc_keys: &[String],
 ) -> Option<Cow<'a, str>> {
-    if let Some(t) = get(ERROR_TYPE)
-        .and_then(Attr::as_str)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(t) = get(ERROR_TYPE).and_then(Val::str).filter(|s| !s.is_empty()) {
         return Some(Cow::Borrowed(t));
     }
     if let Some(t) = exception_type.filter(|s| !s.is_empty()) {
@@ -138,13 +118,13 @@ pub fn error_kind<'a>(
     }
     let code = |keys: &[String]| keys.iter().find_map(|k| get(k));
     match code(http_keys) {
-        Some(Attr::Int(c)) => return Some(Cow::Owned(format!("HTTP {c}"))),
-        Some(Attr::Str(c)) if !c.is_empty() => return Some(Cow::Owned(format!("HTTP {c}"))),
+        Some(Val::Int(c)) => return Some(Cow::Owned(format!("HTTP {c}"))),
+        Some(Val::Str(c)) if !c.is_empty() => return Some(Cow::Owned(format!("HTTP {c}"))),
         _ => {}
     }
     match code(grpc_keys) {
-        Some(Attr::Int(c)) => Some(Cow::Owned(format!("gRPC {c}"))),
-        Some(Attr::Str(c)) if !c.is_empty() => Some(Cow::Owned(format!("gRPC {c}"))),
+        Some(Val::Int(c)) => Some(Cow::Owned(format!("gRPC {c}"))),
+        Some(Val::Str(c)) if !c.is_empty() => Some(Cow::Owned(format!("gRPC {c}"))),
         _ => None,
     }
 }
@@ -153,7 +133,7 @@ pub fn error_kind<'a>(
 mod tests {
     use super::*;
 
-    fn lookup<'a>(attrs: &'a [(&'a str, Attr<'a>)]) -> impl Fn(&str) -> Option<Attr<'a>> + 'a {
+    fn lookup<'a>(attrs: &'a [(&'a str, Val<'a>)]) -> impl Fn(&str) -> Option<Val<'a>> + 'a {
         move |k| attrs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
     }
 
@@ -161,27 +141,27 @@ mod tests {
     fn endpoints_by_route_with_method_then_rpc_then_span_name() {
         let keys = EndpointKeys::new(&EndpointsCheck::default());
         let http = [
-            ("http.route", Attr::Str("/checkout")),
-            ("http.request.method", Attr::Str("POST")),
+            ("http.route", Val::Str("/checkout")),
+            ("http.request.method", Val::Str("POST")),
         ];
         assert_eq!(
             keys.endpoint(lookup(&http), Some("ignored"), &mut String::new()),
             Some("POST /checkout")
         );
-        let bare = [("http.route", Attr::Str("/health"))];
+        let bare = [("http.route", Val::Str("/health"))];
         assert_eq!(
             keys.endpoint(lookup(&bare), None, &mut String::new()),
             Some("/health")
         );
         let rpc = [
-            ("rpc.service", Attr::Str("cart.Cart")),
-            ("rpc.method", Attr::Str("Add")),
+            ("rpc.service", Val::Str("cart.Cart")),
+            ("rpc.method", Val::Str("Add")),
         ];
         assert_eq!(
             keys.endpoint(lookup(&rpc), None, &mut String::new()),
             Some("cart.Cart/Add")
         );
-        let half = [("rpc.method", Attr::Str("Add"))];
+        let half = [("rpc.method", Val::Str("Add"))];
         assert_eq!(
             keys.endpoint(lookup(&half), Some("GET"), &mut String::new()),
             Some("GET")
@@ -203,14 +183,14 @@ mod tests {
         let http = vec!["http.response.status_code".to_string()];
         let grpc = vec!["rpc.grpc.status_code".to_string()];
         let typed = [
-            ("error.type", Attr::Str("timeout")),
-            ("http.response.status_code", Attr::Int(503)),
+            ("error.type", Val::Str("timeout")),
+            ("http.response.status_code", Val::Int(503)),
         ];
         assert_eq!(
             error_kind(lookup(&typed), Some("java.io.IOException"), &http, &grpc).as_deref(),
             Some("timeout")
         );
-        let coded = [("http.response.status_code", Attr::Int(503))];
+        let coded = [("http.response.status_code", Val::Int(503))];
         assert_eq!(
             error_kind(lookup(&coded), Some("java.io.IOException"), &http, &grpc).as_deref(),
             Some("java.io.IOException")
@@ -219,7 +199,7 @@ mod tests {
             error_kind(lookup(&coded), None, &http, &grpc).as_deref(),
             Some("HTTP 503")
         );
-        let rpc = [("rpc.grpc.status_code", Attr::Int(14))];
+        let rpc = [("rpc.grpc.status_code", Val::Int(14))];
         assert_eq!(
             error_kind(lookup(&rpc), None, &http, &grpc).as_deref(),
             Some("gRPC 14")

@@ -1,8 +1,9 @@
 //! Which release a span or data point belongs to: attribute lookup with the
 //! item's own attributes winning over its resource's.
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
+use super::span::Val;
 use crate::config::IdentityConfig;
 use crate::model::{ReleaseRef, Role};
 
@@ -191,47 +192,6 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// An attribute value as ingest reads it: strings, integers and doubles;
-/// every other kind (and an absent value) is `Other`. Decoders hand these
-/// to the identity, status and endpoint rules, borrowed from the request.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Val<'a> {
-    Str(&'a str),
-    Int(i64),
-    Double(f64),
-    Other,
-}
-
-impl<'a> Val<'a> {
-    /// The value of a decoded OTLP attribute.
-    pub fn of(v: Option<&'a AnyValue>) -> Val<'a> {
-        match v.and_then(|v| v.value.as_ref()) {
-            Some(Value::StringValue(s)) => Val::Str(s),
-            Some(Value::IntValue(i)) => Val::Int(*i),
-            Some(Value::DoubleValue(d)) => Val::Double(*d),
-            _ => Val::Other,
-        }
-    }
-
-    /// String values only.
-    pub fn str(self) -> Option<&'a str> {
-        match self {
-            Val::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// An integer, also from a decimal string or a whole double.
-    pub fn int(self) -> Option<i64> {
-        match self {
-            Val::Int(i) => Some(i),
-            Val::Str(s) => s.trim().parse().ok(),
-            Val::Double(d) if d.fract() == 0.0 => Some(d as i64),
-            _ => None,
-        }
-    }
-}
-
 /// Identity attributes that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
@@ -252,6 +212,8 @@ pub fn int_value(v: Option<&AnyValue>) -> Option<i64> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
     use super::*;
 
     pub fn kv(key: &str, value: &str) -> KeyValue {

@@ -16,8 +16,9 @@
 //! prost on generated and mutated messages.
 
 use super::facts::{EXCEPTION_EVENT, EXCEPTION_TYPE};
-use super::identity::{Found, Scan, Val};
-use super::otlp::{Mapper, SpanView};
+use super::identity::{Found, Scan};
+use super::otlp::Mapper;
+use super::span::{SpanView, Val};
 use crate::model::Batch;
 
 /// prost's `RECURSION_LIMIT`: how deep messages may nest.

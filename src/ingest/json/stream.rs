@@ -19,12 +19,11 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{
-    exception_attr, u64_any, Any, Borrowed, Each, Event, Hex, Id, KeyValue, Link, Resource, Scope,
-    Status, Str,
-};
-use crate::ingest::identity::{Found, Scan, Val};
-use crate::ingest::otlp::{Mapper, SpanView};
+use super::fields::{u64_any, Any, Borrowed, Each, Hex, Id, KeyValue, Str};
+use super::{exception_attr, Event, Link, Resource, Scope, Status};
+use crate::ingest::identity::{Found, Scan};
+use crate::ingest::otlp::Mapper;
+use crate::ingest::span::{SpanView, Val};
 use crate::model::Batch;
 
 /// The batch of a trace export read straight from its body, or `None`

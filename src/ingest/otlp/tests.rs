@@ -12,10 +12,12 @@ use opentelemetry_proto::tonic::trace::v1::{
     status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
 };
 
+use super::metrics::{CUMULATIVE, DELTA};
 use super::*;
+use crate::ingest::delta::DeltaTracker;
 use crate::ingest::identity::int_value;
 use crate::ingest::identity::tests::{kv, kv_int};
-use crate::model::MetricObservation;
+use crate::model::{MetricObservation, NANOS_PER_SEC};
 
 fn span(kind: i32, millis: u64, attrs: Vec<KeyValue>) -> Span {
     Span {
