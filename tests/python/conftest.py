@@ -1,4 +1,5 @@
-"""Fixtures: the real release-verdict binary on port 0, stopped with SIGTERM.
+"""Fixtures: the real release-verdict binary on port 0, stopped with SIGTERM
+and checked (exit code 0, no panic in its log) through harness.Daemons.
 
 The binary is $RELEASE_VERDICT_BIN, else target/debug/release-verdict (build
 it with `cargo build`; `tests/run` does both).
@@ -12,39 +13,25 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness import Daemon, start_daemon
-
-
-def _stop_and_check(daemon: Daemon) -> None:
-    code = daemon.stop()
-    assert code == 0, f"daemon exited {code} after SIGTERM; log:\n{daemon.log()}"
-    assert "panicked" not in daemon.log(), f"daemon panicked; log:\n{daemon.log()}"
+from harness import Daemon, Daemons
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One daemon with the default configuration, shared by a test module.
     Tests keep apart by using their own deployment ids (see `unique`)."""
-    d = start_daemon(tmp_path_factory.mktemp("daemon"))
-    try:
-        yield d
-    finally:
-        _stop_and_check(d)
+    with Daemons(tmp_path_factory.mktemp("daemon")) as daemons:
+        yield daemons.start()
 
 
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    """Starts daemons with a given config.toml text; stops them after the test."""
-    started: list[Daemon] = []
-
-    def start(config: str = "") -> Daemon:
-        d = start_daemon(tmp_path / f"daemon{len(started)}", config=config)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        _stop_and_check(d)
+    """start(config="", workdir=None, env=..., grpc_listen=..., http_listen=...)
+    starts a daemon with that config.toml text (see `Daemons.start`); each
+    is stopped and checked after the test. A test that crashes one on
+    purpose says so with `daemon.kill()`."""
+    with Daemons(tmp_path) as daemons:
+        yield daemons.start
 
 
 @pytest.fixture

@@ -1,9 +1,13 @@
 """Starting the real release-verdict binary and talking to it.
 
-Shared by conftest.py (the pytest fixtures) and benches/burst_releases.py, so
-that the tests and the benchmark start the daemon the same way. Nothing here
-sleeps to wait for a result: every wait polls until a condition holds or a
-deadline passes, and says what it last saw when the deadline passes.
+Shared by conftest.py (the pytest fixtures), every test module and the
+benches in benches/, so that they start the daemon the same way: `Process`
+is any server a test starts (one `stop`), `Daemon` the release-verdict one,
+and `Daemons` the one launch path of the tests, which checks every daemon
+when it stops (exit code 0 after SIGTERM, no panic in its log). Also here:
+free ports, the JSON API, /metrics parsing and OTLP protobuf bursts. Nothing
+here sleeps to wait for a result: every wait polls until a condition holds
+or a deadline passes, and says what it last saw when the deadline passes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -31,21 +36,104 @@ def daemon_binary() -> Path:
     return Path(os.environ.get("RELEASE_VERDICT_BIN", DEFAULT_BIN)).resolve()
 
 
-@dataclasses.dataclass
-class Daemon:
-    """A running daemon: its addresses, its process and its log file."""
+# --- processes ------------------------------------------------------------------
 
-    grpc_addr: str  # host:port, as the OTLP/gRPC exporter wants it
-    http_addr: str  # host:port
+
+def free_port() -> int:
+    """A loopback TCP port free at the time of the call."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclasses.dataclass
+class Process:
+    """A server process the tests started (see `launch`): its log, and a
+    stop that waits for it."""
+
     proc: subprocess.Popen
     log_path: Path
 
     @property
-    def http_url(self) -> str:
-        return f"http://{self.http_addr}"
+    def workdir(self) -> Path:
+        """The directory it runs in, which holds its log."""
+        return self.log_path.parent
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait for it to exit, return the exit code. One that
+        outlives `timeout` is killed and fails the test."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"{self.log_path.stem} did not exit within {timeout}s of SIGTERM; log:\n{self.log()}"
+                )
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash would; returns once it is gone."""
+        self.proc.kill()
+        return self.proc.wait(timeout=10)
+
+    def await_log(self, pattern: re.Pattern, timeout: float, interval: float = 0.02) -> re.Match:
+        """Polls the log until `pattern` matches and returns the match. Fails
+        if the process exits first; kills it if the deadline passes."""
+
+        def seen() -> Optional[re.Match]:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.log_path.stem} exited with {self.proc.returncode}:\n{self.log()}")
+            return pattern.search(self.log())
+
+        try:
+            return poll(seen, bool, timeout=timeout, interval=interval, what=f"{self.log_path.stem} logging {pattern.pattern!r}")
+        except AssertionError as e:
+            if self.proc.poll() is not None:
+                raise  # it exited: `seen` said so, with the log
+            self.kill()
+            raise AssertionError(f"{e}; log:\n{self.log()}") from None
+
+
+def launch(
+    workdir: Path, name: str, argv: list[str], env: Optional[dict[str, str]] = None
+) -> tuple[subprocess.Popen, Path]:
+    """Starts `argv` in `workdir` (with `env`, else this process's
+    environment), its output to `workdir/<name>.log` (`<name>.2.log` and so
+    on for a restart in the same directory, so that each process keeps its
+    own log); returns the process and the log's path, to build a `Process`
+    (or a subclass) from."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    n = 1
+    while log_path.exists():
+        n += 1
+        log_path = workdir / f"{name}.{n}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=workdir)
+    return proc, log_path
+
+
+# --- the daemon ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Daemon(Process):
+    """A running daemon: its addresses, its process and its log file."""
+
+    grpc_addr: str  # host:port, as the OTLP/gRPC exporter wants it
+    http_addr: str  # host:port
+    # Set by `kill`: the test crashed it on purpose, so no exit code is due.
+    killed: bool = False
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_addr}"
 
     # --- the JSON API -----------------------------------------------------
 
@@ -65,19 +153,19 @@ class Daemon:
 
     # --- lifecycle ----------------------------------------------------------
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait for the drain, return the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(
-                    f"daemon did not exit within {timeout}s of SIGTERM; log:\n{self.log()}"
-                )
-        return self.proc.returncode
+    def kill(self) -> int:
+        """SIGKILL on purpose (a crash test): `stop_and_check` then expects
+        no exit code, only a log without a panic."""
+        self.killed = True
+        return super().kill()
+
+    def stop_and_check(self) -> None:
+        """Stops the daemon (SIGTERM) and fails unless it exited 0 (any code
+        after `kill`) and its log has no panic."""
+        code = self.stop()
+        if not self.killed:
+            assert code == 0, f"daemon exited {code} after SIGTERM; log:\n{self.log()}"
+        assert "panicked" not in self.log(), f"daemon panicked; log:\n{self.log()}"
 
 
 def start_daemon(
@@ -86,55 +174,70 @@ def start_daemon(
     binary: Optional[Path] = None,
     startup_timeout: float = 15.0,
     env: Optional[dict[str, str]] = None,
-    grpc_listen: str = "127.0.0.1:0",
-    http_listen: str = "127.0.0.1:0",
+    grpc_listen: Optional[str] = "127.0.0.1:0",
+    http_listen: Optional[str] = "127.0.0.1:0",
 ) -> Daemon:
     """Writes `config` to workdir/config.toml, starts `serve` (on port 0
-    unless told the addresses, as a restart on the same ports is) and
-    waits for the log line that names the bound addresses."""
+    unless told the addresses, as a restart on the same ports is; None
+    passes no flag, so the config's [server] addresses hold) and waits for
+    the log line that names the bound addresses.
+
+    Tests start daemons through `Daemons` (conftest's fixtures), which
+    checks each one when it stops; the benches call this directly."""
     binary = binary or daemon_binary()
     if not binary.is_file():
         raise FileNotFoundError(f"{binary} does not exist; run `cargo build` first")
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.toml"
     config_path.write_text(config)
-    log_path = workdir / "release-verdict.log"
-    log = open(log_path, "wb")
     proc_env = dict(os.environ)
     proc_env.setdefault("RUST_LOG", "info")
     proc_env.update(env or {})
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "serve",
-            "--config",
-            str(config_path),
-            "--grpc-listen",
-            grpc_listen,
-            "--http-listen",
-            http_listen,
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env=proc_env,
-        # Relative paths in the config (the ledger's) stay inside workdir.
-        cwd=workdir,
-    )
-    log.close()
-    deadline = time.monotonic() + startup_timeout
-    while True:
-        text = log_path.read_text(errors="replace")
-        m = LISTENING.search(text)
-        if m:
-            return Daemon(grpc_addr=m.group(1), http_addr=m.group(2), proc=proc, log_path=log_path)
-        if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode} before listening:\n{text}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"no 'listening' line within {startup_timeout}s:\n{text}")
-        time.sleep(0.02)
+    argv = [str(binary), "serve", "--config", str(config_path)]
+    if grpc_listen is not None:
+        argv += ["--grpc-listen", grpc_listen]
+    if http_listen is not None:
+        argv += ["--http-listen", http_listen]
+    # Relative paths in the config (the ledger's) stay inside workdir.
+    proc, log_path = launch(workdir, "release-verdict", argv, env=proc_env)
+    starting = Process(proc, log_path)
+    m = starting.await_log(LISTENING, timeout=startup_timeout)
+    return Daemon(proc=proc, log_path=log_path, grpc_addr=m.group(1), http_addr=m.group(2))
+
+
+class Daemons:
+    """The one way tests start the daemon: each `start` launches one, and
+    `close` (or leaving `with`) stops every one started and checks it (see
+    `Daemon.stop_and_check`), stopping the others even when one fails."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.started: list[Daemon] = []
+
+    def start(self, config: str = "", *, workdir: Optional[Path] = None, **kwargs: Any) -> Daemon:
+        """A daemon in `workdir` (a restart passes the earlier one's, to
+        keep its ledger), else in a fresh directory under the root.
+        `kwargs` go to `start_daemon` (env, grpc_listen, http_listen)."""
+        workdir = workdir or self.root / f"daemon{len(self.started)}"
+        d = start_daemon(workdir, config=config, **kwargs)
+        self.started.append(d)
+        return d
+
+    def close(self) -> None:
+        problems = []
+        for d in self.started:
+            try:
+                d.stop_and_check()
+            except AssertionError as e:
+                problems.append(str(e))
+        self.started.clear()
+        assert not problems, "\n\n".join(problems)
+
+    def __enter__(self) -> "Daemons":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def poll(
@@ -228,6 +331,16 @@ def proc_status_kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+# --- OTLP protobuf ----------------------------------------------------------
+
+
+def kv(key: str, value: str) -> Any:
+    """A string attribute: an OTLP KeyValue."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
 # --- a burst of distinct releases -------------------------------------------
 
 
@@ -244,11 +357,7 @@ def burst_requests(total: int, per_request: int, prefix: str, service: str = "bu
     ids, `per_request` per request, one SERVER span each. The identity is on
     the span attributes, the service on the resource (as SDKs put it)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-    def kv(key: str, value: str) -> KeyValue:
-        return KeyValue(key=key, value=AnyValue(string_value=value))
 
     now = time.time_ns()
     bodies = []

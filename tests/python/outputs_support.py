@@ -1,6 +1,7 @@
-"""Support for test_outputs.py: test traffic, a real Prometheus on loopback,
-Python gRPC stubs generated from proto/, and small evaluators for what Argo
-Rollouts, Flagger and Grafana do with the files in examples/.
+"""Support for test_outputs.py and test_alerting.py: test traffic, a real
+Prometheus (and any Prometheus-style server) on loopback, Python gRPC stubs
+generated from proto/, and small evaluators for what Argo Rollouts, Flagger
+and Grafana do with the files in examples/.
 
 Nothing here sleeps to wait for a result: waits poll until a condition
 holds or a deadline passes (harness.poll).
@@ -13,8 +14,6 @@ import importlib
 import json
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import requests
 import yaml
 
-from harness import REPO_ROOT, Daemon, poll
+from harness import REPO_ROOT, Daemon, Process, free_port, kv, launch, poll
 
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -58,11 +57,7 @@ def spans_request(
     release, latencies 10..59 ms, every `error_every`-th with status ERROR;
     with `role`, the resource declares `deployment.role`."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
-    def kv(key: str, value: str) -> KeyValue:
-        return KeyValue(key=key, value=AnyValue(string_value=value))
 
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -114,17 +109,11 @@ def invalid_span_request(service: str) -> bytes:
     """A good span and one that ends before it starts: the second is refused
     through partial success (a request of bad spans only answers 400)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
-    rs.resource.attributes.extend(
-        [
-            KeyValue(key="service.name", value=AnyValue(string_value=service)),
-            KeyValue(key="deployment.id", value=AnyValue(string_value=f"{service}-bad")),
-        ]
-    )
+    rs.resource.attributes.extend([kv("service.name", service), kv("deployment.id", f"{service}-bad")])
     now = time.time_ns()
     for i, end in enumerate([now + 1_000_000, now - 1_000_000]):
         rs.scope_spans.add().spans.append(
@@ -143,41 +132,7 @@ def invalid_span_request(service: str) -> bytes:
 # --- a real Prometheus ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclasses.dataclass
-class Launched:
-    """A server process started by `launch`: its log, and a stop that waits."""
-
-    proc: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def launch(workdir: Path, name: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
-    """Starts `argv` in `workdir`, its output to `workdir/<name>.log`."""
-    log_path = workdir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir)
-    return proc, log_path
-
-
-def wait_ready(server: Launched, ready_url: str, name: str) -> None:
+def wait_ready(server: Process, ready_url: str, name: str) -> None:
     """Polls `ready_url` until 200; stops the server and fails if it exits or never is."""
 
     def ready() -> bool:
@@ -193,8 +148,34 @@ def wait_ready(server: Launched, ready_url: str, name: str) -> None:
 
 
 @dataclasses.dataclass
-class Prometheus(Launched):
-    url: str = ""
+class Server(Process):
+    """A Prometheus-style server (Prometheus, Alertmanager) on loopback."""
+
+    addr: str  # host:port
+
+
+def start_server(cls: type, workdir: Path, program: str, name: str, config: dict, flags: list[str]) -> Any:
+    """Starts Debian's `program` in `workdir` on a free loopback port, with
+    `config` as workdir/<name>.yml and `flags`, and waits for its
+    /-/ready; returns it as a `cls` (a `Server`)."""
+    binary = shutil.which(program)
+    assert binary, f"{program} is not installed (tests/setup installs it)"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"{name}.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    addr = f"127.0.0.1:{free_port()}"
+    argv = [binary, f"--config.file={config_path}", f"--web.listen-address={addr}", *flags]
+    proc, log_path = launch(workdir, name, argv)
+    server = cls(proc=proc, log_path=log_path, addr=addr)
+    wait_ready(server, f"http://{addr}/-/ready", name)
+    return server
+
+
+@dataclasses.dataclass
+class Prometheus(Server):
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
 
     def api(self, path: str, **params: Any) -> Any:
         r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
@@ -218,9 +199,6 @@ def start_prometheus(
     """Starts Debian's `prometheus` on a free loopback port, scraping `target`
     every second and evaluating `rule_files` every second; alerts go to the
     Alertmanager at `alertmanager` (host:port) when given."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed (Debian package `prometheus`; .ci/run installs it)"
-    workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rule_files],
@@ -230,23 +208,8 @@ def start_prometheus(
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc, log_path = launch(
-        workdir,
-        "prometheus",
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
-        ],
-    )
-    prom = Prometheus(proc=proc, log_path=log_path, url=f"http://127.0.0.1:{port}")
-    wait_ready(prom, f"{prom.url}/-/ready", "prometheus")
-    return prom
+    flags = [f"--storage.tsdb.path={workdir / 'data'}", "--web.enable-lifecycle"]
+    return start_server(Prometheus, workdir, "prometheus", "prometheus", config, flags)
 
 
 # --- PromQL in examples/ ----------------------------------------------------------

@@ -30,19 +30,17 @@ import pytest
 import requests
 import yaml
 
-from harness import Daemon, poll, poll_release, start_daemon
+from harness import Daemon, poll, poll_release
 from outputs_support import (
     EXAMPLES,
     FAST_CONFIG,
-    Launched,
     SHA_CANARY,
     SHA_STABLE,
-    free_port,
-    launch,
+    Server,
     post_spans,
     spans_request,
     start_prometheus,
-    wait_ready,
+    start_server,
 )
 
 ENV = "test"
@@ -121,33 +119,10 @@ def derived_config(receiver: Receiver) -> dict:
     return config
 
 
-@dataclasses.dataclass
-class Alertmanager(Launched):
-    addr: str = ""
-
-
-def start_alertmanager(workdir: Path, config: dict) -> Alertmanager:
+def start_alertmanager(workdir: Path, config: dict) -> Server:
     """Debian's `prometheus-alertmanager` on a free loopback port, clustering off."""
-    binary = shutil.which("prometheus-alertmanager")
-    assert binary, "prometheus-alertmanager is not installed (tests/setup installs it)"
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "alertmanager.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc, log_path = launch(
-        workdir,
-        "alertmanager",
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-    )
-    am = Alertmanager(proc=proc, log_path=log_path, addr=f"127.0.0.1:{port}")
-    wait_ready(am, f"http://{am.addr}/-/ready", "alertmanager")
-    return am
+    flags = [f"--storage.path={workdir / 'data'}", "--cluster.listen-address="]
+    return start_server(Server, workdir, "prometheus-alertmanager", "alertmanager", config, flags)
 
 
 # --- the world: two red canaries ---------------------------------------------------------
@@ -211,12 +186,12 @@ def _release_alerts(posts: list[Post], path: str) -> dict[str, list[dict]]:
     return out
 
 
-def test_a_red_canary_pages_the_release_oncall_with_the_rollback(tmp_path, receiver):
+def test_a_red_canary_pages_the_release_oncall_with_the_rollback(daemon_factory, tmp_path, receiver):
     tag = uuid.uuid4().hex[:8]
     am = start_alertmanager(tmp_path / "alertmanager", derived_config(receiver))
-    daemon = prom = None
+    prom = None
     try:
-        daemon = start_daemon(tmp_path / "daemon", config=CONFIG)
+        daemon = daemon_factory(CONFIG)
         world = World(
             daemon=daemon,
             service=f"pay-{tag}",
@@ -331,7 +306,3 @@ def test_a_red_canary_pages_the_release_oncall_with_the_rollback(tmp_path, recei
         for p in (prom, am):
             if p is not None:
                 p.stop()
-        if daemon is not None:
-            code = daemon.stop()
-            assert code == 0, f"daemon exited {code}; log:\n{daemon.log()}"
-            assert "panicked" not in daemon.log(), daemon.log()

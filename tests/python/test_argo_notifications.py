@@ -13,8 +13,6 @@ from pathlib import Path
 import requests
 import yaml
 
-from harness import start_daemon
-
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "argo-rollouts-notifications.yaml"
 
 # The two Go-template actions the example uses: a field path, and `index`
@@ -48,7 +46,7 @@ def rollout(deployment_id: str) -> dict:
     }}
 
 
-def test_the_argo_notification_templates_post_ledger_events(tmp_path, unique):
+def test_the_argo_notification_templates_post_ledger_events(daemon_factory, unique):
     config = yaml.safe_load(EXAMPLE.read_text())
     data = config["data"]
     service = yaml.safe_load(data["service.webhook.release-verdict"])
@@ -60,24 +58,21 @@ def test_the_argo_notification_templates_post_ledger_events(tmp_path, unique):
         "trigger.on-rollout-aborted": "rolled_back",
     }
     assert set(triggers) == set(want)
-    d = start_daemon(tmp_path / "daemon", config='[ledger]\npath = ":memory:"\n')
-    try:
-        for trigger, kind in want.items():
-            deployment_id = unique("checkout")
-            ours = [t for t in triggers[trigger] if t.startswith("release-verdict-")]
-            assert len(ours) == 1 and len(triggers[trigger]) == 2, triggers[trigger]
-            webhook = yaml.safe_load(data[f"template.{ours[0]}"])["webhook"]["release-verdict"]
-            body = render(webhook["body"], rollout(deployment_id))
-            json.loads(body)  # valid JSON once rendered
-            url = service["url"].replace("http://release-verdict.observability.svc:4318", d.http_url)
-            for status in ["inserted", "duplicate"]:  # the controller may send twice
-                r = requests.request(webhook["method"], url + webhook["path"], data=body, headers=headers, timeout=5)
-                assert r.status_code == 200, r.text
-                assert r.json()["results"][0]["status"] == status, r.text
-            events = requests.get(f"{d.http_url}/api/v1/events", params={"deployment_id": deployment_id}, timeout=5).json()["events"]
-            assert [(e["type"], e["source"], e["service"], e["environment"], e["git_sha"]) for e in events] == [
-                (kind, "api", "checkout", "prod", "2b5d9af")
-            ], events
-            assert events[0]["metadata"]["rollout"] == "checkout"
-    finally:
-        d.stop()
+    d = daemon_factory('[ledger]\npath = ":memory:"\n')
+    for trigger, kind in want.items():
+        deployment_id = unique("checkout")
+        ours = [t for t in triggers[trigger] if t.startswith("release-verdict-")]
+        assert len(ours) == 1 and len(triggers[trigger]) == 2, triggers[trigger]
+        webhook = yaml.safe_load(data[f"template.{ours[0]}"])["webhook"]["release-verdict"]
+        body = render(webhook["body"], rollout(deployment_id))
+        json.loads(body)  # valid JSON once rendered
+        url = service["url"].replace("http://release-verdict.observability.svc:4318", d.http_url)
+        for status in ["inserted", "duplicate"]:  # the controller may send twice
+            r = requests.request(webhook["method"], url + webhook["path"], data=body, headers=headers, timeout=5)
+            assert r.status_code == 200, r.text
+            assert r.json()["results"][0]["status"] == status, r.text
+        events = requests.get(f"{d.http_url}/api/v1/events", params={"deployment_id": deployment_id}, timeout=5).json()["events"]
+        assert [(e["type"], e["source"], e["service"], e["environment"], e["git_sha"]) for e in events] == [
+            (kind, "api", "checkout", "prod", "2b5d9af")
+        ], events
+        assert events[0]["metadata"]["rollout"] == "checkout"

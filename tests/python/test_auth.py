@@ -7,23 +7,14 @@ and the exporter reports the export as failed.
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from harness import counts, poll_release
-from test_sdk import release_resource, span_exporter
+from otel import export_server_spans, release_resource, span_exporter
 
 
 def export(daemon, transport: str, resource, n: int) -> list:
-    exporter = span_exporter(daemon, transport)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("auth-test")
-    for i in range(n):
-        tracer.start_span(f"GET /{i}", kind=SpanKind.SERVER).end()
-    provider.shutdown()
-    return exporter.results
+    return export_server_spans(span_exporter(daemon, transport), resource, n, "auth-test")
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])

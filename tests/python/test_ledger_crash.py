@@ -11,13 +11,11 @@ evidence instead of starting again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import requests
 from opentelemetry.trace import SpanKind
 
-from harness import Daemon, poll, poll_release, start_daemon
-from test_sdk import release_resource, send_spans
+from harness import Daemon, poll, poll_release
+from otel import release_resource, send_spans
 
 CONFIG = """
 [ledger]
@@ -38,10 +36,10 @@ def checkpointed_at(daemon: Daemon) -> float:
     return daemon.metrics().get("release_verdict_checkpoint_timestamp_seconds")
 
 
-def test_a_kill_9_forgets_nothing_that_was_checkpointed(tmp_path: Path, unique):
+def test_a_kill_9_forgets_nothing_that_was_checkpointed(daemon_factory, unique):
     service = unique("payments")
     stable, red, yellow = unique("stable"), unique("red"), unique("slow-starter")
-    d = start_daemon(tmp_path / "daemon", config=CONFIG)
+    d = daemon_factory(CONFIG)
     ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
 
     def round_of_traffic(_=None):
@@ -61,31 +59,28 @@ def test_a_kill_9_forgets_nothing_that_was_checkpointed(tmp_path: Path, unique):
     mark = checkpointed_at(d)
     poll(lambda: checkpointed_at(d), lambda t: t > mark, timeout=10, what="a checkpoint after the last traffic")
 
-    d.proc.kill()
-    d.proc.wait(timeout=10)
+    d.kill()
 
-    again = start_daemon(tmp_path / "daemon", config=CONFIG)
-    try:
-        poll(lambda: requests.get(f"{again.http_url}/readyz", timeout=5).status_code, lambda s: s == 200, what="ready")
-        first = again.get_release(red)
-        assert first.status_code == 200, first.text
-        v = first.json()
-        assert v["verdict"] == "red", v
-        assert v["red_since"] == red_at
-        assert v["baseline"]["deployment_id"] == stable
-        after = {e["id"] for e in events(again)}
-        assert {e["id"] for e in written} <= after, "events written before the crash were lost"
-        # The yellow canary carries on from its evidence: its totals keep counting.
-        resumed = again.get_release(yellow).json()
-        assert resumed["canary"]["requests"] >= slow["canary"]["requests"], (slow, resumed)
-        assert resumed["first_seen_at"] == slow["first_seen_at"]
-        send_spans(again, "grpc", release_resource(service, stable), [ok] * 100)
-        send_spans(again, "grpc", release_resource(service, yellow), [ok] * 3)
-        poll_release(
-            again,
-            yellow,
-            lambda r: r["canary"]["requests"] == resumed["canary"]["requests"] + 3,
-            timeout=10,
-        )
-    finally:
-        again.stop()
+    # The same directory: the same ledger file.
+    again = daemon_factory(CONFIG, workdir=d.workdir)
+    poll(lambda: requests.get(f"{again.http_url}/readyz", timeout=5).status_code, lambda s: s == 200, what="ready")
+    first = again.get_release(red)
+    assert first.status_code == 200, first.text
+    v = first.json()
+    assert v["verdict"] == "red", v
+    assert v["red_since"] == red_at
+    assert v["baseline"]["deployment_id"] == stable
+    after = {e["id"] for e in events(again)}
+    assert {e["id"] for e in written} <= after, "events written before the crash were lost"
+    # The yellow canary carries on from its evidence: its totals keep counting.
+    resumed = again.get_release(yellow).json()
+    assert resumed["canary"]["requests"] >= slow["canary"]["requests"], (slow, resumed)
+    assert resumed["first_seen_at"] == slow["first_seen_at"]
+    send_spans(again, "grpc", release_resource(service, stable), [ok] * 100)
+    send_spans(again, "grpc", release_resource(service, yellow), [ok] * 3)
+    poll_release(
+        again,
+        yellow,
+        lambda r: r["canary"]["requests"] == resumed["canary"]["requests"] + 3,
+        timeout=10,
+    )

@@ -19,8 +19,8 @@ import duckdb
 import requests
 from opentelemetry.trace import SpanKind
 
-from harness import daemon_binary, poll, start_daemon
-from test_sdk import release_resource, send_spans
+from harness import daemon_binary, poll
+from otel import release_resource, send_spans
 
 CONFIG = """
 [ledger]
@@ -75,78 +75,75 @@ def posted_days(service: str, today: dt.datetime) -> list[dict]:
     return events
 
 
-def test_duckdb_runs_the_seed_cfr_query_on_the_export(tmp_path: Path, unique):
+def test_duckdb_runs_the_seed_cfr_query_on_the_export(daemon_factory, tmp_path: Path, unique):
     service = unique("shop")
-    d = start_daemon(tmp_path / "daemon", config=CONFIG)
-    try:
-        # Today: a real canary goes red against its stable version.
-        stable, canary = unique("stable"), unique("canary")
-        ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
+    d = daemon_factory(CONFIG)
+    # Today: a real canary goes red against its stable version.
+    stable, canary = unique("stable"), unique("canary")
+    ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
 
-        def round_of_traffic():
-            send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
-            send_spans(d, "grpc", release_resource(service, canary), [ok] * 10 + [failed] * 10)
-            return d.get_release(canary).json()
+    def round_of_traffic():
+        send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
+        send_spans(d, "grpc", release_resource(service, canary), [ok] * 10 + [failed] * 10)
+        return d.get_release(canary).json()
 
-        poll(round_of_traffic, lambda v: v.get("verdict") == "red", timeout=30, interval=0.2, what="a red canary")
-        now = dt.datetime.now(dt.timezone.utc)
-        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        r = requests.post(f"{d.http_url}/api/v1/events", json={"events": posted_days(service, today)}, timeout=10)
-        assert r.status_code == 200, r.text
+    poll(round_of_traffic, lambda v: v.get("verdict") == "red", timeout=30, interval=0.2, what="a red canary")
+    now = dt.datetime.now(dt.timezone.utc)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    r = requests.post(f"{d.http_url}/api/v1/events", json={"events": posted_days(service, today)}, timeout=10)
+    assert r.status_code == 200, r.text
 
-        def ledger_events() -> list[dict]:
-            out, cursor = [], None
-            while True:
-                params = {"limit": "1000", **({"cursor": str(cursor)} if cursor else {})}
-                page = requests.get(f"{d.http_url}/api/v1/events", params=params, timeout=5).json()
-                out += page["events"]
-                cursor = page.get("next_cursor")
-                if cursor is None:
-                    return out
+    def ledger_events() -> list[dict]:
+        out, cursor = [], None
+        while True:
+            params = {"limit": "1000", **({"cursor": str(cursor)} if cursor else {})}
+            page = requests.get(f"{d.http_url}/api/v1/events", params=params, timeout=5).json()
+            out += page["events"]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return out
 
-        # The daemon's own events are written off the judge's path.
-        listed = poll(ledger_events, lambda es: any(e["type"] == "canary_failed" and e["deployment_id"] == canary for e in es),
-                      what="the canary_failed event")
+    # The daemon's own events are written off the judge's path.
+    listed = poll(ledger_events, lambda es: any(e["type"] == "canary_failed" and e["deployment_id"] == canary for e in es),
+                  what="the canary_failed event")
 
-        parquet = tmp_path / "events.parquet"
-        export = subprocess.run(
-            [str(daemon_binary()), "ledger", "export", "--config", "config.toml", "--format", "parquet",
-             "--output", str(parquet)],
-            cwd=tmp_path / "daemon", capture_output=True, text=True, timeout=60,
-        )
-        assert export.returncode == 0, export.stderr
-        jsonl = subprocess.run(
-            [str(daemon_binary()), "ledger", "export", "--config", "config.toml", "--format", "jsonl"],
-            cwd=tmp_path / "daemon", capture_output=True, text=True, timeout=60,
-        )
-        assert jsonl.returncode == 0, jsonl.stderr
+    parquet = tmp_path / "events.parquet"
+    export = subprocess.run(
+        [str(daemon_binary()), "ledger", "export", "--config", "config.toml", "--format", "parquet",
+         "--output", str(parquet)],
+        cwd=d.workdir, capture_output=True, text=True, timeout=60,
+    )
+    assert export.returncode == 0, export.stderr
+    jsonl = subprocess.run(
+        [str(daemon_binary()), "ledger", "export", "--config", "config.toml", "--format", "jsonl"],
+        cwd=d.workdir, capture_output=True, text=True, timeout=60,
+    )
+    assert jsonl.returncode == 0, jsonl.stderr
 
-        db = duckdb.connect()
-        db.execute("SET TimeZone = 'UTC'")
-        db.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{parquet}')")
-        # Every event at the time of the export is in the file, as the API lists them.
-        exported = db.execute("SELECT id, type, deployment_id, source FROM events ORDER BY id").fetchall()
-        lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
-        assert [row[0] for row in exported] == [e["id"] for e in lines]
-        listed_ids = {e["id"] for e in listed}
-        assert listed_ids <= {row[0] for row in exported}
-        assert ("canary_failed", canary, "daemon") in {row[1:] for row in exported}
-        metadata = db.execute(
-            "SELECT json_extract_string(metadata, '$.baseline_deployment_id') FROM events "
-            "WHERE type = 'canary_failed' AND deployment_id = $id", {"id": canary}).fetchone()
-        assert metadata == (stable,)
+    db = duckdb.connect()
+    db.execute("SET TimeZone = 'UTC'")
+    db.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{parquet}')")
+    # Every event at the time of the export is in the file, as the API lists them.
+    exported = db.execute("SELECT id, type, deployment_id, source FROM events ORDER BY id").fetchall()
+    lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [row[0] for row in exported] == [e["id"] for e in lines]
+    listed_ids = {e["id"] for e in listed}
+    assert listed_ids <= {row[0] for row in exported}
+    assert ("canary_failed", canary, "daemon") in {row[1:] for row in exported}
+    metadata = db.execute(
+        "SELECT json_extract_string(metadata, '$.baseline_deployment_id') FROM events "
+        "WHERE type = 'canary_failed' AND deployment_id = $id", {"id": canary}).fetchone()
+    assert metadata == (stable,)
 
-        by_day = db.execute(SEED_CFR, {"service": service}).fetchall()
-        assert len(by_day) == 3, by_day
-        dora = requests.get(f"{d.http_url}/api/v1/dora", timeout=10, params={
-            "service": service, "environment": "prod", "bucket": "day",
-            "since": iso(today - dt.timedelta(days=2)), "until": iso(today + dt.timedelta(days=1)),
-        }).json()["dora"][0]
-        api_by_day = {b["since"][:10]: b["change_failure_rate"] for b in dora["buckets"]}
-        for day, cfr in by_day:
-            assert api_by_day[day.isoformat()] == float(cfr), (day, cfr, api_by_day)
-        assert [float(c) for _, c in by_day] == [0.5, 0.25, 0.4], "stable and a red canary; 1 of 4; 2 of 5"
-        # The whole window: 11 releases, 4 failed.
-        assert dora["releases_started"] == 11 and dora["failed_releases"] == 4, dora
-    finally:
-        d.stop()
+    by_day = db.execute(SEED_CFR, {"service": service}).fetchall()
+    assert len(by_day) == 3, by_day
+    dora = requests.get(f"{d.http_url}/api/v1/dora", timeout=10, params={
+        "service": service, "environment": "prod", "bucket": "day",
+        "since": iso(today - dt.timedelta(days=2)), "until": iso(today + dt.timedelta(days=1)),
+    }).json()["dora"][0]
+    api_by_day = {b["since"][:10]: b["change_failure_rate"] for b in dora["buckets"]}
+    for day, cfr in by_day:
+        assert api_by_day[day.isoformat()] == float(cfr), (day, cfr, api_by_day)
+    assert [float(c) for _, c in by_day] == [0.5, 0.25, 0.4], "stable and a red canary; 1 of 4; 2 of 5"
+    # The whole window: 11 releases, 4 failed.
+    assert dora["releases_started"] == 11 and dora["failed_releases"] == 4, dora

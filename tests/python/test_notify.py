@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import Daemon, daemon_binary, poll, start_daemon
+from harness import Daemon, daemon_binary, poll
 from receivers import GRAFANA_TOKEN, SLACK_TOKEN, WEBHOOK_SECRET, Receivers
 
 CANARY = "loadgen-0-canary"
@@ -81,99 +81,97 @@ def events(d: Daemon) -> list[dict]:
     return r.json()["events"]
 
 
-def start(tmp: Path, text: str, receivers: Receivers | None = None) -> Daemon:
+def start(daemon_factory, text: str, receivers: Receivers | None = None, workdir: Path | None = None) -> Daemon:
+    """A daemon (from conftest's `daemon_factory`, in `workdir` for a
+    restart) with the secrets the config names in its environment."""
     env = {"RV_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET}
     if receivers:
         env["RV_TEST_SLACK_WEBHOOK_URL"] = f"{receivers.url}/slack-hook/services/T0001/B0001/secretpart"
-    return start_daemon(tmp / "daemon", config=text, env=env)
+    return daemon_factory(text, workdir=workdir, env=env)
 
 
-def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(tmp_path: Path, receivers: Receivers):
+def test_a_red_canary_reaches_slack_grafana_and_webhooks_through_a_crash(daemon_factory, tmp_path: Path, receivers: Receivers):
     text = config(receivers, tmp_path)
-    d = start(tmp_path, text)
-    try:
-        # The stable version serves alone, then the canary rolls out: as
-        # healthy as the stable at first (yellow, too young to judge), then
-        # failing 8% of its requests.
-        assert loadgen(d, 3, canary_weight=0.0).returncode == 0
-        assert loadgen(d, 2, canary_error=0.005).returncode == 0
-        lg = loadgen(d, 12)
-        assert lg.returncode == 0, lg.stderr
-        canary_failed = poll(
-            lambda: [e for e in events(d) if e["type"] == "canary_failed" and e["deployment_id"] == CANARY],
-            bool, timeout=30, interval=0.2, what="the canary turning red",
-        )
-        assert canary_failed
-        poll(lambda: receivers.refusals, lambda n: n >= 5, timeout=20, what="refused tries")
-        metrics = d.metrics()
-        pending = {s: metrics.get("release_verdict_notifications_pending", None, sink=s) for s in ("releases", "grafana", "audit")}
-        assert all(v and v > 0 for v in pending.values()), pending
-        assert metrics.get("release_verdict_notifications_total", None, sink="audit", result="retried") > 0
-        recorded = events(d)
-    finally:
-        d.proc.kill()
-        d.proc.wait(timeout=10)
+    d = start(daemon_factory, text)
+    # The stable version serves alone, then the canary rolls out: as
+    # healthy as the stable at first (yellow, too young to judge), then
+    # failing 8% of its requests.
+    assert loadgen(d, 3, canary_weight=0.0).returncode == 0
+    assert loadgen(d, 2, canary_error=0.005).returncode == 0
+    lg = loadgen(d, 12)
+    assert lg.returncode == 0, lg.stderr
+    canary_failed = poll(
+        lambda: [e for e in events(d) if e["type"] == "canary_failed" and e["deployment_id"] == CANARY],
+        bool, timeout=30, interval=0.2, what="the canary turning red",
+    )
+    assert canary_failed
+    poll(lambda: receivers.refusals, lambda n: n >= 5, timeout=20, what="refused tries")
+    metrics = d.metrics()
+    pending = {s: metrics.get("release_verdict_notifications_pending", None, sink=s) for s in ("releases", "grafana", "audit")}
+    assert all(v and v > 0 for v in pending.values()), pending
+    assert metrics.get("release_verdict_notifications_total", None, sink="audit", result="retried") > 0
+    recorded = events(d)
+    d.kill()
 
     receivers.accepting = True
-    again = start(tmp_path, text)
-    try:
-        # Every event routed to the webhook arrives, signed.
-        want = {e["id"] for e in recorded}
-        poll(lambda: {h["event"]["id"] for h in receivers.hooks}, lambda got: want <= got,
-             timeout=60, interval=0.2, what="every event at the webhook")
+    # The same directory: the same ledger file, and its outbox.
+    again = start(daemon_factory, text, workdir=d.workdir)
+    # Every event routed to the webhook arrives, signed.
+    want = {e["id"] for e in recorded}
+    poll(lambda: {h["event"]["id"] for h in receivers.hooks}, lambda got: want <= got,
+         timeout=60, interval=0.2, what="every event at the webhook")
 
-        # Slack: the thread opened, replies in it, the opening now says RED.
-        def thread():
-            return receivers.thread_of(CANARY)
+    # Slack: the thread opened, replies in it, the opening now says RED.
+    def thread():
+        return receivers.thread_of(CANARY)
 
-        opening, replies = poll(thread, lambda t: t[0] is not None and t[0].updates and "RED" in t[0].updates[-1],
-                                timeout=60, interval=0.2, what="the opening message updated to RED")
-        assert opening.text.startswith("YELLOW: loadgen-0 loadgen-0-canary"), opening.text
-        assert receivers.thread_of(STABLE)[0] is None, "no thread for the stable version"
-        assert any("RED" in m.text for m in replies), [m.text for m in replies]
-        assert opening.channel == "C0RELEASES1"
-        assert "release-verdict.example.com/#/release/loadgen-0/prod/loadgen-0-canary" in str(opening.blocks)
+    opening, replies = poll(thread, lambda t: t[0] is not None and t[0].updates and "RED" in t[0].updates[-1],
+                            timeout=60, interval=0.2, what="the opening message updated to RED")
+    assert opening.text.startswith("YELLOW: loadgen-0 loadgen-0-canary"), opening.text
+    assert receivers.thread_of(STABLE)[0] is None, "no thread for the stable version"
+    assert any("RED" in m.text for m in replies), [m.text for m in replies]
+    assert opening.channel == "C0RELEASES1"
+    assert "release-verdict.example.com/#/release/loadgen-0/prod/loadgen-0-canary" in str(opening.blocks)
 
-        # Grafana: one annotation for the canary, a region ending at red.
-        def canary_annotations():
-            return [a for a in receivers.annotations.values() if CANARY in a.tags]
+    # Grafana: one annotation for the canary, a region ending at red.
+    def canary_annotations():
+        return [a for a in receivers.annotations.values() if CANARY in a.tags]
 
-        marks = poll(canary_annotations, lambda a: a and a[0].time_end is not None and "verdict:red" in a[0].tags,
-                     timeout=60, interval=0.2, what="the annotation region")
-        assert len(marks) == 1, marks
-        assert not [a for a in receivers.annotations.values() if STABLE in a.tags], "no marker for the stable version"
-        region = marks[0]
-        assert {"deploy", "loadgen-0", CANARY}.issubset(region.tags)
-        assert region.time_end >= region.time
+    marks = poll(canary_annotations, lambda a: a and a[0].time_end is not None and "verdict:red" in a[0].tags,
+                 timeout=60, interval=0.2, what="the annotation region")
+    assert len(marks) == 1, marks
+    assert not [a for a in receivers.annotations.values() if STABLE in a.tags], "no marker for the stable version"
+    region = marks[0]
+    assert {"deploy", "loadgen-0", CANARY}.issubset(region.tags)
+    assert region.time_end >= region.time
 
-        # At least once, never under two keys: each event id has one key,
-        # and every key the receivers saw twice carried the same event.
-        keys_by_event: dict[int, set[str]] = {}
-        for h in receivers.hooks:
-            keys_by_event.setdefault(h["event"]["id"], set()).add(h["key"])
-        assert all(len(k) == 1 for k in keys_by_event.values()), keys_by_event
-        slack_keys = [m.delivery for m in receivers.messages]
-        assert all(slack_keys), "every Slack message carries its delivery key"
-        assert receivers.violations == [], receivers.violations
+    # At least once, never under two keys: each event id has one key,
+    # and every key the receivers saw twice carried the same event.
+    keys_by_event: dict[int, set[str]] = {}
+    for h in receivers.hooks:
+        keys_by_event.setdefault(h["event"]["id"], set()).add(h["key"])
+    assert all(len(k) == 1 for k in keys_by_event.values()), keys_by_event
+    slack_keys = [m.delivery for m in receivers.messages]
+    assert all(slack_keys), "every Slack message carries its delivery key"
+    assert receivers.violations == [], receivers.violations
 
-        # Nothing left pending or dead.
-        def backlog():
-            m = again.metrics()
-            return [m.get(name, 0.0, sink=s) for name in ("release_verdict_notifications_pending",
-                                                          "release_verdict_notifications_dead")
-                    for s in ("releases", "grafana", "audit")]
+    # Nothing left pending or dead.
+    def backlog():
+        m = again.metrics()
+        return [m.get(name, 0.0, sink=s) for name in ("release_verdict_notifications_pending",
+                                                      "release_verdict_notifications_dead")
+                for s in ("releases", "grafana", "audit")]
 
-        poll(backlog, lambda b: b == [0.0] * 6, timeout=30, interval=0.2, what="an empty outbox")
-    finally:
-        code = again.stop()
+    poll(backlog, lambda b: b == [0.0] * 6, timeout=30, interval=0.2, what="an empty outbox")
+    code = again.stop()
     assert code == 0, again.log()
     assert SLACK_TOKEN not in again.log() and WEBHOOK_SECRET not in again.log(), "a secret was logged"
 
 
-def test_incoming_webhooks_post_each_event_and_a_refusal_is_dead_lettered(tmp_path: Path, receivers: Receivers):
+def test_incoming_webhooks_post_each_event_and_a_refusal_is_dead_lettered(daemon_factory, tmp_path: Path, receivers: Receivers):
     receivers.accepting = True
     (tmp_path / "wrong.token").write_text("xoxb-revoked\n")
-    d = start(tmp_path, f"""
+    d = start(daemon_factory, f"""
 [ledger]
 path = "ledger.db"
 [[notify.sinks]]
@@ -187,24 +185,22 @@ url = "{receivers.url}/slack/api"
 token_file = "{tmp_path / 'wrong.token'}"
 channel = "#releases"
 """, receivers)
-    try:
-        for kind in ("deploy_started", "incident_started"):
-            out = subprocess.run(
-                [str(daemon_binary()), "event", "--server", d.http_url, "--type", kind, "--service", "search",
-                 "--environment", "prod", "--deployment-id", "search-77aa01b", "--meta", "title=p99 over SLO"],
-                capture_output=True, text=True, timeout=30,
-            )
-            assert out.returncode == 0, out.stderr
-        posted = poll(lambda: list(receivers.incoming), lambda m: len(m) == 2, timeout=20, interval=0.1,
-                      what="two incoming-webhook posts")
-        assert posted[0]["text"].startswith("DEPLOYING: search search-77aa01b"), posted[0]
-        assert posted[1]["text"] == "Incident opened: p99 over SLO", posted[1]
-        # invalid_auth is not retried: both deliveries are dead at once.
-        dead = poll(lambda: d.metrics().get("release_verdict_notifications_dead", 0.0, sink="revoked"),
-                    lambda n: n == 2, timeout=20, interval=0.1, what="dead-lettered deliveries")
-        assert dead == 2
-        assert d.metrics().get("release_verdict_notifications_total", 0.0, sink="revoked", result="retried") == 0
-        assert receivers.violations == [], receivers.violations
-    finally:
-        assert d.stop() == 0, d.log()
+    for kind in ("deploy_started", "incident_started"):
+        out = subprocess.run(
+            [str(daemon_binary()), "event", "--server", d.http_url, "--type", kind, "--service", "search",
+             "--environment", "prod", "--deployment-id", "search-77aa01b", "--meta", "title=p99 over SLO"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+    posted = poll(lambda: list(receivers.incoming), lambda m: len(m) == 2, timeout=20, interval=0.1,
+                  what="two incoming-webhook posts")
+    assert posted[0]["text"].startswith("DEPLOYING: search search-77aa01b"), posted[0]
+    assert posted[1]["text"] == "Incident opened: p99 over SLO", posted[1]
+    # invalid_auth is not retried: both deliveries are dead at once.
+    dead = poll(lambda: d.metrics().get("release_verdict_notifications_dead", 0.0, sink="revoked"),
+                lambda n: n == 2, timeout=20, interval=0.1, what="dead-lettered deliveries")
+    assert dead == 2
+    assert d.metrics().get("release_verdict_notifications_total", 0.0, sink="revoked", result="retried") == 0
+    assert receivers.violations == [], receivers.violations
+    assert d.stop() == 0, d.log()
     assert "/slack-hook/services/" not in d.log(), "the webhook URL (a secret) was logged"

@@ -26,7 +26,7 @@ import pytest
 import requests
 import yaml
 
-from harness import Daemon, daemon_binary, poll, poll_release, start_daemon
+from harness import Daemon, Daemons, daemon_binary, free_port, poll, poll_release
 from outputs_support import (
     EXAMPLES,
     FAST_CONFIG,
@@ -38,7 +38,6 @@ from outputs_support import (
     dashboard_variable_queries,
     differences,
     flagger_template,
-    free_port,
     generate_stubs,
     invalid_span_request,
     json_path,
@@ -94,8 +93,8 @@ def _drive(daemon: Daemon, session: requests.Session, releases: dict[str, Releas
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    d = start_daemon(tmp_path_factory.mktemp("outputs"), config=FAST_CONFIG)
-    try:
+    with Daemons(tmp_path_factory.mktemp("outputs")) as daemons:
+        d = daemons.start(FAST_CONFIG)
         tag = uuid.uuid4().hex[:8]
         rel = {
             c: Release(service=f"shop-{c}-{tag}", stable=f"shop-{c}-stable-{tag}", canary=f"shop-{c}-canary-{tag}")
@@ -116,10 +115,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         y = poll_release(d, rel["yellow"].canary, lambda v: v["baseline"] is not None)
         assert y["verdict"] == "yellow", y
         yield World(daemon=d, odd=odd, **rel)
-    finally:
-        code = d.stop()
-        assert code == 0, f"daemon exited {code}; log:\n{d.log()}"
-        assert "panicked" not in d.log(), d.log()
 
 
 # --- Prometheus -------------------------------------------------------------------

@@ -16,14 +16,12 @@ Screenshots go to $RELEASE_VERDICT_SCREENSHOTS, else tests/python/screenshots/
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from harness import Daemon, daemon_binary, poll_release, start_daemon
-from outputs_support import free_port
+from harness import Daemon, Daemons, Process, daemon_binary, free_port, launch, poll_release
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -57,56 +55,51 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def loadgen(daemon: Daemon, prefix: str, canary_error: float) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            str(daemon_binary()),
-            "loadgen",
-            "--target",
-            f"grpc://{daemon.grpc_addr}",
-            "--rate",
-            "3000",
-            "--duration",
-            "600s",
-            "--services",
-            "2",
-            "--service-prefix",
-            prefix,
-            "--canary-error",
-            str(canary_error),
-            "--concurrency",
-            "1",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def loadgen(daemon: Daemon, prefix: str, canary_error: float) -> Process:
+    argv = [
+        str(daemon_binary()),
+        "loadgen",
+        "--target",
+        f"grpc://{daemon.grpc_addr}",
+        "--rate",
+        "3000",
+        "--duration",
+        "600s",
+        "--services",
+        "2",
+        "--service-prefix",
+        prefix,
+        "--canary-error",
+        str(canary_error),
+        "--concurrency",
+        "1",
+    ]
+    return Process(*launch(daemon.workdir, f"loadgen-{prefix}", argv))
 
 
 class Fleet:
-    """A daemon on fixed ports (so it can come back on them) and its traffic."""
+    """A daemon on fixed ports (so it can come back on them, in the same
+    directory, on the same ledger) and its traffic."""
 
     def __init__(self, workdir: Path):
-        self.workdir = workdir
+        self.daemons = Daemons(workdir)
         self.grpc = f"127.0.0.1:{free_port()}"
         self.http = f"127.0.0.1:{free_port()}"
         self.daemon = self.start()
         self.traffic = [loadgen(self.daemon, "shop", 0.005), loadgen(self.daemon, "pay", 0.08)]
 
     def start(self) -> Daemon:
-        return start_daemon(self.workdir, config=CONFIG, grpc_listen=self.grpc, http_listen=self.http)
+        return self.daemons.start(CONFIG, workdir=self.daemons.root, grpc_listen=self.grpc, http_listen=self.http)
 
     @property
     def url(self) -> str:
         return self.daemon.http_url + "/"
 
     def stop(self) -> None:
+        """Stops the traffic, then every daemon, each checked (exit 0, no panic)."""
         for p in self.traffic:
-            p.terminate()
-            p.wait(timeout=10)
-        code = self.daemon.stop()
-        assert code == 0, self.daemon.log()
-        assert "panicked" not in self.daemon.log(), self.daemon.log()
+            p.stop(timeout=10)
+        self.daemons.close()
 
 
 @pytest.fixture(scope="module")

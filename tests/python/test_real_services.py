@@ -24,9 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +33,7 @@ from typing import Callable, Iterator, Optional
 import pytest
 import requests
 
-from harness import LISTENING, Daemon, daemon_binary, poll
+from harness import Daemon, Process, free_port, launch, poll
 
 SERVICE_SCRIPT = Path(__file__).with_name("flask_service.py")
 SHAS = {"v1": "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "v2": "2b5d9af0c1d2e3f405162738495a6b7c8d9e0f1a"}
@@ -55,13 +52,11 @@ SERVICE_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 @dataclasses.dataclass
-class Service:
+class Service(Process):
     """One running version of the Flask service."""
 
     version: str
     url: str
-    proc: subprocess.Popen
-    log_path: Path
 
     @property
     def deployment_id(self) -> str:
@@ -71,72 +66,45 @@ class Service:
         """Exports what the service recorded; returns once it was exported."""
         session.post(f"{self.url}/_flush", timeout=30).raise_for_status()
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
-
-def launch_service(workdir: Path, version: str, error_rate: float, otlp: str, signals: str, semconv: Optional[str]):
-    """Starts one version; returns (process, log path) without waiting."""
+def launch_service(workdir: Path, version: str, error_rate: float, otlp: str, signals: str, semconv: Optional[str]) -> Process:
+    """Starts one version without waiting for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if semconv:
         env["OTEL_SEMCONV_STABILITY_OPT_IN"] = semconv
-    log_path = workdir / f"shop-{version}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(SERVICE_SCRIPT),
-                f"--version={version}",
-                f"--sha={SHAS[version]}",
-                f"--otlp={otlp}",
-                f"--error-rate={error_rate}",
-                f"--signals={signals}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
-    return proc, log_path
+    argv = [
+        sys.executable,
+        str(SERVICE_SCRIPT),
+        f"--version={version}",
+        f"--sha={SHAS[version]}",
+        f"--otlp={otlp}",
+        f"--error-rate={error_rate}",
+        f"--signals={signals}",
+    ]
+    return Process(*launch(workdir, f"shop-{version}", argv, env=env))
 
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[Callable[..., tuple[Service, Service]]]:
     """start(otlp, signals="traces", semconv=None) -> (old, new): both
     versions of the service, up and idle. Stopped after the test."""
-    started: list[Service] = []
+    launched: list[Process] = []
 
     def start(otlp: str, signals: str = "traces", semconv: Optional[str] = None) -> tuple[Service, Service]:
-        launched = {
-            "v1": launch_service(tmp_path, "v1", OLD_ERRORS, otlp, signals, semconv),
-            "v2": launch_service(tmp_path, "v2", NEW_ERRORS, otlp, signals, semconv),
-        }
+        old = launch_service(tmp_path, "v1", OLD_ERRORS, otlp, signals, semconv)
+        launched.append(old)
+        new = launch_service(tmp_path, "v2", NEW_ERRORS, otlp, signals, semconv)
+        launched.append(new)
 
-        def up(version: str) -> Service:
-            proc, log_path = launched[version]
+        def up(version: str, p: Process) -> Service:
+            url = p.await_log(SERVICE_LISTENING, timeout=30, interval=0.05).group(1)
+            return Service(proc=p.proc, log_path=p.log_path, version=version, url=url)
 
-            def listening() -> Optional[str]:
-                if proc.poll() is not None:
-                    raise AssertionError(f"shop-{version} exited {proc.returncode}:\n{log_path.read_text()}")
-                m = SERVICE_LISTENING.search(log_path.read_text(errors="replace"))
-                return m and m.group(1)
-
-            url = poll(listening, bool, timeout=30, interval=0.05, what=f"shop-{version} listening")
-            service = Service(version, url, proc, log_path)
-            started.append(service)
-            return service
-
-        return up("v1"), up("v2")
+        return up("v1", old), up("v2", new)
 
     yield start
-    for service in started:
-        service.stop()
+    for p in launched:
+        p.stop()
 
 
 # --- traffic --------------------------------------------------------------------
@@ -331,55 +299,16 @@ def test_metrics_only_new_version_is_judged_against_the_old(daemon_factory, shop
 # --- a daemon restarted while both versions serve ------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_on(workdir: Path, grpc_port: int, http_port: int) -> Daemon:
-    """Starts the daemon on fixed ports, set in its config.toml, so that a
-    second daemon can take the first one's place. (harness.start_daemon binds
-    port 0 with command-line flags, which take precedence over the config.)"""
-    workdir.mkdir(parents=True)
-    config = workdir / "config.toml"
-    config.write_text(f'[server]\ngrpc_listen = "127.0.0.1:{grpc_port}"\nhttp_listen = "127.0.0.1:{http_port}"\n')
-    log_path = workdir / "release-verdict.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(daemon_binary()), "serve", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
-            cwd=workdir,
-        )
-
-    def listening():
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}:\n{log_path.read_text()}")
-        return LISTENING.search(log_path.read_text(errors="replace"))
-
-    m = poll(listening, bool, timeout=15, interval=0.02, what="daemon listening")
-    return Daemon(grpc_addr=m.group(1), http_addr=m.group(2), proc=proc, log_path=log_path)
-
-
 @pytest.fixture
-def fixed_port_daemons(tmp_path: Path) -> Iterator[Callable[[], Daemon]]:
-    """start() -> a daemon on this test's two ports, the same every call.
-    Each must exit 0 on SIGTERM without a panic."""
-    ports = (free_port(), free_port())
-    started: list[Daemon] = []
-
-    def start() -> Daemon:
-        started.append(serve_on(tmp_path / f"daemon{len(started)}", *ports))
-        return started[-1]
-
-    yield start
-    for d in started:
-        code = d.stop()
-        assert code == 0, f"daemon exited {code} after SIGTERM; log:\n{d.log()}"
-        assert "panicked" not in d.log(), f"daemon panicked; log:\n{d.log()}"
+def fixed_port_daemons(daemon_factory) -> Callable[[], Daemon]:
+    """start() -> a daemon on this test's two ports, the same every call, so
+    that a second daemon can take the first one's place. The ports are set
+    in its config.toml and no addresses on the command line (which would
+    take precedence). Each must exit 0 on SIGTERM without a panic
+    (daemon_factory checks)."""
+    grpc_port, http_port = free_port(), free_port()
+    config = f'[server]\ngrpc_listen = "127.0.0.1:{grpc_port}"\nhttp_listen = "127.0.0.1:{http_port}"\n'
+    return lambda: daemon_factory(config, grpc_listen=None, http_listen=None)
 
 
 def test_daemon_restarted_while_both_serve_finds_the_same_baseline(fixed_port_daemons, shop):

@@ -1,7 +1,7 @@
 """The OpenTelemetry Python SDK (and raw OTLP) as an outside client of the
 real daemon: spans and metrics are counted exactly per release, the
 baseline rule holds, bad input is refused with a message and leaves the
-daemon healthy.
+daemon healthy. The SDK plumbing (exporters, resources) is otel.py.
 
 Every wait polls the JSON API until the expected counts appear or a 2 s
 deadline passes; nothing sleeps to make a test pass.
@@ -18,106 +18,20 @@ import grpc
 import pytest
 import requests
 from google.rpc import status_pb2
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
-from harness import counts, poll, poll_release
+from harness import counts, kv, poll, poll_release
+from otel import SHA, metric_exporter, release_resource, send_spans
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-SHA = "0123456789abcdef0123456789abcdef01234567"
 
 TRANSPORTS = ["grpc", "grpc+gzip", "http", "http+gzip"]
-
-
-# --- SDK plumbing -------------------------------------------------------------
-
-
-def recording(exporter_cls):
-    """A subclass of an OTLP exporter that remembers each export's result, so a
-    failed export is reported as such rather than as missing counts."""
-
-    class Recording(exporter_cls):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.results = []
-
-        def export(self, *args, **kwargs):
-            result = super().export(*args, **kwargs)
-            self.results.append(result)
-            return result
-
-    Recording.__name__ = f"Recording{exporter_cls.__name__}"
-    return Recording
-
-
-def span_exporter(daemon, transport: str):
-    gz = transport.endswith("+gzip")
-    if transport.startswith("grpc"):
-        return recording(GrpcSpanExporter)(
-            endpoint=daemon.grpc_addr,
-            insecure=True,
-            compression=grpc.Compression.Gzip if gz else grpc.Compression.NoCompression,
-        )
-    return recording(HttpSpanExporter)(
-        endpoint=f"{daemon.http_url}/v1/traces",
-        compression=HttpCompression.Gzip if gz else HttpCompression.NoCompression,
-    )
-
-
-def metric_exporter(daemon, transport: str, temporality: str):
-    pref = {
-        Histogram: AggregationTemporality.DELTA if temporality == "delta" else AggregationTemporality.CUMULATIVE
-    }
-    if transport == "grpc":
-        return recording(GrpcMetricExporter)(
-            endpoint=daemon.grpc_addr, insecure=True, preferred_temporality=pref
-        )
-    return recording(HttpMetricExporter)(endpoint=f"{daemon.http_url}/v1/metrics", preferred_temporality=pref)
-
-
-def release_resource(service: str, deployment: str, environment: str = "prod", sha: str = SHA) -> Resource:
-    return Resource.create(
-        {
-            "service.name": service,
-            "deployment.id": deployment,
-            "git.sha": sha,
-            "deployment.environment.name": environment,
-        }
-    )
-
-
-def send_spans(daemon, transport: str, resource: Resource, spans: list[tuple[SpanKind, str]]) -> None:
-    """Sends one span per (kind, outcome) through the SDK and flushes.
-    outcome: "ok", "status_error" (span status ERROR) or "http_500"."""
-    exporter = span_exporter(daemon, transport)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=512))
-    tracer = provider.get_tracer("release-verdict-tests")
-    for i, (kind, outcome) in enumerate(spans):
-        span = tracer.start_span(f"GET /items/{i}", kind=kind)
-        span.set_attribute("http.request.method", "GET")
-        span.set_attribute("http.response.status_code", 500 if outcome == "http_500" else 200)
-        if outcome == "status_error":
-            span.set_status(Status(StatusCode.ERROR, "boom"))
-        span.end()
-    assert provider.force_flush(timeout_millis=10_000), "span flush timed out"
-    provider.shutdown()
-    assert exporter.results, "the SDK exported nothing"
-    assert all(r == SpanExportResult.SUCCESS for r in exporter.results), exporter.results
 
 
 # --- spans ----------------------------------------------------------------------
@@ -467,7 +381,7 @@ def test_bad_grpc_input(daemon, unique):
                 span_id=b"\x01" * 8,
                 name="GET /",
                 kind=ProtoSpan.SPAN_KIND_SERVER,
-                attributes=[KeyValue(key="deployment.id", value=AnyValue(string_value="zero-trace"))],
+                attributes=[kv("deployment.id", "zero-trace")],
             )
         )
         export = channel.unary_unary(TRACE_EXPORT, **identity)

@@ -12,12 +12,10 @@ import requests
 import trustme
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from harness import Scrape, counts, poll
-from test_sdk import recording, release_resource
+from otel import export_server_spans, recording, release_resource
 
 TOKEN = "tls-token-51c9"
 
@@ -69,13 +67,7 @@ def export(daemon, transport: str, resource, n: int) -> list:
         exporter = recording(GrpcSpanExporter)(endpoint=f"https://{daemon.grpc_addr}", timeout=3)
     else:
         exporter = recording(HttpSpanExporter)(endpoint=f"https://{daemon.http_addr}/v1/traces", timeout=3)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("tls-test")
-    for i in range(n):
-        tracer.start_span(f"GET /{i}", kind=SpanKind.SERVER).end()
-    provider.shutdown()
-    return exporter.results
+    return export_server_spans(exporter, resource, n, "tls-test")
 
 
 def get(daemon, paths, path: str, mutual: bool) -> requests.Response:
