@@ -327,13 +327,13 @@ fn identical_latencies_go_green_and_a_slower_flat_canary_red() {
 fn the_time_to_red_is_told_only_half_way_there() {
     let fail = 100f64.ln();
     // Not half-way: growth so far says too little.
-    assert_eq!(super::seconds_to_level(1.0, fail, 1.0, 10.0), None);
+    assert_eq!(super::eta::seconds_to_level(1.0, fail, 1.0, 10.0), None);
     // 4 nats in 10 s from -1: half a nat a second, 0.6 nats to go.
-    let s = super::seconds_to_level(4.0, fail, 1.0, 10.0).unwrap();
+    let s = super::eta::seconds_to_level(4.0, fail, 1.0, 10.0).unwrap();
     assert!((s - (fail - 4.0) / 0.5).abs() < 1e-9, "{s}");
     // Past the level: no time left.
     assert_eq!(
-        super::seconds_to_level(fail + 1.0, fail, 1.0, 10.0),
+        super::eta::seconds_to_level(fail + 1.0, fail, 1.0, 10.0),
         Some(0.0)
     );
 }
