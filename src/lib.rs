@@ -36,6 +36,10 @@
 //!   recorded lines, the simulator, the traffic generator, logs and own
 //!   traces; `clock` reads the system time for them, `rng` is their
 //!   seeded randomness.
+//!
+//! The binary, apart from this library (`src/cli/`): the commands a user
+//! types, one file each (`serve`, `replay`, `simulate`, `gate`, `loadgen`,
+//! `event`, `ledger export`), over this crate's public face.
 
 #![forbid(unsafe_code)]
 

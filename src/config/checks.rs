@@ -1,59 +1,12 @@
-//! The judge's and the checks' sections of the configuration (`[judge]`,
-//! `[checks.*]`): how often and how strictly releases are judged, and what
-//! is compared with which tolerances. Validated with the rest in `mod.rs`.
+//! `[checks.*]`: what is compared, canary against baseline (error ratio,
+//! latency, endpoints, any OTLP metric), with which tolerances, and the
+//! absolute guardrails.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// How often and how strictly releases are judged.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JudgeConfig {
-    /// Evaluation period.
-    #[serde(with = "humantime_serde")]
-    pub tick: Duration,
-    /// Length of the rolling window that latency thresholds and reported
-    /// rates and quantiles are read from.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// Sub-windows in the rolling window.
-    pub window_slots: usize,
-    /// Confidence for red: the chance a release that meets its tolerances is
-    /// ever called red is at most 1 − confidence, however long it is watched.
-    pub confidence: f64,
-    /// Confidence for green: the chance green is given while a check is
-    /// beyond its pass bound is at most 1 − green_confidence.
-    pub green_confidence: f64,
-    /// Requests each cohort needs before green.
-    pub min_requests: u64,
-    /// Time the canary needs to have been seen before green.
-    #[serde(with = "humantime_serde")]
-    pub min_duration: Duration,
-    /// A regression is looked for from every epoch boundary on, so one that
-    /// starts late is not buried under the healthy time before it.
-    #[serde(with = "humantime_serde")]
-    pub epoch: Duration,
-    /// A link to a trace in your tracing UI, `{trace_id}` (and optionally
-    /// `{span_id}`) filled in: exemplars in verdicts carry it as `url`.
-    pub trace_url_template: Option<String>,
-}
-
-impl Default for JudgeConfig {
-    fn default() -> Self {
-        Self {
-            tick: Duration::from_secs(1),
-            window: Duration::from_secs(60),
-            window_slots: 6,
-            confidence: 0.99,
-            green_confidence: 0.9,
-            min_requests: 200,
-            min_duration: Duration::from_secs(30),
-            epoch: Duration::from_secs(15),
-            trace_url_template: None,
-        }
-    }
-}
+use super::IngestConfig;
 
 /// The checks, like a Kayenta canary config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -271,5 +224,110 @@ impl Guardrails {
 
     pub fn any(&self) -> bool {
         self.max_error_ratio.is_some() || !self.latency().is_empty()
+    }
+}
+
+impl ChecksConfig {
+    /// Adds every problem to `problems`. A `[[checks.metric]]` may not read
+    /// a metric `ingest` already turns into the built-in signals.
+    pub(super) fn validate(&self, ingest: &IngestConfig, problems: &mut Vec<String>) {
+        let e = &self.error_ratio;
+        let l = &self.latency;
+        for (name, v) in [
+            ("checks.error_ratio.tolerance", e.tolerance),
+            ("checks.error_ratio.tolerance_abs", e.tolerance_abs),
+            ("checks.error_ratio.pass_bound", e.pass_bound),
+            ("checks.error_ratio.pass_bound_abs", e.pass_bound_abs),
+            ("checks.error_ratio.weight", e.weight),
+            ("checks.latency.tolerance", l.tolerance),
+            ("checks.latency.pass_bound", l.pass_bound),
+            ("checks.latency.weight", l.weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                problems.push(format!("{name} must be a non-negative number, not {v}"));
+            }
+        }
+        if e.pass_bound < e.tolerance {
+            problems
+                .push("checks.error_ratio.pass_bound must be at least its tolerance".to_string());
+        }
+        if l.pass_bound < l.tolerance {
+            problems.push("checks.latency.pass_bound must be at least its tolerance".to_string());
+        }
+        if !(l.pass_tail > 0.0 && l.pass_tail <= 1.0) {
+            problems.push(format!(
+                "checks.latency.pass_tail must be in (0, 1] (1 turns it off), not {}",
+                l.pass_tail
+            ));
+        }
+        if l.quantiles.is_empty() || l.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+            problems.push(
+                "checks.latency.quantiles must list quantiles strictly between 0 and 1".to_string(),
+            );
+        }
+        let ep = &self.endpoints;
+        if ep.enabled && !(1..=100).contains(&ep.top) {
+            problems.push(format!(
+                "checks.endpoints.top must be between 1 and 100, not {}",
+                ep.top
+            ));
+        }
+        if ep
+            .keys
+            .iter()
+            .any(|k| k.is_empty() || k.split('/').any(str::is_empty))
+        {
+            problems.push(
+                "checks.endpoints.keys must be attribute names, or two joined by one '/'"
+                    .to_string(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.metric.iter().enumerate() {
+            let at = format!("checks.metric[{i}] ({:?})", m.name);
+            if m.name.is_empty() || m.metric.is_empty() {
+                problems.push(format!("{at}: name and metric must not be empty"));
+            }
+            if !names.insert(m.name.as_str())
+                || matches!(m.name.as_str(), "error_ratio" | "latency")
+            {
+                problems.push(format!("{at}: the name is already taken"));
+            }
+            if ingest.is_duration_metric(&m.metric) {
+                problems.push(format!(
+                    "{at}: {} already feeds the built-in checks",
+                    m.metric
+                ));
+            }
+            for (what, v) in [
+                ("tolerance", m.tolerance),
+                ("tolerance_abs", m.tolerance_abs),
+                ("pass_bound", m.pass_bound),
+                ("pass_bound_abs", m.pass_bound_abs),
+                ("weight", m.weight),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    problems.push(format!(
+                        "{at}: {what} must be a non-negative number, not {v}"
+                    ));
+                }
+            }
+            if m.direction != Direction::Increase && m.tolerance >= 1.0 {
+                problems.push(format!("{at}: a decrease tolerance must be below 1"));
+            }
+            if m.quantiles.is_empty() || m.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+                problems.push(format!("{at}: quantiles must be strictly between 0 and 1"));
+            }
+        }
+        if self.metric.len() > 64 {
+            problems.push("at most 64 [[checks.metric]] are supported".to_string());
+        }
+        if let Some(r) = self.guardrails.max_error_ratio {
+            if !(r > 0.0 && r < 1.0) {
+                problems.push(format!(
+                    "checks.guardrails.max_error_ratio must be in (0, 1), not {r}"
+                ));
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `release-verdict gate`: waits on the JSON API until a release is green or
 //! red, for a CI step. A pure decision over each answer, inside a polling loop.
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use release_verdict::Color;
@@ -309,9 +310,64 @@ pub struct Options {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// The `gate` command: waits, prints the outcome (stdout for a verdict,
-/// stderr for a problem) and returns the exit code.
-pub fn main(opts: Options) -> u8 {
+/// The command line: the daemon, the release, how long to wait.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The daemon's HTTP address (the OTLP/HTTP port, 4318 by default):
+    /// http:// or https://, with an optional path prefix.
+    #[arg(long, env = "RELEASE_VERDICT_SERVER")]
+    server: String,
+    /// The release to wait on (its `deployment.id`).
+    #[arg(long)]
+    deployment_id: String,
+    /// Narrows the lookup when the id is tracked in several services.
+    #[arg(long)]
+    service: Option<String>,
+    /// Narrows the lookup when the id is tracked in several environments.
+    #[arg(long)]
+    environment: Option<String>,
+    /// Give up after this long, e.g. "10m" or "90s".
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Time between polls.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    interval: Duration,
+    /// A read token, when the daemon asks for one ([auth] read_tokens_file).
+    #[arg(long, env = "RELEASE_VERDICT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificates (PEM) to trust for an https:// server with a
+    /// private CA ([server.tls]).
+    #[arg(long, env = "RELEASE_VERDICT_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// The `gate` command: the verdict URL from the command line, then the wait.
+pub fn main(args: Args) -> ExitCode {
+    let url = verdict_url(
+        &args.server,
+        &args.deployment_id,
+        args.service.as_deref(),
+        args.environment.as_deref(),
+    );
+    match url {
+        Ok(url) => ExitCode::from(wait(Options {
+            url,
+            deployment_id: args.deployment_id,
+            timeout: args.timeout,
+            interval: args.interval,
+            token: args.token,
+            ca_file: args.ca_file,
+        })),
+        Err(e) => {
+            eprintln!("release-verdict gate: {e}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// Waits, prints the outcome (stdout for a verdict, stderr for a problem)
+/// and returns the exit code.
+pub fn wait(opts: Options) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
