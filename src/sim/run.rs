@@ -1,0 +1,219 @@
+//! One simulated release: each cohort's samples a second at a time, fed
+//! into the store on a simulated clock with a judge tick after each, and
+//! what the verdicts did.
+
+use super::{Rng, Scenario};
+use crate::config::Config;
+use crate::judge::Color;
+use crate::model::{Batch, Group, ReleaseRef, Sample, SpanFacts, NANOS_PER_SEC};
+use crate::store::{BaselineRule, Store};
+
+/// What happened to one simulated release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// Seconds from the canary's (or regression's) start to red / green.
+    pub red_after: Option<u64>,
+    pub green_after: Option<u64>,
+    /// Shown green at or after the regression's onset, before any red.
+    pub green_before_red: bool,
+    /// Shown green, then yellow again (not red).
+    pub green_taken_back: bool,
+    /// The first time-to-decision estimate: (seconds in, estimate), and
+    /// the seconds in of the first decision (green or red) after it.
+    pub first_eta: Option<(u64, u64)>,
+    pub decided_at: Option<u64>,
+    pub last: Color,
+    pub last_reason: String,
+    /// Kinds of error the last verdict lists as new.
+    pub new_errors: Vec<String>,
+    /// The endpoint the last red reason names, if any.
+    pub red_endpoint: bool,
+}
+
+/// How one cohort behaves for one second.
+struct Behaviour {
+    rps: f64,
+    error: f64,
+    median_ms: f64,
+    sigma: f64,
+    /// Error ratio on the small endpoint.
+    small_error: f64,
+    small_share: f64,
+    tail_share: f64,
+    tail_slowdown: f64,
+    error_kind: &'static str,
+}
+
+fn cohort(rng: &mut Rng, b: &Behaviour) -> Sample {
+    let n = rng.poisson(b.rps);
+    let mut sample = Sample::default();
+    for _ in 0..n {
+        let small = b.small_share > 0.0 && rng.bernoulli(b.small_share);
+        let (endpoint, error) = if small {
+            ("GET /small", b.small_error)
+        } else {
+            ("POST /checkout", b.error)
+        };
+        let failed = rng.bernoulli(error);
+        let mut ms = rng.lognormal(b.median_ms, b.sigma);
+        if b.tail_share > 0.0 && rng.bernoulli(b.tail_share) {
+            ms *= b.tail_slowdown;
+        }
+        let trace = rng.next_u64().to_be_bytes().repeat(2);
+        let span = (rng.next_u64() | 1).to_be_bytes();
+        sample.add_span(SpanFacts {
+            latency_us: (ms * 1000.0) as u64,
+            failed,
+            endpoint: Some(endpoint),
+            error_kind: failed.then_some(b.error_kind),
+            trace_id: &trace,
+            span_id: &span,
+            end_time: 0,
+        });
+    }
+    sample
+}
+
+/// A batch's group of `sample` for release `id` of `service` in prod
+/// (no sha, no declared role), as a store receives it.
+pub fn group<'a>(service: &'a str, id: &'a str, sample: Sample) -> Group<'a> {
+    Group {
+        release: ReleaseRef {
+            service,
+            environment: "prod",
+            deployment_id: id,
+            git_sha: None,
+            role: None,
+        },
+        items: sample.requests,
+        sample,
+    }
+}
+
+/// Runs one release of a scenario with its own seed, one sample batch
+/// per cohort per second and a judge tick after each.
+pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
+    let judge = crate::judge::Judge::new(&config.judge, &config.checks);
+    let mut store = Store::new(16, judge, BaselineRule::from(&config.baseline));
+    let mut rng = Rng::new(seed);
+    let start = 1_700_000_000 * NANOS_PER_SEC;
+    let mut out = RunResult {
+        red_after: None,
+        green_after: None,
+        green_before_red: false,
+        first_eta: None,
+        decided_at: None,
+        last: Color::Yellow,
+        last_reason: String::new(),
+        new_errors: Vec::new(),
+        red_endpoint: false,
+        green_taken_back: false,
+    };
+    for t in 0..s.warmup + s.duration {
+        let now = start + t * NANOS_PER_SEC;
+        let mut batch = Batch::default();
+        let canary_on = t >= s.warmup;
+        let since = t.saturating_sub(s.warmup);
+        let (mut error, mut slow) = (s.baseline_error, 1.0);
+        if let Some((from, to, e, x)) = s.incident {
+            if canary_on && (from..to).contains(&since) {
+                (error, slow) = (e, x);
+            }
+        }
+        let healthy = Behaviour {
+            rps: 0.0,
+            error,
+            median_ms: s.median_ms * slow,
+            sigma: s.sigma,
+            small_error: error,
+            small_share: s.small_endpoint,
+            tail_share: 0.0,
+            tail_slowdown: 1.0,
+            error_kind: "HTTP 503",
+        };
+        let canary_rps = if canary_on { s.canary_rps(since) } else { 0.0 };
+        if s.with_baseline {
+            let b = Behaviour {
+                rps: s.total_rps - canary_rps,
+                ..healthy
+            };
+            batch
+                .groups
+                .push(group("sim", "baseline", cohort(&mut rng, &b)));
+        }
+        if canary_on {
+            let bad = since >= s.regression_at;
+            let b = if bad {
+                Behaviour {
+                    rps: canary_rps,
+                    error: s.canary_error.max(error),
+                    median_ms: s.median_ms * slow * s.canary_slowdown,
+                    small_error: s.small_endpoint_error.unwrap_or(s.canary_error).max(error),
+                    tail_share: s.tail_share,
+                    tail_slowdown: s.tail_slowdown,
+                    error_kind: if s.new_error_kind {
+                        "NullPointerException"
+                    } else {
+                        "HTTP 503"
+                    },
+                    ..healthy
+                }
+            } else {
+                Behaviour {
+                    rps: canary_rps,
+                    ..healthy
+                }
+            };
+            batch
+                .groups
+                .push(group("sim", "canary", cohort(&mut rng, &b)));
+        }
+        store.apply(&batch, now);
+        store.tick(now + NANOS_PER_SEC / 2);
+        if canary_on {
+            let since = since + 1;
+            let after_onset = since.saturating_sub(s.regression_at);
+            let Some((_, _, fleet)) = store.fleets().next() else {
+                continue;
+            };
+            let Some(canary) = fleet.releases.get("canary") else {
+                continue;
+            };
+            let j = canary.judgement();
+            match j.color {
+                Color::Red if out.red_after.is_none() => {
+                    out.red_after = Some(after_onset);
+                    out.red_endpoint = j.reason.starts_with("GET /small:");
+                }
+                Color::Green if out.green_after.is_none() => out.green_after = Some(since),
+                _ => {}
+            }
+            if j.color == Color::Green
+                && out.red_after.is_none()
+                && out.green_after.is_some_and(|g| g > s.regression_at)
+            {
+                out.green_before_red = true;
+            }
+            if j.color == Color::Yellow && out.green_after.is_some() {
+                out.green_taken_back = true;
+            }
+            // The first estimate before any decision (a green that later
+            // turns yellow again has been decided once already).
+            let undecided = out.green_after.is_none() && out.red_after.is_none();
+            if out.first_eta.is_none() && undecided && j.color == Color::Yellow {
+                if let Some(eta) = j.decision_eta {
+                    out.first_eta = Some((since, eta));
+                }
+            }
+            if out.first_eta.is_some() && out.decided_at.is_none() && j.color != Color::Yellow {
+                out.decided_at = Some(since);
+            }
+        }
+    }
+    let (_, _, fleet) = store.fleets().next().expect("the simulated fleet exists");
+    let j = fleet.releases["canary"].judgement();
+    out.last = j.color;
+    out.last_reason = j.reason.clone();
+    out.new_errors = j.new_errors.iter().map(|(k, _)| k.to_string()).collect();
+    out
+}

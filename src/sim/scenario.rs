@@ -1,0 +1,175 @@
+//! The suite's scenarios: how a baseline and its canary behave, healthy
+//! (A/A) or with a regression of a given shape and onset.
+
+/// One simulated release: a warm baseline, then a canary beside it.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// Requests per second of both cohorts together.
+    pub total_rps: f64,
+    /// The canary's share of traffic.
+    pub canary_weight: f64,
+    pub baseline_error: f64,
+    pub canary_error: f64,
+    pub median_ms: f64,
+    /// Log-space spread of latencies.
+    pub sigma: f64,
+    /// Canary latencies are multiplied by this.
+    pub canary_slowdown: f64,
+    /// The canary behaves like the baseline until this many seconds in.
+    pub regression_at: u64,
+    /// Seconds the baseline serves alone before the canary appears.
+    pub warmup: u64,
+    /// Seconds simulated after the canary appears.
+    pub duration: u64,
+    /// Whether a baseline deployment exists at all.
+    pub with_baseline: bool,
+    /// The canary's share of traffic from a given second on (a split that
+    /// moves during the rollout); empty for `canary_weight` throughout.
+    pub split: Vec<(u64, f64)>,
+    /// Share of requests on a second, small endpoint (0: one endpoint).
+    pub small_endpoint: f64,
+    /// The canary's error ratio on the small endpoint once bad (a
+    /// regression confined to it); None for `canary_error` there too.
+    pub small_endpoint_error: Option<f64>,
+    /// Once bad, this share of canary requests is `tail_slowdown` times
+    /// slower (a p99-only regression).
+    pub tail_share: f64,
+    pub tail_slowdown: f64,
+    /// Once bad, the canary's errors are of a kind the baseline never shows.
+    pub new_error_kind: bool,
+    /// Both cohorts: from, to (seconds after the canary appears), error
+    /// ratio and slowdown (an incident that is not the canary's fault).
+    pub incident: Option<(u64, u64, f64, f64)>,
+}
+
+impl Scenario {
+    /// Identical cohorts at the given total traffic.
+    pub fn a_a(name: &'static str, total_rps: f64) -> Self {
+        Self {
+            name,
+            total_rps,
+            canary_weight: 0.1,
+            baseline_error: 0.005,
+            canary_error: 0.005,
+            median_ms: 50.0,
+            sigma: 0.5,
+            canary_slowdown: 1.0,
+            regression_at: 0,
+            warmup: 120,
+            duration: 300,
+            with_baseline: true,
+            split: Vec::new(),
+            small_endpoint: 0.0,
+            small_endpoint_error: None,
+            tail_share: 0.0,
+            tail_slowdown: 1.0,
+            new_error_kind: false,
+            incident: None,
+        }
+    }
+
+    /// Whether the canary is healthy (any red is a false red).
+    pub fn healthy(&self) -> bool {
+        self.canary_error == self.baseline_error
+            && self.canary_slowdown == 1.0
+            && self.small_endpoint_error.is_none()
+            && self.tail_share == 0.0
+            && self.with_baseline
+    }
+
+    /// Canary requests per second at second `t` after it appears.
+    pub fn canary_rps(&self, t: u64) -> f64 {
+        self.total_rps * self.weight(t)
+    }
+
+    fn weight(&self, t: u64) -> f64 {
+        self.split
+            .iter()
+            .rev()
+            .find(|(from, _)| t >= *from)
+            .map_or(self.canary_weight, |(_, w)| *w)
+    }
+
+    /// The cases of the evaluation suite: healthy canaries (any red is
+    /// false), regressions (red must come, green must not come first), and
+    /// too little traffic to tell.
+    pub fn suite() -> Vec<Scenario> {
+        let base = Scenario::a_a("", 100.0);
+        let busy = Scenario::a_a("", 1000.0);
+        vec![
+            Scenario::a_a("A/A, 10 rps", 10.0),
+            Scenario::a_a("A/A, 100 rps", 100.0),
+            Scenario::a_a("A/A, 1000 rps", 1000.0),
+            Scenario {
+                name: "A/A, split 5% → 25% → 50%",
+                split: vec![(0, 0.05), (60, 0.25), (120, 0.5)],
+                ..busy.clone()
+            },
+            Scenario {
+                name: "A/A, heavy-tailed latency",
+                sigma: 1.5,
+                ..busy.clone()
+            },
+            Scenario {
+                name: "A/A, incident on both cohorts",
+                incident: Some((45, 105, 0.08, 2.0)),
+                ..busy.clone()
+            },
+            Scenario {
+                name: "errors 0.5% → 5%",
+                canary_error: 0.05,
+                ..base.clone()
+            },
+            Scenario {
+                name: "errors 0.5% → 2%",
+                canary_error: 0.02,
+                ..base.clone()
+            },
+            Scenario {
+                name: "busy, errors 1% → 2%",
+                baseline_error: 0.01,
+                canary_error: 0.02,
+                ..busy.clone()
+            },
+            Scenario {
+                name: "latency ×1.5",
+                canary_slowdown: 1.5,
+                ..base.clone()
+            },
+            Scenario {
+                name: "p99 only: 2% of requests ×5",
+                tail_share: 0.02,
+                tail_slowdown: 5.0,
+                ..busy.clone()
+            },
+            Scenario {
+                name: "one endpoint (10%), errors ×10",
+                small_endpoint: 0.1,
+                small_endpoint_error: Some(0.05),
+                ..busy.clone()
+            },
+            Scenario {
+                name: "new error kind, 0.5% → 1.5%",
+                canary_error: 0.015,
+                new_error_kind: true,
+                ..busy.clone()
+            },
+            Scenario {
+                name: "errors → 5% at 2 min",
+                canary_error: 0.05,
+                regression_at: 120,
+                ..base.clone()
+            },
+            Scenario {
+                name: "too little traffic (2 rps)",
+                ..Scenario::a_a("", 2.0)
+            },
+            Scenario {
+                name: "no baseline",
+                with_baseline: false,
+                ..base
+            },
+        ]
+    }
+}
