@@ -18,7 +18,7 @@ use crate::rng::Rng;
 
 mod payload;
 pub use payload::Payload;
-use payload::{cohort_spans, Cohort};
+use payload::{cohort_spans, DeploymentTraffic};
 
 /// Where and what to send (also the `loadgen` command's arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -132,7 +132,7 @@ fn pool(o: &Options, canary_on: bool, n: usize) -> Vec<ExportTraceServiceRequest
                     };
                     let stable = format!("{service}-stable");
                     let canary = format!("{service}-canary");
-                    let stable = Cohort {
+                    let stable = DeploymentTraffic {
                         service: &service,
                         deployment_id: &stable,
                         spans: per_service - canary_n.min(per_service),
@@ -141,7 +141,7 @@ fn pool(o: &Options, canary_on: bool, n: usize) -> Vec<ExportTraceServiceRequest
                     };
                     let mut out = vec![cohort_spans(&mut rng, o.payload, &stable, t)];
                     if canary_n > 0 {
-                        let canary = Cohort {
+                        let canary = DeploymentTraffic {
                             deployment_id: &canary,
                             spans: canary_n,
                             error: o.canary_error,

@@ -23,15 +23,15 @@ pub fn tick_records(
     let mut records = Vec::new();
     for c in changed {
         let Some(v) = verdicts.iter().find(|v| {
-            v.deployment_id == *c.deployment_id
-                && v.service == *c.service
-                && v.environment == *c.environment
+            v.deployment_id == *c.release.deployment_id
+                && v.service == *c.release.service
+                && v.environment == *c.release.environment
         }) else {
             continue;
         };
         let about = |kind: &str| {
-            Event::new(kind, now, Source::Daemon, &c.service)
-                .for_release(&c.environment, &c.deployment_id)
+            Event::new(kind, now, Source::Daemon, &c.release.service)
+                .for_release(&c.release.environment, &c.release.deployment_id)
                 .with_git_sha(v.git_sha.as_deref())
                 .with("verdict", c.color.as_str())
                 .with("reason", v.reason.as_str())
@@ -59,13 +59,13 @@ pub fn tick_records(
                 about(types::CANARY_FAILED).with("checks", checks(v)),
             ));
         }
-        records.push(record(v, now));
+        records.push(release_record(v, now));
     }
     for e in ended {
         let kind = e.rollout.as_str();
         events.push(
-            Event::new(kind, e.at, Source::Inferred, &e.service)
-                .for_release(&e.environment, &e.deployment_id)
+            Event::new(kind, e.at, Source::Inferred, &e.release.service)
+                .for_release(&e.release.environment, &e.release.deployment_id)
                 .with_git_sha(e.git_sha.as_deref())
                 .with("baseline_deployment_id", &*e.baseline)
                 .with(
@@ -95,7 +95,7 @@ fn checks(v: &Verdict) -> serde_json::Value {
 }
 
 /// The release's last verdict as the ledger keeps it.
-pub fn record(v: &Verdict, now: u64) -> ReleaseRecord {
+pub fn release_record(v: &Verdict, now: u64) -> ReleaseRecord {
     let time = |s: &str| crate::ledger::event::parse_time(s).unwrap_or(now);
     ReleaseRecord {
         service: v.service.clone(),

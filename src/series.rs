@@ -7,12 +7,11 @@
 //! release's series is dropped with the release. Pure: the time is handed in.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::judge::checks::{CheckReport, CohortStats};
-use crate::model::UnixNanos;
+use crate::model::{ReleaseKey, UnixNanos};
 
 /// One release's numbers at one moment, as served. `f32` is precise
 /// enough for a chart.
@@ -20,20 +19,20 @@ use crate::model::UnixNanos;
 pub struct Point {
     /// Unix milliseconds (what JavaScript's `Date` takes).
     pub t: u64,
-    pub canary: Cohort,
-    pub baseline: Cohort,
+    pub canary: CohortPoint,
+    pub baseline: CohortPoint,
 }
 
 /// A cohort's numbers in a point; absent when the check had none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Cohort {
+pub struct CohortPoint {
     pub error_ratio: Option<f32>,
     pub p50_ms: Option<f32>,
     pub p95_ms: Option<f32>,
     pub p99_ms: Option<f32>,
 }
 
-impl Cohort {
+impl CohortPoint {
     fn merge(errors: Option<&CohortStats>, latency: Option<&CohortStats>) -> Self {
         let f = |x: Option<f64>| x.map(|x| x as f32);
         Self {
@@ -53,8 +52,8 @@ impl Point {
         let (errors, latency) = (named("error_ratio"), named("latency"));
         Self {
             t: now / 1_000_000,
-            canary: Cohort::merge(errors.map(|c| &c.canary), latency.map(|c| &c.canary)),
-            baseline: Cohort::merge(
+            canary: CohortPoint::merge(errors.map(|c| &c.canary), latency.map(|c| &c.canary)),
+            baseline: CohortPoint::merge(
                 errors.and_then(|c| c.baseline.as_ref()),
                 latency.and_then(|c| c.baseline.as_ref()),
             ),
@@ -124,7 +123,7 @@ impl Run {
     }
 
     fn point(&self, t: u64) -> Point {
-        let cohort = |at: usize| Cohort {
+        let cohort = |at: usize| CohortPoint {
             error_ratio: widen(self.v[at]),
             p50_ms: widen(self.v[at + 1]),
             p95_ms: widen(self.v[at + 2]),
@@ -258,16 +257,13 @@ impl Series {
     }
 }
 
-/// A release: (service, environment, deployment id).
-pub type Key = (Arc<str>, Arc<str>, Arc<str>);
-
 /// Every tracked release's series, one point per `step`.
 #[derive(Debug)]
 pub struct SeriesBook {
     step: UnixNanos,
     capacity: usize,
     last: Option<UnixNanos>,
-    series: HashMap<Key, Series>,
+    series: HashMap<ReleaseKey, Series>,
 }
 
 impl SeriesBook {
@@ -290,7 +286,7 @@ impl SeriesBook {
 
     /// Records one point for each release tracked now; the series of
     /// releases no longer among them (expired, forgotten) are dropped.
-    pub fn record(&mut self, now: UnixNanos, points: impl IntoIterator<Item = (Key, Point)>) {
+    pub fn add(&mut self, now: UnixNanos, points: impl IntoIterator<Item = (ReleaseKey, Point)>) {
         self.last = Some(now);
         let mut kept = HashMap::with_capacity(self.series.len());
         for (key, p) in points {
@@ -306,14 +302,14 @@ impl SeriesBook {
 
     /// One release's points, oldest first.
     pub fn get(&self, service: &str, environment: &str, deployment_id: &str) -> Option<Vec<Point>> {
-        let key: Key = (service.into(), environment.into(), deployment_id.into());
+        let key = ReleaseKey::new(service, environment, deployment_id);
         self.series.get(&key).map(Series::points)
     }
 
     /// Heap bytes the series hold, their table's entries included.
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(Key, Series)>() + 1;
+        let entry = std::mem::size_of::<(ReleaseKey, Series)>() + 1;
         self.series.capacity() * entry + self.series.values().map(Series::heap_bytes).sum::<usize>()
     }
 
@@ -331,15 +327,15 @@ mod tests {
 
     const S: UnixNanos = 1_000_000_000;
 
-    fn key(id: &str) -> Key {
-        ("checkout".into(), "prod".into(), id.into())
+    fn key(id: &str) -> ReleaseKey {
+        ReleaseKey::new("checkout", "prod", id)
     }
 
     fn point(t: u64) -> Point {
         Point {
             t,
-            canary: Cohort::default(),
-            baseline: Cohort::default(),
+            canary: CohortPoint::default(),
+            baseline: CohortPoint::default(),
         }
     }
 
@@ -476,7 +472,7 @@ mod tests {
     fn points_are_taken_once_a_step() {
         let mut book = SeriesBook::new(5 * S, 10);
         assert!(book.due(0));
-        book.record(100 * S, [(key("a"), point(0))]);
+        book.add(100 * S, [(key("a"), point(0))]);
         assert!(!book.due(104 * S));
         assert!(book.due(105 * S));
     }
@@ -484,13 +480,13 @@ mod tests {
     #[test]
     fn a_release_no_longer_tracked_loses_its_series() {
         let mut book = SeriesBook::new(S, 10);
-        book.record(S, [(key("a"), point(1_000)), (key("b"), point(1_000))]);
-        book.record(2 * S, [(key("a"), point(2_000))]);
+        book.add(S, [(key("a"), point(1_000)), (key("b"), point(1_000))]);
+        book.add(2 * S, [(key("a"), point(2_000))]);
         assert_eq!(book.len(), 1);
         assert_eq!(book.get("checkout", "prod", "a").unwrap().len(), 2);
         assert!(book.get("checkout", "prod", "b").is_none());
         // Back again: a new series, not the old one.
-        book.record(3 * S, [(key("a"), point(3_000)), (key("b"), point(3_000))]);
+        book.add(3 * S, [(key("a"), point(3_000)), (key("b"), point(3_000))]);
         assert_eq!(book.get("checkout", "prod", "b").unwrap().len(), 1);
         assert!(book.heap_bytes() > 0);
     }
@@ -527,7 +523,7 @@ mod tests {
         assert_eq!(s.points(), [Point { t: 7000, ..p }]);
         // No checks (not judged yet): an empty point, not a made-up zero.
         let none = Point::of(8 * S, &[]);
-        assert_eq!(none.canary, Cohort::default());
+        assert_eq!(none.canary, CohortPoint::default());
         s.push(none);
         assert_eq!(s.points(), [none]);
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::judge::checks::{CheckReport, EndpointReport};
 use crate::judge::Color;
-use crate::model::{format_time, Role, UnixNanos};
+use crate::model::{format_time, FleetKey, Role, UnixNanos};
 use crate::store::{Choice, Fleet, Release, Store};
 
 /// A release's verdict as users see it.
@@ -169,9 +169,9 @@ pub fn shown(id: &str) -> String {
     format!("{}… ({} bytes)", &id[..end], id.len())
 }
 
-/// Which release a listing names, in list order (see [`keys`]).
+/// A release's place in a listing: sorted by these fields in order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Key {
+pub struct ListPlace {
     pub service: Arc<str>,
     pub environment: Arc<str>,
     pub first_seen: UnixNanos,
@@ -181,8 +181,7 @@ pub struct Key {
 /// One service and environment, and how many releases it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetName {
-    pub service: Arc<str>,
-    pub environment: Arc<str>,
+    pub fleet: FleetKey,
     pub releases: usize,
 }
 
@@ -194,8 +193,7 @@ pub fn fleets(store: &Store, filter: &Filter) -> Vec<FleetName> {
         .fleets()
         .filter(|(s, e, _)| filter.matches(s, e))
         .map(|(s, e, fleet)| FleetName {
-            service: s.into(),
-            environment: e.into(),
+            fleet: FleetKey::new(s, e),
             releases: fleet.releases.len(),
         })
         .collect()
@@ -203,13 +201,18 @@ pub fn fleets(store: &Store, filter: &Filter) -> Vec<FleetName> {
 
 /// The verdicts of the named fleets' releases still tracked, each with its
 /// place in [`list`]'s order (see [`in_order`]).
-pub fn of_fleets(store: &Store, fleets: &[FleetName], now: UnixNanos) -> Vec<(Key, Verdict)> {
+pub fn of_fleets(store: &Store, fleets: &[FleetName], now: UnixNanos) -> Vec<(ListPlace, Verdict)> {
     fleets
         .iter()
-        .filter_map(|f| Some((f, store.fleet(&f.service, &f.environment)?)))
+        .filter_map(|f| {
+            Some((
+                &f.fleet,
+                store.fleet(&f.fleet.service, &f.fleet.environment)?,
+            ))
+        })
         .flat_map(|(f, fleet)| {
             fleet.releases.iter().map(move |(id, r)| {
-                let key = Key {
+                let key = ListPlace {
                     service: f.service.clone(),
                     environment: f.environment.clone(),
                     first_seen: r.first_seen,
@@ -222,7 +225,7 @@ pub fn of_fleets(store: &Store, fleets: &[FleetName], now: UnixNanos) -> Vec<(Ke
 }
 
 /// Verdicts sorted by service, environment, first seen, deployment id.
-pub fn in_order(mut verdicts: Vec<(Key, Verdict)>) -> Vec<Verdict> {
+pub fn in_order(mut verdicts: Vec<(ListPlace, Verdict)>) -> Vec<Verdict> {
     verdicts.sort_by(|a, b| a.0.cmp(&b.0));
     verdicts.into_iter().map(|(_, v)| v).collect()
 }
@@ -300,7 +303,7 @@ mod tests {
         let filter = Filter::default();
         let names = fleets(&store, &filter);
         assert_eq!(names.len(), 6);
-        let chunked: Vec<(Key, Verdict)> = names
+        let chunked: Vec<(ListPlace, Verdict)> = names
             .chunks(4)
             .flat_map(|chunk| of_fleets(&store, chunk, 3_000))
             .collect();

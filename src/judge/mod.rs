@@ -16,8 +16,8 @@ use crate::config::{ChecksConfig, JudgeConfig};
 use crate::model::{format_time, UnixNanos, NANOS_PER_SEC};
 use crate::window::{Detail, Signals};
 use checks::{
-    CheckReport, CheckResult, Cohort, EndpointReport, EndpointTests, ErrorTest, GuardTest,
-    LatencyTest, Levels, MetricTest,
+    CheckReport, CheckResult, EndpointCounters, EndpointReport, EndpointTests, ErrorTest,
+    GuardTest, LatencyTest, Levels, MetricTest,
 };
 
 /// green / yellow / red.
@@ -291,12 +291,12 @@ impl Judge {
                 );
                 if self.checks.endpoints.enabled {
                     c.endpoints.feed(
-                        &Cohort {
+                        &EndpointCounters {
                             detail: canary.detail,
                             pending: canary.pending,
                             window: canary.window,
                         },
-                        &Cohort {
+                        &EndpointCounters {
                             detail: b.view.detail,
                             pending: b.view.pending,
                             window: b.view.window,

@@ -23,7 +23,7 @@ fn sample(rng: &mut Rng, n: u64, error: f64, median_ms: f64) -> Signals {
     let latencies_us = (0..n)
         .map(|_| ((rng.lognormal(median_ms, 0.4) * 1000.0) as u64, 1))
         .collect();
-    s.record(&Sample {
+    s.add_sample(&Sample {
         requests: n,
         errors,
         latencies_us,
@@ -238,8 +238,8 @@ fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
     };
     let (cs, bs) = (draw(canary, n), draw(10.0, 9 * n));
     let (mut c, mut b) = (Signals::default(), Signals::default());
-    c.record(&cs);
-    b.record(&bs);
+    c.add_sample(&cs);
+    b.add_sample(&bs);
     p.canary_window.add(&c);
     p.baseline_window.add(&b);
     let canary = View {
@@ -302,7 +302,7 @@ fn a_metric_check_on_a_sum_catches_a_decrease_and_passes_when_equal() {
 /// `n` requests, none failed, every one lasting exactly `ms` (coarse timers).
 fn flat(n: u64, ms: u64) -> Signals {
     let mut s = Signals::default();
-    s.record(&Sample {
+    s.add_sample(&Sample {
         requests: n,
         latencies_us: vec![(ms * 1000, n)],
         ..Default::default()

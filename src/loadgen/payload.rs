@@ -28,7 +28,7 @@ pub enum Payload {
 }
 
 /// One deployment's spans: who sends them and how they behave.
-pub struct Cohort<'a> {
+pub struct DeploymentTraffic<'a> {
     pub service: &'a str,
     pub deployment_id: &'a str,
     pub spans: u64,
@@ -38,7 +38,12 @@ pub struct Cohort<'a> {
 
 /// `c.spans` SERVER spans of one deployment ending around `t`, in the shape
 /// `payload` names.
-pub fn cohort_spans(rng: &mut Rng, payload: Payload, c: &Cohort, t: u64) -> ResourceSpans {
+pub fn cohort_spans(
+    rng: &mut Rng,
+    payload: Payload,
+    c: &DeploymentTraffic,
+    t: u64,
+) -> ResourceSpans {
     match payload {
         Payload::Small => release_spans(
             rng,
@@ -81,7 +86,7 @@ const ROUTES: [(&str, &str, &str); 4] = [
     ("GET", "/healthz", "/healthz"),
 ];
 
-fn http_spans(rng: &mut Rng, c: &Cohort, t: u64) -> ResourceSpans {
+fn http_spans(rng: &mut Rng, c: &DeploymentTraffic, t: u64) -> ResourceSpans {
     let sha = c
         .deployment_id
         .rsplit('-')

@@ -1,10 +1,13 @@
-//! Core vocabulary: time, cohort roles and span-kind filters; `sample`
-//! holds what ingest hands to the store. Pure data, no I/O.
+//! Core vocabulary: time, cohort roles and span-kind filters; `key`
+//! names fleets and releases; `sample` holds what ingest hands to the
+//! store. Pure data, no I/O.
 
+mod key;
 mod sample;
 
 use serde::{Deserialize, Serialize};
 
+pub use key::{FleetKey, ReleaseKey};
 pub use sample::{
     Batch, EndpointCount, Exemplar, Group, MetricObservation, ReleaseRef, Sample, SpanFacts,
     EXEMPLARS, MAX_SAMPLE_ENDPOINTS, MAX_SAMPLE_KINDS, OTHER_ENDPOINT, OTHER_ERROR,

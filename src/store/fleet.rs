@@ -48,7 +48,7 @@ impl Basis {
 
 /// A release the ledger saw compared with `baseline`, last at `last_seen`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
+pub struct PastPairing {
     pub deployment: Arc<str>,
     pub baseline: Arc<str>,
     pub last_seen: UnixNanos,
@@ -183,7 +183,7 @@ impl Fleet {
         &mut self,
         rule: BaselineRule,
         now: UnixNanos,
-        recorded: &[Recorded],
+        recorded: &[PastPairing],
     ) -> Option<&Choice> {
         let roles = self.roles(rule, now);
         let declared = roles
@@ -230,7 +230,7 @@ impl Fleet {
     /// neither declaring a role.
     fn by_ledger(
         &self,
-        recorded: &[Recorded],
+        recorded: &[PastPairing],
         rule: BaselineRule,
         now: UnixNanos,
     ) -> Option<(Arc<str>, Basis)> {

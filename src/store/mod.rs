@@ -10,12 +10,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, View};
-use crate::model::{Batch, Role, UnixNanos};
+use crate::model::{Batch, FleetKey, ReleaseKey, Role, UnixNanos};
 use crate::window::{Detail, Rolling, Signals};
 
 mod fleet;
 
-pub use fleet::{BaselineRule, Choice, Fleet, Recorded};
+pub use fleet::{BaselineRule, Choice, Fleet, PastPairing};
 
 /// One deployment of one service in one environment.
 #[derive(Debug, Serialize, Deserialize)]
@@ -149,9 +149,7 @@ pub struct Applied {
 /// A release whose verdict is news at a tick: its first, or a new color.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changed {
-    pub service: Arc<str>,
-    pub environment: Arc<str>,
-    pub deployment_id: Arc<str>,
+    pub release: ReleaseKey,
     pub color: Color,
     /// The color before; None for the release's first verdict.
     pub from: Option<Color>,
@@ -181,9 +179,7 @@ impl Rollout {
 /// The end of a rollout inferred at a tick (once per release).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inferred {
-    pub service: Arc<str>,
-    pub environment: Arc<str>,
-    pub deployment_id: Arc<str>,
+    pub release: ReleaseKey,
     pub git_sha: Option<Arc<str>>,
     pub baseline: Arc<str>,
     pub baseline_sha: Option<Arc<str>>,
@@ -204,10 +200,10 @@ pub struct Store {
     /// Rollout ends inferred by ticks, until taken.
     inferred: Vec<Inferred>,
     /// Releases whose baseline changed without a change of color, until taken.
-    rebased: Vec<(Arc<str>, Arc<str>, Arc<str>)>,
+    rebased: Vec<ReleaseKey>,
     /// The ledger's record of who was compared with whom before the start,
     /// by service and environment (see `remember_baselines`).
-    recorded: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Recorded>>>,
+    recorded: HashMap<Arc<str>, HashMap<Arc<str>, Vec<PastPairing>>>,
 }
 
 impl Store {
@@ -226,22 +222,22 @@ impl Store {
     }
 
     /// Takes the ledger's record of which deployment each release was
-    /// compared with, (service, environment, release, baseline, last seen):
+    /// compared with, (release, baseline, last seen):
     /// when both of a pair report again, the pair is the baseline's
     /// evidence, stronger than traffic (a canary past half of it after a
     /// restart without the checkpoint keeps its baseline).
     pub fn remember_baselines(
         &mut self,
-        pairs: impl IntoIterator<Item = (Arc<str>, Arc<str>, Arc<str>, Arc<str>, UnixNanos)>,
+        pairs: impl IntoIterator<Item = (ReleaseKey, Arc<str>, UnixNanos)>,
     ) {
-        for (service, environment, deployment, baseline, last_seen) in pairs {
+        for (release, baseline, last_seen) in pairs {
             self.recorded
-                .entry(service)
+                .entry(release.service)
                 .or_default()
-                .entry(environment)
+                .entry(release.environment)
                 .or_default()
-                .push(Recorded {
-                    deployment,
+                .push(PastPairing {
+                    deployment: release.deployment_id,
                     baseline,
                     last_seen,
                 });
@@ -316,7 +312,7 @@ impl Store {
 
     /// The releases (service, environment, deployment id) whose baseline
     /// changed since the last call while their color did not.
-    pub fn take_rebased(&mut self) -> Vec<(Arc<str>, Arc<str>, Arc<str>)> {
+    pub fn take_rebased(&mut self) -> Vec<ReleaseKey> {
         std::mem::take(&mut self.rebased)
     }
 
@@ -427,19 +423,19 @@ impl Store {
                 release.role = r.role;
             }
             release.last_seen = release.last_seen.max(now);
-            release.total.record_counts(&group.sample);
-            release.window.record(&group.sample, now);
-            release.pending.record(&group.sample);
-            let hits = release.detail.record(
+            release.total.add_counts(&group.sample);
+            release.window.add_sample(&group.sample, now);
+            release.pending.add_sample(&group.sample);
+            let hits = release.detail.add(
                 &group.sample,
                 self.judge.checks.endpoints.top,
                 now,
                 self.judge.config.window.as_nanos() as UnixNanos,
             );
             if !hits.is_empty() {
-                release.total.record_endpoints(&hits);
-                release.window.record_endpoints(&hits);
-                release.pending.record_endpoints(&hits);
+                release.total.add_endpoints(&hits);
+                release.window.add_endpoints(&hits);
+                release.pending.add_endpoints(&hits);
             }
             if group.sample.requests > 0 && fleet.traffic_since.is_none() {
                 fleet.traffic_since = Some(now);
@@ -459,10 +455,13 @@ impl Store {
     }
 
     /// Every fleet's service and environment, for `tick_fleets`.
-    pub fn fleet_keys(&self) -> Vec<(Arc<str>, Arc<str>)> {
+    pub fn fleet_keys(&self) -> Vec<FleetKey> {
         self.fleets
             .iter()
-            .flat_map(|(service, envs)| envs.keys().map(|env| (service.clone(), env.clone())))
+            .flat_map(|(service, envs)| {
+                envs.keys()
+                    .map(|env| FleetKey::new(service.clone(), env.clone()))
+            })
             .collect()
     }
 
@@ -470,9 +469,10 @@ impl Store {
     /// caller can judge 10,000 releases a chunk at a time without holding
     /// ingest up for all of them; the changes come unsorted (see
     /// `sort_changed`). Fleets are judged independently of one another.
-    pub fn tick_fleets(&mut self, keys: &[(Arc<str>, Arc<str>)], now: UnixNanos) -> Vec<Changed> {
+    pub fn tick_fleets(&mut self, keys: &[FleetKey], now: UnixNanos) -> Vec<Changed> {
         let mut changed = Vec::new();
-        for (service, env) in keys {
+        for key in keys {
+            let (service, env) = (&key.service, &key.environment);
             {
                 let Some(fleet) = self.fleets.get_mut(service).and_then(|e| e.get_mut(env)) else {
                     continue;
@@ -484,11 +484,9 @@ impl Store {
                     let sha =
                         |id: &Arc<str>| fleet.releases.get(id).and_then(|r| r.git_sha.clone());
                     self.inferred.push(Inferred {
-                        service: service.clone(),
-                        environment: env.clone(),
                         git_sha: sha(&id),
                         baseline_sha: sha(&base),
-                        deployment_id: id,
+                        release: key.release(id),
                         baseline: base,
                         rollout,
                         at: now,
@@ -528,14 +526,11 @@ impl Store {
                     let recolored = self.judge.evaluate(&mut j, r.view(), pairing, now);
                     if !recolored && from.is_some() && j.last_baseline() != compared_with.as_ref() {
                         // Its record (whom it is compared with) is news too.
-                        self.rebased
-                            .push((service.clone(), env.clone(), id.clone()));
+                        self.rebased.push(key.release(id.clone()));
                     }
                     if recolored {
                         changed.push(Changed {
-                            service: service.clone(),
-                            environment: env.clone(),
-                            deployment_id: id.clone(),
+                            release: key.release(id.clone()),
                             color: j.color,
                             from,
                             first_pass: j.passed_at == Some(now),
@@ -585,13 +580,7 @@ impl Store {
 /// Puts a tick's changes in their stable order: by service, environment
 /// and deployment id.
 pub fn sort_changed(changed: &mut [Changed]) {
-    changed.sort_by(|a, b| {
-        (&a.service, &a.environment, &a.deployment_id).cmp(&(
-            &b.service,
-            &b.environment,
-            &b.deployment_id,
-        ))
-    });
+    changed.sort_by(|a, b| a.release.cmp(&b.release));
 }
 
 #[cfg(test)]

@@ -112,8 +112,7 @@ fn the_baseline_stays_while_the_canary_takes_most_of_the_traffic() {
 #[test]
 fn after_a_restart_the_ledger_keeps_a_canary_past_half_on_its_baseline() {
     let pair = |id: &str, baseline: &str, at: u64| {
-        let (s, e) = (Arc::from("svc"), Arc::from("prod"));
-        (s, e, Arc::from(id), Arc::from(baseline), at)
+        (ReleaseKey::new("svc", "prod", id), Arc::from(baseline), at)
     };
     let mut s = store(10);
     // An older pair ("old" was the canary of "older") whose baseline no
@@ -140,13 +139,7 @@ fn after_a_restart_the_ledger_keeps_a_canary_past_half_on_its_baseline() {
 #[test]
 fn a_declared_role_beats_the_ledgers_record() {
     let mut s = store(10);
-    s.remember_baselines([(
-        Arc::from("svc"),
-        Arc::from("prod"),
-        Arc::from("new"),
-        Arc::from("old"),
-        5,
-    )]);
+    s.remember_baselines([(ReleaseKey::new("svc", "prod", "new"), Arc::from("old"), 5)]);
     run(
         &mut s,
         1,
@@ -225,7 +218,7 @@ fn who_goes_quiet_tells_how_a_rollout_ended() {
     let ended = s.take_inferred();
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(
-        (&*ended[0].deployment_id, ended[0].rollout),
+        (&*ended[0].release.deployment_id, ended[0].rollout),
         ("bad", Rollout::RolledBack)
     );
     assert_eq!(&*ended[0].baseline, "old");
@@ -234,7 +227,7 @@ fn who_goes_quiet_tells_how_a_rollout_ended() {
     let ended = s.take_inferred();
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(
-        (&*ended[0].deployment_id, ended[0].rollout),
+        (&*ended[0].release.deployment_id, ended[0].rollout),
         ("new", Rollout::Promoted)
     );
     assert_eq!(ended[0].git_sha.as_deref(), Some("sha"));
@@ -452,7 +445,7 @@ fn a_baseline_chosen_later_is_reported_once() {
     let rebased: Vec<String> = s
         .take_rebased()
         .iter()
-        .map(|(_, _, id)| id.to_string())
+        .map(|k| k.deployment_id.to_string())
         .collect();
     assert_eq!(rebased, vec!["new".to_string()]);
     run(&mut s, 13, 15, &[("old", 90, None), ("new", 10, None)]);

@@ -29,7 +29,7 @@ impl Detail {
     /// Takes in a sample's endpoints, error kinds and exemplars at `now`,
     /// returning its endpoint counts by table index. Slow exemplars older
     /// than `window` give way to new ones.
-    pub fn record(
+    pub fn add(
         &mut self,
         sample: &Sample,
         top: usize,
@@ -175,7 +175,7 @@ mod tests {
             sample.add_span(span(name, false, 10, 1));
         }
         let mut d = Detail::default();
-        let hits = d.record(&sample, 2, 0, 60);
+        let hits = d.add(&sample, 2, 0, 60);
         let names: Vec<&str> = d.endpoints.iter().map(|n| &**n).collect();
         assert_eq!(names, ["a", "b", OTHER_ENDPOINT]);
         assert_eq!(
@@ -188,7 +188,7 @@ mod tests {
         let mut later = Sample::default();
         later.add_span(span("d", false, 10, 1));
         later.add_span(span("b", false, 10, 1));
-        let hits = d.record(&later, 2, 1, 60);
+        let hits = d.add(&later, 2, 1, 60);
         assert_eq!(hits.iter().map(|h| h.index).collect::<Vec<_>>(), [2, 1]);
     }
 
@@ -208,7 +208,7 @@ mod tests {
             500
         );
         let mut d = Detail::default();
-        d.record(&sample, 20, 0, 60);
+        d.add(&sample, 20, 0, 60);
         assert_eq!(d.endpoints.len(), 21);
     }
 
@@ -219,7 +219,7 @@ mod tests {
             let mut s = Sample::default();
             s.add_span(span("a", true, 5, i));
             s.add_span(span("a", false, 100 + u64::from(i), i));
-            d.record(&s, 20, u64::from(i), 60);
+            d.add(&s, 20, u64::from(i), 60);
         }
         let failed: Vec<u8> = d
             .exemplars
@@ -239,7 +239,7 @@ mod tests {
         // Out of the window, a fast request replaces the slow ones.
         let mut s = Sample::default();
         s.add_span(span("a", false, 1, 9));
-        d.record(&s, 20, 1_000, 60);
+        d.add(&s, 20, 1_000, 60);
         let slow: Vec<u64> = d
             .exemplars
             .iter()
@@ -256,10 +256,10 @@ mod tests {
         let mut s = Sample::default();
         s.add_error_kind("HTTP 503", 4);
         s.add_error_kind("NullPointerException", 7);
-        canary.record(&s, 20, 0, 60);
+        canary.add(&s, 20, 0, 60);
         let mut b = Sample::default();
         b.add_error_kind("HTTP 503", 40);
-        baseline.record(&b, 20, 0, 60);
+        baseline.add(&b, 20, 0, 60);
         let new = canary.new_error_kinds(&baseline);
         assert_eq!(new, [(Arc::from("NullPointerException"), 7)]);
     }

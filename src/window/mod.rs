@@ -28,7 +28,7 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Allocated on the first observation and freed when cleared, so an idle
 /// release's window slots and an unused cohort cost nothing.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(from = "Recorded")]
+#[serde(from = "SavedBuckets")]
 pub struct Distribution {
     hist: Option<Histogram<u32>>,
 }
@@ -36,7 +36,7 @@ pub struct Distribution {
 /// A distribution as saved in a checkpoint: (value, count) of every
 /// recorded bucket, which records back into the same buckets.
 #[derive(Serialize, Deserialize)]
-struct Recorded(Vec<(u64, u64)>);
+struct SavedBuckets(Vec<(u64, u64)>);
 
 impl Serialize for Distribution {
     /// Without cloning the histogram, and without walking an empty one.
@@ -48,12 +48,12 @@ impl Serialize for Distribution {
                 .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
                 .collect(),
         };
-        Recorded(recorded).serialize(s)
+        SavedBuckets(recorded).serialize(s)
     }
 }
 
-impl From<Recorded> for Distribution {
-    fn from(r: Recorded) -> Self {
+impl From<SavedBuckets> for Distribution {
+    fn from(r: SavedBuckets) -> Self {
         let mut d = Distribution::default();
         for (value, count) in r.0 {
             d.record(value, count);
@@ -216,7 +216,7 @@ pub struct EndpointHit {
 
 impl Signals {
     /// Adds one export request's worth of a release's requests.
-    pub fn record(&mut self, sample: &Sample) {
+    pub fn add_sample(&mut self, sample: &Sample) {
         self.requests = self.requests.saturating_add(sample.requests);
         self.errors = self.errors.saturating_add(sample.errors);
         for &(micros, count) in &sample.latencies_us {
@@ -235,7 +235,7 @@ impl Signals {
     }
 
     /// Adds a sample's requests and errors by endpoint.
-    pub fn record_endpoints(&mut self, hits: &[EndpointHit]) {
+    pub fn add_endpoints(&mut self, hits: &[EndpointHit]) {
         for h in hits {
             let e = self.endpoint_mut(h.index);
             e[0] = e[0].saturating_add(h.requests);
@@ -258,7 +258,7 @@ impl Signals {
     /// Adds only the requests and errors: for totals since first seen,
     /// whose latencies and metrics nothing reads (each histogram kept
     /// there would be 2 to 7 KiB a release, for the release's whole life).
-    pub fn record_counts(&mut self, sample: &Sample) {
+    pub fn add_counts(&mut self, sample: &Sample) {
         self.requests = self.requests.saturating_add(sample.requests);
         self.errors = self.errors.saturating_add(sample.errors);
     }
@@ -371,17 +371,17 @@ impl Rolling {
     }
 
     /// Adds a sample at `now`.
-    pub fn record(&mut self, sample: &Sample, now: UnixNanos) {
+    pub fn add_sample(&mut self, sample: &Sample, now: UnixNanos) {
         self.advance(now);
-        self.slots[self.head].record(sample);
-        self.sum.record(sample);
+        self.slots[self.head].add_sample(sample);
+        self.sum.add_sample(sample);
     }
 
     /// Adds a sample's endpoint counts at the current sub-window (call
     /// after `record` of the same sample).
-    pub fn record_endpoints(&mut self, hits: &[EndpointHit]) {
-        self.slots[self.head].record_endpoints(hits);
-        self.sum.record_endpoints(hits);
+    pub fn add_endpoints(&mut self, hits: &[EndpointHit]) {
+        self.slots[self.head].add_endpoints(hits);
+        self.sum.add_endpoints(hits);
     }
 
     /// Everything in the window.
@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn records_counts_and_quantiles() {
         let mut s = Signals::default();
-        s.record(&Sample {
+        s.add_sample(&Sample {
             requests: 100,
             errors: 3,
             latencies_us: (1..=100).map(|i| (i * 1000, 1)).collect(),
@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn configured_metrics_ride_along() {
         let mut a = Signals::default();
-        a.record(&Sample {
+        a.add_sample(&Sample {
             metrics: vec![
                 (1, MetricObservation::Count(5)),
                 (
@@ -492,9 +492,9 @@ mod tests {
     fn the_window_forgets_what_falls_out_of_it() {
         let sec = 1_000_000_000;
         let mut w = Rolling::new(std::time::Duration::from_secs(60), 6, 0);
-        w.record(&one(1_000), 0);
-        w.record(&one(2_000), 15 * sec);
-        w.record(&one(3_000), 59 * sec);
+        w.add_sample(&one(1_000), 0);
+        w.add_sample(&one(2_000), 15 * sec);
+        w.add_sample(&one(3_000), 59 * sec);
         assert_eq!(w.sum().requests, 3);
         w.advance(65 * sec);
         assert_eq!(w.sum().requests, 2);
@@ -502,21 +502,21 @@ mod tests {
         w.advance(200 * sec);
         assert_eq!(w.sum().requests, 0);
         assert_eq!(w.sum().latency.quantile(0.5), None);
-        w.record(&one(4_000), 201 * sec);
+        w.add_sample(&one(4_000), 201 * sec);
         assert_eq!(w.sum().requests, 1);
     }
 
     #[test]
     fn signals_add_and_subtract() {
         let mut a = Signals::default();
-        a.record(&Sample {
+        a.add_sample(&Sample {
             requests: 10,
             errors: 1,
             latencies_us: vec![(5_000, 10)],
             ..Default::default()
         });
         let mut b = Signals::default();
-        b.record(&Sample {
+        b.add_sample(&Sample {
             requests: 5,
             errors: 2,
             latencies_us: vec![(9_000_000, 5)],
@@ -540,14 +540,14 @@ mod tests {
         let sec = 1_000_000_000;
         let mut w = Rolling::new(std::time::Duration::from_secs(60), 6, 0);
         assert_eq!(w.heap_bytes(), 0, "nothing allocated before traffic");
-        w.record(&one(1_000), 0);
-        w.record(&one(9_000_000), 30 * sec);
+        w.add_sample(&one(1_000), 0);
+        w.add_sample(&one(9_000_000), 30 * sec);
         assert!(w.heap_bytes() > 0);
         w.advance(200 * sec);
         // The sum and every slot gave their histograms back.
         assert_eq!(w.heap_bytes(), 0);
         assert_eq!(w.sum().latency.count(), 0);
-        w.record(&one(4_000), 201 * sec);
+        w.add_sample(&one(4_000), 201 * sec);
         assert_eq!(w.sum().latency.quantile(0.5).map(|v| v / 100), Some(40));
     }
 }

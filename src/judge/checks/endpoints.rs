@@ -35,7 +35,7 @@ pub struct EndpointTests {
 }
 
 /// One cohort's endpoint counters as the judge is shown them.
-pub struct Cohort<'a> {
+pub struct EndpointCounters<'a> {
     pub detail: &'a Detail,
     pub pending: &'a Signals,
     pub window: &'a Signals,
@@ -51,8 +51,8 @@ impl EndpointTests {
     /// Feeds each endpoint both cohorts served since the last tick.
     pub fn feed(
         &mut self,
-        canary: &Cohort<'_>,
-        baseline: &Cohort<'_>,
+        canary: &EndpointCounters<'_>,
+        baseline: &EndpointCounters<'_>,
         cfg: &ErrorRatioCheck,
         look: Look,
     ) {

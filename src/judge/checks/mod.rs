@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::window::Signals;
 
-pub use endpoints::{Cohort, EndpointReport, EndpointTests};
+pub use endpoints::{EndpointCounters, EndpointReport, EndpointTests};
 pub use error_ratio::ErrorTest;
 pub use guardrails::GuardTest;
 pub use latency::LatencyTest;
