@@ -7,18 +7,22 @@
 //! `docs/design.md` has the layers, the import rule and the data path.
 //!
 //! The core (imports nothing from ingest, export, app or server):
-//! - [`model`]: time, roles, span-kind filters, and the samples ingest
-//!   hands to the store (`Batch`).
+//! - [`model`]: time, roles, span-kind filters, the keys that name fleets
+//!   and releases (`FleetKey`, `ReleaseKey`), and the samples ingest hands
+//!   to the store (`Batch`).
 //! - `window`: per-release counters and HDR histograms, rolling windows.
 //! - `judge`: anytime-valid e-processes, the group-sequential pass test,
 //!   one file per check, and the verdict decision.
 //! - `store`: releases by service, environment and deployment id, the
 //!   baseline rule, the release cap, expiry, and the judge's tick.
 //! - `verdict`: the verdict object served everywhere.
+//! - `series`: each release's chart points, a bounded ring per release.
 //!
 //! Around it, still pure:
 //! - [`config`]: the TOML configuration, defaults and validation.
-//! - `ingest`: OTLP bytes to samples (decode, identity, buckets, deltas).
+//! - `ingest`: OTLP bytes to samples: three readers (the protobuf walk,
+//!   the JSON stream and model) over one mapper; identity, endpoints and
+//!   error kinds, buckets, deltas.
 //! - `export`: encoders, verdicts to Prometheus text and to protobuf.
 //! - `self_metrics`: the daemon's own counters, used by both sides.
 //! - [`dora`]: DORA's four measures from ledger events, per service and
@@ -29,6 +33,8 @@
 //!   release's last verdict, the judge's checkpoint; a writer thread fed by
 //!   a bounded queue; the DORA query and `ledger export` (Parquet, JSON
 //!   lines). `recording` turns a tick's news into its events.
+//! - `notify`: Slack, webhooks and Grafana annotations from the ledger's
+//!   outbox, each sink's API pure, one loop (`dispatch`) doing the I/O.
 //! - `app`: the shared state the servers hold (the only locks).
 //! - [`server`]: binds ports; OTLP receivers, JSON API, verdict gRPC; the
 //!   tick and expiry loops; draining.
@@ -36,6 +42,8 @@
 //!   recorded lines, the simulator, the traffic generator, logs and own
 //!   traces; `clock` reads the system time for them, `rng` is their
 //!   seeded randomness.
+//! - [`client`]: what the daemon's clients (`gate`, `event`, `loadgen`)
+//!   share: the bearer token.
 //!
 //! The binary, apart from this library (`src/cli/`): the commands a user
 //! types, one file each (`serve`, `replay`, `simulate`, `gate`, `loadgen`,

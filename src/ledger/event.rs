@@ -94,8 +94,9 @@ impl FromStr for Source {
     }
 }
 
-/// One thing that happened to a release or a service. Its JSON is the
-/// `/api/v1/events` shape of DESIGN.md.
+/// One thing that happened to a release or a service. Its JSON is what
+/// `POST /api/v1/events` takes and `GET /api/v1/events` answers (the
+/// README's *Release ledger*).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(rename = "type")]
