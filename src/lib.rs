@@ -36,6 +36,8 @@
 //!   recorded lines, the simulator, the traffic generator, logs and own
 //!   traces; `clock` reads the system time for them, `rng` is their
 //!   seeded randomness.
+//! - [`otlp_kit`]: builders of OTLP messages for them, the benches and
+//!   the tests.
 
 #![forbid(unsafe_code)]
 
@@ -55,6 +57,7 @@ pub mod ledger;
 pub mod loadgen;
 pub mod model;
 mod notify;
+pub mod otlp_kit;
 mod recording;
 pub mod replay;
 mod rng;
