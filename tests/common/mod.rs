@@ -149,10 +149,7 @@ impl TestServer {
         &self,
         req: &ExportTraceServiceRequest,
     ) -> ExportTraceServiceResponse {
-        let resp = self.post_traces(req).await;
-        assert_eq!(resp.status(), 200);
-        ExportTraceServiceResponse::decode(resp.bytes().await.expect("a body"))
-            .expect("an OTLP answer")
+        self.export("/v1/traces", req).await
     }
 
     /// A metrics export over HTTP that must be answered 200, and its answer.
@@ -160,10 +157,15 @@ impl TestServer {
         &self,
         req: &ExportMetricsServiceRequest,
     ) -> ExportMetricsServiceResponse {
-        let resp = self.post_metrics(req).await;
-        assert_eq!(resp.status(), 200);
-        ExportMetricsServiceResponse::decode(resp.bytes().await.expect("a body"))
-            .expect("an OTLP answer")
+        self.export("/v1/metrics", req).await
+    }
+
+    /// An OTLP/HTTP protobuf export to `path` that must be answered 200,
+    /// and its answer.
+    async fn export<A: Message + Default>(&self, path: &str, req: &impl Message) -> A {
+        let resp = post_protobuf(&reqwest::Client::new(), &self.url(path), req).await;
+        assert_eq!(resp.status(), 200, "POST {path}");
+        A::decode(resp.bytes().await.expect("a body")).expect("an OTLP answer")
     }
 
     /// GET a JSON document, with its status.
