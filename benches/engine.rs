@@ -14,6 +14,7 @@ use release_verdict::config::Config;
 use release_verdict::encode_releases;
 use release_verdict::loadgen;
 use release_verdict::model::{Sample, NANOS_PER_SEC};
+use release_verdict::otlp_kit::kv;
 use release_verdict::sim::{otlp::fleet_request, Rng};
 use release_verdict::Encoding;
 use release_verdict::Judge;
@@ -197,7 +198,7 @@ fn window(c: &mut Criterion) {
         let mut t = START;
         b.iter(|| {
             t += NANOS_PER_SEC / 10;
-            w.record(black_box(&sample), t)
+            w.add_sample(black_box(&sample), t)
         })
     });
     g.finish();
@@ -206,7 +207,7 @@ fn window(c: &mut Criterion) {
             || {
                 let mut w = Rolling::new(Duration::from_secs(60), 6, START);
                 for s in 0..60 {
-                    w.record(&sample, START + s * NANOS_PER_SEC);
+                    w.add_sample(&sample, START + s * NANOS_PER_SEC);
                 }
                 w
             },
@@ -231,13 +232,7 @@ fn warm_store(config: &Config, pairs: usize) -> (Store, u64) {
             let mut req = fleet_request(&mut rng, 40, 2, t);
             for rs in &mut req.resource_spans {
                 let attrs = &mut rs.resource.as_mut().unwrap().attributes;
-                attrs[0].value = Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                    value: Some(
-                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                            format!("svc-{p}"),
-                        ),
-                    ),
-                });
+                attrs[0] = kv("service.name", &format!("svc-{p}"));
             }
             s.apply(&mapper.traces(&req), t);
         }

@@ -44,6 +44,9 @@
 //!   seeded randomness.
 //! - [`client`]: what the daemon's clients (`gate`, `event`, `loadgen`)
 //!   share: the bearer token.
+//! - [`otlp_kit`]: builders of OTLP messages (attributes, resources,
+//!   spans, metric points, export requests), shared by the simulator, the
+//!   traffic generator, the unit and integration tests and the benches.
 //!
 //! The binary, apart from this library (`src/cli/`): the commands a user
 //! types, one file each (`serve`, `replay`, `simulate`, `gate`, `loadgen`,
@@ -67,6 +70,7 @@ pub mod ledger;
 pub mod loadgen;
 pub mod model;
 mod notify;
+pub mod otlp_kit;
 mod recording;
 pub mod replay;
 mod rng;

@@ -1,14 +1,12 @@
 //! Bearer tokens by scope against the real daemon: loadgen and the SDK-like
 //! clients over both transports, the read API, posted events, health.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use crate::common::*;
 use release_verdict::config::Config;
 use release_verdict::loadgen::{run, Options, Payload};
+use release_verdict::otlp_kit::{release_resource, trace_request};
 
 fn tokens(dir: &std::path::Path, name: &str, lines: &str) -> String {
     let path = dir.join(name);
@@ -65,9 +63,7 @@ async fn each_scope_takes_its_own_tokens() {
         let wrong = run(loadgen(target.clone(), Some("ci-tok"))).await.unwrap();
         assert_eq!(wrong.spans_accepted, 0, "a write token does not ingest");
     }
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let status = client
         .export(trace_request(
             release_resource("svc", "prod", "x", "s"),
@@ -81,15 +77,16 @@ async fn each_scope_takes_its_own_tokens() {
         status.message().contains("ingest token is required"),
         "{status}"
     );
-    let http = reqwest::Client::new();
-    let r = http
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer nope")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = server
+        .post(
+            "/v1/traces",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer nope"),
+            ],
+            "{}",
+        )
+        .await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let metrics = server.metrics().await;
@@ -100,6 +97,7 @@ async fn each_scope_takes_its_own_tokens() {
 
     // Posted events need the write token; reading stays open here.
     let event = serde_json::json!({"type": "deploy_started", "service": "svc"});
+    let http = reqwest::Client::new();
     let r = http
         .post(server.url("/api/v1/events"))
         .json(&event)
@@ -150,9 +148,7 @@ async fn reading_takes_a_read_token_and_health_none() {
         assert_eq!(r.status(), 200, "{path}");
     }
     // The verdict service over gRPC too; ingest stays open.
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     client
         .export(trace_request(
             release_resource("svc", "prod", "x", "s"),
@@ -161,11 +157,7 @@ async fn reading_takes_a_read_token_and_health_none() {
         ))
         .await
         .unwrap();
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     health
         .check(tonic_health::pb::HealthCheckRequest::default())

@@ -1,28 +1,17 @@
 //! The security review's reproductions (issue 12), each over real sockets against the real daemon.
 
-mod common;
+use std::time::{Duration, Instant};
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use common::*;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    exponential_histogram_data_point::Buckets, metric::Data, ExponentialHistogram,
-    ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
-    ScopeMetrics,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use crate::common::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, Metric, ResourceMetrics};
 use prost::Message;
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{
+    exponential_metric, exponential_point, histogram_metric, histogram_point, kv, metrics_request,
+    release_resource, resource_metrics, server_span, spans_request, CUMULATIVE, DELTA,
+    REQUEST_DURATION,
+};
 use release_verdict::RpcStatus;
 
 /// The verdict service's client, as build.rs generates it from proto/.
@@ -31,27 +20,15 @@ mod pb {
     tonic::include_proto!("release_verdict.v1");
 }
 
-/// OTLP `AggregationTemporality` values.
-const DELTA: i32 = 1;
-const CUMULATIVE: i32 = 2;
 /// gRPC `RESOURCE_EXHAUSTED`, as an OTLP/HTTP error body carries it.
 const RESOURCE_EXHAUSTED: i32 = tonic::Code::ResourceExhausted as i32;
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 /// An explicit-bucket point; `count` and the buckets are given apart, as a
 /// forger would give them.
 fn point(count: u64, bounds: Vec<f64>, bucket_counts: Vec<u64>) -> HistogramDataPoint {
     HistogramDataPoint {
         count,
-        explicit_bounds: bounds,
-        bucket_counts,
-        ..Default::default()
+        ..histogram_point(vec![], 0, 0, bounds, bucket_counts)
     }
 }
 
@@ -72,67 +49,38 @@ fn cumulative(start: u64, time: u64, n: u64, route: &str) -> HistogramDataPoint 
 }
 
 /// One release's resource with one metric.
-fn resource_metric(id: &str, data: Data) -> ResourceMetrics {
-    ResourceMetrics {
-        resource: Some(Resource {
-            attributes: release_resource("pay", "prod", id, "abc1234"),
-            ..Default::default()
-        }),
-        scope_metrics: vec![ScopeMetrics {
-            metrics: vec![Metric {
-                name: "http.server.request.duration".into(),
-                unit: "s".into(),
-                data: Some(data),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+fn resource_metric(id: &str, metric: Metric) -> ResourceMetrics {
+    resource_metrics(release_resource("pay", "prod", id, "abc1234"), vec![metric])
 }
 
 /// One release's `http.server.request.duration` histogram points.
 fn durations(id: &str, temporality: i32, points: Vec<HistogramDataPoint>) -> ResourceMetrics {
     resource_metric(
         id,
-        Data::Histogram(Histogram {
-            aggregation_temporality: temporality,
-            data_points: points,
-        }),
+        histogram_metric(REQUEST_DURATION, "s", temporality, points),
     )
 }
 
-fn metrics_request(resources: Vec<ResourceMetrics>) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest {
-        resource_metrics: resources,
-    }
-}
-
-/// POSTs an OTLP/HTTP protobuf metrics export.
-async fn post_metrics(server: &TestServer, req: &ExportMetricsServiceRequest) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(server.url("/v1/metrics"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
+/// A metrics export answered 200 with one point refused, the message
+/// naming `why`.
+async fn one_point_refused(server: &TestServer, req: &ExportMetricsServiceRequest, why: &str) {
+    let partial = server
+        .export_metrics(req)
         .await
-        .expect("POST /v1/metrics")
-}
-
-/// A metrics export that must be answered 200, and its answer.
-async fn export_metrics(
-    server: &TestServer,
-    req: &ExportMetricsServiceRequest,
-) -> ExportMetricsServiceResponse {
-    let resp = post_metrics(server, req).await;
-    assert_eq!(resp.status(), 200);
-    ExportMetricsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap()
+        .partial_success
+        .unwrap_or_else(|| panic!("a point is refused: {why}"));
+    assert_eq!(partial.rejected_data_points, 1);
+    assert!(
+        partial.error_message.contains(why),
+        "{}",
+        partial.error_message
+    );
 }
 
 /// A metrics export that must be refused whole with the retryable answer
 /// (503, Retry-After, RESOURCE_EXHAUSTED); its message.
 async fn export_refused_for_room(server: &TestServer, req: &ExportMetricsServiceRequest) -> String {
-    let resp = post_metrics(server, req).await;
+    let resp = server.post_metrics(req).await;
     assert_eq!(resp.status(), 503);
     assert!(
         resp.headers().contains_key("retry-after"),
@@ -199,7 +147,8 @@ async fn histogram_counts_are_checked_against_their_buckets() {
             durations("pay-canary", DELTA, forged),
             durations("pay-neighbour", DELTA, vec![requests_of_50ms(7)]),
         ]);
-        let partial = export_metrics(&server, &req)
+        let partial = server
+            .export_metrics(&req)
             .await
             .partial_success
             .unwrap_or_else(|| panic!("{case}: the forged points are refused"));
@@ -255,18 +204,12 @@ async fn a_point_with_a_million_bounds_is_refused() {
         durations("pay-neighbour", DELTA, vec![requests_of_50ms(3)]),
     ]);
     assert!(req.encoded_len() < Config::default().server.max_request_bytes);
-    let partial = export_metrics(&server, &req)
-        .await
-        .partial_success
-        .expect("the point is refused");
-    assert_eq!(partial.rejected_data_points, 1);
-    assert!(
-        partial.error_message.contains(
-            "data_points[0]: explicit_bounds has 1000000 entries; at most 4096 are accepted"
-        ),
-        "{}",
-        partial.error_message
-    );
+    one_point_refused(
+        &server,
+        &req,
+        "data_points[0]: explicit_bounds has 1000000 entries; at most 4096 are accepted",
+    )
+    .await;
     server
         .wait_for_release("pay-neighbour", |v| v["canary"]["requests"] == 3)
         .await;
@@ -294,23 +237,15 @@ async fn a_future_dated_point_is_refused_and_its_stream_still_counted() {
             durations("pay-neighbour", DELTA, vec![requests_of_50ms(1)]),
         ])
     };
-    let first = export_metrics(&server, &stream(start + second, 2)).await;
+    let first = server.export_metrics(&stream(start + second, 2)).await;
     assert_eq!(first.partial_success, None);
     let ahead = start + day;
-    let partial = export_metrics(&server, &stream(ahead, 1_000))
-        .await
-        .partial_success
-        .expect("the future point is refused");
-    assert_eq!(partial.rejected_data_points, 1);
-    assert!(
-        partial.error_message.contains(&format!(
-            "data_points[0].time_unix_nano: {ahead} is more than 600 s ahead of the daemon's clock"
-        )),
-        "{}",
-        partial.error_message
+    let why = format!(
+        "data_points[0].time_unix_nano: {ahead} is more than 600 s ahead of the daemon's clock"
     );
+    one_point_refused(&server, &stream(ahead, 1_000), &why).await;
     // Later honest points add what they add: 2, then 3 more.
-    let later = export_metrics(&server, &stream(start + 2 * second, 5)).await;
+    let later = server.export_metrics(&stream(start + 2 * second, 5)).await;
     assert_eq!(later.partial_success, None);
     server
         .wait_for_release("pay-canary", |v| v["canary"]["requests"] == 5)
@@ -338,7 +273,7 @@ async fn a_full_stream_table_is_answered_retry_later() {
         )])
     };
     for route in ["/a", "/b"] {
-        let taken = export_metrics(&server, &new_stream("pay-1", route, 1)).await;
+        let taken = server.export_metrics(&new_stream("pay-1", route, 1)).await;
         assert_eq!(taken.partial_success, None, "{route}");
     }
     let late = new_stream("pay-2", "/c", 1);
@@ -347,9 +282,7 @@ async fn a_full_stream_table_is_answered_retry_later() {
         why.contains("the table of cumulative streams is full ([limits] max_metric_streams)"),
         "{why}"
     );
-    let mut grpc = MetricsServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut grpc = server.metrics_client().await;
     let refused = grpc.export(late).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
     assert!(!refused.details().is_empty(), "RetryInfo is attached");
@@ -359,7 +292,7 @@ async fn a_full_stream_table_is_answered_retry_later() {
         CUMULATIVE,
         vec![cumulative(start, start + 2, 4, "/a")],
     )]);
-    assert_eq!(export_metrics(&server, &known).await.partial_success, None);
+    assert_eq!(server.export_metrics(&known).await.partial_success, None);
     server
         .wait_for_release("pay-1", |v| v["canary"]["requests"] == 5)
         .await;
@@ -397,22 +330,13 @@ async fn one_resource_cannot_take_every_stream() {
         metrics_request(vec![durations(id, CUMULATIVE, points)])
     };
     let flood = streams("pay-flood", &["/1", "/2", "/3", "/4"], 2);
-    let partial = export_metrics(&server, &flood)
-        .await
-        .partial_success
-        .expect("the stream over the quota is refused");
-    assert_eq!(partial.rejected_data_points, 1);
-    assert!(
-        partial.error_message.contains(
-            "data_points[3]: the resource holds as many cumulative streams as one may ([limits] max_metric_streams_per_resource)"
-        ),
-        "{}",
-        partial.error_message
-    );
+    one_point_refused(&server, &flood, "data_points[3]: the resource holds as many cumulative streams as one may ([limits] max_metric_streams_per_resource)").await;
     let why = export_refused_for_room(&server, &streams("pay-flood", &["/5"], 2)).await;
     assert!(why.contains("max_metric_streams_per_resource"), "{why}");
     // Another resource's new stream is taken.
-    let other = export_metrics(&server, &streams("pay-other", &["/1"], 4)).await;
+    let other = server
+        .export_metrics(&streams("pay-other", &["/1"], 4))
+        .await;
     assert_eq!(other.partial_success, None);
     server
         .wait_for_release("pay-other", |v| v["canary"]["requests"] == 4)
@@ -437,9 +361,7 @@ async fn one_resource_cannot_take_every_stream() {
 #[tokio::test]
 async fn not_found_quotes_a_long_id_in_part() {
     let server = TestServer::start().await;
-    let mut client = pb::verdict_service_client::VerdictServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = pb::verdict_service_client::VerdictServiceClient::new(server.channel().await);
     let id = "x".repeat(100 * 1024);
     let err = client
         .get_verdict(pb::GetVerdictRequest {
@@ -464,35 +386,15 @@ async fn not_found_quotes_a_long_id_in_part() {
 #[tokio::test]
 async fn impossible_durations_are_refused_not_recorded_as_an_hour() {
     let server = TestServer::start().await;
-    let far = ExponentialHistogramDataPoint {
-        count: 2,
-        scale: 20,
-        positive: Some(Buckets {
-            offset: i32::MAX - 1,
-            bucket_counts: vec![1, 1],
-        }),
-        ..Default::default()
-    };
+    let far = exponential_point(vec![], 0, 0, 20, i32::MAX - 1, vec![1, 1]);
     let req = metrics_request(vec![
         resource_metric(
             "pay-far",
-            Data::ExponentialHistogram(ExponentialHistogram {
-                aggregation_temporality: DELTA,
-                data_points: vec![far],
-            }),
+            exponential_metric(REQUEST_DURATION, "s", DELTA, vec![far]),
         ),
         durations("pay-neighbour", DELTA, vec![requests_of_50ms(2)]),
     ]);
-    let partial = export_metrics(&server, &req)
-        .await
-        .partial_success
-        .expect("the point is refused");
-    assert_eq!(partial.rejected_data_points, 1);
-    assert!(
-        partial.error_message.contains("beyond 2^±64 of the unit"),
-        "{}",
-        partial.error_message
-    );
+    one_point_refused(&server, &req, "beyond 2^±64 of the unit").await;
     let (status, _) = server.get_json("/api/v1/releases/pay-far").await;
     assert_eq!(status, 404, "nothing of the point was recorded");
 
@@ -502,20 +404,13 @@ async fn impossible_durations_are_refused_not_recorded_as_an_hour() {
     let spans = std::iter::once(forever)
         .chain((1..4).map(|i| server_span(i, 50, false)))
         .collect();
-    let req = spans_of(
+    let req = spans_request(
         release_resource("pay", "prod", "pay-spans", "abc1234"),
         spans,
     );
-    let resp = reqwest::Client::new()
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
+    let partial = server
+        .export_traces(&req)
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let partial = ExportTraceServiceResponse::decode(resp.bytes().await.unwrap())
-        .unwrap()
         .partial_success
         .expect("the span is refused");
     assert_eq!(partial.rejected_spans, 1);
@@ -544,26 +439,6 @@ async fn impossible_durations_are_refused_not_recorded_as_an_hour() {
     server.stop().await;
 }
 
-/// A trace export of these spans under one resource.
-fn spans_of(
-    resource: Vec<KeyValue>,
-    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
-) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 /// The review, "coarse timers never go green": a canary whose every
 /// request took 50 ms, as coarse timers report, against a baseline at 50 ms
 /// too, stayed yellow for good: no request was ever faster than the
@@ -576,12 +451,10 @@ async fn identical_latencies_go_green() {
     config.judge.min_duration = Duration::from_secs(1);
     config.judge.min_requests = 300;
     let server = TestServer::with_config(config).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let flat = |id: &str, sha: &str, n: u64| {
         let spans = (0..n).map(|i| server_span(i, 50, false)).collect();
-        spans_of(release_resource("checkout", "prod", id, sha), spans)
+        spans_request(release_resource("checkout", "prod", id, sha), spans)
     };
     client
         .export(flat("checkout-1a2b3c4", "1a2b3c4", 100))

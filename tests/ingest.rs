@@ -1,16 +1,18 @@
 //! OTLP in over real sockets: gRPC, HTTP protobuf, HTTP JSON with gzip, and
 //! the read API showing exact counts.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use crate::common::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{
+    exponential_metric, exponential_point, kv, metrics_request, release_resource, resource_metrics,
+    trace_request, CUMULATIVE, DELTA, REQUEST_DURATION,
+};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -21,9 +23,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn grpc_spans_are_counted_exactly() {
     let server = TestServer::start().await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let resource = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
     for _ in 0..4 {
         let resp = client
@@ -48,13 +48,7 @@ async fn grpc_spans_are_counted_exactly() {
 async fn http_protobuf_spans_are_counted_exactly() {
     let server = TestServer::start().await;
     let req = trace_request(release_resource("cart", "prod", "cart-1", "c1"), 40, 10);
-    let resp = reqwest::Client::new()
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.post_traces(&req).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
     let body = ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
@@ -93,14 +87,13 @@ async fn http_json_gzip_with_identity_on_span_attributes() {
              "scopeSpans":[{{"scope":{{"name":"manual"}},"spans":[{}]}}]}}]}}"#,
         spans.join(",")
     );
-    let resp = reqwest::Client::new()
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gzip(body.as_bytes()))
-        .send()
-        .await
-        .unwrap();
+    let json_gzip = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let resp = server
+        .post("/v1/traces", &json_gzip, gzip(body.as_bytes()))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
     // the id holds a slash, a space and a hash: percent-encoded in the path
@@ -118,9 +111,7 @@ async fn the_busiest_deployment_is_the_baseline_whoever_reports_first() {
     let mut config = Config::default();
     config.baseline.settle = Duration::from_millis(500);
     let server = TestServer::with_config(config).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     // The canary's exporter reports first: arrival order must not matter.
     let canary = release_resource("checkout", "prod", "checkout-2b5d9af", "2b5d9af");
     client.export(trace_request(canary, 5, 0)).await.unwrap();
@@ -152,9 +143,7 @@ async fn the_busiest_deployment_is_the_baseline_whoever_reports_first() {
 #[tokio::test]
 async fn lookups_narrow_and_disambiguate() {
     let server = TestServer::start().await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     for env in ["prod", "staging"] {
         client
             .export(trace_request(
@@ -189,16 +178,14 @@ async fn lookups_narrow_and_disambiguate() {
 #[tokio::test]
 async fn bad_http_input_gets_400_with_a_message() {
     let server = TestServer::start().await;
-    let http = reqwest::Client::new();
     let post = |ct: &'static str, body: Vec<u8>| {
-        http.post(server.url("/v1/traces"))
-            .header("content-type", ct)
-            .body(body)
-            .send()
+        let server = &server;
+        async move {
+            let content_type = [("content-type", ct)];
+            server.post("/v1/traces", &content_type, body).await
+        }
     };
-    let r = post("application/x-protobuf", vec![0xff, 0xff, 0xff, 0x01])
-        .await
-        .unwrap();
+    let r = post(PROTOBUF, vec![0xff, 0xff, 0xff, 0x01]).await;
     assert_eq!(r.status(), 400);
     let status = release_verdict::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
     assert!(
@@ -207,9 +194,7 @@ async fn bad_http_input_gets_400_with_a_message() {
         status.message
     );
 
-    let r = post("application/json", b"{\"resourceSpans\": [".to_vec())
-        .await
-        .unwrap();
+    let r = post("application/json", b"{\"resourceSpans\": [".to_vec()).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -221,9 +206,7 @@ async fn bad_http_input_gets_400_with_a_message() {
     );
 
     let bad_id = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not-hex!","spanId":"eee19b7ec3c1b174","kind":2}]}]}]}"#;
-    let r = post("application/json", bad_id.as_bytes().to_vec())
-        .await
-        .unwrap();
+    let r = post("application/json", bad_id.as_bytes().to_vec()).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -231,7 +214,7 @@ async fn bad_http_input_gets_400_with_a_message() {
         "{body}"
     );
 
-    let r = post("text/plain", b"hi".to_vec()).await.unwrap();
+    let r = post("text/plain", b"hi".to_vec()).await;
     assert_eq!(r.status(), 415);
 
     // protobuf that decodes but breaks the data model: every span invalid → 400
@@ -239,9 +222,7 @@ async fn bad_http_input_gets_400_with_a_message() {
     for s in &mut req.resource_spans[0].scope_spans[0].spans {
         s.trace_id = vec![1, 2, 3];
     }
-    let r = post("application/x-protobuf", req.encode_to_vec())
-        .await
-        .unwrap();
+    let r = server.post_traces(&req).await;
     assert_eq!(r.status(), 400);
     let status = release_verdict::RpcStatus::decode(r.bytes().await.unwrap()).unwrap();
     assert!(
@@ -253,12 +234,7 @@ async fn bad_http_input_gets_400_with_a_message() {
     // some spans invalid → partial success naming the problem
     let mut req = trace_request(release_resource("a", "b", "c", "d"), 3, 0);
     req.resource_spans[0].scope_spans[0].spans[1].span_id = vec![];
-    let r = post("application/x-protobuf", req.encode_to_vec())
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
-    let partial = body.partial_success.unwrap();
+    let partial = server.export_traces(&req).await.partial_success.unwrap();
     assert_eq!(partial.rejected_spans, 1);
     assert!(
         partial.error_message.contains("spans[1]: span_id"),
@@ -282,36 +258,21 @@ async fn oversized_requests_are_refused_as_too_large() {
     assert!(big.encoded_len() > 64 * 1024);
 
     // HTTP, plain and as a gzip bomb that is small on the wire
-    let http = reqwest::Client::new();
-    let r = http
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(big.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = server.post_traces(&big).await;
     assert_eq!(r.status(), 413);
     let bomb = gzip(&vec![0u8; 8 << 20]);
     assert!(bomb.len() < 64 * 1024);
-    let r = http
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "gzip")
-        .body(bomb)
-        .send()
-        .await
-        .unwrap();
+    let protobuf_gzip = [("content-type", PROTOBUF), ("content-encoding", "gzip")];
+    let r = server.post("/v1/traces", &protobuf_gzip, bomb).await;
     assert_eq!(r.status(), 413);
 
     // gRPC, plain and gzip-compressed
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let err = client.export(big.clone()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
-    let mut gz = TraceServiceClient::connect(server.grpc_url())
+    let mut gz = server
+        .trace_client()
         .await
-        .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let err = gz.export(big).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
@@ -333,9 +294,7 @@ async fn oversized_requests_are_refused_as_too_large() {
 #[tokio::test]
 async fn grpc_requests_of_only_invalid_spans_are_invalid_argument() {
     let server = TestServer::start().await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let mut req = trace_request(release_resource("a", "b", "c", "d"), 2, 0);
     for s in &mut req.resource_spans[0].scope_spans[0].spans {
         s.span_id = vec![0; 8];
@@ -351,9 +310,7 @@ async fn the_release_cap_refuses_and_counts_new_releases() {
     let mut config = Config::default();
     config.limits.max_releases = 3;
     let server = TestServer::with_config(config).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let mut refused = 0;
     for i in 0..5 {
         let answer = client
@@ -415,9 +372,7 @@ async fn the_release_cap_refuses_and_counts_new_releases() {
 #[tokio::test]
 async fn spans_without_a_release_are_counted_and_ignored() {
     let server = TestServer::start().await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let resp = client
         .export(trace_request(vec![kv("service.name", "anon")], 7, 0))
         .await
@@ -440,65 +395,28 @@ async fn spans_without_a_release_are_counted_and_ignored() {
 /// and lose the other service's data.
 #[tokio::test]
 async fn a_poisoned_histogram_stream_is_refused_and_its_neighbours_counted() {
-    use opentelemetry_proto::tonic::collector::metrics::v1::{
-        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    };
-    use opentelemetry_proto::tonic::metrics::v1::{
-        exponential_histogram_data_point::Buckets, metric::Data, ExponentialHistogram,
-        ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
-    };
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-
     let server = TestServer::start().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let resource =
-        |id: &str, temporality: i32, scale: i32, offset: i32, time: u64| ResourceMetrics {
-            resource: Some(Resource {
-                attributes: release_resource("pay", "prod", id, "abc1234"),
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "http.server.request.duration".into(),
-                    unit: "s".into(),
-                    data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-                        aggregation_temporality: temporality,
-                        data_points: vec![ExponentialHistogramDataPoint {
-                            start_time_unix_nano: now - 1_000_000_000,
-                            time_unix_nano: time,
-                            count: 2,
-                            scale,
-                            positive: Some(Buckets {
-                                offset,
-                                bucket_counts: vec![1, 1],
-                            }),
-                            ..Default::default()
-                        }],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+    let now = now_nanos();
+    let resource = |id: &str, temporality: i32, scale: i32, offset: i32, time: u64| {
+        let start = now - 1_000_000_000;
+        let point = exponential_point(vec![], start, time, scale, offset, vec![1, 1]);
+        resource_metrics(
+            release_resource("pay", "prod", id, "abc1234"),
+            vec![exponential_metric(
+                REQUEST_DURATION,
+                "s",
+                temporality,
+                vec![point],
+            )],
+        )
+    };
     for (round, scale) in [(1u64, 20), (2, 19)] {
-        let req = ExportMetricsServiceRequest {
-            resource_metrics: vec![
-                resource("pay-poisoned", 2, scale, i32::MAX, now + round),
-                // 0.1 s at scale 3: index -27.
-                resource("pay-honest", 1, 3, -27, now + round),
-            ],
-        };
-        let resp = reqwest::Client::new()
-            .post(server.url("/v1/metrics"))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-            .await
-            .unwrap();
+        let req = metrics_request(vec![
+            resource("pay-poisoned", CUMULATIVE, scale, i32::MAX, now + round),
+            // 0.1 s at scale 3: index -27.
+            resource("pay-honest", DELTA, 3, -27, now + round),
+        ]);
+        let resp = server.post_metrics(&req).await;
         assert_eq!(resp.status(), 200, "round {round}");
         let body = ExportMetricsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
         let partial = body.partial_success.expect("the poisoned point is refused");
@@ -522,9 +440,7 @@ async fn a_forged_role_claim_is_refused_and_the_canary_still_judged() {
     let mut config = Config::default();
     config.baseline.settle = Duration::from_millis(300);
     let server = TestServer::with_config(config).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let stable = release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4");
     let canary = release_resource("checkout", "prod", "checkout-bad0bad", "bad0bad");
     let mut judged = false;

@@ -1,13 +1,11 @@
 //! The release ledger against the real daemon: the events it writes for a
 //! canary, events posted from outside, and a restart that forgets nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use crate::common::*;
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{release_resource, trace_request};
 use serde_json::{json, Value};
 
 const STABLE: &str = "checkout-1a2b3c4";
@@ -23,9 +21,7 @@ fn config(ledger: &str) -> Config {
 /// Sends a second of traffic: a healthy stable version and a canary failing
 /// a third of its requests, until `done` holds of the canary's verdict.
 async fn until_canary(server: &TestServer, done: impl Fn(&Value) -> bool) -> Value {
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let stable = release_resource("checkout", "prod", STABLE, "1a2b3c4");
     let canary = release_resource("checkout", "prod", CANARY, "2b5d9af");
     let mut last = Value::Null;
@@ -49,12 +45,8 @@ async fn until_canary(server: &TestServer, done: impl Fn(&Value) -> bool) -> Val
 }
 
 async fn post(server: &TestServer, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(server.url("/api/v1/events"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let json = [("content-type", "application/json")];
+    let r = server.post("/api/v1/events", &json, body.to_string()).await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -329,9 +321,7 @@ async fn until_event(server: &TestServer, kind: &str, deployment_id: &str) -> Va
 /// Sends `rounds` of traffic from each of `releases` (resource, requests,
 /// errors), 100 ms apart.
 async fn traffic(server: &TestServer, releases: &[(&str, u64, u64)], rounds: usize) {
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     for _ in 0..rounds {
         for &(id, requests, errors) in releases {
             let sha = id.rsplit('-').next().unwrap();

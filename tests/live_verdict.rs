@@ -1,13 +1,12 @@
 //! The daemon judging live traffic: a healthy canary turns green, then
 //! turns red when it starts failing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{release_resource, trace_request};
 
 async fn until(
     server: &TestServer,
@@ -44,9 +43,7 @@ async fn healthy_canary_goes_green_then_red_when_it_fails() {
     config.judge.min_duration = Duration::from_secs(1);
     config.judge.min_requests = 300;
     let server = TestServer::with_config(config).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     // the stable deployment serves first
     client
         .export(trace_request(

@@ -1,11 +1,9 @@
 //! The load generator against a real daemon: every span it sends is
 //! accounted for, and the regression it injects turns its canaries red.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::TestServer;
 use release_verdict::config::Config;
 use release_verdict::loadgen::{run, Options, Payload};
 

@@ -1,12 +1,10 @@
 //! Under overload every span is either counted or refused with an answer
 //! OTLP clients retry — never silently dropped.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use prost::Message;
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{release_resource, trace_request};
 
 const SPANS: u64 = 2_000;
 const REQUESTS: usize = 15;
@@ -27,13 +25,7 @@ async fn accepted_equals_counted_under_overload() {
             if t % 3 == 0 {
                 let client = reqwest::Client::new();
                 for _ in 0..REQUESTS {
-                    let r = client
-                        .post(&http)
-                        .header("content-type", "application/x-protobuf")
-                        .body(req.encode_to_vec())
-                        .send()
-                        .await
-                        .unwrap();
+                    let r = post_protobuf(&client, &http, &req).await;
                     match r.status().as_u16() {
                         200 => accepted += SPANS,
                         503 => {
@@ -113,17 +105,9 @@ async fn slow_senders_hold_no_place_of_others() {
     }
     // Every in-flight place is free for the others, over both transports.
     let req = trace_request(release_resource("svc", "prod", "fast", "sha"), 10, 0);
-    let r = reqwest::Client::new()
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = server.post_traces(&req).await;
     assert_eq!(r.status(), 200);
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     client.export(req).await.unwrap();
     assert_eq!(server.counted_requests("service=svc").await, 20);
     // The slow ones are told why, after the timeout.
@@ -160,20 +144,13 @@ async fn bodies_being_read_are_bounded_in_bytes() {
     // body refused (whichever frame overflows is), so wait until they are.
     wait_for_buffered(&server, |held| held >= almost).await;
     let req = trace_request(release_resource("svc", "prod", "fast", "sha"), 50, 0);
-    let send = || {
-        reqwest::Client::new()
-            .post(server.url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-    };
-    let r = send().await.unwrap();
+    let r = server.post_traces(&req).await;
     assert_eq!(r.status(), 503, "the budget is full");
     assert_eq!(r.headers()["retry-after"], "1");
     drop(hog);
     // Once the hog is gone its bytes are free again.
     wait_for_buffered(&server, |held| held == 0).await;
-    let r = send().await.unwrap();
+    let r = server.post_traces(&req).await;
     assert_eq!(r.status(), 200, "the budget came back");
     server.stop().await;
 }

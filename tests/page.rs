@@ -2,13 +2,11 @@
 //! and its assets from the binary, the event stream of verdict changes, and
 //! a release's chart series.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use crate::common::*;
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{release_resource, trace_request};
 
 fn quick() -> Config {
     let mut config = Config::default();
@@ -84,9 +82,7 @@ async fn read_until(resp: &mut reqwest::Response, seen: &mut String, want: &str)
 #[tokio::test]
 async fn the_stream_sends_the_current_list_then_each_verdict_change() {
     let server = TestServer::with_config(quick()).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     let stable = release_resource("checkout", "prod", "checkout-1a2b3c4", "1a2b3c4");
     client
         .export(trace_request(stable.clone(), 100, 0))
@@ -160,9 +156,7 @@ data: {"service":"checkout","environment":"prod","deployment_id":"checkout-2b5d9
 #[tokio::test]
 async fn a_release_called_stream_is_still_found() {
     let server = TestServer::with_config(quick()).await;
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     client
         .export(trace_request(
             release_resource("odd", "prod", "stream", "abc1234"),

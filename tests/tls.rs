@@ -3,17 +3,15 @@
 //! daemon runs (the gRPC port is exercised by the Python SDK's exporter in
 //! tests/python/test_tls.py).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{release_resource, trace_request, TestServer};
-use prost::Message;
+use crate::common::{post_protobuf, TestServer};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use release_verdict::config::Config;
+use release_verdict::otlp_kit::{release_resource, trace_request};
 
 /// A CA that signs server and client certificates.
 struct Ca {
@@ -133,13 +131,7 @@ async fn https_serves_otlp_and_the_api_and_refuses_plain_http() {
         30,
         3, // every third fails
     );
-    let resp = c
-        .post(https(&server, "/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_protobuf(&c, &https(&server, "/v1/traces"), &req).await;
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = c
         .get(https(&server, "/api/v1/releases/shop-2b5d9af"))

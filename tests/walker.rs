@@ -2,13 +2,11 @@
 //! ports: the walker refuses them with INVALID_ARGUMENT / 400 and a message
 //! naming the field, counts them, and the daemon keeps serving.
 
-mod common;
-
+use crate::common::*;
 use bytes::{Buf, BufMut};
-use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
+use release_verdict::otlp_kit::{release_resource, server_span, trace_request};
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
 
@@ -44,12 +42,7 @@ async fn send_raw(
     server: &TestServer,
     bytes: Vec<u8>,
 ) -> Result<ExportTraceServiceResponse, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(
         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -96,9 +89,7 @@ async fn grpc_bytes_that_are_not_a_trace_export_are_invalid_argument() {
         "{metrics}"
     );
     // Still serving: a good export after the bad ones is counted in full.
-    let mut client = TraceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
+    let mut client = server.trace_client().await;
     client
         .export(trace_request(release_resource("a", "b", "c", "d"), 3, 0))
         .await
@@ -112,13 +103,13 @@ async fn grpc_bytes_that_are_not_a_trace_export_are_invalid_argument() {
 #[tokio::test]
 async fn http_protobuf_that_is_not_a_trace_export_is_400() {
     let server = TestServer::start().await;
-    let resp = reqwest::Client::new()
-        .post(server.url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(vec![0x0a, 0x05, 0x12, 0x03, 0x0a])
-        .send()
-        .await
-        .unwrap();
+    let resp = server
+        .post(
+            "/v1/traces",
+            &[("content-type", PROTOBUF)],
+            vec![0x0a, 0x05, 0x12, 0x03, 0x0a],
+        )
+        .await;
     assert_eq!(resp.status().as_u16(), 400);
     let body = resp.bytes().await.unwrap();
     let status = release_verdict::RpcStatus::decode(body.chunk()).unwrap();

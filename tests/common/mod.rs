@@ -1,18 +1,23 @@
-//! Test fixtures: a real daemon on loopback port 0, and OTLP builders.
-#![allow(dead_code)]
+//! The daemon under test: a real server on loopback port 0, and the ways
+//! to talk to it (OTLP over HTTP and gRPC, the JSON API, `/metrics`). The
+//! OTLP messages themselves come from `release_verdict::otlp_kit`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
 use release_verdict::config::Config;
 use release_verdict::server::Server;
 use tokio::sync::oneshot;
+use tonic::transport::Channel;
 
 /// A running daemon; dropped, it is told to shut down.
 pub struct TestServer {
@@ -93,6 +98,76 @@ impl TestServer {
         }
     }
 
+    /// A gRPC channel to the daemon.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url())
+            .expect("a gRPC URL")
+            .connect()
+            .await
+            .expect("gRPC connect")
+    }
+
+    /// An OTLP trace client over gRPC.
+    pub async fn trace_client(&self) -> TraceServiceClient<Channel> {
+        TraceServiceClient::new(self.channel().await)
+    }
+
+    /// An OTLP metrics client over gRPC.
+    pub async fn metrics_client(&self) -> MetricsServiceClient<Channel> {
+        MetricsServiceClient::new(self.channel().await)
+    }
+
+    /// POSTs `body` to `path` with these headers, on a new connection.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = reqwest::Client::new().post(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// POSTs an OTLP/HTTP protobuf trace export.
+    pub async fn post_traces(&self, req: &ExportTraceServiceRequest) -> reqwest::Response {
+        post_protobuf(&reqwest::Client::new(), &self.url("/v1/traces"), req).await
+    }
+
+    /// POSTs an OTLP/HTTP protobuf metrics export.
+    pub async fn post_metrics(&self, req: &ExportMetricsServiceRequest) -> reqwest::Response {
+        post_protobuf(&reqwest::Client::new(), &self.url("/v1/metrics"), req).await
+    }
+
+    /// A trace export over HTTP that must be answered 200, and its answer.
+    pub async fn export_traces(
+        &self,
+        req: &ExportTraceServiceRequest,
+    ) -> ExportTraceServiceResponse {
+        self.export("/v1/traces", req).await
+    }
+
+    /// A metrics export over HTTP that must be answered 200, and its answer.
+    pub async fn export_metrics(
+        &self,
+        req: &ExportMetricsServiceRequest,
+    ) -> ExportMetricsServiceResponse {
+        self.export("/v1/metrics", req).await
+    }
+
+    /// An OTLP/HTTP protobuf export to `path` that must be answered 200,
+    /// and its answer.
+    async fn export<A: Message + Default>(&self, path: &str, req: &impl Message) -> A {
+        let resp = post_protobuf(&reqwest::Client::new(), &self.url(path), req).await;
+        assert_eq!(resp.status(), 200, "POST {path}");
+        A::decode(resp.bytes().await.expect("a body")).expect("an OTLP answer")
+    }
+
     /// GET a JSON document, with its status.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = reqwest::get(self.url(path)).await.expect("GET");
@@ -170,6 +245,33 @@ impl Drop for TestServer {
     }
 }
 
+/// The content type of OTLP/HTTP protobuf.
+pub const PROTOBUF: &str = "application/x-protobuf";
+
+/// POSTs an OTLP message as protobuf to `url` with `client` (one that
+/// keeps its connection, or one outside a `TestServer`'s reach).
+pub async fn post_protobuf(
+    client: &reqwest::Client,
+    url: &str,
+    message: &impl Message,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", PROTOBUF)
+        .body(message.encode_to_vec())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// Now, in Unix nanoseconds: points dated near the daemon's clock.
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64
+}
+
 /// Percent-encodes one path segment.
 pub fn encode_segment(s: &str) -> String {
     s.bytes()
@@ -180,73 +282,4 @@ pub fn encode_segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-pub fn kv(key: &str, value: &str) -> KeyValue {
-    attr(key, Value::StringValue(value.into()))
-}
-
-pub fn kv_int(key: &str, value: i64) -> KeyValue {
-    attr(key, Value::IntValue(value))
-}
-
-fn attr(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-/// Resource attributes of one deployment.
-pub fn release_resource(service: &str, env: &str, id: &str, sha: &str) -> Vec<KeyValue> {
-    vec![
-        kv("service.name", service),
-        kv("deployment.environment.name", env),
-        kv("deployment.id", id),
-        kv("git.sha", sha),
-    ]
-}
-
-/// A SERVER span lasting `millis`, failed or not.
-pub fn server_span(n: u64, millis: u64, failed: bool) -> Span {
-    let mut trace_id = [7u8; 16];
-    trace_id[..8].copy_from_slice(&(n + 1).to_be_bytes());
-    Span {
-        trace_id: trace_id.to_vec(),
-        span_id: (n + 1).to_be_bytes().to_vec(),
-        name: "GET /checkout".into(),
-        kind: 2,
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_000_000_000 + millis * 1_000_000,
-        status: failed.then(|| Status {
-            code: StatusCode::Error as i32,
-            message: "boom".into(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// `n` SERVER spans of one resource, every `error_every`-th failed.
-pub fn trace_request(
-    resource: Vec<KeyValue>,
-    n: u64,
-    error_every: u64,
-) -> ExportTraceServiceRequest {
-    let spans = (0..n)
-        .map(|i| server_span(i, 10 + i % 50, error_every > 0 && i % error_every == 0))
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
