@@ -8,7 +8,7 @@
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, ExponentialHistogram,
     ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
@@ -21,21 +21,14 @@ use proptest::prelude::*;
 use super::App;
 use crate::config::Config;
 use crate::ingest::decode::{decode, Encoding};
+use crate::otlp_kit::attr;
 use crate::self_metrics::Transport;
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
 
 fn resource(id: &str) -> Option<Resource> {
     Some(Resource {
         attributes: vec![
-            kv("service.name", any_value::Value::StringValue("svc".into())),
-            kv("deployment.id", any_value::Value::StringValue(id.into())),
+            attr("service.name", any_value::Value::StringValue("svc".into())),
+            attr("deployment.id", any_value::Value::StringValue(id.into())),
         ],
         ..Default::default()
     })
@@ -85,7 +78,7 @@ fn explicit_point() -> impl Strategy<Value = HistogramDataPoint> {
     )
         .prop_map(
             |(bounds, counts, count, start, time, status)| HistogramDataPoint {
-                attributes: vec![kv(
+                attributes: vec![attr(
                     "http.response.status_code",
                     any_value::Value::IntValue(status),
                 )],
@@ -172,7 +165,7 @@ fn span() -> impl Strategy<Value = Span> {
             kind: kind.rem_euclid(6),
             start_time_unix_nano: start,
             end_time_unix_nano: end,
-            attributes: vec![kv(
+            attributes: vec![attr(
                 "http.response.status_code",
                 any_value::Value::IntValue(status),
             )],

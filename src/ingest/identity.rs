@@ -215,22 +215,7 @@ pub(crate) mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     use super::*;
-
-    pub fn kv(key: &str, value: &str) -> KeyValue {
-        attr(key, Value::StringValue(value.into()))
-    }
-
-    pub fn kv_int(key: &str, value: i64) -> KeyValue {
-        attr(key, Value::IntValue(value))
-    }
-
-    fn attr(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        }
-    }
+    pub use crate::otlp_kit::{kv, kv_int};
 
     #[test]
     fn item_attributes_win_over_resource() {

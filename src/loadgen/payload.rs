@@ -5,15 +5,11 @@
 //! CPU per span is only comparable with a decode of spans like the ones it
 //! is given, so `benches/engine.rs` decodes these same requests.
 
-use opentelemetry_proto::tonic::common::v1::{
-    any_value::Value, AnyValue, InstrumentationScope, KeyValue,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use crate::model::NANOS_PER_SEC;
+use crate::otlp_kit::{error_status, kv, kv_int, resource, SERVER};
 use crate::rng::Rng;
 use crate::sim::otlp::release_spans;
 
@@ -58,26 +54,6 @@ pub fn cohort_spans(
     }
 }
 
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// The routes a service serves, with a path of each as a client sends it.
 const ROUTES: [(&str, &str, &str); 4] = [
     ("GET", "/orders/{id}", "/orders/83712"),
@@ -92,21 +68,18 @@ fn http_spans(rng: &mut Rng, c: &DeploymentTraffic, t: u64) -> ResourceSpans {
         .rsplit('-')
         .next()
         .unwrap_or(c.deployment_id);
-    let resource = Resource {
-        attributes: vec![
-            text("service.name", c.service),
-            text("service.version", "2.14.1"),
-            text("deployment.environment.name", "prod"),
-            text("deployment.id", c.deployment_id),
-            text("git.sha", sha),
-            text("host.name", "ip-10-2-31-17.ec2.internal"),
-            text("k8s.pod.name", &format!("{}-7d9f8b6c4-x2k9q", c.service)),
-            text("telemetry.sdk.name", "opentelemetry"),
-            text("telemetry.sdk.language", "java"),
-            text("telemetry.sdk.version", "1.44.1"),
-        ],
-        ..Default::default()
-    };
+    let resource = resource(vec![
+        kv("service.name", c.service),
+        kv("service.version", "2.14.1"),
+        kv("deployment.environment.name", "prod"),
+        kv("deployment.id", c.deployment_id),
+        kv("git.sha", sha),
+        kv("host.name", "ip-10-2-31-17.ec2.internal"),
+        kv("k8s.pod.name", &format!("{}-7d9f8b6c4-x2k9q", c.service)),
+        kv("telemetry.sdk.name", "opentelemetry"),
+        kv("telemetry.sdk.language", "java"),
+        kv("telemetry.sdk.version", "1.44.1"),
+    ]);
     let spans = (0..c.spans)
         .map(|_| {
             let (method, route, path) = ROUTES[rng.below(ROUTES.len() as u64) as usize];
@@ -118,24 +91,21 @@ fn http_spans(rng: &mut Rng, c: &DeploymentTraffic, t: u64) -> ResourceSpans {
                 span_id: (rng.next_u64() | 1).to_be_bytes().to_vec(),
                 parent_span_id: rng.next_u64().to_be_bytes().to_vec(),
                 name: format!("{method} {route}"),
-                kind: 2,
+                kind: SERVER,
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + dur,
                 attributes: vec![
-                    text("http.request.method", method),
-                    text("http.route", route),
-                    text("url.path", path),
-                    text("url.scheme", "https"),
-                    text("server.address", "api.shop.example"),
-                    int("http.response.status_code", if failed { 503 } else { 200 }),
-                    text("user_agent.original", "okhttp/4.12.0"),
-                    text("network.protocol.version", "1.1"),
-                    text("client.address", "10.2.14.201"),
+                    kv("http.request.method", method),
+                    kv("http.route", route),
+                    kv("url.path", path),
+                    kv("url.scheme", "https"),
+                    kv("server.address", "api.shop.example"),
+                    kv_int("http.response.status_code", if failed { 503 } else { 200 }),
+                    kv("user_agent.original", "okhttp/4.12.0"),
+                    kv("network.protocol.version", "1.1"),
+                    kv("client.address", "10.2.14.201"),
                 ],
-                status: failed.then(|| Status {
-                    code: StatusCode::Error as i32,
-                    message: String::new(),
-                }),
+                status: failed.then(|| error_status("")),
                 ..Default::default()
             }
         })

@@ -4,13 +4,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets as ExpBuckets, metric::Data, ExponentialHistogram,
-    ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
-    ScopeMetrics,
+    ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span, Status};
 
 use super::metrics::{CUMULATIVE, DELTA};
 use super::*;
@@ -18,33 +14,17 @@ use crate::ingest::delta::DeltaTracker;
 use crate::ingest::identity::int_value;
 use crate::ingest::identity::tests::{kv, kv_int};
 use crate::model::{MetricObservation, NANOS_PER_SEC};
+use crate::otlp_kit as kit;
 
 fn span(kind: i32, millis: u64, attrs: Vec<KeyValue>) -> Span {
     Span {
-        trace_id: vec![1; 16],
-        span_id: vec![2; 8],
-        kind,
-        start_time_unix_nano: 1_000_000_000,
-        end_time_unix_nano: 1_000_000_000 + millis * 1_000_000,
         attributes: attrs,
-        ..Default::default()
+        ..kit::span(0, kind, NANOS_PER_SEC, millis * 1_000_000)
     }
 }
 
 fn traces(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    kit::spans_request(resource, spans)
 }
 
 const SERVER: i32 = 2;
@@ -52,12 +32,7 @@ const CLIENT: i32 = 3;
 const CONSUMER: i32 = 5;
 
 fn checkout() -> Vec<KeyValue> {
-    vec![
-        kv("service.name", "checkout"),
-        kv("deployment.environment.name", "prod"),
-        kv("deployment.id", "checkout-2b5d"),
-        kv("git.sha", "2b5d9af"),
-    ]
+    kit::release_resource("checkout", "prod", "checkout-2b5d", "2b5d9af")
 }
 
 #[test]
@@ -159,36 +134,18 @@ fn overlong_release_ids_are_rejected() {
 }
 
 fn duration_metric(unit: &str, data: Data) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: checkout(),
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "http.server.request.duration".into(),
-                    unit: unit.into(),
-                    data: Some(data),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let metric = Metric {
+        name: kit::REQUEST_DURATION.into(),
+        unit: unit.into(),
+        data: Some(data),
+        ..Default::default()
+    };
+    kit::metrics_request(vec![kit::resource_metrics(checkout(), vec![metric])])
 }
 
 fn hist_point(status: i64, start: u64, time: u64, counts: Vec<u64>) -> HistogramDataPoint {
-    HistogramDataPoint {
-        attributes: vec![kv_int("http.response.status_code", status)],
-        start_time_unix_nano: start,
-        time_unix_nano: time,
-        count: counts.iter().sum(),
-        explicit_bounds: vec![0.1, 0.5],
-        bucket_counts: counts,
-        ..Default::default()
-    }
+    let status = vec![kv_int("http.response.status_code", status)];
+    kit::histogram_point(status, start, time, vec![0.1, 0.5], counts)
 }
 
 fn histogram(temporality: i32, points: Vec<HistogramDataPoint>) -> Data {
@@ -331,14 +288,7 @@ fn number_point(
     start: u64,
     time: u64,
 ) -> opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
-    opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
-        start_time_unix_nano: start,
-        time_unix_nano: time,
-        value: Some(
-            opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(value),
-        ),
-        ..Default::default()
-    }
+    kit::number_point(Vec::new(), start, time, value)
 }
 
 fn checked_mapper() -> Mapper {

@@ -19,6 +19,7 @@ use prost::Message;
 use super::*;
 use crate::config::Config;
 use crate::model::{ReleaseRef, Sample};
+use crate::otlp_kit::kv;
 
 /// What a batch says, comparable.
 #[derive(Debug, PartialEq)]
@@ -446,16 +447,6 @@ proptest! {
 }
 
 // The corners, one by one.
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        key_strindex: 0,
-    }
-}
 
 fn one_span() -> Span {
     Span {
