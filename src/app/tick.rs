@@ -173,6 +173,16 @@ impl App {
         self.store.lock().remember_baselines(pairs);
     }
 
+    /// Hands the store the ledger's record of releases that turned red: each
+    /// is held red, with the same `red_since`, once tracked.
+    pub fn remember_reds(&self, reds: Vec<crate::ledger::RecordedRed>) {
+        let reds = reds.into_iter().map(|r| {
+            let release = ReleaseKey::new(r.service, r.environment, r.deployment_id);
+            (release, r.red_since_ns, r.reason)
+        });
+        self.store.lock().remember_reds(reds);
+    }
+
     /// Forgets idle releases and metric streams.
     pub fn expire(&self, now: UnixNanos) {
         let idle = self.config.limits.release_idle_expiry.as_nanos() as u64;

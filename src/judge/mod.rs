@@ -122,6 +122,21 @@ pub struct Judgement {
 }
 
 impl Judgement {
+    /// Red since `since` with `reason`, as the ledger recorded it before a
+    /// restart that lost the evidence (the checkpoint was older): red is
+    /// final for a release, so it stays red, and being red again is no
+    /// news (its first verdict was given before the restart).
+    pub fn hold_red(&mut self, since: UnixNanos, reason: &str) {
+        if self.red_since.is_some() {
+            return;
+        }
+        self.color = Color::Red;
+        self.red_since = Some(since);
+        self.reason = reason.to_string();
+        self.changed_at = since;
+        self.evaluated_at.get_or_insert(since);
+    }
+
     /// The last deployment it was compared with.
     pub fn last_baseline(&self) -> Option<&Arc<str>> {
         self.last_baseline.as_ref()

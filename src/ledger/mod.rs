@@ -68,7 +68,7 @@ use serde::Serialize;
 use crate::model::UnixNanos;
 pub use delivery::DoraQuery;
 use event::Event;
-pub use query::{EventFilter, Page, RecordedBaseline, ReleaseRecord, StoredEvent};
+pub use query::{EventFilter, Page, RecordedBaseline, RecordedRed, ReleaseRecord, StoredEvent};
 use writer::{Command, OutboxOp, Writer};
 
 /// The path that keeps the ledger in memory only.

@@ -86,6 +86,16 @@ pub struct RecordedBaseline {
     pub last_seen_ns: UnixNanos,
 }
 
+/// A release the ledger recorded red: when, and the reason it gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRed {
+    pub service: String,
+    pub environment: String,
+    pub deployment_id: String,
+    pub red_since_ns: UnixNanos,
+    pub reason: String,
+}
+
 impl Ledger {
     /// Events matching `filter`, in the order they were recorded (row id),
     /// oldest first: a client polling with the cursor sees every event once,
@@ -222,6 +232,34 @@ impl Ledger {
                     deployment_id: r.get(2)?,
                     baseline_deployment_id: r.get(3)?,
                     last_seen_ns: r.get::<_, i64>(4)? as UnixNanos,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The releases recently seen that the ledger recorded red: reds the
+    /// checkpoint may not hold yet (it is older than them), which a restart
+    /// keeps. At most `limit`, most recently seen first.
+    pub fn recorded_reds(
+        &self,
+        since: UnixNanos,
+        limit: usize,
+    ) -> Result<Vec<RecordedRed>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT service, environment, deployment_id, red_since_ns, reason
+                 FROM releases
+                 WHERE red_since_ns IS NOT NULL AND last_seen_ns >= ?1
+                 ORDER BY last_seen_ns DESC LIMIT ?2",
+            )?
+            .query_map(params![since as i64, limit as i64], |r| {
+                Ok(RecordedRed {
+                    service: r.get(0)?,
+                    environment: r.get(1)?,
+                    deployment_id: r.get(2)?,
+                    red_since_ns: r.get::<_, i64>(3)? as UnixNanos,
+                    reason: r.get(4)?,
                 })
             })?
             .collect()

@@ -198,3 +198,48 @@ fn a_failing_write_degrades_instead_of_crashing() {
         .insert_posted(vec![event(types::COMMIT, "v2", Source::Api)])
         .is_err());
 }
+
+/// The reds a restart keeps: releases recorded red and seen since the
+/// cut-off, with their first red (a later upsert does not move it).
+#[test]
+fn recorded_reds_are_the_releases_seen_red() {
+    let path = temp_path("reds");
+    let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+    let record = |id: &str, last_seen: UnixNanos, red_since: Option<UnixNanos>| ReleaseRecord {
+        service: "checkout".into(),
+        environment: "prod".into(),
+        deployment_id: id.into(),
+        git_sha: None,
+        baseline_deployment_id: Some("stable".into()),
+        baseline_git_sha: None,
+        first_seen_ns: T,
+        last_seen_ns: last_seen,
+        verdict: if red_since.is_some() { "red" } else { "yellow" }.into(),
+        reason: format!("{id}: roll back"),
+        red_since_ns: red_since,
+        verdict_json: "{}".into(),
+    };
+    ledger
+        .try_upsert_release(record("red", T + 10, Some(T + 5)))
+        .unwrap();
+    ledger
+        .try_upsert_release(record("red", T + 20, Some(T + 15)))
+        .unwrap();
+    ledger
+        .try_upsert_release(record("yellow", T + 20, None))
+        .unwrap();
+    ledger
+        .try_upsert_release(record("old-red", T - 100, Some(T - 200)))
+        .unwrap();
+    ledger.flush().unwrap();
+    let reds = ledger.recorded_reds(T, 10).unwrap();
+    assert_eq!(reds.len(), 1, "{reds:?}");
+    assert_eq!(
+        (reds[0].deployment_id.as_str(), reds[0].red_since_ns),
+        ("red", T + 5)
+    );
+    assert!(reds[0].reason.contains("roll back"));
+    assert_eq!(ledger.recorded_reds(T - 1_000, 10).unwrap().len(), 2);
+    drop(ledger);
+    remove(&path);
+}

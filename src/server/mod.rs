@@ -98,12 +98,29 @@ const RECORDED_BASELINES_SINCE: Duration = Duration::from_secs(7 * 24 * 3600);
 const RECORDED_BASELINES_MAX: usize = 100_000;
 
 /// Brings back the judge's state from the ledger's checkpoint, if any,
-/// and its record of baselines.
+/// and what the ledger recorded since: its record of baselines, and the
+/// releases it recorded red (a red after the last checkpoint stays red,
+/// with the same `red_since`, whenever the daemon died).
 fn restore(app: &App, ledger: &Ledger) {
     let since = system_now().saturating_sub(RECORDED_BASELINES_SINCE.as_nanos() as u64);
     match ledger.recorded_baselines(since, RECORDED_BASELINES_MAX) {
         Ok(pairs) => app.remember_baselines(pairs),
         Err(e) => warn!(error = %e, "the ledger's record of baselines could not be read"),
+    }
+    // Held by the store until each release is tracked; a release idle
+    // longer than the expiry would be forgotten anyway.
+    let idle = app.config.limits.release_idle_expiry.as_nanos() as u64;
+    match ledger.recorded_reds(system_now().saturating_sub(idle), RECORDED_BASELINES_MAX) {
+        Ok(reds) => {
+            if !reds.is_empty() {
+                info!(
+                    releases = reds.len(),
+                    "red releases recorded in the ledger stay red"
+                );
+            }
+            app.remember_reds(reds)
+        }
+        Err(e) => warn!(error = %e, "the ledger's record of red releases could not be read"),
     }
     match ledger.load_checkpoint() {
         Ok(Some((written, bytes))) => match app.restore(&bytes) {

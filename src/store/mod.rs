@@ -201,6 +201,9 @@ pub struct Store {
     inferred: Vec<Inferred>,
     /// Releases whose baseline changed without a change of color, until taken.
     rebased: Vec<ReleaseKey>,
+    /// Releases the ledger recorded red, with when and why, until each is
+    /// tracked and held red (see `remember_reds`).
+    reds: HashMap<ReleaseKey, (UnixNanos, String)>,
     /// The ledger's record of who was compared with whom before the start,
     /// by service and environment (see `remember_baselines`).
     recorded: HashMap<Arc<str>, HashMap<Arc<str>, Vec<PastPairing>>>,
@@ -217,6 +220,7 @@ impl Store {
             rule,
             inferred: Vec::new(),
             rebased: Vec::new(),
+            reds: HashMap::new(),
             recorded: HashMap::new(),
         }
     }
@@ -241,6 +245,42 @@ impl Store {
                     baseline,
                     last_seen,
                 });
+        }
+    }
+
+    /// Takes the ledger's record of releases that turned red, (release, red
+    /// since, reason): each is held red with that `red_since` once tracked
+    /// (now, restored from a checkpoint, or at its first telemetry), so a
+    /// red that came after the last checkpoint survives a crash.
+    pub fn remember_reds(
+        &mut self,
+        reds: impl IntoIterator<Item = (ReleaseKey, UnixNanos, String)>,
+    ) {
+        self.reds.extend(
+            reds.into_iter()
+                .map(|(key, since, why)| (key, (since, why))),
+        );
+        self.hold_reds();
+    }
+
+    /// Holds the remembered reds of the releases tracked, and forgets them:
+    /// from then on the release's own judgement keeps it red.
+    fn hold_reds(&mut self) {
+        if self.reds.is_empty() {
+            return;
+        }
+        let reds = &mut self.reds;
+        for (service, envs) in &mut self.fleets {
+            for (environment, fleet) in envs.iter_mut() {
+                for (id, release) in fleet.releases.iter_mut() {
+                    let key = ReleaseKey::new(service.clone(), environment.clone(), id.clone());
+                    if let Some((since, why)) = reds.remove(&key) {
+                        if let Some(j) = release.judgement.as_mut() {
+                            j.hold_red(since, &why);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -294,6 +334,7 @@ impl Store {
             self.fleets.entry(service).or_default().insert(env, fleet);
         }
         self.len = self.count();
+        self.hold_reds();
         Ok(self.len)
     }
 
@@ -371,7 +412,7 @@ impl Store {
                 .or_default();
             if !known {
                 let id: Arc<str> = Arc::from(r.deployment_id);
-                let release = Release {
+                let mut release = Release {
                     deployment_id: id.clone(),
                     git_sha: None,
                     role: None,
@@ -388,6 +429,14 @@ impl Store {
                     detail: Detail::default(),
                     judgement: Some(Judgement::new(&self.judge.checks, now)),
                 };
+                if !self.reds.is_empty() {
+                    let key = ReleaseKey::new(r.service, r.environment, id.clone());
+                    if let (Some((since, why)), Some(j)) =
+                        (self.reds.remove(&key), release.judgement.as_mut())
+                    {
+                        j.hold_red(since, &why);
+                    }
+                }
                 fleet.releases.insert(id, release);
                 self.len += 1;
                 applied.created += 1;

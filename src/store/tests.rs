@@ -520,3 +520,47 @@ fn a_tick_in_chunks_of_fleets_is_the_whole_tick() {
     assert_eq!(colors(&chunked), colors(&whole));
     assert!(colors(&whole).iter().any(|c| c.2 == Color::Red));
 }
+
+/// A red the ledger recorded after the last checkpoint: the release is red
+/// again with the same `red_since` as soon as it is tracked, whether it
+/// comes back from the checkpoint (as yellow) or with its next telemetry,
+/// and being red again is no news for the ledger.
+#[test]
+fn a_red_the_ledger_recorded_holds_after_a_restart() {
+    let red = |id: &str| {
+        let why = "canary error ratio 50.00% vs baseline 0.00%: roll back".to_string();
+        (ReleaseKey::new("svc", "prod", id), 7 * SEC, why)
+    };
+    // The checkpoint was taken while "new" was still yellow.
+    let mut before = store(10);
+    run(&mut before, 1, 3, &[("old", 90, None), ("new", 10, None)]);
+    let checkpoint = before.checkpoint();
+    assert_eq!(before.fleets().count(), 1);
+
+    let mut s = store(10);
+    s.remember_reds([red("new"), red("later")]);
+    assert_eq!(s.restore(&checkpoint).unwrap(), 2);
+    let j = fleet(&s).releases["new"].judgement();
+    assert_eq!((j.color, j.red_since), (Color::Red, Some(7 * SEC)));
+    assert!(j.reason.contains("roll back"), "{}", j.reason);
+    // "later" was first seen after the checkpoint: red from its first telemetry.
+    let mut changed = Vec::new();
+    for t in 3..20 {
+        s.apply(
+            &batch(&[("old", 90, None), ("new", 10, None), ("later", 10, None)]),
+            t * SEC,
+        );
+        changed.extend(s.tick(t * SEC + SEC - 1));
+    }
+    for id in ["new", "later"] {
+        let j = fleet(&s).releases[id].judgement();
+        assert_eq!((j.color, j.red_since), (Color::Red, Some(7 * SEC)), "{id}");
+    }
+    assert!(
+        changed.iter().all(|c| &*c.release.deployment_id == "old"),
+        "held reds are not news: {changed:?}"
+    );
+    // A release the ledger did not record red is judged as before.
+    let j = fleet(&s).releases["old"].judgement();
+    assert_eq!(j.red_since, None);
+}

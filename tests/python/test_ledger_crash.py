@@ -11,6 +11,9 @@ evidence instead of starting again.
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import requests
 from opentelemetry.trace import SpanKind
 
@@ -84,3 +87,70 @@ def test_a_kill_9_forgets_nothing_that_was_checkpointed(daemon_factory, unique):
         lambda r: r["canary"]["requests"] == resumed["canary"]["requests"] + 3,
         timeout=10,
     )
+
+
+def failed_events(daemon: Daemon, deployment_id: str) -> list[dict]:
+    return [e for e in events(daemon) if e["deployment_id"] == deployment_id and e["type"] == "canary_failed"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5, 2.0])
+def test_a_red_after_the_last_checkpoint_survives_a_kill_9(daemon_factory, unique, delay):
+    """The ledger recorded a red the checkpoint does not hold (the daemon
+    was killed `delay` seconds after the red reached the ledger, before the
+    next checkpoint): after the restart both reds are red with the same
+    red_since, the one the checkpoint held as yellow from the first
+    answer, the one first seen after it from its first telemetry, and
+    neither is reported red a second time."""
+    config = CONFIG.replace('checkpoint_interval = "500ms"', 'checkpoint_interval = "1h"')
+    service = unique("checkout")
+    stable, canary, late = unique("stable"), unique("canary"), unique("late")
+    ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
+
+    # 1. The canary is yellow with its baseline; a SIGTERM checkpoints that.
+    first = daemon_factory(config)
+
+    def healthy(d: Daemon) -> dict:
+        send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
+        send_spans(d, "grpc", release_resource(service, canary), [ok] * 10)
+        return d.get_release(canary).json()
+
+    poll(lambda: healthy(first), lambda v: v.get("baseline") and v["verdict"] == "yellow", timeout=30, interval=0.2, what="a yellow canary")
+    assert first.stop() == 0
+
+    # 2. On the same ledger, both canaries go red; the ledger records it.
+    second = daemon_factory(config, workdir=first.workdir)
+    poll(lambda: requests.get(f"{second.http_url}/readyz", timeout=5).status_code, lambda s: s == 200, what="ready")
+
+    def failing(d: Daemon) -> tuple[dict, dict]:
+        send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
+        send_spans(d, "grpc", release_resource(service, canary), [ok] * 10 + [failed] * 10)
+        send_spans(d, "grpc", release_resource(service, late), [ok] * 10 + [failed] * 10)
+        return d.get_release(canary).json(), d.get_release(late).json()
+
+    reds = poll(lambda: failing(second), lambda vs: all(v.get("verdict") == "red" for v in vs), timeout=30, interval=0.2, what="two red canaries")
+    red_since = {v["deployment_id"]: v["red_since"] for v in reds}
+    poll(lambda: [failed_events(second, i) for i in (canary, late)], lambda fs: all(fs), timeout=10, what="canary_failed in the ledger")
+    time.sleep(delay)
+    second.kill()
+
+    # 3. The restart answers red, the same red_since, from the first answer.
+    third = daemon_factory(config, workdir=first.workdir)
+    poll(lambda: requests.get(f"{third.http_url}/readyz", timeout=5).status_code, lambda s: s == 200, what="ready")
+    v = third.get_release(canary).json()
+    assert (v["verdict"], v.get("red_since")) == ("red", red_since[canary]), v
+    assert v.get("live", True), v  # judged live, restored from the checkpoint
+    assert v["baseline"]["deployment_id"] == stable, v
+    # The late canary: the ledger answers until it reports again, then it
+    # is judged live and red from its first telemetry.
+    gone = third.get_release(late).json()
+    assert (gone["verdict"], gone.get("red_since")) == ("red", red_since[late]), gone
+    send_spans(third, "grpc", release_resource(service, stable), [ok] * 100)
+    send_spans(third, "grpc", release_resource(service, canary), [ok] * 10)
+    send_spans(third, "grpc", release_resource(service, late), [ok] * 10)
+    back = poll_release(third, late, lambda r: r.get("live", True) and r["canary"]["requests"] >= 10, timeout=10)
+    assert (back["verdict"], back.get("red_since")) == ("red", red_since[late]), back
+    assert back["canary"]["requests"] == 10, back  # counted afresh, not double
+    # Red again is not news: one canary_failed each.
+    poll(lambda: third.metrics().get("release_verdict_releases_tracked"), lambda n: n == 3, what="three releases")
+    for deployment_id in (canary, late):
+        assert len(failed_events(third, deployment_id)) == 1, failed_events(third, deployment_id)
