@@ -30,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "notify",
         &["ledger", "config", "model", "self_metrics", "clock", "rng"],
     ),
-    ("sim", &["store", "judge", "config", "model", "rng"]),
+    ("sim", &["store", "judge", "config", "model", "rng", "otlp_kit"]),
     ("otlp_kit", &[]),
     (
         "loadgen",
@@ -250,4 +250,87 @@ fn the_mapper_knows_no_reader() {
         "the mapper imports a reader:\n{}",
         wrong.join("\n")
     );
+}
+
+/// Inside each module folder, the files (each sibling with what lies
+/// below it) never import each other in a circle: in `ingest/`, the
+/// mapper knew its readers and they knew it. The module's face (`mod.rs`,
+/// which declares and re-exports the siblings) is left out.
+#[test]
+fn no_two_files_inside_a_module_import_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut checked = 0;
+    for (module, files) in modules() {
+        let base = src.join(&module);
+        if !base.is_dir() {
+            continue;
+        }
+        // Each file's sibling (its first path component below the folder)
+        // and depth (how many `super::` reach the folder).
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut parts = Vec::new();
+        for (path, code) in &files {
+            // `src/loadgen.rs` beside `src/loadgen/` is the face too.
+            let Ok(rel) = path.strip_prefix(&base) else {
+                continue;
+            };
+            let mut names: Vec<String> = rel
+                .components()
+                .map(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .trim_end_matches(".rs")
+                        .to_string()
+                })
+                .collect();
+            if names.last().is_some_and(|n| n == "mod") {
+                names.pop();
+            }
+            let Some(sibling) = names.first().cloned() else {
+                continue; // the face
+            };
+            graph.entry(sibling.clone()).or_default();
+            parts.push((sibling, names.len(), code));
+        }
+        for (sibling, depth, code) in parts {
+            let up = "super::".repeat(depth);
+            let own = format!("crate::{module}::");
+            let named: BTreeSet<String> = paths_after(code, &up)
+                .into_iter()
+                .chain(paths_after(code, &own))
+                .map(str::to_string)
+                .filter(|n| *n != sibling && graph.contains_key(n))
+                .collect();
+            graph.entry(sibling).or_default().extend(named);
+        }
+        checked += 1;
+        for start in graph.keys() {
+            let mut path = vec![start.clone()];
+            if let Some(circle) = circle_from(&graph, &mut path) {
+                panic!("a circle inside src/{module}/: {}", circle.join(" -> "));
+            }
+        }
+    }
+    assert!(checked >= 5, "module folders not found");
+}
+
+/// A path of `graph` from the last of `path` back into `path`, if any.
+fn circle_from(
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    path: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let last = path.last()?.clone();
+    for next in graph.get(&last).into_iter().flatten() {
+        if let Some(at) = path.iter().position(|p| p == next) {
+            let mut found = path[at..].to_vec();
+            found.push(next.clone());
+            return Some(found);
+        }
+        path.push(next.clone());
+        if let Some(found) = circle_from(graph, path) {
+            return Some(found);
+        }
+        path.pop();
+    }
+    None
 }
