@@ -59,7 +59,7 @@ macro_rules! label_values {
     )*};
 }
 
-/// How a reload of the TLS files went.
+/// How a reload of the TLS files or the token files went.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ReloadResult {
     Ok,
@@ -157,6 +157,8 @@ pub struct SelfMetrics {
     pub checkpoint_written: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Reloads of the TLS files, by outcome.
     pub tls_reloads: Family<ReloadLabels, Counter>,
+    /// Reloads of the `[auth]` token files, by outcome.
+    pub token_reloads: Family<ReloadLabels, Counter>,
     /// Notification tries by sink and outcome.
     pub notify_sent: Family<SinkResultLabels, Counter>,
     /// Notifications waiting in the outbox, by sink.
@@ -186,6 +188,7 @@ impl Default for SelfMetrics {
             ledger_degraded: Gauge::default(),
             checkpoint_written: Gauge::default(),
             tls_reloads: Family::default(),
+            token_reloads: Family::default(),
             notify_sent: Family::default(),
             notify_pending: Family::default(),
             notify_dead: Family::default(),
@@ -269,6 +272,11 @@ impl SelfMetrics {
             "release_verdict_tls_reloads",
             "Reloads of the [server.tls] files (on change or SIGHUP), by result; on error the previous certificates stay in force",
             self.tls_reloads.clone(),
+        );
+        registry.register(
+            "release_verdict_token_reloads",
+            "Reloads of the [auth] token files (on change or SIGHUP), by result; on error the previous tokens stay in force",
+            self.token_reloads.clone(),
         );
         registry.register(
             "release_verdict_notifications",

@@ -202,3 +202,149 @@ async fn reading_takes_a_read_token_and_health_none() {
     server.stop().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Writes a tokens file through a temporary name and a rename, as a
+/// secret manager does, so the daemon never reads half a file.
+fn put(path: &std::path::Path, lines: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, lines).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The status of an (empty) OTLP/HTTP export to `url` with `token`.
+async fn ingest_status(url: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/traces"))
+        .header("content-type", "application/json")
+        .bearer_auth(token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls `f` until it is true or 10 s pass.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_changed_tokens_file_is_in_force_without_a_restart_and_a_broken_one_is_not() {
+    let dir = std::env::temp_dir().join(format!("rv-auth-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ingest");
+    put(&file, "old-tok\nkept-tok\n");
+    let mut config = Config::default();
+    config.auth.ingest_tokens_file = file.to_string_lossy().into_owned();
+    config.auth.reload_interval = Duration::from_millis(100);
+    let server = TestServer::with_config(config).await;
+    let url = server.url("");
+    assert_eq!(ingest_status(&url, "old-tok").await, 200);
+    assert_eq!(ingest_status(&url, "new-tok").await, 401);
+    let reloads = |result: &'static str, n: u32| {
+        let want = format!("release_verdict_token_reloads_total{{result=\"{result}\"}} {n}");
+        let server = &server;
+        move || {
+            let want = want.clone();
+            async move { server.metrics().await.contains(&want) }
+        }
+    };
+
+    // One token revoked, one added: in force once the change is seen.
+    put(&file, "# rotated\nkept-tok\nnew-tok\n");
+    eventually("the changed file is reloaded", reloads("ok", 1)).await;
+    assert_eq!(ingest_status(&url, "old-tok").await, 401, "revoked");
+    assert_eq!(ingest_status(&url, "new-tok").await, 200, "added");
+    assert_eq!(ingest_status(&url, "kept-tok").await, 200);
+
+    // A file that holds no token is refused: the tokens in force stay,
+    // and the failed reload is counted.
+    put(&file, "# emptied by mistake\n");
+    eventually("the failed reload is counted", reloads("error", 1)).await;
+    assert_eq!(ingest_status(&url, "new-tok").await, 200);
+    assert_eq!(ingest_status(&url, "old-tok").await, 401);
+    let metrics = server.metrics().await;
+    assert!(!metrics.contains("new-tok") && !metrics.contains("kept-tok"));
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn sighup_reads_the_tokens_files_at_once() {
+    let dir = std::env::temp_dir().join(format!("rv-auth-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("write");
+    put(&file, "old-tok\n");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let grpc_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = dir.join("config.toml");
+    // Looked at once an hour: only the signal can make it read the file.
+    std::fs::write(
+        &config,
+        format!(
+            "[ledger]\npath = \":memory:\"\n[auth]\nwrite_tokens_file = {:?}\nreload_interval = \"1h\"\n",
+            file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_release-verdict"))
+        .args(["serve", "--config", &config.display().to_string()])
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let post = |token: &'static str| {
+        let url = url.clone();
+        async move {
+            let event = serde_json::json!({"type": "deploy_started", "service": "svc"});
+            match reqwest::Client::new()
+                .post(format!("{url}/api/v1/events"))
+                .bearer_auth(token)
+                .json(&event)
+                .send()
+                .await
+            {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        }
+    };
+    eventually("the daemon answers", || async {
+        post("old-tok").await == 200
+    })
+    .await;
+    put(&file, "new-tok\n");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("the new token is in force", || async {
+        post("new-tok").await == 200
+    })
+    .await;
+    assert_eq!(post("old-tok").await, 401, "revoked");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

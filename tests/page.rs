@@ -44,6 +44,51 @@ async fn the_page_and_its_assets_are_served_from_the_binary() {
 }
 
 #[tokio::test]
+async fn the_page_and_its_assets_keep_the_browser_to_the_daemons_own_files() {
+    let server = TestServer::start().await;
+    for path in ["/", "/assets/page.js", "/assets/page.css"] {
+        let r = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = |name: &str| {
+            r.headers()
+                .get(name)
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        let csp = h("content-security-policy");
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        for want in ["default-src 'self'", "frame-ancestors 'none'"] {
+            assert!(directives.contains(&want), "{path}: {csp}");
+        }
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+        assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+    }
+    // The policy allows no inline script or style: the page has none.
+    let html = reqwest::get(server.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains("<style"),
+        "{html}"
+    );
+    assert!(!html.contains("style="), "{html}");
+    let handler = html
+        .split_whitespace()
+        .find(|w| w.starts_with("on") && w.contains('='));
+    assert_eq!(handler, None, "an inline event handler");
+}
+
+#[tokio::test]
 async fn the_page_is_open_and_the_data_it_reads_asks_for_a_read_token() {
     let dir = std::env::temp_dir().join(format!("rv-page-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,5 +1,6 @@
 //! `release-verdict serve`: runs the daemon until SIGINT or SIGTERM, the
-//! listen addresses optionally overridden; SIGHUP reads the TLS files again.
+//! listen addresses optionally overridden; SIGHUP reads the TLS files and
+//! the token files again.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,7 +58,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// SIGHUP reads the TLS files again.
+/// SIGHUP reads the TLS files and the token files again.
 fn reload_on_sighup(reloader: release_verdict::server::Reloader) {
     #[cfg(unix)]
     tokio::spawn(async move {

@@ -111,6 +111,7 @@ impl Config {
         self.judge.validate(&mut problems);
         self.checks.validate(&self.ingest, &mut problems);
         self.telemetry.validate(&mut problems);
+        self.auth.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -3,21 +3,28 @@
 //! `write` (posted ledger events). A scope with no tokens file is open;
 //! `/healthz`, `/readyz`, gRPC health and the Release Health page's own
 //! HTML, CSS and JS always are. Tokens are compared in
-//! constant time and never logged.
+//! constant time and never logged. The files are read again when they
+//! change and on SIGHUP; a file that cannot be read then leaves the tokens
+//! in force as they were.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
+use super::reload::{self, Watched};
 use crate::app::App;
 use crate::config::AuthConfig;
-use crate::self_metrics::{Reason, Signal, Transport};
+use crate::self_metrics::{Reason, ReloadLabels, Signal, Transport};
 
 /// What a request is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +59,15 @@ pub enum AuthError {
 
 /// The tokens of each scope; None is open.
 #[derive(Debug, Default)]
-pub struct Auth {
+struct Tokens {
     ingest: Option<Vec<Vec<u8>>>,
     read: Option<Vec<Vec<u8>>>,
     write: Option<Vec<Vec<u8>>>,
 }
 
-impl Auth {
+impl Tokens {
     /// Reads the configured tokens files.
-    pub fn load(c: &AuthConfig) -> Result<Auth, AuthError> {
+    fn load(c: &AuthConfig) -> Result<Tokens, AuthError> {
         let file = |key: &'static str, path: &str| -> Result<Option<Vec<Vec<u8>>>, AuthError> {
             if path.is_empty() {
                 return Ok(None);
@@ -84,21 +91,16 @@ impl Auth {
             }
             Ok(Some(tokens))
         };
-        Ok(Auth {
+        Ok(Tokens {
             ingest: file("ingest_tokens_file", &c.ingest_tokens_file)?,
             read: file("read_tokens_file", &c.read_tokens_file)?,
             write: file("write_tokens_file", &c.write_tokens_file)?,
         })
     }
 
-    /// Whether telemetry can be sent without a token.
-    pub fn ingest_is_open(&self) -> bool {
-        self.ingest.is_none()
-    }
-
     /// Checks the `Authorization: Bearer …` header for `scope`; the error
     /// is the message to answer with.
-    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<(), String> {
+    fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<(), String> {
         let tokens = match scope {
             Scope::Ingest => &self.ingest,
             Scope::Read => &self.read,
@@ -130,6 +132,77 @@ impl Auth {
         } else {
             Err(format!("the token is not a valid {} token", scope.as_str()))
         }
+    }
+}
+
+/// The tokens in force and the files they come from.
+#[derive(Debug)]
+pub struct Auth {
+    files: AuthConfig,
+    tokens: RwLock<Arc<Tokens>>,
+    watched: Watched,
+}
+
+impl Auth {
+    /// Reads the configured tokens files; a file that is missing, unreadable
+    /// or holds no token stops the start, with the reason.
+    pub fn load(c: &AuthConfig, reloads: Family<ReloadLabels, Counter>) -> Result<Auth, AuthError> {
+        let paths = c.files().into_iter().filter(|p| !p.is_empty());
+        let watched = Watched::new(paths.map(String::from).collect(), reloads);
+        let tokens = Tokens::load(c)?;
+        Ok(Auth {
+            files: c.clone(),
+            tokens: RwLock::new(Arc::new(tokens)),
+            watched,
+        })
+    }
+
+    /// Whether any scope has a tokens file (so there is something to reload).
+    pub fn has_files(&self) -> bool {
+        self.files.files().iter().any(|p| !p.is_empty())
+    }
+
+    /// Whether telemetry can be sent without a token. Fixed at start: a
+    /// reload changes the tokens of a scope, never whether it has any.
+    pub fn ingest_is_open(&self) -> bool {
+        self.files.ingest_tokens_file.is_empty()
+    }
+
+    /// Reads the files again and puts their tokens in force; on an error
+    /// the tokens in force stay, and the error is returned.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let tokens = self.watched.reload(|| Tokens::load(&self.files))?;
+        *self.tokens.write().expect("tokens lock") = Arc::new(tokens);
+        Ok(())
+    }
+
+    /// Reloads and says how it went (never which tokens).
+    pub fn reload_logged(&self, why: &str) {
+        match self.reload() {
+            Ok(()) => info!(why, "tokens reloaded"),
+            Err(e) => {
+                warn!(why, error = %e, "tokens not reloaded; the previous ones stay in force")
+            }
+        }
+    }
+
+    /// Looks at the files every `reload_interval` until `stop`, and
+    /// reloads when one changed.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let interval = self.files.reload_interval;
+        reload::every(interval, stop, move || {
+            if self.watched.changed() {
+                self.reload_logged("the files changed");
+            }
+        })
+        .await;
+    }
+
+    /// Checks the `Authorization: Bearer …` header for `scope` against the
+    /// tokens in force; the error is the message to answer with.
+    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<(), String> {
+        let tokens = self.tokens.read().expect("tokens lock").clone();
+        tokens.check(scope, headers)
     }
 }
 
@@ -260,10 +333,10 @@ where
 mod tests {
     use super::*;
 
-    fn auth(ingest: &[&str]) -> Auth {
-        Auth {
+    fn auth(ingest: &[&str]) -> Tokens {
+        Tokens {
             ingest: Some(ingest.iter().map(|t| t.as_bytes().to_vec()).collect()),
-            ..Auth::default()
+            ..Tokens::default()
         }
     }
 
@@ -328,19 +401,22 @@ mod tests {
             ingest_tokens_file: good.to_string_lossy().into(),
             ..AuthConfig::default()
         };
-        let a = Auth::load(&c).unwrap();
+        let a = Tokens::load(&c).unwrap();
         assert_eq!(a.ingest.as_ref().unwrap().len(), 2);
         assert!(a.read.is_none());
         let c = AuthConfig {
             read_tokens_file: empty.to_string_lossy().into(),
             ..AuthConfig::default()
         };
-        assert!(matches!(Auth::load(&c), Err(AuthError::Empty { .. })));
+        assert!(matches!(Tokens::load(&c), Err(AuthError::Empty { .. })));
         let c = AuthConfig {
             write_tokens_file: dir.join("missing").to_string_lossy().into(),
             ..AuthConfig::default()
         };
-        assert!(matches!(Auth::load(&c), Err(AuthError::Unreadable { .. })));
+        assert!(matches!(
+            Tokens::load(&c),
+            Err(AuthError::Unreadable { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

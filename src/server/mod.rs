@@ -26,6 +26,7 @@ mod auth;
 mod otlp_grpc;
 mod otlp_http;
 mod page;
+mod reload;
 mod stream;
 mod tls;
 mod verdict_grpc;
@@ -191,21 +192,26 @@ pub struct Server {
     http: TcpListener,
 }
 
-/// Reads the TLS files again (main calls it on SIGHUP).
+/// Reads the TLS files and the token files again (main calls it on SIGHUP).
 #[derive(Clone)]
 pub struct Reloader {
     tls: Option<Arc<Tls>>,
+    auth: Arc<auth::Auth>,
 }
 
 impl Reloader {
     pub fn reload(&self) {
-        match &self.tls {
-            Some(tls) => {
-                let tls = tls.clone();
-                // File reads: off the async workers.
-                tokio::task::spawn_blocking(move || tls.reload_logged("SIGHUP"));
-            }
-            None => info!("SIGHUP: TLS is off, nothing to reload"),
+        // File reads: off the async workers.
+        if let Some(tls) = &self.tls {
+            let tls = tls.clone();
+            tokio::task::spawn_blocking(move || tls.reload_logged("SIGHUP"));
+        }
+        if self.auth.has_files() {
+            let auth = self.auth.clone();
+            tokio::task::spawn_blocking(move || auth.reload_logged("SIGHUP"));
+        }
+        if self.tls.is_none() && !self.auth.has_files() {
+            info!("SIGHUP: no TLS and no token files, nothing to reload");
         }
     }
 }
@@ -218,7 +224,6 @@ impl Server {
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })
         };
-        let auth = Arc::new(auth::Auth::load(&config.auth)?);
         let grpc = bind(config.server.grpc_listen).await?;
         let http = bind(config.server.http_listen).await?;
         let sinks = if config.notify.sinks.is_empty() {
@@ -228,6 +233,8 @@ impl Server {
         };
         let ledger = open_ledger(&config.ledger, sinks.as_deref())?;
         let app = Arc::new(App::with_ledger(config, system_now(), ledger.clone()));
+        let auth = auth::Auth::load(&app.config.auth, app.metrics.token_reloads.clone())?;
+        let auth = Arc::new(auth);
         let tls = Tls::load(&app.config.server.tls, app.metrics.tls_reloads.clone())?;
         if let Some(ledger) = ledger {
             restore(&app, &ledger);
@@ -258,10 +265,11 @@ impl Server {
         self.app.clone()
     }
 
-    /// What reloads the TLS files on demand.
+    /// What reloads the TLS files and the token files on demand.
     pub fn reloader(&self) -> Reloader {
         Reloader {
             tls: self.tls.clone(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -391,6 +399,9 @@ impl Server {
         };
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch(stop.clone()));
+        }
+        if auth.has_files() {
+            tokio::spawn(auth.clone().watch(stop.clone()));
         }
         let notifiers = match (sinks, app.ledger().cloned()) {
             (Some(sinks), Some(ledger)) => {

@@ -9,9 +9,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, info, warn};
 
+use super::reload::{self, Watched};
 use crate::config::TlsConfig;
-use crate::self_metrics::{ReloadLabels, ReloadResult};
+use crate::self_metrics::ReloadLabels;
 
 /// Handshakes under way at once on one port; a connection beyond it is
 /// closed at once (the client retries), so a flood of half-open handshakes
@@ -74,16 +75,12 @@ struct Configs {
     http: Arc<ServerConfig>,
 }
 
-/// What the files looked like when last read: (modified, length) each.
-type Stamp = Vec<Option<(SystemTime, u64)>>;
-
 /// The TLS state both ports share.
 #[derive(Debug)]
 pub struct Tls {
     files: TlsConfig,
     configs: RwLock<Configs>,
-    seen: Mutex<Stamp>,
-    reloads: Family<ReloadLabels, Counter>,
+    watched: Watched,
 }
 
 impl Tls {
@@ -96,7 +93,8 @@ impl Tls {
         if !files.enabled() {
             return Ok(None);
         }
-        let seen = stamp(files);
+        let paths = [&files.cert_file, &files.key_file, &files.client_ca_file];
+        let watched = Watched::new(paths.map(String::clone).to_vec(), reloads);
         let configs = build(files)?;
         info!(
             cert_file = %files.cert_file,
@@ -106,25 +104,14 @@ impl Tls {
         Ok(Some(Arc::new(Tls {
             files: files.clone(),
             configs: RwLock::new(configs),
-            seen: Mutex::new(seen),
-            reloads,
+            watched,
         })))
     }
 
     /// Reads the files again and puts them in force for new connections;
     /// on an error the configs in force stay, and the error is returned.
     pub fn reload(&self) -> Result<(), TlsError> {
-        *self.seen.lock().expect("tls stamp lock") = stamp(&self.files);
-        let result = build(&self.files);
-        let outcome = if result.is_ok() {
-            ReloadResult::Ok
-        } else {
-            ReloadResult::Error
-        };
-        self.reloads
-            .get_or_create(&ReloadLabels { result: outcome })
-            .inc();
-        let configs = result?;
+        let configs = self.watched.reload(|| build(&self.files))?;
         *self.configs.write().expect("tls config lock") = configs;
         Ok(())
     }
@@ -132,11 +119,9 @@ impl Tls {
     /// Reloads when any file's modification time or length changed since
     /// last read. Logs the outcome.
     fn reload_if_changed(&self) {
-        let now = stamp(&self.files);
-        if *self.seen.lock().expect("tls stamp lock") == now {
-            return;
+        if self.watched.changed() {
+            self.reload_logged("the files changed");
         }
-        self.reload_logged("the files changed");
     }
 
     /// Reloads and says how it went.
@@ -159,18 +144,8 @@ impl Tls {
 
     /// Looks at the files every `reload_interval` until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let mut every = tokio::time::interval(self.files.reload_interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = every.tick() => {
-                    let tls = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
-                }
-            }
-        }
+        let interval = self.files.reload_interval;
+        reload::every(interval, stop, move || self.reload_if_changed()).await;
     }
 
     /// Accepts TCP connections on `listener` and hands over those whose
@@ -316,16 +291,6 @@ impl AsyncWrite for TlsConn {
     fn is_write_vectored(&self) -> bool {
         self.0.is_write_vectored()
     }
-}
-
-fn stamp(files: &TlsConfig) -> Stamp {
-    [&files.cert_file, &files.key_file, &files.client_ca_file]
-        .iter()
-        .map(|path| {
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
-        })
-        .collect()
 }
 
 fn read(key: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {

@@ -7,7 +7,9 @@ baselines, `pay-*` canaries failing 8% of requests. The page must show the
 failing canary RED with its reason within seconds, the release view its
 checks (both cohorts' numbers), charts and ledger timeline, the DORA panel,
 and it must say "reconnecting…" while the daemon is down and recover when
-it comes back on the same port (the ledger file keeps the state).
+it comes back on the same port (the ledger file keeps the state). All of
+it under the page's Content-Security-Policy: the browser reports no
+violation.
 
 Screenshots go to $RELEASE_VERDICT_SCREENSHOTS, else tests/python/screenshots/
 (ignored by git): look at them.
@@ -117,7 +119,18 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1920,1080", "--force-device-scale-factor=1"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # Before any page script runs, and outside the page's policy: record
+    # every Content-Security-Policy violation the browser reports.
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.__csp = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        },
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         yield driver
@@ -154,7 +167,16 @@ def test_a_red_canary_shows_red_and_its_reason_within_seconds(fleet: Fleet, brow
     assert text(browser, '.tile[data-deployment-id="pay-0-stable"]') is None
     assert "pay-0-stable" in text(browser, "table.baselines")
     WebDriverWait(browser, 5).until(EC.text_to_be_present_in_element((By.ID, "conn"), "live"))
+    assert_no_csp_violation(browser)
     shoot(browser, "overview")
+
+
+def assert_no_csp_violation(driver: webdriver.Chrome) -> None:
+    """The page drew what it drew within its Content-Security-Policy."""
+    violations = driver.execute_script("return window.__csp || null;")
+    assert violations == [], violations
+    console = [e["message"] for e in driver.get_log("browser")]
+    assert not [m for m in console if "Content Security Policy" in m], console
 
 
 def text(driver: webdriver.Chrome, css: str) -> str | None:
@@ -198,6 +220,7 @@ def test_the_release_view_shows_checks_charts_and_timeline(fleet: Fleet, browser
     # The endpoint breakdown names the failing endpoint.
     endpoints = text(browser, "#endpoints")
     assert endpoints and "fail" in endpoints, endpoints
+    assert_no_csp_violation(browser)
     shoot(browser, "release-red", height=1800)
 
 
@@ -211,6 +234,7 @@ def test_the_dora_panel_renders_from_the_ledger(fleet: Fleet, browser: webdriver
     assert cells[0] == "pay-0"
     # A red canary is a failed change.
     assert "%" in cells[4] and "of" in cells[4], cells
+    assert_no_csp_violation(browser)
     browser.execute_script("document.getElementById('dora').scrollIntoView()")
     shoot(browser, "overview-full", height=1800)
 

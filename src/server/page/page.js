@@ -554,13 +554,16 @@
     if (!Array.isArray(items) || items.length === 0) return "";
     const cols = [];
     items.forEach((o) => Object.keys(o || {}).forEach((k) => cols.includes(k) || cols.push(k)));
-    const cell = (v) => {
+    // Only the trace link the daemon built from [judge] trace_url_template
+    // (an exemplar's `url`) becomes a link, and only to http(s): telemetry
+    // text (an endpoint named like a URL) stays text.
+    const cell = (k, v) => {
       if (v == null) return "—";
-      if (typeof v === "string" && /^https?:\/\//.test(v)) return '<a href="' + esc(v) + '" rel="noopener noreferrer" target="_blank">' + esc(v) + "</a>";
+      if (k === "url" && typeof v === "string" && /^https?:\/\//i.test(v)) return '<a href="' + esc(v) + '" rel="noopener noreferrer" target="_blank">' + esc(v) + "</a>";
       if (typeof v === "object") return esc(JSON.stringify(v));
       return esc(v);
     };
-    const rows = items.map((o) => "<tr>" + cols.map((k) => "<td>" + cell(o[k]) + "</td>").join("") + "</tr>").join("");
+    const rows = items.map((o) => "<tr>" + cols.map((k) => "<td>" + cell(k, o[k]) + "</td>").join("") + "</tr>").join("");
     return (
       "<h2>" + esc(title) + '</h2><div class="table-wrap"><table id="' + id + '"><thead><tr>' +
       cols.map((k) => "<th>" + esc(k.replace(/_/g, " ")) + "</th>").join("") + "</tr></thead><tbody>" + rows + "</tbody></table></div>"
