@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The largest `max_pending_per_sink` allowed: an outbox row holds the
+/// event's JSON (about a KiB), so a sink's backlog stays under a GiB.
+const MAX_PENDING_PER_SINK: u64 = 1_000_000;
+
 /// The notifiers and their retry policy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,9 +23,13 @@ pub struct NotifyConfig {
     /// The longest wait between tries.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// One request's deadline.
+    /// One request's deadline, from connecting to the answer's last byte
+    /// read (answers are read up to 64 KiB; the rest is dropped).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most deliveries waiting in the outbox for one sink; past it the
+    /// sink's oldest are dead-lettered, counted and warned about.
+    pub max_pending_per_sink: u64,
     /// This daemon's address as people reach it (e.g.
     /// `https://release-verdict.example.com`), for links to the Release
     /// Health page in messages. Empty: no such links.
@@ -39,6 +47,7 @@ impl Default for NotifyConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             timeout: Duration::from_secs(10),
+            max_pending_per_sink: 10_000,
             page_url: String::new(),
             dashboard_url: String::new(),
         }
@@ -126,6 +135,11 @@ impl NotifyConfig {
         if self.timeout < Duration::from_millis(100) {
             problems.push("notify.timeout must be at least 100ms".into());
         }
+        if !(1..=MAX_PENDING_PER_SINK).contains(&self.max_pending_per_sink) {
+            problems.push(format!(
+                "notify.max_pending_per_sink must be between 1 and {MAX_PENDING_PER_SINK}"
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let at = format!("notify.sinks[{i}]");
@@ -193,6 +207,25 @@ impl NotifyConfig {
                     problems.push(format!("{at}.events: {t:?} is not an event type"));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_per_sink_outbox_cap_has_a_default_and_is_validated() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.notify.max_pending_per_sink, 10_000);
+        let c = Config::from_toml("[notify]\nmax_pending_per_sink = 50\n").unwrap();
+        assert_eq!(c.notify.max_pending_per_sink, 50);
+        for bad in ["0", "1000001"] {
+            let e = Config::from_toml(&format!("[notify]\nmax_pending_per_sink = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notify.max_pending_per_sink"), "{e}");
         }
     }
 }

@@ -4,7 +4,10 @@
 //! to one sink go out in order, one at a time (a Slack thread's replies
 //! after its opening message); each has a stable idempotency key. Also the
 //! small per-sink, per-release state a sink keeps between deliveries (a
-//! Slack thread's `ts`, a Grafana annotation's id).
+//! Slack thread's `ts`, a Grafana annotation's id). A sink's pending
+//! deliveries are capped: past its route's `max_pending` the oldest are
+//! dead-lettered (marked [`OVERFLOW`]), so a dead sink cannot grow the
+//! outbox without bound.
 
 use std::collections::HashMap;
 
@@ -23,7 +26,14 @@ pub struct Route {
     pub types: Vec<String>,
     pub services: Vec<String>,
     pub environments: Vec<String>,
+    /// Most pending deliveries kept for this sink; past it the oldest are
+    /// dead-lettered. `None`: no cap.
+    pub max_pending: Option<u64>,
 }
+
+/// The `last_error` of a delivery dead-lettered because its sink's
+/// outbox was full.
+pub const OVERFLOW: &str = "outbox full: dead-lettered for newer deliveries";
 
 impl Route {
     pub fn matches(&self, e: &Event) -> bool {
@@ -85,6 +95,8 @@ pub struct Backlog {
     pub sink: String,
     pub pending: u64,
     pub dead: u64,
+    /// Of the dead, those dead-lettered because the sink's outbox was full.
+    pub overflowed: u64,
 }
 
 /// Writes the deliveries of a newly recorded event (the writer thread,
@@ -117,8 +129,31 @@ pub(crate) fn enqueue(
             body,
             nanos(e.ts)
         ])?;
+        if let Some(cap) = r.max_pending {
+            cap_pending(conn, &r.sink, cap, nanos(e.ts))?;
+        }
     }
     Ok(())
+}
+
+/// Dead-letters the oldest pending deliveries of `sink` past `cap`;
+/// returns how many.
+fn cap_pending(conn: &Connection, sink: &str, cap: u64, now: i64) -> rusqlite::Result<u64> {
+    let pending: i64 = conn
+        .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'pending' AND sink = ?1")?
+        .query_row(params![sink], |r| r.get(0))?;
+    let excess = (pending.max(0) as u64).saturating_sub(cap);
+    if excess == 0 {
+        return Ok(0);
+    }
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'dead', last_error = ?3, done_ns = ?4
+             WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND sink = ?1
+                          ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![sink, excess as i64, OVERFLOW, now])?;
+    Ok(n as u64)
 }
 
 /// Applies a try's outcome (the writer thread).
@@ -187,17 +222,37 @@ impl Ledger {
         now: UnixNanos,
         limit: usize,
     ) -> Result<Vec<Delivery>, LedgerError> {
+        self.due(None, now, limit)
+    }
+
+    /// The same for one sink: what its lane sends next.
+    pub fn due_deliveries_of(
+        &self,
+        sink: &str,
+        now: UnixNanos,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, LedgerError> {
+        self.due(Some(sink), now, limit)
+    }
+
+    fn due(
+        &self,
+        sink: Option<&str>,
+        now: UnixNanos,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, LedgerError> {
         self.readers.with(|conn| {
             conn.prepare_cached(
                 "SELECT d.id, d.sink, d.release_key, d.delivery_key, d.attempts, d.event_row,
                         d.event_json
                  FROM deliveries d
-                 JOIN (SELECT min(id) AS id FROM deliveries WHERE state = 'pending'
+                 JOIN (SELECT min(id) AS id FROM deliveries
+                       WHERE state = 'pending' AND (?3 IS NULL OR sink = ?3)
                        GROUP BY sink, release_key) head ON head.id = d.id
                  WHERE d.next_at_ns <= ?1
                  ORDER BY d.id LIMIT ?2",
             )?
-            .query_map(params![nanos(now), limit as i64], |r| {
+            .query_map(params![nanos(now), limit as i64, sink], |r| {
                 let json: String = r.get(6)?;
                 let event = serde_json::from_str(&json).map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
@@ -248,14 +303,16 @@ impl Ledger {
     pub fn backlog(&self) -> Result<Vec<Backlog>, LedgerError> {
         self.readers.with(|conn| {
             conn.prepare_cached(
-                "SELECT sink, sum(state = 'pending'), sum(state = 'dead') FROM deliveries
+                "SELECT sink, sum(state = 'pending'), sum(state = 'dead'),
+                        sum(state = 'dead' AND last_error IS ?1) FROM deliveries
                  WHERE state IN ('pending', 'dead') GROUP BY sink ORDER BY sink",
             )?
-            .query_map([], |r| {
+            .query_map(params![OVERFLOW], |r| {
                 Ok(Backlog {
                     sink: r.get(0)?,
                     pending: r.get::<_, i64>(1)? as u64,
                     dead: r.get::<_, i64>(2)? as u64,
+                    overflowed: r.get::<_, i64>(3)? as u64,
                 })
             })?
             .collect()
@@ -347,12 +404,14 @@ mod tests {
                 Backlog {
                     sink: "hook".into(),
                     pending: 4,
-                    dead: 0
+                    dead: 0,
+                    overflowed: 0,
                 },
                 Backlog {
                     sink: "slack".into(),
                     pending: 3,
-                    dead: 0
+                    dead: 0,
+                    overflowed: 0,
                 },
             ]
         );
@@ -397,7 +456,8 @@ mod tests {
             b.contains(&Backlog {
                 sink: "slack".into(),
                 pending: 0,
-                dead: 1
+                dead: 1,
+                overflowed: 0,
             }),
             "{b:?}"
         );
@@ -420,6 +480,58 @@ mod tests {
             l.due_deliveries(10, 100).unwrap().len(),
             1,
             "hook only, once"
+        );
+    }
+
+    #[test]
+    fn a_full_outbox_dead_letters_the_sinks_oldest_and_only_its_own() {
+        let routes = vec![
+            Route {
+                sink: "dead-hook".into(),
+                max_pending: Some(3),
+                ..Route::default()
+            },
+            Route {
+                sink: "slack".into(),
+                max_pending: Some(100),
+                ..Route::default()
+            },
+        ];
+        let options = LedgerOptions {
+            routes,
+            ..LedgerOptions::default()
+        };
+        let l = Ledger::open(MEMORY, options).unwrap();
+        // Five releases, one event each: five heads, all due at once.
+        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            l.try_record(event(types::RELEASE_STARTED, "prod", id, i as u64 + 1))
+                .unwrap();
+        }
+        l.flush().unwrap();
+        let hook: Vec<String> = l
+            .due_deliveries_of("dead-hook", 10, 100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event.deployment_id.unwrap())
+            .collect();
+        assert_eq!(hook, ["c", "d", "e"], "the two oldest are dead-lettered");
+        assert_eq!(l.due_deliveries_of("slack", 10, 100).unwrap().len(), 5);
+        assert_eq!(
+            l.backlog().unwrap(),
+            vec![
+                Backlog {
+                    sink: "dead-hook".into(),
+                    pending: 3,
+                    dead: 2,
+                    overflowed: 2,
+                },
+                Backlog {
+                    sink: "slack".into(),
+                    pending: 5,
+                    dead: 0,
+                    overflowed: 0,
+                },
+            ]
         );
     }
 }

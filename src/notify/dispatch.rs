@@ -1,14 +1,16 @@
-//! The notifiers' loop (the shell: tokio, reqwest, the clock): takes the
-//! due deliveries from the ledger's outbox (for each sink and release the
-//! oldest pending one, so a thread's replies follow its opening message),
-//! sends them side by side, and records each outcome: delivered, retried
+//! The notifiers' loop (the shell: tokio, reqwest, the clock): one lane (a
+//! task) per sink takes that sink's due deliveries from the ledger's outbox
+//! (for each release the oldest pending one, so a thread's replies follow
+//! its opening message), so a slow or dead sink delays only itself; sends
+//! them side by side, each request under `notify.timeout` with its answer
+//! read up to 64 KiB; and records each outcome: delivered, retried
 //! after a backoff with jitter (or the server's Retry-After), or dead after
 //! `max_attempts` or a refusal no retry helps. A crash between a send and
 //! its record sends it again with the same idempotency key: at least once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +34,11 @@ const BATCH: usize = 32;
 const POLL: Duration = Duration::from_millis(250);
 /// How often the backlog gauges are recomputed.
 const BACKLOG_EVERY: Duration = Duration::from_secs(2);
+/// The most of an answer read: Slack's and Grafana's JSON answers fit
+/// with room to spare; a sink answering more cannot fill the memory.
+const ANSWER_LIMIT: usize = 64 * 1024;
+/// The least time between two "outbox full" warnings for a sink.
+const OVERFLOW_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The counters and gauges the loop keeps (clones of the self metrics').
 #[derive(Clone, Default)]
@@ -49,7 +56,8 @@ struct Dispatcher {
     rng: Mutex<Rng>,
 }
 
-/// Sends deliveries until `stop`.
+/// Sends deliveries until `stop`: one lane (a task) per sink, and the
+/// backlog gauges kept here.
 pub async fn run(
     ledger: Arc<Ledger>,
     sinks: Arc<Sinks>,
@@ -74,49 +82,50 @@ pub async fn run(
         metrics,
         rng: Mutex::new(Rng::new(system_now())),
     });
-    let mut backlog_at = 0;
-    let mut unreadable = false;
+    let mut lanes = tokio::task::JoinSet::new();
+    for sink in &d.sinks.sinks {
+        let (d, name, stop) = (d.clone(), sink.name.clone(), stop.clone());
+        lanes.spawn(async move { d.lane(name, stop).await });
+    }
+    let mut overflow = OverflowWarnings::default();
     loop {
-        let now = system_now();
-        if now >= backlog_at {
-            d.refresh_backlog().await;
-            backlog_at = now + BACKLOG_EVERY.as_nanos() as u64;
-        }
-        let due = {
-            let ledger = d.ledger.clone();
-            blocking(move || ledger.due_deliveries(now, BATCH)).await
-        };
-        let due = match due {
-            Ok(due) => {
-                if unreadable {
-                    unreadable = false;
-                    tracing::info!("the outbox can be read again");
-                }
-                due
-            }
-            Err(e) => {
-                // Once per outage, not every pass.
-                if !unreadable {
-                    unreadable = true;
-                    warn!(error = %e.message, "the outbox could not be read; notifications wait");
-                }
-                Vec::new()
-            }
-        };
-        if due.is_empty() {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(POLL) => continue,
-            }
-        }
-        let sends = due.into_iter().map(|delivery| {
-            let d = d.clone();
-            async move { d.deliver(delivery).await }
-        });
+        d.refresh_backlog(&mut overflow).await;
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = futures_util::future::join_all(sends) => {}
+            _ = tokio::time::sleep(BACKLOG_EVERY) => {}
         }
+    }
+    while lanes.join_next().await.is_some() {}
+}
+
+/// When the "outbox full" warning is given: at most once a minute per
+/// sink, with the count dead-lettered since the last one (pure: the clock
+/// is an argument).
+#[derive(Default)]
+struct OverflowWarnings {
+    /// By sink: the overflowed total last seen, the count not yet warned
+    /// about, and when the last warning was given.
+    sinks: HashMap<String, (u64, u64, Option<Instant>)>,
+}
+
+impl OverflowWarnings {
+    /// Takes the sink's overflowed total; returns the count to warn about
+    /// now, if any. The first total seen (rows from before a restart) is
+    /// not warned about.
+    fn observe(&mut self, sink: &str, total: u64, now: Instant) -> Option<u64> {
+        let Some((seen, unwarned, warned_at)) = self.sinks.get_mut(sink) else {
+            self.sinks.insert(sink.to_string(), (total, 0, None));
+            return None;
+        };
+        // Retention deletes old dead rows: the total may fall.
+        *unwarned += total.saturating_sub(*seen);
+        *seen = total;
+        let quiet = warned_at.is_none_or(|at| now.duration_since(at) >= OVERFLOW_WARN_EVERY);
+        if *unwarned == 0 || !quiet {
+            return None;
+        }
+        *warned_at = Some(now);
+        Some(std::mem::take(unwarned))
     }
 }
 
@@ -155,7 +164,48 @@ impl Answer {
 }
 
 impl Dispatcher {
-    async fn refresh_backlog(&self) {
+    /// One sink's lane: its due deliveries, sent side by side, until
+    /// `stop`. A sink that hangs holds up only its own lane.
+    async fn lane(&self, sink: String, stop: CancellationToken) {
+        let mut unreadable = false;
+        loop {
+            let now = system_now();
+            let due = {
+                let (ledger, sink) = (self.ledger.clone(), sink.clone());
+                blocking(move || ledger.due_deliveries_of(&sink, now, BATCH)).await
+            };
+            let due = match due {
+                Ok(due) => {
+                    if unreadable {
+                        unreadable = false;
+                        tracing::info!(%sink, "the outbox can be read again");
+                    }
+                    due
+                }
+                Err(e) => {
+                    // Once per outage, not every pass.
+                    if !unreadable {
+                        unreadable = true;
+                        warn!(%sink, error = %e.message, "the outbox could not be read; notifications wait");
+                    }
+                    Vec::new()
+                }
+            };
+            if due.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(POLL) => continue,
+                }
+            }
+            let sends = due.into_iter().map(|delivery| self.deliver(delivery));
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = futures_util::future::join_all(sends) => {}
+            }
+        }
+    }
+
+    async fn refresh_backlog(&self, overflow: &mut OverflowWarnings) {
         let ledger = self.ledger.clone();
         let Ok(backlog) = blocking(move || ledger.backlog()).await else {
             return;
@@ -165,9 +215,13 @@ impl Dispatcher {
             let labels = SinkLabels {
                 sink: sink.name.clone(),
             };
-            let (pending, dead) = by_sink
+            let (pending, dead, overflowed) = by_sink
                 .get(sink.name.as_str())
-                .map_or((0, 0), |b| (b.pending, b.dead));
+                .map_or((0, 0, 0), |b| (b.pending, b.dead, b.overflowed));
+            if let Some(n) = overflow.observe(&sink.name, overflowed, Instant::now()) {
+                warn!(sink = %sink.name, dead_lettered = n, max_pending = sink.route.max_pending.unwrap_or_default(),
+                    "the sink's outbox is full: its oldest notifications were dead-lettered");
+            }
             self.metrics
                 .pending
                 .get_or_create(&labels)
@@ -237,6 +291,7 @@ impl Dispatcher {
     }
 
     /// Sends one request; a network error or timeout is worth retrying.
+    /// The deadline covers reading the answer too.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -244,29 +299,54 @@ impl Dispatcher {
         headers: HeaderMap,
         body: Vec<u8>,
     ) -> Result<Answer, Failure> {
-        let resp = self
+        let timeout = self.sinks.policy.timeout;
+        tokio::time::timeout(timeout, self.request(method, url, headers, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::transient(format!(
+                    "no full answer within {}ms",
+                    timeout.as_millis()
+                )))
+            })
+    }
+
+    /// The request, and its answer read up to [`ANSWER_LIMIT`]: the rest
+    /// is dropped with the connection, and the answer judged by its status.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Answer, Failure> {
+        // The URL may be a secret (a Slack incoming webhook's).
+        let failed = |e: reqwest::Error| Failure::transient(e.without_url().to_string());
+        let mut resp = self
             .http
             .request(method, url)
             .headers(headers)
             .body(body)
             .send()
             .await
-            // The URL may be a secret (a Slack incoming webhook's).
-            .map_err(|e| Failure::transient(e.without_url().to_string()))?;
+            .map_err(failed)?;
         let status = resp.status().as_u16();
         let retry_after = retry_after(
             resp.headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| Failure::transient(e.without_url().to_string()))?;
+        let mut read = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            let room = ANSWER_LIMIT - read.len();
+            read.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if read.len() >= ANSWER_LIMIT {
+                break;
+            }
+        }
         Ok(Answer {
             status,
             retry_after,
-            body,
+            body: String::from_utf8_lossy(&read).into_owned(),
         })
     }
 
@@ -490,5 +570,30 @@ impl Dispatcher {
             Some(_) => {}
         }
         self.save_release(sink, d, &release).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_full_warnings_are_counted_and_at_most_one_a_minute() {
+        let mut w = OverflowWarnings::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // What was dead-lettered before a restart is not news.
+        assert_eq!(w.observe("hook", 7, at(0)), None);
+        assert_eq!(w.observe("hook", 7, at(2)), None);
+        assert_eq!(w.observe("hook", 10, at(4)), Some(3));
+        // Within the minute: counted, not told.
+        assert_eq!(w.observe("hook", 15, at(6)), None);
+        assert_eq!(w.observe("hook", 16, at(30)), None);
+        assert_eq!(w.observe("slack", 0, at(30)), None);
+        assert_eq!(w.observe("hook", 16, at(64)), Some(6));
+        assert_eq!(w.observe("hook", 16, at(200)), None, "nothing new");
+        // Retention deleting dead rows is not an overflow.
+        assert_eq!(w.observe("hook", 2, at(300)), None);
+        assert_eq!(w.observe("hook", 3, at(400)), Some(1));
     }
 }

@@ -90,7 +90,11 @@ pub struct Sinks {
 impl Sinks {
     /// Reads each sink's secrets. A missing file or variable is an error.
     pub fn load(c: &NotifyConfig) -> Result<Sinks, NotifyError> {
-        let sinks = c.sinks.iter().map(sink).collect::<Result<Vec<_>, _>>()?;
+        let sinks = c
+            .sinks
+            .iter()
+            .map(|s| sink(s, c.max_pending_per_sink))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Sinks {
             sinks,
             policy: Policy {
@@ -145,7 +149,7 @@ pub fn default_events(kind: SinkKind) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn sink(c: &SinkConfig) -> Result<Sink, NotifyError> {
+fn sink(c: &SinkConfig, max_pending: u64) -> Result<Sink, NotifyError> {
     let read = |what: &'static str, file: &str, env: &str| -> Result<Option<Secret>, NotifyError> {
         let value = if !file.is_empty() {
             std::fs::read_to_string(file).map_err(|source| NotifyError::Unreadable {
@@ -202,6 +206,7 @@ fn sink(c: &SinkConfig) -> Result<Sink, NotifyError> {
             types: events,
             services: c.services.clone(),
             environments: c.environments.clone(),
+            max_pending: Some(max_pending),
         },
     })
 }

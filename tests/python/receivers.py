@@ -19,6 +19,11 @@ Shapes checked (from the services' API references):
   PATCH /api/annotations/{id}: any of time, timeEnd, tags, text.
 - Webhook: `X-Release-Verdict-Signature: sha256=HMAC-SHA256(secret,
   "<timestamp>.<body>")` with `X-Release-Verdict-Timestamp` within 5 min.
+
+Badly behaved sinks, for the bounds: `/hang` reads the request and never
+answers (until the receivers close); `/huge` answers 500 with a body of
+`huge_bytes` (512 MiB), generated lazily in 64 KiB chunks, and notes how
+much of it each request took before the client hung up.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ GRAFANA_TOKEN = "glsa_test_31d2"
 WEBHOOK_SECRET = "whsec-test-0a9b"
 CHANNEL_ID = "C0RELEASES1"
 TS = re.compile(r"^\d+\.\d{6}$")
+
+
+class _Server(ThreadingHTTPServer):
+    # The daemon opens up to a batch of connections at once per sink; the
+    # default listen backlog (5) would drop some SYNs, each then retried a
+    # second later.
+    request_queue_size = 256
 
 
 @dataclass
@@ -74,6 +86,10 @@ class Receivers:
         self.hooks: list[dict] = []  # {"key", "type", "event"}
         self.incoming: list[dict] = []  # Slack incoming-webhook posts
         self.requests_by_key: dict[str, int] = {}
+        self.hung = 0  # requests /hang holds
+        self.huge_bytes = 512 << 20
+        self.huge_sent: list[int] = []  # bytes of each /huge answer written before the client left
+        self._released = threading.Event()
         self._ts = 0
         receivers = self
 
@@ -87,7 +103,7 @@ class Receivers:
             def do_PATCH(self) -> None:
                 receivers._handle(self, "PATCH")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -96,6 +112,7 @@ class Receivers:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -120,6 +137,10 @@ class Receivers:
         length = int(h.headers.get("Content-Length", "0"))
         raw = h.rfile.read(length)
         key = h.headers.get("X-Release-Verdict-Delivery")
+        if h.path == "/hang":
+            return self._hang()
+        if h.path == "/huge":
+            return self._huge(h)
         with self.lock:
             if key:
                 self.requests_by_key[key] = self.requests_by_key.get(key, 0) + 1
@@ -287,6 +308,30 @@ class Receivers:
         with self.lock:
             self.hooks.append({"key": key, "type": body["type"], "event": body})
         self._answer(h, 200, {"received": True})
+
+    # --- badly behaved sinks -------------------------------------------------
+
+    def _hang(self) -> None:
+        with self.lock:
+            self.hung += 1
+        self._released.wait()
+
+    def _huge(self, h: BaseHTTPRequestHandler) -> None:
+        chunk = b"x" * 65536
+        sent = 0
+        h.send_response(500)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(self.huge_bytes))
+        h.end_headers()
+        try:
+            while sent < self.huge_bytes:
+                part = chunk[: self.huge_bytes - sent]
+                h.wfile.write(part)
+                sent += len(part)
+        except (BrokenPipeError, ConnectionResetError):
+            h.close_connection = True
+        with self.lock:
+            self.huge_sent.append(sent)
 
     # --- views ---------------------------------------------------------------
 

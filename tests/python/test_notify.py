@@ -6,17 +6,23 @@ real APIs' documented shapes (receivers.py). The receivers first refuse
 everything (503, 429 with Retry-After), the daemon is killed with SIGKILL
 while the deliveries wait, and the restarted daemon delivers every one,
 none under two idempotency keys. Pending and dead deliveries are metrics.
+
+Sinks are bounded: a webhook that never answers delays only itself (each
+sink has its own lane), and one answering 500 with a huge body costs the
+daemon no more than the 64 KiB it reads of it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness import Daemon, daemon_binary, poll
+from harness import Daemon, daemon_binary, poll, proc_status_kb
 from receivers import GRAFANA_TOKEN, SLACK_TOKEN, WEBHOOK_SECRET, Receivers
 
 CANARY = "loadgen-0-canary"
@@ -204,3 +210,85 @@ channel = "#releases"
     assert receivers.violations == [], receivers.violations
     assert d.stop() == 0, d.log()
     assert "/slack-hook/services/" not in d.log(), "the webhook URL (a secret) was logged"
+
+
+def post_events(d: Daemon, service: str, releases: int, per_release: int) -> int:
+    """Posts `releases` × `per_release` (at most 3) events in one call:
+    each release's deploy_started, promoted, then rolled_back; returns how
+    many."""
+    kinds = ["deploy_started", "promoted", "rolled_back"][:per_release]
+    now = dt.datetime.now(dt.timezone.utc)
+    events = [
+        {"type": kind, "service": service, "environment": "prod",
+         "deployment_id": f"{service}-r{r}", "event_id": f"{service}-r{r}-{k}",
+         "ts": (now + dt.timedelta(milliseconds=r * per_release + k)).isoformat().replace("+00:00", "Z")}
+        for r in range(releases) for k, kind in enumerate(kinds)
+    ]
+    resp = requests.post(f"{d.http_url}/api/v1/events", json={"events": events}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return len(events)
+
+
+def webhooks(receivers: Receivers, *sinks: tuple[str, str], timeout: str) -> str:
+    hooks = "".join(f"""
+[[notify.sinks]]
+name = "{name}"
+kind = "webhook"
+url = "{receivers.url}{path}"
+secret_env = "RV_TEST_WEBHOOK_SECRET"
+""" for name, path in sinks)
+    return f"""
+[ledger]
+path = "ledger.db"
+[notify]
+backoff_initial = "100ms"
+backoff_max = "1s"
+max_attempts = 1000
+timeout = "{timeout}"
+{hooks}"""
+
+
+def test_a_webhook_that_never_answers_delays_only_itself(daemon_factory, receivers: Receivers):
+    receivers.accepting = True
+    # The hanging sink's requests time out after 30 s: before lanes, each
+    # batch of due deliveries (both sinks mixed) waited that long.
+    d = start(daemon_factory, webhooks(receivers, ("stuck", "/hang"), ("healthy", "/hook"), timeout="30s"))
+    sent = post_events(d, "lanes", releases=100, per_release=2)
+    started = time.monotonic()
+    got = poll(lambda: len(receivers.hooks), lambda n: n >= sent, timeout=15, interval=0.1,
+               what=f"all {sent} deliveries at the healthy webhook while the other hangs")
+    elapsed = time.monotonic() - started
+    assert got == sent
+    assert receivers.hung >= 1, "the hanging sink was tried"
+    assert elapsed < 15
+    assert receivers.violations == [], receivers.violations
+    m = d.metrics()
+    assert m.get("release_verdict_notifications_total", 0.0, sink="healthy", result="delivered") == sent
+    assert m.get("release_verdict_notifications_total", 0.0, sink="stuck", result="delivered") == 0
+    # Stopping does not wait for the hanging requests.
+    stopping = time.monotonic()
+    assert d.stop() == 0, d.log()
+    assert time.monotonic() - stopping < 10
+
+
+def test_a_huge_error_answer_is_read_only_in_part(daemon_factory, receivers: Receivers):
+    """A webhook answering 500 with 512 MiB: the daemon's peak RSS stays
+    within 100 MiB of what it was before, while the delivery is retried."""
+    bound_kib = 100 * 1024
+    d = start(daemon_factory, webhooks(receivers, ("huge", "/huge"), timeout="20s"))
+    pid = d.proc.pid
+    before = proc_status_kb(pid, "VmRSS")
+    post_events(d, "bodies", releases=1, per_release=1)
+    poll(lambda: d.metrics().get("release_verdict_notifications_total", 0.0, sink="huge", result="retried"),
+         lambda n: n >= 3, timeout=60, interval=0.2, what="three failed tries of the huge answer")
+    peak = proc_status_kb(pid, "VmHWM")
+    print(f"VmRSS before {before} KiB, peak (VmHWM) {peak} KiB, +{peak - before} KiB; "
+          f"bytes of the answer written per try: {receivers.huge_sent}")
+    assert peak - before < bound_kib, f"peak RSS {peak} KiB, {peak - before} KiB over {before} KiB"
+    # Each try took a small part of the answer and hung up.
+    assert receivers.huge_sent and max(receivers.huge_sent) < receivers.huge_bytes // 4, receivers.huge_sent
+    m = d.metrics()
+    assert m.get("release_verdict_notifications_total", 0.0, sink="huge", result="delivered") == 0
+    poll(lambda: d.metrics().get("release_verdict_notifications_pending", 0.0, sink="huge"), lambda n: n == 1,
+         timeout=10, interval=0.2, what="the delivery still pending")
+    assert d.stop() == 0, d.log()
