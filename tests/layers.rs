@@ -30,7 +30,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "notify",
         &["ledger", "config", "model", "self_metrics", "clock", "rng"],
     ),
-    ("sim", &["store", "judge", "config", "model", "rng", "otlp_kit"]),
+    (
+        "sim",
+        &["store", "judge", "config", "model", "rng", "otlp_kit"],
+    ),
     ("otlp_kit", &[]),
     (
         "loadgen",
