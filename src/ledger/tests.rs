@@ -267,6 +267,15 @@ fn junk(n: usize, ts: UnixNanos) -> Vec<Event> {
         .collect()
 }
 
+/// `n` of the daemon's own events of about 1 KiB each, committed.
+fn daemon_history(ledger: &Ledger, n: usize) {
+    for i in 0..n {
+        let e = event(types::VERDICT_CHANGED, &format!("v{i}"), Source::Daemon);
+        ledger.try_record(e.with("pad", "d".repeat(1000))).unwrap();
+    }
+    ledger.flush().unwrap();
+}
+
 /// The file's size as another process sees it now (pages, committed).
 fn file_bytes(path: &str) -> u64 {
     let conn =
@@ -337,15 +346,7 @@ fn posted_junk_is_evicted_before_the_daemons_history() {
     let ledger = capped(&path);
     let year_2200 = 7_258_118_400 * 1_000_000_000;
     ledger.insert_posted(junk(20, year_2200)).unwrap();
-    for i in 0..40 {
-        ledger
-            .try_record(
-                event(types::VERDICT_CHANGED, &format!("v{i}"), Source::Daemon)
-                    .with("pad", "d".repeat(1000)),
-            )
-            .unwrap();
-    }
-    ledger.flush().unwrap();
+    daemon_history(&ledger, 40);
     for _ in 0..10 {
         ledger.insert_posted(junk(30, year_2200)).unwrap();
         assert!(file_bytes(&path) <= CAP);
@@ -375,15 +376,7 @@ fn posted_junk_is_evicted_before_the_daemons_history() {
 fn a_post_that_does_not_fit_is_refused_rather_than_cost_history() {
     let path = temp_path("cap-refuse");
     let ledger = capped(&path);
-    for i in 0..60 {
-        ledger
-            .try_record(
-                event(types::VERDICT_CHANGED, &format!("v{i}"), Source::Daemon)
-                    .with("pad", "d".repeat(1000)),
-            )
-            .unwrap();
-    }
-    ledger.flush().unwrap();
+    daemon_history(&ledger, 60);
     let refused = ledger.insert_posted(junk(300, T)).unwrap_err();
     assert!(
         matches!(refused, LedgerError::Full { max_bytes: CAP }),
