@@ -107,6 +107,11 @@ pub struct RefusedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
 }
@@ -153,6 +158,9 @@ pub struct SelfMetrics {
     pub ledger_dropped: Gauge,
     pub ledger_write_errors: Gauge,
     pub ledger_degraded: Gauge,
+    /// Events evicted by the size cap, by source (api, daemon, inferred).
+    pub ledger_evicted: Family<SourceLabels, Gauge>,
+    pub ledger_refused: Gauge,
     /// When the judge's state was last checkpointed, Unix seconds.
     pub checkpoint_written: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Reloads of the TLS files, by outcome.
@@ -186,6 +194,8 @@ impl Default for SelfMetrics {
             ledger_dropped: Gauge::default(),
             ledger_write_errors: Gauge::default(),
             ledger_degraded: Gauge::default(),
+            ledger_evicted: Family::default(),
+            ledger_refused: Gauge::default(),
             checkpoint_written: Gauge::default(),
             tls_reloads: Family::default(),
             token_reloads: Family::default(),
@@ -262,6 +272,16 @@ impl SelfMetrics {
             "release_verdict_ledger_degraded",
             "1 while the ledger's last write failed (the daemon goes on in memory)",
             self.ledger_degraded.clone(),
+        );
+        registry.register(
+            "release_verdict_ledger_events_evicted",
+            "Events evicted since start to keep the ledger under [ledger] max_bytes, by source (posted api events go first)",
+            self.ledger_evicted.clone(),
+        );
+        registry.register(
+            "release_verdict_ledger_posted_events_refused",
+            "Posted events refused since start (507) because the ledger was at its cap with no older posted events left to evict",
+            self.ledger_refused.clone(),
         );
         registry.register(
             "release_verdict_checkpoint_timestamp_seconds",

@@ -574,3 +574,87 @@ async fn dora_answers_the_fixture() {
     }
     server.stop().await;
 }
+
+/// Pages of the database file as another process sees them now.
+fn file_bytes(path: &str) -> u64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let pragma = |name: &str| -> u64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    pragma("page_count") * pragma("page_size")
+}
+
+/// The hostile round's write-token holder: junk stamped in 2200 is refused,
+/// and a flood of posts keeps the file under its 1 MiB cap as each post
+/// returns (not at the next upkeep, 10 minutes later), evicting the junk and
+/// keeping the daemon's own story of a red canary. Fails before the change:
+/// the far-future post is accepted, a post bigger than the cap too, and the
+/// file grows to several MiB.
+#[tokio::test]
+async fn posted_junk_cannot_outgrow_the_cap_or_push_out_the_daemons_history() {
+    let dir = std::env::temp_dir().join(format!("rv-ledger-cap-{}", std::process::id()));
+    let path = dir.join("ledger.db").to_string_lossy().into_owned();
+    let mut c = config(&path);
+    let cap = 1 << 20;
+    c.ledger.max_bytes = cap;
+    let server = TestServer::with_config(c).await;
+
+    let (status, bad) = post(
+        &server,
+        json!({"events": [
+        {"type": "commit", "service": "checkout"},
+        {"type": "commit", "service": "checkout", "ts": "2200-01-01T00:00:00Z"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    let error = bad["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("events[1].ts: ") && error.contains("ahead of the daemon's clock"),
+        "{bad}"
+    );
+
+    until_canary(&server, |v| v["verdict"] == "red").await;
+    let failed = format!("/api/v1/events?deployment_id={CANARY}&type=canary_failed");
+    for _ in 0..100 {
+        if server.get_json(&failed).await.1["events"][0].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pad = "j".repeat(15_000);
+    let junk = |n: usize| -> Value {
+        let events: Vec<Value> = (0..n)
+            .map(|_| json!({"type": "commit", "service": "junk", "metadata": {"pad": pad}}))
+            .collect();
+        json!({ "events": events })
+    };
+    // A post bigger than the whole cap is refused, not paid for with the
+    // daemon's history.
+    let (status, full) = post(&server, junk(66)).await;
+    assert_eq!(status, 507, "{full}");
+    for round in 0..12 {
+        let (status, answer) = post(&server, junk(30)).await;
+        assert_eq!(status, 200, "round {round}: {answer}");
+        let size = file_bytes(&path);
+        assert!(
+            size <= cap,
+            "round {round}: {size} bytes past a {cap}-byte cap"
+        );
+    }
+    let (_, kept) = server.get_json(&failed).await;
+    assert_eq!(kept["events"][0]["source"], "daemon", "{kept}");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("release_verdict_ledger_events_evicted{source=\"api\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("release_verdict_ledger_events_evicted{source=\"daemon\"} 0"),
+        "the daemon's history is not evicted"
+    );
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

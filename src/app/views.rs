@@ -5,6 +5,7 @@
 use super::{lock, App, LIST_CHUNK};
 use crate::export::prometheus::{encode_dora, openmetrics_to_text, Format, Releases};
 use crate::model::{ReleaseKey, UnixNanos};
+use crate::self_metrics::SourceLabels;
 use crate::store::Changed;
 use crate::verdict::{self, Filter, FleetName, Verdict};
 
@@ -53,6 +54,16 @@ impl App {
             m.ledger_dropped.set(stats.dropped as i64);
             m.ledger_write_errors.set(stats.write_errors as i64);
             m.ledger_degraded.set(i64::from(stats.degraded));
+            for (source, n) in [
+                ("api", stats.capped_api),
+                ("daemon", stats.capped_daemon),
+                ("inferred", stats.capped_inferred),
+            ] {
+                m.ledger_evicted
+                    .get_or_create(&SourceLabels { source })
+                    .set(n as i64);
+            }
+            m.ledger_refused.set(stats.refused as i64);
         }
         let buffered = self.config.server.max_buffered_bytes - self.buffering.available_permits();
         self.metrics.body_bytes_buffered.set(buffered as i64);

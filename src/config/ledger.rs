@@ -21,7 +21,9 @@ pub struct LedgerConfig {
     /// Events older than this are deleted.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// The database's size cap in bytes; past it the oldest events go.
+    /// The database's size cap in bytes, held as each write commits: past
+    /// it posted events go first, then the daemon's own, oldest received
+    /// first.
     pub max_bytes: u64,
     /// The trailing window of the `release_verdict_dora_*` gauges, and the
     /// default window of `/api/v1/dora`.

@@ -17,6 +17,10 @@ pub const MAX_TYPE_BYTES: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most events accepted in one post.
 pub const MAX_EVENTS_PER_POST: usize = 1000;
+/// How far ahead of the daemon's clock a posted `ts` may be: room for a
+/// sender's clock skew, not for events stamped in the far future (they
+/// would sort after, and outlive, everything the ledger records).
+pub const MAX_FUTURE_SECS: u64 = 300;
 
 /// Event types the daemon writes, infers or understands when posted. Any other
 /// lowercase type may be posted too; DORA ignores the ones it does not use.
@@ -236,6 +240,8 @@ pub enum Problem {
     TooLong { len: usize },
     #[error("must be an RFC 3339 time such as 2026-11-22T10:00:00Z: {0}")]
     BadTime(String),
+    #[error("{0:?} is more than {MAX_FUTURE_SECS} s ahead of the daemon's clock")]
+    TooFarAhead(String),
     #[error("must be a JSON object")]
     NotAnObject,
     #[error("is {len} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted")]
@@ -261,7 +267,8 @@ const FIELDS: [&str; 9] = [
 /// Parses a `POST /api/v1/events` body: one event object, or `{"events":
 /// [...]}` with at most [`MAX_EVENTS_PER_POST`]. Every event is checked and
 /// the first problem is reported with its path (`events[3].type: ...`). An
-/// event without `ts` happened at `now`; posted events have source `api`.
+/// event without `ts` happened at `now`, one more than [`MAX_FUTURE_SECS`]
+/// after `now` is refused; posted events have source `api`.
 pub fn parse_posted(body: &[u8], now: UnixNanos) -> Result<Vec<Event>, PostError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| PostError::NotJson(e.to_string()))?;
@@ -318,7 +325,13 @@ fn posted_event(
     }
     let ts = match fields.get("ts") {
         None | Some(Value::Null) => now,
-        Some(Value::String(s)) => parse_time(s).map_err(|e| invalid("ts", Problem::BadTime(e)))?,
+        Some(Value::String(s)) => {
+            let ts = parse_time(s).map_err(|e| invalid("ts", Problem::BadTime(e)))?;
+            if ts > now.saturating_add(MAX_FUTURE_SECS * NANOS_PER_SEC) {
+                return Err(invalid("ts", Problem::TooFarAhead(s.clone())));
+            }
+            ts
+        }
         Some(_) => return Err(invalid("ts", Problem::NotAString)),
     };
     let service = string(fields, "service")
@@ -459,6 +472,32 @@ mod tests {
         assert_eq!(
             error(&format!(r#"{{"type":"{}","service":"s"}}"#, "a".repeat(65))),
             "type: must be lowercase letters, digits and _ (at most 64)"
+        );
+    }
+
+    /// A sender's clock may run a little ahead; an event stamped far in the
+    /// future (junk that would outlive the real history) is refused.
+    #[test]
+    fn a_ts_far_ahead_of_the_clock_is_refused() {
+        let ahead = |secs: u64| format_time(NOW + secs * NANOS_PER_SEC);
+        let ok = format!(
+            r#"{{"type":"a","service":"s","ts":"{}"}}"#,
+            ahead(MAX_FUTURE_SECS)
+        );
+        assert_eq!(
+            parse_posted(ok.as_bytes(), NOW).unwrap()[0].ts,
+            NOW + 300 * NANOS_PER_SEC
+        );
+        let late = ahead(MAX_FUTURE_SECS + 1);
+        assert_eq!(
+            error(&format!(
+                r#"{{"events":[{{"type":"a","service":"s"}},{{"type":"a","service":"s","ts":"{late}"}}]}}"#
+            )),
+            format!("events[1].ts: \"{late}\" is more than 300 s ahead of the daemon's clock")
+        );
+        assert_eq!(
+            error(r#"{"type":"a","service":"s","ts":"2200-01-01T00:00:00Z"}"#),
+            "ts: \"2200-01-01T00:00:00Z\" is more than 300 s ahead of the daemon's clock"
         );
     }
 

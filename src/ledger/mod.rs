@@ -34,19 +34,25 @@
 //!   deployment id), and an `inferred` event arriving after an `api` one of
 //!   the same type and release is not recorded ([`Outcome::Superseded`]).
 //! - A repeated `event_id` is not recorded again ([`Outcome::Duplicate`]).
+//! - The size cap ([`LedgerOptions::max_bytes`]) holds after every
+//!   transaction, before its callers hear back: over it, the writer evicts
+//!   posted (`api`) events first, then the daemon's own, each oldest
+//!   received first (`cap`), logging a warning line (at most one a
+//!   minute). A post may evict only older posted events to make room; when
+//!   that is not enough it is refused ([`LedgerError::Full`], counted in
+//!   [`Stats::refused`]) rather than cost the daemon's history.
 //! - [`Ledger::maintain`] (call it every few minutes with the time) deletes
-//!   events older than [`LedgerOptions::retention`] and, while the database
-//!   is over [`LedgerOptions::max_bytes`], the oldest events, logging one
-//!   warning line when the cap bites.
+//!   events older than [`LedgerOptions::retention`] and holds the cap too.
 //! - A write that fails later (disk full, file gone) never panics: it is
 //!   counted in [`Stats::write_errors`] and [`Ledger::is_degraded`] is true
 //!   until a write succeeds again. [`Ledger::stats`] reads the counters for
 //!   the daemon's self metrics.
 //!
 //! Files: [`event`] (the record and posted-body validation), `schema`
-//! (migrations), `writer` (the thread), [`query`] (reads, releases,
-//! checkpoint).
+//! (migrations), `writer` (the thread), `cap` (the size cap's eviction),
+//! [`query`] (reads, releases, checkpoint).
 
+mod cap;
 mod delivery;
 pub mod event;
 pub mod export;
@@ -67,7 +73,7 @@ use serde::Serialize;
 
 use crate::model::UnixNanos;
 pub use delivery::DoraQuery;
-use event::Event;
+use event::{Event, Source};
 pub use query::{EventFilter, Page, RecordedBaseline, RecordedRed, ReleaseRecord, StoredEvent};
 use writer::{Command, OutboxOp, Writer};
 
@@ -83,7 +89,7 @@ pub struct LedgerOptions {
     pub batch_size: usize,
     /// Events older than this are deleted by [`Ledger::maintain`].
     pub retention: Duration,
-    /// The database's size cap in bytes, enforced by [`Ledger::maintain`].
+    /// The database's size cap in bytes, held as the writer writes.
     pub max_bytes: Option<u64>,
     /// How long a statement waits for another process's lock.
     pub busy_timeout: Duration,
@@ -139,6 +145,11 @@ pub enum LedgerError {
     Query(#[from] rusqlite::Error),
     #[error("the ledger's writer has stopped")]
     Closed,
+    /// A post that would take the ledger past its cap even after evicting
+    /// every older posted event: the daemon's own history is not evicted
+    /// for it.
+    #[error("the ledger is at its size cap ({max_bytes} bytes, [ledger] max_bytes) and room for posted events is made only by evicting older posted events, never the daemon's own history; the post was not recorded")]
+    Full { max_bytes: u64 },
 }
 
 /// The write queue is full: the write was dropped (and counted).
@@ -187,6 +198,9 @@ pub(crate) struct Counters {
     superseded: AtomicU64,
     expired: AtomicU64,
     capped: AtomicU64,
+    /// Indexed by `cap::index`.
+    capped_by_source: [AtomicU64; 3],
+    refused: AtomicU64,
     queued: AtomicU64,
     degraded: AtomicBool,
 }
@@ -208,6 +222,12 @@ pub struct Stats {
     pub expired: u64,
     /// Events deleted by the size cap.
     pub capped: u64,
+    /// Of `capped`: posted (`api`) events, the daemon's own, inferred ones.
+    pub capped_api: u64,
+    pub capped_daemon: u64,
+    pub capped_inferred: u64,
+    /// Posted events refused because the ledger was at its cap.
+    pub refused: u64,
     /// Writes waiting in the queue.
     pub queued: u64,
     /// The last write failed.
@@ -264,6 +284,8 @@ impl Ledger {
             conn,
             counters: counters.clone(),
             options,
+            cap_warned: None,
+            unwarned: cap::Evicted::default(),
         };
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -364,6 +386,10 @@ impl Ledger {
             superseded: c.superseded.load(Relaxed),
             expired: c.expired.load(Relaxed),
             capped: c.capped.load(Relaxed),
+            capped_api: c.capped_by_source[cap::index(Source::Api)].load(Relaxed),
+            capped_daemon: c.capped_by_source[cap::index(Source::Daemon)].load(Relaxed),
+            capped_inferred: c.capped_by_source[cap::index(Source::Inferred)].load(Relaxed),
+            refused: c.refused.load(Relaxed),
             queued: c.queued.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }

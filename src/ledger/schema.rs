@@ -75,6 +75,9 @@ const MIGRATIONS: &[&str] = &[
          value       TEXT NOT NULL,
          PRIMARY KEY (sink, release_key, key)
      ) WITHOUT ROWID;",
+    // The size cap evicts posted events first, oldest received (row id)
+    // first (ledger/cap.rs): this index is (source, id) in that order.
+    "CREATE INDEX events_source ON events (source);",
 ];
 
 /// The schema version this build writes.

@@ -243,3 +243,184 @@ fn recorded_reds_are_the_releases_seen_red() {
     drop(ledger);
     remove(&path);
 }
+
+/// A small cap for the size tests (the config's minimum is 1 MiB; the
+/// options take any).
+const CAP: u64 = 256 << 10;
+
+fn capped(path: &str) -> Ledger {
+    let options = LedgerOptions {
+        max_bytes: Some(CAP),
+        ..Default::default()
+    };
+    Ledger::open(path, options).unwrap()
+}
+
+/// `n` posted events of about 1 KiB each, stamped `ts`.
+fn junk(n: usize, ts: UnixNanos) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let mut e = event(types::COMMIT, &format!("junk-{i}"), Source::Api);
+            e.ts = ts;
+            e.with("pad", "j".repeat(1000))
+        })
+        .collect()
+}
+
+/// `n` of the daemon's own events of about 1 KiB each, committed.
+fn daemon_history(ledger: &Ledger, n: usize) {
+    for i in 0..n {
+        let e = event(types::VERDICT_CHANGED, &format!("v{i}"), Source::Daemon);
+        ledger.try_record(e.with("pad", "d".repeat(1000))).unwrap();
+    }
+    ledger.flush().unwrap();
+}
+
+/// The file's size as another process sees it now (pages, committed).
+fn file_bytes(path: &str) -> u64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let pragma = |name: &str| -> u64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    pragma("page_count") * pragma("page_size")
+}
+
+fn count(ledger: &Ledger, source: Source) -> usize {
+    let mut filter = EventFilter {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut n = 0;
+    loop {
+        let page = ledger.events(&filter).unwrap();
+        n += page
+            .events
+            .iter()
+            .filter(|e| e.event.source == source)
+            .count();
+        match page.next_cursor {
+            Some(c) => filter.after_id = Some(c),
+            None => return n,
+        }
+    }
+}
+
+/// Fails without the write-time cap: the file grows to ~5 MiB until
+/// `maintain` runs, which this test never calls.
+#[test]
+fn the_cap_holds_as_soon_as_a_write_returns() {
+    let path = temp_path("cap-write");
+    let ledger = capped(&path);
+    for round in 0..50 {
+        ledger.insert_posted(junk(100, T + round)).unwrap();
+        let size = file_bytes(&path);
+        assert!(
+            size <= CAP,
+            "round {round}: {size} bytes over a {CAP}-byte cap"
+        );
+    }
+    let stats = ledger.stats();
+    assert!(stats.capped_api > 4_000, "{stats:?}");
+    assert_eq!(stats.capped, stats.capped_api);
+    // The newest post is all there.
+    let newest = ledger
+        .events(&EventFilter {
+            since: Some(T + 49),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(newest.events.len(), 100);
+    drop(ledger);
+    remove(&path);
+}
+
+/// Fails before the change twice over: nothing is evicted at write time,
+/// and `maintain` deleted by `ts`, the daemon's history before junk stamped
+/// in 2200.
+#[test]
+fn posted_junk_is_evicted_before_the_daemons_history() {
+    let path = temp_path("cap-order");
+    let ledger = capped(&path);
+    let year_2200 = 7_258_118_400 * 1_000_000_000;
+    ledger.insert_posted(junk(20, year_2200)).unwrap();
+    daemon_history(&ledger, 40);
+    for _ in 0..10 {
+        ledger.insert_posted(junk(30, year_2200)).unwrap();
+        assert!(file_bytes(&path) <= CAP);
+    }
+    assert_eq!(
+        count(&ledger, Source::Daemon),
+        40,
+        "the daemon's history is kept"
+    );
+    assert!(count(&ledger, Source::Api) < 320);
+    ledger.maintain(T).unwrap();
+    assert_eq!(
+        count(&ledger, Source::Daemon),
+        40,
+        "and kept by maintenance"
+    );
+    let stats = ledger.stats();
+    assert_eq!((stats.capped_daemon, stats.refused), (0, 0), "{stats:?}");
+    drop(ledger);
+    remove(&path);
+}
+
+/// When only the daemon's own history is left to evict, a post that does
+/// not fit is refused whole and the history stays (before the change it
+/// was written, then the history deleted by `maintain`).
+#[test]
+fn a_post_that_does_not_fit_is_refused_rather_than_cost_history() {
+    let path = temp_path("cap-refuse");
+    let ledger = capped(&path);
+    daemon_history(&ledger, 60);
+    let refused = ledger.insert_posted(junk(300, T)).unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::Full { max_bytes: CAP }),
+        "{refused}"
+    );
+    ledger.maintain(T).unwrap();
+    assert_eq!(count(&ledger, Source::Api), 0, "all or nothing");
+    assert_eq!(count(&ledger, Source::Daemon), 60);
+    assert_eq!(ledger.stats().refused, 300);
+    // A post that fits is recorded.
+    ledger.insert_posted(junk(5, T)).unwrap();
+    assert_eq!(count(&ledger, Source::Api), 5);
+    drop(ledger);
+    remove(&path);
+}
+
+/// With only its own events, the daemon's oldest received go: the cap
+/// holds whoever writes.
+#[test]
+fn the_daemons_own_events_give_way_oldest_received_first() {
+    let path = temp_path("cap-own");
+    let ledger = capped(&path);
+    for i in 0..1_000u64 {
+        let mut e = event(types::VERDICT_CHANGED, &format!("v{i}"), Source::Daemon)
+            .with("pad", "d".repeat(1000));
+        // Stamped backwards: received order, not ts, decides.
+        e.ts = T - i;
+        ledger.try_record(e).unwrap();
+    }
+    ledger.flush().unwrap();
+    assert!(file_bytes(&path) <= CAP);
+    let left = ledger
+        .events(&EventFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .unwrap();
+    let last = left.events.last().unwrap();
+    assert_eq!(last.event.deployment_id.as_deref(), Some("v999"));
+    assert!(left.events.len() < 1_000);
+    assert_eq!(
+        ledger.stats().capped_daemon,
+        1_000 - left.events.len() as u64
+    );
+    drop(ledger);
+    remove(&path);
+}

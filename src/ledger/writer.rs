@@ -1,22 +1,29 @@
 //! The ledger's writer thread: the only connection that writes. It drains a
 //! bounded queue, applies many writes per transaction, enforces "an explicit
-//! event wins over an inferred one", and runs retention and the size cap.
+//! event wins over an inferred one", holds the size cap after every
+//! transaction (`cap`), and runs retention.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::cap::{self, Evicted, Scope};
 use super::event::{Event, Source};
 use super::outbox;
 use super::query::{self, ReleaseRecord};
 use super::{Counters, LedgerError, LedgerOptions, Maintenance, Outcome};
 use crate::model::{format_time, UnixNanos};
 
-/// Rows deleted per statement by retention and the size cap, so the write
-/// lock is never held for long.
+/// Rows deleted per statement by retention, so the write lock is never held
+/// for long.
 const DELETE_BATCH: i64 = 5_000;
+
+/// At most one "over its size cap" warning line per this long; the counters
+/// count every eviction.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What the writer is asked to do, in queue order.
 pub(crate) enum Command {
@@ -98,6 +105,22 @@ pub(crate) struct Writer {
     pub conn: Connection,
     pub counters: Arc<Counters>,
     pub options: LedgerOptions,
+    /// When the cap's warning was last logged, and what was evicted since.
+    pub cap_warned: Option<Instant>,
+    pub unwarned: Evicted,
+}
+
+/// Why a post was not recorded.
+enum PostFailure {
+    Db(rusqlite::Error),
+    /// Over the cap even after evicting every older posted event.
+    Full,
+}
+
+impl From<rusqlite::Error> for PostFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        PostFailure::Db(e)
+    }
 }
 
 impl Writer {
@@ -159,6 +182,9 @@ impl Writer {
         let mut owed: Vec<(Reply, rusqlite::Result<Vec<Outcome>>)> = Vec::new();
         let mut failed = Failed::default();
         let mut tally = Tally::default();
+        // Posted events evicted by posts making room (counted on commit).
+        let mut evicted = Evicted::default();
+        let max_bytes = self.options.max_bytes;
         let result = match self.conn.transaction() {
             Ok(mut tx) => {
                 for command in commands.drain(..) {
@@ -186,12 +212,31 @@ impl Writer {
                         }
                         Command::Posted { events, reply } => {
                             let routes = &self.options.routes;
-                            let result = insert_atomically(&mut tx, &events, routes);
-                            match &result {
-                                Ok(outcomes) => outcomes.iter().for_each(|o| tally.add(*o)),
-                                Err(e) => failed.add(events.len() as u64, clone_error(e)),
+                            let result = insert_atomically(
+                                &mut tx,
+                                &events,
+                                routes,
+                                max_bytes,
+                                &mut evicted,
+                            );
+                            match result {
+                                Ok(outcomes) => {
+                                    outcomes.iter().for_each(|o| tally.add(*o));
+                                    owed.push((Reply::Posted(reply), Ok(outcomes)));
+                                }
+                                Err(PostFailure::Db(e)) => {
+                                    failed.add(events.len() as u64, clone_error(&e));
+                                    owed.push((Reply::Posted(reply), Err(e)));
+                                }
+                                Err(PostFailure::Full) => {
+                                    // Nothing of it was written, whatever
+                                    // becomes of the transaction.
+                                    let n = events.len() as u64;
+                                    self.counters.refused.fetch_add(n, Relaxed);
+                                    let max_bytes = max_bytes.unwrap_or_default();
+                                    let _ = reply.send(Err(LedgerError::Full { max_bytes }));
+                                }
                             }
-                            owed.push((Reply::Posted(reply), result));
                         }
                         Command::Checkpoint { now, data, reply } => {
                             let result = query::save_checkpoint(&tx, now, &data);
@@ -240,6 +285,8 @@ impl Writer {
         match result {
             Ok(()) => {
                 tally.count(&self.counters);
+                // The cap holds before anyone hears the write is done.
+                self.hold_cap(evicted);
                 if let Some(first) = &failed.first {
                     self.failed(failed.writes, first);
                 } else if self.counters.degraded.swap(false, Relaxed) {
@@ -266,13 +313,65 @@ impl Writer {
         }
     }
 
+    /// Evicts (posted events first) while the database is over its cap,
+    /// gives the freed pages back to the file system, and counts and warns
+    /// about what was evicted, `earlier` included (by posts making room).
+    fn hold_cap(&mut self, earlier: Evicted) {
+        let Some(max) = self.options.max_bytes else {
+            return;
+        };
+        let result = self.conn.transaction().and_then(|tx| {
+            let now = cap::evict(&tx, max, Scope::All)?;
+            if now.total() + earlier.total() > 0 {
+                cap::vacuum(&tx)?;
+            }
+            tx.commit()?;
+            Ok(now)
+        });
+        match result {
+            Ok(mut evicted) => {
+                evicted.add(&earlier);
+                self.count_evicted(&evicted, max);
+            }
+            Err(e) => self.failed(1, &e),
+        }
+    }
+
+    /// Counts evictions; one warning line per [`CAP_WARNING_EVERY`] at most.
+    fn count_evicted(&mut self, evicted: &Evicted, max_bytes: u64) {
+        if evicted.total() == 0 {
+            return;
+        }
+        self.counters.capped.fetch_add(evicted.total(), Relaxed);
+        for (counter, n) in self.counters.capped_by_source.iter().zip(evicted.by_source) {
+            counter.fetch_add(n, Relaxed);
+        }
+        self.unwarned.add(evicted);
+        if self
+            .cap_warned
+            .is_some_and(|at| at.elapsed() < CAP_WARNING_EVERY)
+        {
+            return;
+        }
+        let [api, daemon, inferred] = std::mem::take(&mut self.unwarned).by_source;
+        self.cap_warned = Some(Instant::now());
+        tracing::warn!(
+            api,
+            daemon,
+            inferred,
+            max_bytes,
+            used_bytes = evicted.used_bytes,
+            "ledger is over its size cap: evicted events, posted ones first, oldest received first"
+        );
+    }
+
     /// Retention, then the size cap.
     fn maintain(&mut self, now: UnixNanos) -> rusqlite::Result<Maintenance> {
         let retention = self.options.retention.as_nanos().min(i64::MAX as u128) as i64;
         let cutoff = (now as i64).saturating_sub(retention);
         let mut report = Maintenance::default();
         loop {
-            let n = delete_oldest(&self.conn, Some(cutoff))?;
+            let n = delete_oldest(&self.conn, cutoff)?;
             report.expired += n;
             if n < DELETE_BATCH as u64 {
                 break;
@@ -298,31 +397,18 @@ impl Writer {
                  SELECT 1 FROM releases r WHERE r.service || char(31) || r.environment
                      || char(31) || r.deployment_id = sink_state.release_key)",
         )?;
-        report.used_bytes = used_bytes(&self.conn)?;
+        report.used_bytes = cap::used_bytes(&self.conn)?;
         if let Some(max) = self.options.max_bytes {
-            while report.used_bytes > max {
-                let n = delete_oldest(&self.conn, None)?;
-                report.capped += n;
-                report.used_bytes = used_bytes(&self.conn)?;
-                if n == 0 {
-                    break;
-                }
-            }
-            if report.capped > 0 {
-                tracing::warn!(
-                    deleted = report.capped,
-                    max_bytes = max,
-                    used_bytes = report.used_bytes,
-                    "ledger is over its size cap: deleted its oldest events"
-                );
-            }
+            let evicted = cap::evict(&self.conn, max, Scope::All)?;
+            report.capped = evicted.total();
+            report.used_bytes = evicted.used_bytes;
+            self.count_evicted(&evicted, max);
         }
         if report.expired > 0 || report.capped > 0 {
             // Gives the freed pages back to the file system.
-            self.conn.execute_batch("PRAGMA incremental_vacuum")?;
+            cap::vacuum(&self.conn)?;
         }
         self.counters.expired.fetch_add(report.expired, Relaxed);
-        self.counters.capped.fetch_add(report.capped, Relaxed);
         Ok(report)
     }
 }
@@ -384,11 +470,16 @@ fn enqueue(
 }
 
 /// All of a post or none of it, with the deliveries of what it inserted.
+/// Over `max_bytes`, it makes room by evicting older posted events (added
+/// to `evicted`), never the daemon's own; when that is not enough it is
+/// refused.
 fn insert_atomically(
     tx: &mut Transaction<'_>,
     events: &[Event],
     routes: &[outbox::Route],
-) -> rusqlite::Result<Vec<Outcome>> {
+    max_bytes: Option<u64>,
+    evicted: &mut Evicted,
+) -> Result<Vec<Outcome>, PostFailure> {
     let sp = tx.savepoint()?;
     let outcomes = events
         .iter()
@@ -398,6 +489,18 @@ fn insert_atomically(
             Ok(outcome)
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let first_new = outcomes.iter().find_map(|o| match o {
+        Outcome::Inserted { id, .. } => Some(*id),
+        _ => None,
+    });
+    if let (Some(max), Some(first_new)) = (max_bytes, first_new) {
+        let made_room = cap::evict(&sp, max, Scope::PostedBefore(first_new))?;
+        if made_room.used_bytes > max {
+            // Dropping the savepoint rolls the post back.
+            return Err(PostFailure::Full);
+        }
+        evicted.add(&made_room);
+    }
     sp.commit()?;
     Ok(outcomes)
 }
@@ -466,25 +569,16 @@ pub(crate) fn insert_event(conn: &Connection, e: &Event) -> rusqlite::Result<Out
     Ok(Outcome::Inserted { id, superseded })
 }
 
-/// Deletes up to [`DELETE_BATCH`] of the oldest events (older than `cutoff`
-/// if given); the number deleted.
-fn delete_oldest(conn: &Connection, cutoff: Option<i64>) -> rusqlite::Result<u64> {
+/// Deletes up to [`DELETE_BATCH`] of the events older than `cutoff`; the
+/// number deleted.
+fn delete_oldest(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
     let n = conn
         .prepare_cached(
             "DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE ?1 IS NULL OR ts_ns < ?1
-                 ORDER BY ts_ns LIMIT ?2)",
+                 SELECT id FROM events WHERE ts_ns < ?1 ORDER BY ts_ns LIMIT ?2)",
         )?
         .execute(params![cutoff, DELETE_BATCH])?;
     Ok(n as u64)
-}
-
-/// Bytes of the database's pages in use (free pages excluded; the WAL is
-/// bounded apart by `journal_size_limit`).
-pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-    let used_pages = pragma("page_count")? - pragma("freelist_count")?;
-    Ok((used_pages.max(0) * pragma("page_size")?) as u64)
 }
 
 /// rusqlite errors are not `Clone`; one transaction's failure is owed to

@@ -15,7 +15,7 @@ use crate::clock::system_now;
 use crate::dora::{Bucket, Window};
 use crate::export::prometheus::Format;
 use crate::ledger::event::{parse_posted, parse_time, PostError};
-use crate::ledger::{DoraQuery, EventFilter, Ledger};
+use crate::ledger::{DoraQuery, EventFilter, Ledger, LedgerError};
 use crate::model::{format_time, UnixNanos};
 use crate::verdict::{self, Filter, LookupError};
 
@@ -149,7 +149,8 @@ fn ledger_of(app: &App) -> Result<Arc<Ledger>, ApiError> {
 const MAX_EVENTS_BODY: usize = 1 << 20;
 
 /// `POST /api/v1/events`: one event or `{"events": [...]}`, from CI and
-/// controllers. Answers once committed, one result per event.
+/// controllers. Answers once committed, one result per event; 507 when the
+/// ledger is at its cap with no older posted events left to evict.
 pub async fn post_events(State(app): State<Arc<App>>, body: Body) -> Response {
     let ledger = match ledger_of(&app) {
         Ok(l) => l,
@@ -168,6 +169,8 @@ pub async fn post_events(State(app): State<Arc<App>>, body: Body) -> Response {
     };
     match tokio::task::spawn_blocking(move || ledger.insert_posted(events)).await {
         Ok(Ok(results)) => ([NO_STORE], Json(json!({ "results": results }))).into_response(),
+        // Retrying soon does not help: room comes from raising the cap.
+        Ok(Err(e @ LedgerError::Full { .. })) => error(StatusCode::INSUFFICIENT_STORAGE, e),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
