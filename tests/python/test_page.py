@@ -18,6 +18,7 @@ Screenshots go to $RELEASE_VERDICT_SCREENSHOTS, else tests/python/screenshots/
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -217,9 +218,15 @@ def test_the_release_view_shows_checks_charts_and_timeline(fleet: Fleet, browser
     WebDriverWait(browser, 20).until(lambda d: segments(d) >= 1)
     WebDriverWait(browser, 30).until(lambda d: segments(d) >= 3)
     WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#charts .chart path.line-baseline"))
-    # The endpoint breakdown names the failing endpoint.
-    endpoints = text(browser, "#endpoints")
-    assert endpoints and "fail" in endpoints, endpoints
+    # The endpoint breakdown names the failing endpoint, in words and
+    # formatted numbers: "245 of 3,042 failed (8.05%)", never JSON.
+    row = text(browser, "#endpoints tbody tr:first-child")
+    assert row and "FAIL" in row, row
+    canary = text(browser, "#endpoints tbody tr:first-child td.canary")
+    assert re.search(r"^[\d,]+ of [\d,]+ failed \(\d+(\.\d+)?%\)", canary), canary
+    assert "of the canary's requests" in canary, canary
+    page_text = browser.find_element(By.TAG_NAME, "body").text
+    assert '{"' not in page_text, page_text
     assert_no_csp_violation(browser)
     shoot(browser, "release-red", height=1800)
 

@@ -548,25 +548,92 @@
     );
   }
 
-  /** A table of whatever objects the judge provides (endpoints, exemplars):
-   *  only drawn when the verdict carries them. */
-  function objectsTable(title, id, items) {
-    if (!Array.isArray(items) || items.length === 0) return "";
-    const cols = [];
-    items.forEach((o) => Object.keys(o || {}).forEach((k) => cols.includes(k) || cols.push(k)));
-    // Only the trace link the daemon built from [judge] trace_url_template
-    // (an exemplar's `url`) becomes a link, and only to http(s): telemetry
-    // text (an endpoint named like a URL) stays text.
-    const cell = (k, v) => {
-      if (v == null) return "—";
-      if (k === "url" && typeof v === "string" && /^https?:\/\//i.test(v)) return '<a href="' + esc(v) + '" rel="noopener noreferrer" target="_blank">' + esc(v) + "</a>";
-      if (typeof v === "object") return esc(JSON.stringify(v));
-      return esc(v);
-    };
-    const rows = items.map((o) => "<tr>" + cols.map((k) => "<td>" + cell(k, o[k]) + "</td>").join("") + "</tr>").join("");
+  const RESULT_ORDER = { fail: 0, marginal: 1, pass: 2, nodata: 3 };
+
+  /** "81 of 1,560 failed (5.19%)" from a cohort's endpoint numbers. */
+  function failedOf(c) {
+    if (!c || c.requests == null) return "—";
+    const errors = c.errors || 0;
+    return "<b>" + int(errors) + "</b> of " + int(c.requests) + " failed" + (c.requests > 0 ? " (" + pct(errors / c.requests) + ")" : "");
+  }
+
+  /** The endpoints the judge compared, worst first: each cohort's failures
+   *  and its share of the cohort's traffic (the mix), and the sentence. */
+  function endpointsTable(endpoints) {
+    if (!Array.isArray(endpoints) || endpoints.length === 0) return "";
+    const total = (side) => endpoints.reduce((n, e) => n + ((e[side] && e[side].requests) || 0), 0);
+    const all = { canary: total("canary"), baseline: total("baseline") };
+    const share = (e, side) => (all[side] > 0 && e[side] ? pct((e[side].requests || 0) / all[side]) : "—");
+    const sorted = endpoints
+      .slice()
+      .sort((x, y) => (RESULT_ORDER[x.result] ?? 9) - (RESULT_ORDER[y.result] ?? 9) || (y.e_value || 0) - (x.e_value || 0));
+    const rows = sorted
+      .map(
+        (e) =>
+          '<tr data-endpoint="' + esc(e.name) + '"><td><b>' + esc(e.name) + "</b></td>" +
+          "<td>" + resultChip(e.result) + "</td>" +
+          '<td class="canary">' + failedOf(e.canary) + '<span class="sub">' + share(e, "canary") + " of the canary's requests</span></td>" +
+          '<td class="baseline">' + failedOf(e.baseline) + '<span class="sub">' + share(e, "baseline") + " of the baseline's requests</span></td>" +
+          "<td>" + esc(e.detail) + "</td></tr>"
+      )
+      .join("");
     return (
-      "<h2>" + esc(title) + '</h2><div class="table-wrap"><table id="' + id + '"><thead><tr>' +
-      cols.map((k) => "<th>" + esc(k.replace(/_/g, " ")) + "</th>").join("") + "</tr></thead><tbody>" + rows + "</tbody></table></div>"
+      '<h2>Endpoints</h2><div class="table-wrap"><table id="endpoints"><thead><tr><th>Endpoint</th><th>Result</th>' +
+      "<th>Canary</th><th>Baseline</th><th>What it means</th></tr></thead><tbody>" + rows + "</tbody></table></div>"
+    );
+  }
+
+  /** Kinds of error the canary shows and the baseline has not. */
+  function newErrorsTable(v) {
+    const kinds = v.new_errors;
+    if (!Array.isArray(kinds) || kinds.length === 0) return "";
+    const requests = v.canary && v.canary.requests;
+    const rows = kinds
+      .map(
+        (k) =>
+          '<tr data-kind="' + esc(k.kind) + '"><td><b>' + esc(k.kind) + "</b></td>" +
+          '<td class="num">' + int(k.count) + (requests > 0 ? '<span class="sub">' + pct(k.count / requests) + " of its requests</span>" : "") + "</td>" +
+          '<td class="num">0</td></tr>'
+      )
+      .join("");
+    return (
+      '<h2>New error kinds</h2><div class="table-wrap"><table id="new-errors"><thead><tr><th>Kind</th>' +
+      '<th class="num">Canary</th><th class="num">Baseline</th></tr></thead><tbody>' + rows + "</tbody></table></div>"
+    );
+  }
+
+  /** Canary requests that show why a check fails or leans: from every
+   *  check's exemplars, each once. Only the trace link the daemon built
+   *  from [judge] trace_url_template (`url`) becomes a link, and only to
+   *  http(s): telemetry text (an endpoint named like a URL) stays text. */
+  function exemplarsTable(v) {
+    const seen = new Set();
+    const items = [];
+    (v.checks || []).forEach((c) =>
+      (c.exemplars || []).forEach((x) => {
+        const key = x.trace_id + "/" + x.span_id;
+        if (seen.has(key)) return;
+        seen.add(key);
+        items.push({ check: c.name, x });
+      })
+    );
+    if (items.length === 0) return "";
+    const trace = (x) =>
+      typeof x.url === "string" && /^https?:\/\//i.test(x.url)
+        ? '<a href="' + esc(x.url) + '" rel="noopener noreferrer" target="_blank">' + esc(x.trace_id) + "</a>"
+        : "<code>" + esc(x.trace_id) + "</code>";
+    const rows = items
+      .map(
+        ({ check, x }) =>
+          "<tr><td>" + (x.endpoint ? esc(x.endpoint) : '<span class="muted">—</span>') + "</td>" +
+          '<td class="num">' + ms(x.value) + "</td>" +
+          "<td>" + (x.failed ? "failed" : "slow") + '<span class="sub">' + esc(check) + "</span></td>" +
+          "<td>" + trace(x) + "</td></tr>"
+      )
+      .join("");
+    return (
+      '<h2>Exemplars</h2><div class="table-wrap"><table id="exemplars"><thead><tr><th>Endpoint</th>' +
+      '<th class="num">Latency</th><th>Why</th><th>Trace</th></tr></thead><tbody>' + rows + "</tbody></table></div>"
     );
   }
 
@@ -622,8 +689,9 @@
       (d.error ? '<p class="notice error">' + esc(d.error) + "</p>" : "") +
       charts(d.series || []) +
       checksTable(v.checks) +
-      objectsTable("Endpoints", "endpoints", v.endpoints) +
-      objectsTable("Exemplars", "exemplars", v.exemplars) +
+      endpointsTable(v.endpoints) +
+      newErrorsTable(v) +
+      exemplarsTable(v) +
       timelinePanel(d.timeline)
     );
   }
