@@ -28,6 +28,8 @@ pub struct RunResult {
     pub new_errors: Vec<String>,
     /// The endpoint the last red reason names, if any.
     pub red_endpoint: bool,
+    /// The first red reason names the new error kind.
+    pub red_kind: bool,
 }
 
 /// How one cohort behaves for one second.
@@ -39,10 +41,18 @@ struct Behaviour {
     /// Error ratio on the small endpoint.
     small_error: f64,
     small_share: f64,
+    /// Latencies on the small endpoint are multiplied by this.
+    small_slowdown: f64,
     tail_share: f64,
     tail_slowdown: f64,
+    tail_add_ms: f64,
     error_kind: &'static str,
+    /// Share of requests failing with `NEW_KIND` besides.
+    new_kind: f64,
 }
+
+/// The kind of error the baseline never shows.
+const NEW_KIND: &str = "NullPointerException";
 
 fn cohort(rng: &mut Rng, b: &Behaviour) -> Sample {
     let n = rng.poisson(b.rps);
@@ -55,17 +65,23 @@ fn cohort(rng: &mut Rng, b: &Behaviour) -> Sample {
             ("POST /checkout", b.error)
         };
         let failed = rng.bernoulli(error);
+        let new_kind = !failed && b.new_kind > 0.0 && rng.bernoulli(b.new_kind);
         let mut ms = rng.lognormal(b.median_ms, b.sigma);
-        if b.tail_share > 0.0 && rng.bernoulli(b.tail_share) {
-            ms *= b.tail_slowdown;
+        if small {
+            ms *= b.small_slowdown;
         }
+        if b.tail_share > 0.0 && rng.bernoulli(b.tail_share) {
+            ms = ms * b.tail_slowdown + b.tail_add_ms;
+        }
+        let kind = if new_kind { NEW_KIND } else { b.error_kind };
+        let failed = failed || new_kind;
         let trace = rng.next_u64().to_be_bytes().repeat(2);
         let span = (rng.next_u64() | 1).to_be_bytes();
         sample.add_span(SpanFacts {
             latency_us: (ms * 1000.0) as u64,
             failed,
             endpoint: Some(endpoint),
-            error_kind: failed.then_some(b.error_kind),
+            error_kind: failed.then_some(kind),
             trace_id: &trace,
             span_id: &span,
             end_time: 0,
@@ -107,6 +123,7 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
         last_reason: String::new(),
         new_errors: Vec::new(),
         red_endpoint: false,
+        red_kind: false,
         green_taken_back: false,
     };
     for t in 0..s.warmup + s.duration {
@@ -127,9 +144,12 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
             sigma: s.sigma,
             small_error: error,
             small_share: s.small_endpoint,
+            small_slowdown: s.small_endpoint_slowdown,
             tail_share: 0.0,
             tail_slowdown: 1.0,
+            tail_add_ms: 0.0,
             error_kind: "HTTP 503",
+            new_kind: 0.0,
         };
         let canary_rps = if canary_on { s.canary_rps(since) } else { 0.0 };
         if s.with_baseline {
@@ -143,24 +163,30 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
         }
         if canary_on {
             let bad = since >= s.regression_at;
+            let canary_small = s.canary_small_endpoint.unwrap_or(s.small_endpoint);
             let b = if bad {
                 Behaviour {
                     rps: canary_rps,
                     error: s.canary_error.max(error),
                     median_ms: s.median_ms * slow * s.canary_slowdown,
                     small_error: s.small_endpoint_error.unwrap_or(s.canary_error).max(error),
+                    small_share: canary_small,
+                    small_slowdown: s.small_endpoint_slowdown * s.small_endpoint_canary_slowdown,
                     tail_share: s.tail_share,
                     tail_slowdown: s.tail_slowdown,
+                    tail_add_ms: s.tail_add_ms,
                     error_kind: if s.new_error_kind {
-                        "NullPointerException"
+                        NEW_KIND
                     } else {
                         "HTTP 503"
                     },
+                    new_kind: s.new_kind_share,
                     ..healthy
                 }
             } else {
                 Behaviour {
                     rps: canary_rps,
+                    small_share: canary_small,
                     ..healthy
                 }
             };
@@ -184,6 +210,7 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
                 Color::Red if out.red_after.is_none() => {
                     out.red_after = Some(after_onset);
                     out.red_endpoint = j.reason.starts_with("GET /small:");
+                    out.red_kind = j.reason.contains(NEW_KIND);
                 }
                 Color::Green if out.green_after.is_none() => out.green_after = Some(since),
                 _ => {}

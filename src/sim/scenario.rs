@@ -38,6 +38,22 @@ pub struct Scenario {
     pub tail_slowdown: f64,
     /// Once bad, the canary's errors are of a kind the baseline never shows.
     pub new_error_kind: bool,
+    /// Once bad, this share of canary requests fails too, with a kind the
+    /// baseline never shows (on top of its usual errors).
+    pub new_kind_share: f64,
+    /// Once bad, this many milliseconds are added to `tail_share` of the
+    /// canary's requests (a tail regression that is not a multiple).
+    pub tail_add_ms: f64,
+    /// The small endpoint's latencies are this many times the large one's,
+    /// on both cohorts (endpoints of different speeds).
+    pub small_endpoint_slowdown: f64,
+    /// The canary's share of requests on the small endpoint, when its mix
+    /// differs from the baseline's (sticky or header-routed users); None
+    /// for `small_endpoint`.
+    pub canary_small_endpoint: Option<f64>,
+    /// Once bad, the canary's latencies on the small endpoint are
+    /// multiplied by this (a latency regression confined to it).
+    pub small_endpoint_canary_slowdown: f64,
     /// Both cohorts: from, to (seconds after the canary appears), error
     /// ratio and slowdown (an incident that is not the canary's fault).
     pub incident: Option<(u64, u64, f64, f64)>,
@@ -65,6 +81,11 @@ impl Scenario {
             tail_share: 0.0,
             tail_slowdown: 1.0,
             new_error_kind: false,
+            new_kind_share: 0.0,
+            tail_add_ms: 0.0,
+            small_endpoint_slowdown: 1.0,
+            canary_small_endpoint: None,
+            small_endpoint_canary_slowdown: 1.0,
             incident: None,
         }
     }
@@ -75,6 +96,8 @@ impl Scenario {
             && self.canary_slowdown == 1.0
             && self.small_endpoint_error.is_none()
             && self.tail_share == 0.0
+            && self.new_kind_share == 0.0
+            && self.small_endpoint_canary_slowdown == 1.0
             && self.with_baseline
     }
 
@@ -168,7 +191,51 @@ impl Scenario {
             Scenario {
                 name: "no baseline",
                 with_baseline: false,
-                ..base
+                ..base.clone()
+            },
+            // Shapes added with per-kind and tail evidence (after the
+            // others, so that their seeds stay as they were).
+            Scenario {
+                name: "new error kind on 0.5% more, 10 rps",
+                new_kind_share: 0.005,
+                ..base.clone()
+            },
+            Scenario {
+                name: "new error kind on 0.5% more, 100 rps",
+                new_kind_share: 0.005,
+                ..busy.clone()
+            },
+            Scenario {
+                name: "tail: 3% of requests +1 s, 10 rps",
+                tail_share: 0.03,
+                tail_add_ms: 1000.0,
+                ..base.clone()
+            },
+            Scenario {
+                name: "tail: 1% of requests +500 ms, 100 rps",
+                tail_share: 0.01,
+                tail_add_ms: 500.0,
+                ..busy.clone()
+            },
+            Scenario {
+                name: "latency ×10, 10 rps",
+                canary_slowdown: 10.0,
+                ..base.clone()
+            },
+            Scenario {
+                name: "A/A, canary mix 60% on a 4× slower endpoint (20% on the baseline)",
+                small_endpoint: 0.2,
+                small_endpoint_slowdown: 4.0,
+                canary_small_endpoint: Some(0.6),
+                ..busy.clone()
+            },
+            Scenario {
+                name: "slow endpoint ×1.5 under a different mix",
+                small_endpoint: 0.2,
+                small_endpoint_slowdown: 4.0,
+                canary_small_endpoint: Some(0.6),
+                small_endpoint_canary_slowdown: 1.5,
+                ..busy
             },
         ]
     }

@@ -32,6 +32,8 @@ pub struct Summary {
     pub red_on_endpoint: usize,
     /// Releases whose last verdict lists the new error kind.
     pub new_error_listed: usize,
+    /// Releases whose red names the new error kind.
+    pub red_on_kind: usize,
 }
 
 fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
@@ -73,6 +75,7 @@ pub fn summarize(s: &Scenario, runs: usize, seed: u64, config: &Config) -> Summa
             })
             .count(),
         red_on_endpoint: results.iter().filter(|r| r.red_endpoint).count(),
+        red_on_kind: results.iter().filter(|r| r.red_kind).count(),
         new_error_listed: results
             .iter()
             .filter(|r| r.new_errors.iter().any(|k| k == "NullPointerException"))
