@@ -25,6 +25,11 @@ use serde::{Deserialize, Serialize};
 const WORSE: [f64; GRID] = [1.6, 2.5, 4.0, 7.0, 15.0];
 /// Odds ratios of the "better" alternatives (event less likely than `p0`).
 const BETTER: [f64; GRID] = [0.7, 0.5, 0.33, 0.2, 0.1];
+/// Odds ratios of the "surge" alternatives: events far more likely than
+/// `p0`, as when the canary shows a kind of error the baseline does not.
+/// Each such event all on the canary's side is worth about ln(1/p0) nats,
+/// and a handful of them is the evidence.
+const SURGE: [f64; GRID] = [2.5, 8.0, 40.0, 150.0, 600.0];
 /// Alternatives in each mixture.
 const GRID: usize = 5;
 /// Prior weights of the alternatives (they sum to one): a component costs
@@ -46,6 +51,8 @@ pub enum Side {
     Worse,
     /// Evidence that events are less likely than `p0`: no regression.
     Better,
+    /// Evidence that events are far more likely than `p0` (see `SURGE`).
+    Surge,
 }
 
 impl Side {
@@ -53,6 +60,7 @@ impl Side {
         match self {
             Side::Worse => &WORSE,
             Side::Better => &BETTER,
+            Side::Surge => &SURGE,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::model::{format_time, UnixNanos, NANOS_PER_SEC};
 use crate::window::{Detail, Signals};
 use checks::{
     CheckReport, CheckResult, EndpointCounters, EndpointReport, EndpointTests, ErrorTest,
-    GuardTest, LatencyTest, Levels, MetricTest,
+    GuardTest, KindCounters, KindReport, KindTests, LatencyTest, Levels, MetricTest,
 };
 
 /// green / yellow / red.
@@ -80,6 +80,8 @@ struct Comparison {
     metrics: Vec<MetricTest>,
     #[serde(default)]
     endpoints: EndpointTests,
+    #[serde(default)]
+    kinds: KindTests,
     /// When judging against this baseline began.
     #[serde(default)]
     started: UnixNanos,
@@ -103,6 +105,10 @@ pub struct Judgement {
     /// frequent first (rebuilt every tick).
     #[serde(skip)]
     pub new_errors: Vec<(Arc<str>, u64)>,
+    /// Each kind of error the canary fails with, tested against the
+    /// baseline, worst first (rebuilt every tick).
+    #[serde(skip)]
+    pub kinds: Vec<KindReport>,
     /// While yellow for want of evidence: about how long until the
     /// verdict is decided at the current traffic, in seconds.
     #[serde(skip)]
@@ -152,6 +158,7 @@ impl Judgement {
             checks: Vec::new(),
             endpoints: Vec::new(),
             new_errors: Vec::new(),
+            kinds: Vec::new(),
             decision_eta: None,
             changed_at: now,
             red_since: None,
@@ -264,6 +271,7 @@ impl Judge {
                         .map(|(i, m)| MetricTest::new(i, m))
                         .collect(),
                     endpoints: EndpointTests::default(),
+                    kinds: KindTests::default(),
                     started: now,
                 });
             }
@@ -276,6 +284,7 @@ impl Judge {
                 c.errors.new_epoch();
                 c.latency.new_epoch();
                 c.endpoints.new_epoch();
+                c.kinds.new_epoch();
                 for m in &mut c.metrics {
                     m.new_epoch();
                 }
@@ -291,6 +300,8 @@ impl Judge {
         j.guards.feed(canary.pending, look);
         let mut reports = Vec::new();
         let mut endpoints = Vec::new();
+        let mut kinds = Vec::new();
+        let mut kinds_pending = None;
         if let (Some(c), Some(b)) = (&mut j.comparison, &baseline) {
             if self.checks.error_ratio.enabled {
                 c.errors.feed(
@@ -304,6 +315,20 @@ impl Judge {
                     c.errors
                         .report(&self.checks.error_ratio, self.levels, canary.window),
                 );
+                c.kinds.feed(
+                    &KindCounters {
+                        detail: canary.detail,
+                        requests: canary.pending.requests,
+                    },
+                    &KindCounters {
+                        detail: b.view.detail,
+                        requests: b.view.pending.requests,
+                    },
+                    &self.checks.error_ratio,
+                    look,
+                );
+                kinds = c.kinds.reports(&self.checks.error_ratio, self.levels);
+                kinds_pending = c.kinds.unshared_pending(&self.checks.error_ratio);
                 if self.checks.endpoints.enabled {
                     c.endpoints.feed(
                         &EndpointCounters {
@@ -367,6 +392,8 @@ impl Judge {
             let (color, mut reason, undecided) = self.decide(
                 &reports,
                 &endpoints,
+                &kinds,
+                kinds_pending,
                 &canary,
                 baseline.as_ref(),
                 unpaired.as_ref(),
@@ -380,7 +407,8 @@ impl Judge {
                     let leaning = self.levels.leaning();
                     let held = reports.iter().any(|r| {
                         r.result == CheckResult::Marginal && r.statistic.e_value.ln() >= leaning
-                    }) || endpoints.iter().any(|e| e.result == CheckResult::Marginal);
+                    }) || endpoints.iter().any(|e| e.result == CheckResult::Marginal)
+                        || kinds.iter().any(|k| k.result == CheckResult::Marginal);
                     j.decision_eta = self.eta(c, &canary, &b.view, now, held);
                     match j.decision_eta {
                         Some(s) => reason.push_str(&format!(
@@ -410,6 +438,7 @@ impl Judge {
         };
         j.checks = reports;
         j.endpoints = endpoints;
+        j.kinds = kinds;
         // A release's first verdict is news too (watchers learn of it).
         let changed = color != j.color || j.evaluated_at.is_none();
         j.evaluated_at = Some(now);
@@ -441,6 +470,8 @@ impl Judge {
         &self,
         reports: &[CheckReport],
         endpoints: &[EndpointReport],
+        kinds: &[KindReport],
+        kinds_pending: Option<String>,
         canary: &View<'_>,
         baseline: Option<&BaselineView<'_>>,
         unpaired: Option<&Unpaired>,
@@ -463,11 +494,25 @@ impl Judge {
             .filter(|r| r.result == CheckResult::Fail && r.critical)
             .max_by(|a, b| a.statistic.e_value.total_cmp(&b.statistic.e_value))
         {
-            return (Color::Red, failed.detail.clone(), false);
+            let mut reason = failed.detail.clone();
+            // The pooled error ratio says that; a kind of error leaning
+            // towards (or shown as) a regression says where to look.
+            if failed.name == "error_ratio" {
+                if let Some(k) = kinds.iter().find(|k| k.result != CheckResult::Pass) {
+                    reason.push_str(&format!("; {}", k.detail));
+                }
+            }
+            return (Color::Red, reason, false);
         }
         if let Some(failed) = endpoints
             .iter()
             .find(|e| e.result == CheckResult::Fail && self.checks.error_ratio.critical)
+        {
+            return (Color::Red, failed.detail.clone(), false);
+        }
+        if let Some(failed) = kinds
+            .iter()
+            .find(|k| k.result == CheckResult::Fail && self.checks.error_ratio.critical)
         {
             return (Color::Red, failed.detail.clone(), false);
         }
@@ -545,9 +590,17 @@ impl Judge {
             .iter()
             .filter(|r| r.result != CheckResult::Pass)
             .collect();
-        let leaning: Vec<&EndpointReport> = endpoints
+        let leaning: Vec<String> = endpoints
             .iter()
             .filter(|e| e.result == CheckResult::Marginal)
+            .map(|e| format!("endpoint {}", e.detail))
+            .chain(
+                kinds
+                    .iter()
+                    .filter(|k| k.result == CheckResult::Marginal)
+                    .map(|k| k.detail.clone()),
+            )
+            .chain(kinds_pending)
             .collect();
         if pending.is_empty() && leaning.is_empty() {
             let what = if guards_only {
@@ -570,7 +623,7 @@ impl Judge {
             let names: Vec<String> = pending
                 .iter()
                 .map(|r| format!("{} ({})", r.name, r.result))
-                .chain(leaning.iter().map(|e| format!("endpoint {}", e.detail)))
+                .chain(leaning)
                 .collect();
             format!("marginal: not conclusive yet on {}", names.join(", "))
         };

@@ -3,7 +3,7 @@
 
 mod detail;
 
-pub use detail::Detail;
+pub use detail::{Detail, MAX_ERROR_KINDS};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};

@@ -161,9 +161,6 @@ impl QuantileTest {
         look: Look,
     ) {
         self.seen = self.seen.saturating_add(canary.count());
-        if !self.active() {
-            return;
-        }
         if let Some(tau) = self.tau {
             let (fail_at, pass_at) = m.thresholds(tau, self.floor);
             let add = [
@@ -179,9 +176,15 @@ impl QuantileTest {
             let [slow_fail, slow_pass, nc, slow_b, nb] = self.batch;
             if nc > 0 && nb > 0 {
                 let share = null_share(nc, nb, 0.0);
+                // Evidence of a regression counts from the first request:
+                // the test conditions on the slow requests of both
+                // cohorts, so a thin tail cannot cry wolf, and a tail
+                // regression is seen as soon as its slow requests come.
                 self.worse.update(slow_fail, slow_fail + slow_b, share);
-                self.within
-                    .update(slow_pass, slow_pass + slow_b, share, look);
+                if self.active() {
+                    self.within
+                        .update(slow_pass, slow_pass + slow_b, share, look);
+                }
                 self.batch = [0; 5];
             }
         }
@@ -279,9 +282,7 @@ impl DistributionTest {
         let worst = self
             .quantiles
             .iter()
-            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()))
-            .map(|w| w.q)
-            .unwrap_or(0.5);
+            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()));
         Evidence {
             log_e,
             pass_p: self
@@ -293,7 +294,8 @@ impl DistributionTest {
             // does not hold green back: at 10 canary requests/s a p99 would
             // wait minutes for its 1,000 requests.
             passed: self.passed_once || self.tested_all_passed(),
-            worst,
+            worst: worst.map_or(0.5, |w| w.q),
+            worst_log_e: worst.map_or(0.0, |w| w.worse.log_e()),
             ready: self.quantiles.iter().any(|q| q.tau.is_some()),
             thin: self
                 .quantiles

@@ -5,7 +5,7 @@
 
 use super::{pct, ratio, CheckReport, CheckResult, CohortStats, Levels, Statistic};
 use crate::config::ErrorRatioCheck;
-use crate::judge::eprocess::{null_share, ChangeDetector};
+use crate::judge::eprocess::{null_share, ChangeDetector, Side};
 use crate::judge::spending::{Look, PassTest};
 use crate::window::Signals;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,15 @@ pub struct ErrorTest {
 }
 
 impl ErrorTest {
+    /// A test whose evidence comes from events far more likely on the
+    /// canary (see `eprocess::Side::Surge`): an error kind's.
+    pub fn surge() -> Self {
+        Self {
+            worse: ChangeDetector::new(Side::Surge),
+            ..Self::default()
+        }
+    }
+
     pub fn new_epoch(&mut self) {
         self.worse.new_epoch();
     }

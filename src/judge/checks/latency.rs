@@ -59,10 +59,12 @@ impl LatencyTest {
             pass_p,
             passed,
             worst: worst_q,
+            worst_log_e,
             ready,
             thin,
         } = self.test.evidence();
-        let result = levels.result(ready && canary.requests > 0, log_e, true, passed);
+        let calm = worst_log_e < levels.leaning();
+        let result = levels.result(ready && canary.requests > 0, log_e, true, passed && calm);
         let quantiles = |w: &Signals| {
             cfg.quantiles
                 .iter()

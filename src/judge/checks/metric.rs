@@ -193,6 +193,7 @@ impl MetricTest {
                         pass_p: s.counts.within.p_value(),
                         passed: s.counts.within.passed(),
                         worst: 0.5,
+                        worst_log_e: s.counts.worse.log_e(),
                         ready: nc > 0 && nb > 0,
                         thin: Vec::new(),
                     }

@@ -3,12 +3,15 @@
 //! module holds what they share: the report the verdict and the exporters
 //! read, and the one rule that turns evidence into a result. One file per
 //! check: `error_ratio` and `latency` (canary vs baseline, the latter over
-//! `distribution`), `guardrails` (canary alone), `metric` (any OTLP metric).
+//! `distribution`), `endpoints` and `kinds` (the error ratio per endpoint
+//! and per kind of error), `guardrails` (canary alone), `metric` (any OTLP
+//! metric).
 
 mod distribution;
 mod endpoints;
 mod error_ratio;
 mod guardrails;
+mod kinds;
 mod latency;
 mod metric;
 
@@ -19,6 +22,7 @@ use crate::window::Signals;
 pub use endpoints::{EndpointCounters, EndpointReport, EndpointTests};
 pub use error_ratio::ErrorTest;
 pub use guardrails::GuardTest;
+pub use kinds::{KindCounters, KindReport, KindTests};
 pub use latency::LatencyTest;
 pub use metric::MetricTest;
 
@@ -235,6 +239,9 @@ pub(super) struct Evidence {
     pub passed: bool,
     /// The quantile with the most evidence of a regression.
     pub worst: f64,
+    /// Its evidence, as a natural log: one quantile leaning towards a
+    /// regression holds green back, however calm the others are.
+    pub worst_log_e: f64,
     /// Some threshold is set.
     pub ready: bool,
     /// Quantiles whose tail is still too thin to test, with the canary
