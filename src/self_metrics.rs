@@ -1,5 +1,8 @@
 //! The daemon's own counters: what it accepted, refused and ignored, by
-//! signal, transport and reason. Encoded with the rest of `/metrics`.
+//! signal, transport and reason. Encoded with the rest of `/metrics`. Every
+//! counter whose labels are known in advance is present at zero from the
+//! start (a family shows a label set only once it is touched, and a series
+//! that appears only after the first problem is one nobody alerts on).
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -14,11 +17,28 @@ pub enum Signal {
     Points,
 }
 
+impl Signal {
+    pub const ALL: [Signal; 2] = [Signal::Spans, Signal::Points];
+
+    /// `spans` or `points`, as the label says.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Spans => "spans",
+            Signal::Points => "points",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Transport {
     Grpc,
     Http,
     Replay,
+}
+
+impl Transport {
+    /// The daemon's two ports (replay's counters appear when it runs).
+    pub const SERVED: [Transport; 2] = [Transport::Grpc, Transport::Http];
 }
 
 /// Why items or whole requests were refused.
@@ -45,6 +65,25 @@ pub enum Reason {
     SlowBody,
     /// No valid ingest token (`[auth] ingest_tokens_file`).
     Unauthenticated,
+}
+
+impl Reason {
+    /// Why single items are refused (OTLP partial success).
+    pub const ITEMS: [Reason; 4] = [
+        Reason::Invalid,
+        Reason::ReleaseLimit,
+        Reason::RoleConflict,
+        Reason::StreamLimit,
+    ];
+    /// Why whole export requests are refused.
+    pub const REQUESTS: [Reason; 6] = [
+        Reason::Malformed,
+        Reason::TooLarge,
+        Reason::Unsupported,
+        Reason::Overloaded,
+        Reason::SlowBody,
+        Reason::Unauthenticated,
+    ];
 }
 
 /// Label values in snake case, as Prometheus users expect.
@@ -173,6 +212,9 @@ pub struct SelfMetrics {
     pub notify_pending: Family<SinkLabels, Gauge>,
     /// Notifications given up on (dead-lettered), by sink.
     pub notify_dead: Family<SinkLabels, Gauge>,
+    /// HTTP/1.x requests on the gRPC port (an OTLP/HTTP exporter pointed
+    /// at the gRPC port), answered with the port to use.
+    pub grpc_port_http1: Counter,
 }
 
 impl Default for SelfMetrics {
@@ -202,11 +244,46 @@ impl Default for SelfMetrics {
             notify_sent: Family::default(),
             notify_pending: Family::default(),
             notify_dead: Family::default(),
+            grpc_port_http1: Counter::default(),
         }
+        .at_zero()
     }
 }
 
 impl SelfMetrics {
+    /// Touches every label set known in advance, so each counter is on
+    /// `/metrics` at zero before anything happens. Families keyed by what
+    /// the outside names (metric names, sinks) appear as they are used.
+    fn at_zero(self) -> Self {
+        for signal in Signal::ALL {
+            let _ = self.unattributed.get_or_create(&SignalLabels { signal });
+            for transport in Transport::SERVED {
+                let _ = self
+                    .accepted
+                    .get_or_create(&ItemLabels { signal, transport });
+                for reason in Reason::ITEMS {
+                    let _ = self.refused.get_or_create(&RefusedLabels {
+                        signal,
+                        transport,
+                        reason,
+                    });
+                }
+                for reason in Reason::REQUESTS {
+                    let _ = self.requests_refused.get_or_create(&RefusedLabels {
+                        signal,
+                        transport,
+                        reason,
+                    });
+                }
+            }
+        }
+        for result in [ReloadResult::Ok, ReloadResult::Error] {
+            let _ = self.tls_reloads.get_or_create(&ReloadLabels { result });
+            let _ = self.token_reloads.get_or_create(&ReloadLabels { result });
+        }
+        self
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "release_verdict_evaluation_duration_seconds",
@@ -312,6 +389,11 @@ impl SelfMetrics {
             "release_verdict_notifications_dead",
             "Notifications dead-lettered (out of tries or refused for good), by sink; see the deliveries table",
             self.notify_dead.clone(),
+        );
+        registry.register(
+            "release_verdict_grpc_port_http1_requests",
+            "HTTP/1.x requests on the OTLP/gRPC port, answered 400 with the OTLP/HTTP port to use (an exporter with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf pointed at the gRPC port)",
+            self.grpc_port_http1.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

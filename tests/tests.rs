@@ -8,6 +8,7 @@
 mod common;
 
 mod auth;
+mod first_steps;
 mod hardening;
 mod ingest;
 mod judge_suite;

@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
+use super::senders::Arrived;
 use super::{lock, App};
 use crate::ingest::decode::{DecodeError, Encoding};
 use crate::model::{Batch, UnixNanos};
@@ -148,6 +149,7 @@ impl App {
         if !batch.ignored_metrics.is_empty() {
             self.count_ignored(&batch.ignored_metrics);
         }
+        self.note_senders(&batch, signal, now);
         m.releases_tracked.set(tracked as i64);
 
         let mut reasons = Vec::new();
@@ -219,6 +221,31 @@ impl App {
                     metric: label.to_string(),
                 })
                 .inc_by(points);
+        }
+    }
+
+    /// Records who sent the batch's items, attributed or not; logs each
+    /// service the first time it sends items without a release id.
+    fn note_senders(&self, batch: &Batch<'_>, signal: Signal, now: UnixNanos) {
+        let named: u64 = batch.unattributed_services.iter().map(|(_, n)| n).sum();
+        let mut attributed = batch.groups.iter().map(|g| (g.release.service, g.items));
+        let news = lock(&self.senders).record(
+            Arrived {
+                signal,
+                attributed: &mut attributed,
+                unattributed: &batch.unattributed_services,
+                unattributed_unnamed: batch.unattributed - named,
+            },
+            now,
+        );
+        let keys = &self.config.identity.release_keys;
+        for service in news.unattributed_services {
+            tracing::warn!(
+                %service,
+                signal = signal.as_str(),
+                missing = %keys.join(" or "),
+                "telemetry without a release id: counted and ignored until its resource carries the missing attribute (OTEL_RESOURCE_ATTRIBUTES); logged once per service"
+            );
         }
     }
 

@@ -3,10 +3,11 @@
 //! tracker, the self metrics and their registry, readiness, the change
 //! broadcast for watchers, admission (export requests in flight) and the
 //! body-bytes budget, the whole-reads thread, the ledger, DORA's last
-//! measures and the charts' series. No lock is held across an `.await`.
-//! By the work done: `ingest` (exports applied and counted), `tick` (the
-//! judge's clock, checkpoint, expiry), `views` (listings, `/metrics`,
-//! verdicts by key), `reads` (the niced thread whole reads run on).
+//! measures, the charts' series and the senders table. No lock is held
+//! across an `.await`. By the work done: `ingest` (exports applied and
+//! counted), `tick` (the judge's clock, checkpoint, expiry), `views`
+//! (listings, `/metrics`, verdicts by key), `reads` (the niced thread whole
+//! reads run on), `senders` (who sends what, attributed or not).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,9 @@ pub struct App {
     /// Each release's recent numbers, for the page's charts (its own lock,
     /// so reading them never waits on the store).
     series: Mutex<SeriesBook>,
+    /// Who sends what, attributed or not (its own lock, taken once per
+    /// export after the store's).
+    senders: Mutex<senders::Senders>,
 }
 
 /// Most services and environments the DORA gauges are exposed for.
@@ -113,6 +117,7 @@ impl App {
                 SERIES_STEP.as_nanos() as u64,
                 SERIES_POINTS,
             )),
+            senders: Mutex::new(senders::Senders::default()),
         }
     }
 
@@ -184,6 +189,27 @@ impl App {
         self.changes.subscribe()
     }
 
+    /// Who has sent what since start, attributed or not, and HTTP/1.x
+    /// requests on the gRPC port (`GET /api/v1/senders`).
+    pub fn senders(&self) -> SendersView {
+        lock(&self.senders).view(&self.config.identity.release_keys)
+    }
+
+    /// Counts an HTTP/1.x request on the gRPC port (an OTLP/HTTP exporter
+    /// pointed at it) and logs it, at most once a minute with the count.
+    pub fn wrong_port(&self, user_agent: Option<&str>, http_port: u16, now: UnixNanos) {
+        self.metrics.grpc_port_http1.inc();
+        let due = lock(&self.senders).wrong_port(user_agent, now);
+        if let Some(requests) = due {
+            tracing::warn!(
+                requests,
+                user_agent = user_agent.unwrap_or(""),
+                http_port,
+                "HTTP/1.1 requests on the OTLP/gRPC port, answered 400: an OTLP/HTTP exporter is pointed at the gRPC port; send to the HTTP port, or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc"
+            );
+        }
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
@@ -201,10 +227,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 mod ingest;
 mod reads;
+mod senders;
 mod tick;
 mod views;
 
 pub use ingest::Ingested;
+pub use senders::SendersView;
 
 #[cfg(test)]
 mod props;

@@ -1,12 +1,16 @@
 //! `release-verdict gate`: waits on the JSON API until a release is green or
-//! red, for a CI step. A pure decision over each answer, inside a polling loop.
+//! red, for a CI step. A pure decision over each answer, inside a polling
+//! loop; at the end, the release's story as `status ID` tells it.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use release_verdict::Color;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
+
+use crate::status;
 
 /// Exit codes, as documented in `--help` and the README.
 pub mod exit {
@@ -260,14 +264,7 @@ pub fn classify(status: StatusCode, body: &[u8]) -> Answer {
     }
 }
 
-/// Why the gate could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum UrlError {
-    #[error("--server {0:?}: {1}")]
-    Parse(String, String),
-    #[error("--server {0:?}: want an http:// or https:// URL")]
-    Scheme(String),
-}
+pub use release_verdict::client::UrlError;
 
 /// `{server}/api/v1/releases/{id}?service=&environment=`, the id
 /// percent-encoded as one path segment; a path prefix on `server` is kept.
@@ -277,25 +274,14 @@ pub fn verdict_url(
     service: Option<&str>,
     environment: Option<&str>,
 ) -> Result<Url, UrlError> {
-    let mut url = Url::parse(server).map_err(|e| UrlError::Parse(server.into(), e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(UrlError::Scheme(server.into()));
+    let mut query = Vec::new();
+    if let Some(s) = service {
+        query.push(("service", s));
     }
-    url.path_segments_mut()
-        .map_err(|()| UrlError::Scheme(server.into()))?
-        .pop_if_empty()
-        .extend(["api", "v1", "releases", id]);
-    url.set_query(None);
-    if service.is_some() || environment.is_some() {
-        let mut q = url.query_pairs_mut();
-        if let Some(s) = service {
-            q.append_pair("service", s);
-        }
-        if let Some(e) = environment {
-            q.append_pair("environment", e);
-        }
+    if let Some(e) = environment {
+        query.push(("environment", e));
     }
-    Ok(url)
+    release_verdict::client::api_url(server, &["api", "v1", "releases", id], &query)
 }
 
 /// What to wait on and how.
@@ -378,10 +364,21 @@ pub fn wait(opts: Options) -> u8 {
             return exit::UNAVAILABLE;
         }
     };
-    let outcome = runtime.block_on(run(&opts));
+    let (outcome, last) = runtime.block_on(run(&opts));
     let message = outcome.message(&opts.deployment_id, opts.timeout);
     match outcome {
-        Decision::Green(_) | Decision::Red(_) | Decision::Undecided(..) => println!("{message}"),
+        Decision::Green(_) | Decision::Red(_) | Decision::Undecided(..) => {
+            println!("{message}");
+            // The release's story for the CI log, as `status ID` tells it;
+            // stdout keeps the one line scripts read.
+            if let Some(release) = last {
+                let paint = status::Paint::for_terminal(std::io::stderr().is_terminal());
+                eprint!(
+                    "\n{}",
+                    status::render_release(&release, std::time::SystemTime::now(), paint)
+                );
+            }
+        }
         Decision::Unavailable(_) | Decision::Ambiguous(_) => eprintln!("{message}"),
     }
     outcome.exit_code()
@@ -392,27 +389,29 @@ const MAX_REQUEST_TIME: Duration = Duration::from_secs(10);
 /// `--interval 0s` must not spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Polls until the gate decides. Progress (each change of color or problem)
-/// goes to stderr.
-pub async fn run(opts: &Options) -> Decision {
+/// Polls until the gate decides, with the last verdict object seen.
+/// Progress (each change of color or problem) goes to stderr.
+pub async fn run(opts: &Options) -> (Decision, Option<status::Release>) {
     let deadline = Instant::now() + opts.timeout;
     let client = match release_verdict::client::http(opts.token.as_deref(), opts.ca_file.as_deref())
         .map(|b| b.build())
     {
         Ok(Ok(client)) => client,
-        Ok(Err(e)) => return Decision::Unavailable(e.to_string()),
-        Err(e) => return Decision::Unavailable(e),
+        Ok(Err(e)) => return (Decision::Unavailable(e.to_string()), None),
+        Err(e) => return (Decision::Unavailable(e), None),
     };
     let mut gate = Gate::default();
     let mut last_key = String::new();
+    let mut last = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let request_time = remaining.clamp(Duration::from_millis(200), MAX_REQUEST_TIME);
-        let answer = fetch(&client, &opts.url, request_time).await;
+        let (answer, release) = fetch(&client, &opts.url, request_time).await;
+        last = release.or(last);
         let (key, line) = answer.progress();
         let now = Instant::now();
         if let Some(outcome) = gate.observe(answer, now >= deadline) {
-            return outcome;
+            return (outcome, last);
         }
         if key != last_key {
             eprintln!("{line}");
@@ -423,33 +422,28 @@ pub async fn run(opts: &Options) -> Decision {
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &Url, timeout: Duration) -> Answer {
+/// One poll: the answer, and the verdict object when there is one.
+async fn fetch(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+) -> (Answer, Option<status::Release>) {
+    let unreachable = |e| Answer::Unreachable(release_verdict::client::describe(&e, url));
     let response = match client.get(url.clone()).timeout(timeout).send().await {
         Ok(r) => r,
-        Err(e) => return Answer::Unreachable(describe(&e, url)),
+        Err(e) => return (unreachable(e), None),
     };
-    let status = response.status();
+    let code = response.status();
     match response.bytes().await {
-        Ok(body) => classify(status, &body),
-        Err(e) => Answer::Unreachable(describe(&e, url)),
+        Ok(body) => {
+            let answer = classify(code, &body);
+            let release = matches!(answer, Answer::Verdict(_))
+                .then(|| serde_json::from_slice(&body).ok())
+                .flatten();
+            (answer, release)
+        }
+        Err(e) => (unreachable(e), None),
     }
-}
-
-/// A reqwest error by its root cause ("Connection refused" sits at the
-/// bottom of the chain; the layers above it add little).
-fn describe(e: &reqwest::Error, url: &Url) -> String {
-    let mut root: &dyn std::error::Error = e;
-    while let Some(s) = root.source() {
-        root = s;
-    }
-    let what = if e.is_timeout() {
-        "no answer in time"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    format!("{url}: {what}: {root}")
 }
 
 #[cfg(test)]

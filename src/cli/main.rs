@@ -1,5 +1,5 @@
 //! The `release-verdict` command line: `serve` runs the daemon; `replay`,
-//! `simulate`, `gate`, `loadgen` and `event` drive or query it; `ledger
+//! `simulate`, `gate`, `status`, `loadgen` and `event` drive or query it; `ledger
 //! export` writes the ledger's events for other tools. This file parses the
 //! command line and hands each command to its file beside it; all of them
 //! work over the library's public face.
@@ -17,6 +17,7 @@ mod loadgen;
 mod replay;
 mod serve;
 mod simulate;
+mod status;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 78;
@@ -50,6 +51,12 @@ enum Command {
     /// 4 ambiguous id.
     #[command(after_help = gate::EXIT_CODES_HELP)]
     Gate(gate::Args),
+    /// What the daemon sees, for a person or a CI log: one line per release
+    /// in flight, or one release's checks, endpoints, error kinds and
+    /// exemplars; who sends what, attributed to a release or not, and why
+    /// not (--senders, or when nothing is in flight). Exits 0 shown,
+    /// 3 unreachable or unknown release, 4 ambiguous id, 64 bad --server.
+    Status(status::Args),
     /// Send realistic OTLP span traffic: services with a stable deployment
     /// (sent first, so it is the baseline) and a canary each, optionally with
     /// a regression in the canaries. Reports what the daemon accepted.
@@ -88,6 +95,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::main(args),
         Command::Simulate(args) => simulate::main(args),
         Command::Gate(args) => gate::main(args),
+        Command::Status(args) => status::main(args),
         Command::Event(options) => ExitCode::from(event::main(&options)),
         Command::Ledger { command } => ledger::main(command),
         Command::Loadgen(options) => loadgen::main(options),

@@ -195,6 +195,11 @@ impl Sample {
     }
 }
 
+/// Most services a batch names its unattributed items by (the rest are
+/// counted in `unattributed` only), so a request of many resources costs
+/// no more than this to look through.
+pub const UNATTRIBUTED_SERVICES: usize = 32;
+
 /// The per-request grouping of samples by release.
 #[derive(Debug, Default)]
 pub struct Batch<'a> {
@@ -208,6 +213,9 @@ pub struct Batch<'a> {
     pub items: u64,
     /// Items without a release id: accepted, counted, otherwise ignored.
     pub unattributed: u64,
+    /// The same by the service that sent them (`None`: no service name),
+    /// for the first [`UNATTRIBUTED_SERVICES`] services of the request.
+    pub unattributed_services: Vec<(Option<&'a str>, u64)>,
     /// Items refused as invalid.
     pub invalid: u64,
     /// What was wrong with the first invalid item, for the partial-success message.
@@ -271,6 +279,20 @@ impl<'a> Batch<'a> {
             group.release.role = release.role;
         }
         group
+    }
+
+    /// Counts an item without a release id, sent by `service`.
+    pub fn unattributed_from(&mut self, service: Option<&'a str>) {
+        self.unattributed += 1;
+        let by = &mut self.unattributed_services;
+        // A request's items come a resource at a time: mostly the last one.
+        if let Some((_, n)) = by.last_mut().filter(|(s, _)| *s == service) {
+            *n += 1;
+        } else if let Some((_, n)) = by.iter_mut().find(|(s, _)| *s == service) {
+            *n += 1;
+        } else if by.len() < UNATTRIBUTED_SERVICES {
+            by.push((service, 1));
+        }
     }
 
     /// Counts the points of a metric nothing reads.

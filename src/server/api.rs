@@ -409,6 +409,13 @@ pub async fn series(
     }
 }
 
+/// `GET /api/v1/senders`: who has sent what since start, by service:
+/// spans and data points attributed to a release or not, the attribute the
+/// others lacked, and HTTP/1.x requests that reached the gRPC port.
+pub async fn senders(State(app): State<Arc<App>>) -> Response {
+    ([NO_STORE], Json(app.senders())).into_response()
+}
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
     "ok\n"

@@ -38,6 +38,7 @@ use crate::dora::Window;
 use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
 use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions};
 use crate::notify::Sinks;
+use crate::self_metrics::{SinkResult, SinkResultLabels};
 use otlp_grpc::OtlpGrpc;
 use otlp_http as http;
 use tls::{Port, Tls, TlsError};
@@ -308,6 +309,12 @@ impl Server {
             .build_v1alpha()
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
+            // HTTP/1 only to answer it, never to serve it: see WrongProtocol.
+            .accept_http1(true)
+            .layer(otlp_grpc::WrongProtocol {
+                app: app.clone(),
+                http_port: http_addr.port(),
+            })
             .layer(tower::util::MapResponseLayer::new(otlp_status))
             .layer(auth::GrpcAuth {
                 app: app.clone(),
@@ -372,6 +379,7 @@ impl Server {
             .merge(streams)
             .route("/api/v1/events", get(api::events).post(api::post_events))
             .route("/api/v1/dora", get(api::dora))
+            .route("/api/v1/senders", get(api::senders))
             .route("/healthz", get(api::healthz))
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))
@@ -405,6 +413,15 @@ impl Server {
         }
         let notifiers = match (sinks, app.ledger().cloned()) {
             (Some(sinks), Some(ledger)) => {
+                // Each sink's tries at zero from the start, like every counter.
+                for sink in &sinks.sinks {
+                    for result in [SinkResult::Delivered, SinkResult::Retried, SinkResult::Dead] {
+                        let _ = app.metrics.notify_sent.get_or_create(&SinkResultLabels {
+                            sink: sink.name.clone(),
+                            result,
+                        });
+                    }
+                }
                 let metrics = crate::notify::Metrics {
                     sent: app.metrics.notify_sent.clone(),
                     pending: app.metrics.notify_pending.clone(),

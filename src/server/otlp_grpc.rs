@@ -215,3 +215,81 @@ impl MetricsService for OtlpGrpc {
         Ok(Response::new(check(&self.app, outcome)?.metrics_response()))
     }
 }
+
+/// HTTP/1.x on the gRPC port. The gRPC server accepts HTTP/1 connections
+/// only so that this layer, outermost, can answer them: every request that
+/// is not HTTP/2 gets a plain-text 400 naming the OTLP/HTTP port and the
+/// protocol setting, is counted and is logged at most once a minute; none
+/// reaches a gRPC service. The version is read after TLS when TLS is on
+/// (ALPN offers only `h2` there, so a TLS client that asks for `http/1.1`
+/// fails its handshake first; one that asks for nothing is answered here).
+#[derive(Clone)]
+pub struct WrongProtocol {
+    pub app: Arc<App>,
+    /// The OTLP/HTTP port, for the answer.
+    pub http_port: u16,
+}
+
+impl<S> tower::Layer<S> for WrongProtocol {
+    type Service = WrongProtocolService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WrongProtocolService {
+            inner,
+            outer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct WrongProtocolService<S> {
+    inner: S,
+    outer: WrongProtocol,
+}
+
+/// The answer to an HTTP/1.x request on the gRPC port.
+pub fn wrong_protocol_answer(http_port: u16) -> String {
+    format!(
+        "This is release-verdict's OTLP/gRPC port: it speaks gRPC (HTTP/2) only, \
+         and this request came as HTTP/1.x.\n\
+         For OTLP over HTTP (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, the default \
+         of the Node.js SDK and the Java agent), send to port {http_port}: \
+         OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:{http_port}\n\
+         Or keep this port and set OTEL_EXPORTER_OTLP_PROTOCOL=grpc.\n"
+    )
+}
+
+impl<S, B> Service<http::Request<B>> for WrongProtocolService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.version() == http::Version::HTTP_2 {
+            return Box::pin(self.inner.call(req));
+        }
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let port = self.outer.http_port;
+        self.outer.app.wrong_port(user_agent, port, system_now());
+        let body = http_body_util::Full::new(Bytes::from(wrong_protocol_answer(port)));
+        let answer = http::Response::builder()
+            .status(http::StatusCode::BAD_REQUEST)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            // Nothing of the body is read: the connection is not reused.
+            .header(http::header::CONNECTION, "close")
+            .body(tonic::body::Body::new(body))
+            .expect("a static answer is a valid response");
+        Box::pin(async move { Ok(answer) })
+    }
+}

@@ -29,7 +29,7 @@ fn attribute<'a, 'b>(
     match found.release() {
         Ok(Some(release)) => Some(batch.group(release)),
         Ok(None) => {
-            batch.unattributed += 1;
+            batch.unattributed_from(found.service);
             None
         }
         Err(e) => {
