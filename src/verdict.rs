@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::judge::checks::{CheckReport, EndpointReport};
 use crate::judge::Color;
-use crate::model::{format_time, FleetKey, Role, UnixNanos};
+use crate::model::{format_time, FleetKey, RequestSource, Role, UnixNanos};
 use crate::store::{Choice, Fleet, Release, Store};
 
 /// A release's verdict as users see it.
@@ -32,6 +32,10 @@ pub struct Verdict {
     pub red_since: Option<String>,
     /// Totals since first seen.
     pub canary: CohortTotals,
+    /// The signal its requests are counted from: `spans`, or `metrics`
+    /// (request-duration histograms) when it sends no spans, stopped, or
+    /// samples them. A request reported by both is counted once.
+    pub requests_from: RequestSource,
     pub checks: Vec<CheckReport>,
     /// The error ratio per endpoint, worst first.
     pub endpoints: Vec<EndpointReport>,
@@ -108,6 +112,7 @@ impl Verdict {
                 requests: r.total.requests,
                 errors: r.total.errors,
             },
+            requests_from: r.requests_from,
             checks: j.checks.clone(),
             endpoints: j.endpoints.clone(),
             new_errors: j

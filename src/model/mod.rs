@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 pub use key::{FleetKey, ReleaseKey};
 pub use sample::{
-    Batch, EndpointCount, Exemplar, Group, MetricObservation, ReleaseRef, Sample, SpanFacts,
-    EXEMPLARS, MAX_SAMPLE_ENDPOINTS, MAX_SAMPLE_KINDS, OTHER_ENDPOINT, OTHER_ERROR,
+    Batch, EndpointCount, Exemplar, Group, MetricObservation, ReleaseRef, RequestSource, Sample,
+    SpanFacts, EXEMPLARS, MAX_SAMPLE_ENDPOINTS, MAX_SAMPLE_KINDS, OTHER_ENDPOINT, OTHER_ERROR,
 };
 
 /// Wall-clock or telemetry time, nanoseconds since the Unix epoch. The core is

@@ -16,11 +16,36 @@ pub struct ReleaseRef<'a> {
     pub role: Option<Role>,
 }
 
+/// Which signal a sample's requests were read from. A release that sends
+/// both counts each request in both; the store judges one of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestSource {
+    /// Request spans (one request each).
+    #[default]
+    Spans,
+    /// Request-duration histograms (`[ingest] duration_metrics`).
+    Metrics,
+}
+
+impl RequestSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestSource::Spans => "spans",
+            RequestSource::Metrics => "metrics",
+        }
+    }
+}
+
 /// Requests of one release seen in one export request: counts and latencies.
 /// Latencies are microseconds with a repeat count (one per span; a histogram
 /// bucket carries many).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
+    /// Where `requests`, `errors`, `latencies_us`, `endpoints`,
+    /// `error_kinds` and `exemplars` come from (`metrics` are checks of
+    /// their own, whatever the source).
+    pub source: RequestSource,
     pub requests: u64,
     pub errors: u64,
     pub latencies_us: Vec<(u64, u64)>,
@@ -94,6 +119,16 @@ pub enum MetricObservation {
 }
 
 impl Sample {
+    /// The same sample without its requests: only the configured metrics'
+    /// observations, which count whichever signal the requests are taken from.
+    pub fn checks_only(&self) -> Sample {
+        Sample {
+            source: self.source,
+            metrics: self.metrics.clone(),
+            ..Sample::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.requests == 0
             && self.errors == 0

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, View};
-use crate::model::{Batch, FleetKey, ReleaseKey, Role, UnixNanos};
+use crate::model::{Batch, FleetKey, ReleaseKey, RequestSource, Role, UnixNanos};
 use crate::window::{Detail, Rolling, Signals};
 
 mod checkpoint;
@@ -39,8 +39,69 @@ pub struct Release {
     pub pending: Signals,
     /// Its endpoint table, error kinds and exemplars.
     pub detail: Detail,
+    /// The signal `total`, `window`, `pending` and `detail` take requests
+    /// from (`choose_source`): a request both spans and duration metrics
+    /// report is counted once.
+    pub requests_from: RequestSource,
+    /// What each signal reported since first seen, counted or not: spans
+    /// first, metrics second.
+    pub by_source: [SourceCounts; 2],
     /// The verdict and its evidence (taken out only while the judge works).
     judgement: Option<Judgement>,
+}
+
+/// Requests and errors one signal reported for a release since first seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCounts {
+    pub requests: u64,
+    pub errors: u64,
+    /// When it last reported a request.
+    pub last_at: Option<UnixNanos>,
+}
+
+/// The index of a signal in `Release::by_source`.
+fn source_index(source: RequestSource) -> usize {
+    match source {
+        RequestSource::Spans => 0,
+        RequestSource::Metrics => 1,
+    }
+}
+
+/// How many more requests than the spans the duration metrics must report,
+/// beyond half as many again, for the spans to be taken as sampled.
+pub const SAMPLED_MARGIN: u64 = 20;
+
+/// The signal a release's requests are taken from, given what each
+/// reported since first seen: its spans where they arrive, its duration
+/// metrics where no span came within `recent` of the latest metric
+/// requests (the service sends none, or stopped), or where the metrics
+/// report clearly more requests than the spans (more than 1.5 times as many
+/// and `SAMPLED_MARGIN` beyond: the spans are sampled). Totals since first
+/// seen, not a window, are compared, so that metrics exported a minute at
+/// a time do not look like more requests than a window's spans; they lag
+/// the spans, which only delays the choice of sampled spans' metrics.
+pub fn choose_source(
+    spans: SourceCounts,
+    metrics: SourceCounts,
+    recent: UnixNanos,
+) -> RequestSource {
+    let Some(metrics_at) = metrics.last_at else {
+        return RequestSource::Spans;
+    };
+    let Some(spans_at) = spans.last_at else {
+        return RequestSource::Metrics;
+    };
+    let stopped = spans_at.saturating_add(recent) < metrics_at;
+    let sampled = metrics.requests
+        > spans
+            .requests
+            .saturating_add(spans.requests / 2)
+            .saturating_add(SAMPLED_MARGIN);
+    if stopped || sampled {
+        RequestSource::Metrics
+    } else {
+        RequestSource::Spans
+    }
 }
 
 impl Release {
@@ -60,6 +121,23 @@ impl Release {
             + self.window.heap_bytes()
             + self.pending.latency.heap_bytes()
             + self.detail.heap_bytes()
+    }
+
+    /// Counts a sample's requests under its signal, chooses the signal
+    /// again and takes the totals since first seen from the chosen one. (The window and the judge's evidence keep what they
+    /// hold: at the change, a few seconds' requests may be in both.)
+    fn count_source(&mut self, sample: &crate::model::Sample, now: UnixNanos, recent: UnixNanos) {
+        let counts = &mut self.by_source[source_index(sample.source)];
+        counts.requests = counts.requests.saturating_add(sample.requests);
+        counts.errors = counts.errors.saturating_add(sample.errors);
+        if sample.requests > 0 {
+            counts.last_at = Some(counts.last_at.map_or(now, |t| t.max(now)));
+        }
+        let [spans, metrics] = self.by_source;
+        self.requests_from = choose_source(spans, metrics, recent);
+        let counted = self.by_source[source_index(self.requests_from)];
+        self.total.requests = counted.requests;
+        self.total.errors = counted.errors;
     }
 
     pub fn judgement(&self) -> &Judgement {
@@ -330,6 +408,8 @@ impl Store {
                     ),
                     pending: Signals::default(),
                     detail: Detail::default(),
+                    requests_from: group.sample.source,
+                    by_source: Default::default(),
                     judgement: Some(Judgement::new(&self.judge.checks, now)),
                 };
                 if !self.reds.is_empty() {
@@ -375,19 +455,24 @@ impl Store {
                 release.role = r.role;
             }
             release.last_seen = release.last_seen.max(now);
-            release.total.add_counts(&group.sample);
-            release.window.add_sample(&group.sample, now);
-            release.pending.add_sample(&group.sample);
-            let hits = release.detail.add(
-                &group.sample,
-                self.judge.checks.endpoints.top,
-                now,
-                self.judge.config.window.as_nanos() as UnixNanos,
-            );
-            if !hits.is_empty() {
-                release.total.add_endpoints(&hits);
-                release.window.add_endpoints(&hits);
-                release.pending.add_endpoints(&hits);
+            let window = self.judge.config.window.as_nanos() as UnixNanos;
+            release.count_source(&group.sample, now, window);
+            if group.sample.source == release.requests_from {
+                release.window.add_sample(&group.sample, now);
+                release.pending.add_sample(&group.sample);
+                let top = self.judge.checks.endpoints.top;
+                let hits = release.detail.add(&group.sample, top, now, window);
+                if !hits.is_empty() {
+                    release.total.add_endpoints(&hits);
+                    release.window.add_endpoints(&hits);
+                    release.pending.add_endpoints(&hits);
+                }
+            } else if !group.sample.metrics.is_empty() {
+                // The other signal's requests are counted elsewhere; its
+                // configured metrics are checks of their own.
+                let checks = group.sample.checks_only();
+                release.window.add_sample(&checks, now);
+                release.pending.add_sample(&checks);
             }
             if group.sample.requests > 0 && fleet.traffic_since.is_none() {
                 fleet.traffic_since = Some(now);

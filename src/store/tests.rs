@@ -3,7 +3,7 @@
 use super::fleet::Basis;
 use super::*;
 use crate::judge::Unpaired;
-use crate::model::{Group, ReleaseRef, Sample};
+use crate::model::{Group, ReleaseRef, RequestSource, Sample};
 
 fn batch(groups: &[(&'static str, u64, Option<Role>)]) -> Batch<'static> {
     let mut b = Batch::default();
@@ -563,4 +563,126 @@ fn a_red_the_ledger_recorded_holds_after_a_restart() {
     // A release the ledger did not record red is judged as before.
     let j = fleet(&s).releases["old"].judgement();
     assert_eq!(j.red_since, None);
+}
+
+// --- one request, one observation ---------------------------------------------
+
+/// One group of release "a": `n` requests, `e` of them failed, from `source`.
+fn from_source(source: RequestSource, n: u64, e: u64) -> Batch<'static> {
+    let mut b = batch(&[("a", n, None)]);
+    let s = &mut b.groups[0].sample;
+    s.source = source;
+    s.errors = e;
+    b
+}
+
+/// (requests, errors, requests in the window, pending, chosen signal) of "a".
+fn counted(s: &Store) -> (u64, u64, u64, u64, RequestSource) {
+    let r = &fleet(s).releases["a"];
+    (
+        r.total.requests,
+        r.total.errors,
+        r.window.sum().requests,
+        r.pending.requests,
+        r.requests_from,
+    )
+}
+
+use crate::model::RequestSource::{Metrics, Spans};
+
+#[test]
+fn requests_both_signals_report_are_counted_once_from_the_spans() {
+    let mut s = store(10);
+    // The metrics' first export comes before any span: counted meanwhile.
+    s.apply(&from_source(Metrics, 15, 1), SEC);
+    assert_eq!(counted(&s), (15, 1, 15, 15, Metrics));
+    // The spans of the same requests and the next ones: the spans count.
+    s.apply(&from_source(Spans, 20, 2), 2 * SEC);
+    let (requests, errors, _, _, from) = counted(&s);
+    assert_eq!((requests, errors, from), (20, 2, Spans));
+    s.tick(2 * SEC + 1);
+    for t in 3..30 {
+        s.apply(&from_source(Spans, 10, 1), t * SEC);
+        if t % 2 == 0 {
+            // A metric export of the last two seconds: the same requests.
+            s.apply(&from_source(Metrics, 20, 2), t * SEC + SEC / 2);
+        }
+        s.tick(t * SEC + SEC - 1);
+    }
+    let (requests, errors, _, pending, from) = counted(&s);
+    assert_eq!((requests, errors, pending, from), (290, 29, 0, Spans));
+    let r = &fleet(&s).releases["a"];
+    assert_eq!(r.by_source[1].requests, 15 + 13 * 20);
+}
+
+#[test]
+fn a_service_without_spans_is_counted_from_its_metrics() {
+    let mut s = store(10);
+    for t in 1..10 {
+        s.apply(&from_source(Metrics, 45, 4), t * SEC);
+        assert_eq!(counted(&s), (45 * t, 4 * t, 45 * t, 45 * t, Metrics));
+    }
+}
+
+#[test]
+fn sampled_spans_give_way_to_the_metrics() {
+    let mut s = store(10);
+    for t in 1..20 {
+        // One request in ten sampled.
+        s.apply(&from_source(Spans, 10, 1), t * SEC);
+        s.apply(&from_source(Metrics, 100, 10), t * SEC + SEC / 2);
+    }
+    let (requests, errors, _, _, from) = counted(&s);
+    assert_eq!((requests, errors, from), (1_900, 190, Metrics));
+}
+
+#[test]
+fn a_service_that_stops_sending_spans_falls_back_to_its_metrics() {
+    let mut s = store(10);
+    let window = crate::config::Config::default().judge.window.as_nanos() as u64;
+    s.apply(&from_source(Spans, 50, 0), SEC);
+    s.apply(&from_source(Metrics, 50, 0), 2 * SEC);
+    assert_eq!(counted(&s).4, Spans);
+    // No span since; the metrics go on.
+    s.apply(&from_source(Metrics, 10, 0), SEC + window);
+    assert_eq!(counted(&s).4, Spans, "within the window of the last span");
+    s.apply(&from_source(Metrics, 10, 0), 2 * SEC + window);
+    let (requests, _, _, _, from) = counted(&s);
+    assert_eq!((requests, from), (70, Metrics));
+}
+
+#[test]
+fn configured_metrics_of_the_uncounted_signal_are_still_checked() {
+    let mut s = store(10);
+    s.apply(&from_source(Spans, 10, 0), SEC);
+    let mut b = from_source(Metrics, 10, 0);
+    b.groups[0].sample.metrics = vec![(0, crate::model::MetricObservation::Count(7))];
+    s.apply(&b, 2 * SEC);
+    let r = &fleet(&s).releases["a"];
+    assert_eq!((r.total.requests, r.requests_from), (10, Spans));
+    assert_eq!(r.window.sum().metric(0).map(|m| m.count), Some(7));
+    assert_eq!(r.pending.metric(0).map(|m| m.count), Some(7));
+}
+
+#[test]
+fn the_choice_of_signal() {
+    let at = |requests, t| SourceCounts {
+        requests,
+        errors: 0,
+        last_at: Some(t),
+    };
+    let none = SourceCounts::default();
+    let recent = 60;
+    assert_eq!(choose_source(none, none, recent), Spans);
+    assert_eq!(choose_source(at(5, 1), none, recent), Spans);
+    assert_eq!(choose_source(none, at(5, 1), recent), Metrics);
+    // Metrics lag the spans: fewer, or a few more, is the same requests.
+    assert_eq!(choose_source(at(100, 10), at(80, 10), recent), Spans);
+    assert_eq!(choose_source(at(100, 10), at(170, 10), recent), Spans);
+    assert_eq!(choose_source(at(10, 10), at(30, 10), recent), Spans);
+    // Clearly more: the spans are sampled.
+    assert_eq!(choose_source(at(100, 10), at(171, 10), recent), Metrics);
+    // No span within `recent` of the latest metrics: the spans stopped.
+    assert_eq!(choose_source(at(100, 10), at(100, 70), recent), Spans);
+    assert_eq!(choose_source(at(100, 10), at(100, 71), recent), Metrics);
 }

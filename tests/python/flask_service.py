@@ -15,10 +15,15 @@ ms with `http.status_code`; with OTEL_SEMCONV_STABILITY_OPT_IN=http,
 The resource names the release (`deployment.id=shop-<version>`, `git.sha`)
 and nothing about its role: the daemon has to find the baseline by itself.
 
+`--signals` is `traces`, `metrics` or `both` (the SDKs' auto-instrumentation
+default), the signal left out going to a no-op provider.
+
 The test decides when each version's telemetry reaches the daemon, so that
 it can make the new version's exporter flush first: the span processor and
 the metric reader are set to export once an hour, and `POST /_flush` exports
-everything recorded so far and answers once the daemon has answered.
+everything recorded so far and answers once the daemon has answered. With
+`--periodic` they export as the SDK does by default instead, at the
+intervals OTEL_BSP_SCHEDULE_DELAY and OTEL_METRIC_EXPORT_INTERVAL set.
 `/_flush` is outside the instrumentation, so it is not a request of the
 service. `GET /checkout` is the service: a deterministic share of its
 requests (`--error-rate`) answer 500.
@@ -70,8 +75,8 @@ class ErrorSchedule:
 
 
 def providers(args: argparse.Namespace):
-    """(tracer provider, meter provider, the one of them that exports): the
-    SDK's provider for --signals, a no-op one for the other signal."""
+    """(tracer provider, meter provider, the exporting providers): the SDK's
+    providers for --signals, a no-op one for a signal left out."""
     resource = Resource.create(
         {
             "service.name": "shop",
@@ -80,22 +85,33 @@ def providers(args: argparse.Namespace):
             "git.sha": args.sha,
         }
     )
-    if args.signals == "traces":
+    exporting = []
+    tracer_provider = NoOpTracerProvider()
+    meter_provider = NoOpMeterProvider()
+    if args.signals in ("traces", "both"):
         tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=args.otlp, insecure=True),
+        exporter = OTLPSpanExporter(endpoint=args.otlp, insecure=True)
+        if args.periodic:
+            # The SDK's defaults, OTEL_BSP_* read from the environment.
+            processor = BatchSpanProcessor(exporter)
+        else:
+            processor = BatchSpanProcessor(
+                exporter,
                 schedule_delay_millis=HOUR_MS,
                 max_queue_size=QUEUE,
                 max_export_batch_size=QUEUE,
             )
-        )
-        return tracer_provider, NoOpMeterProvider(), tracer_provider
-    reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=args.otlp, insecure=True), export_interval_millis=HOUR_MS
-    )
-    meter_provider = MeterProvider(metric_readers=[reader], resource=resource)
-    return NoOpTracerProvider(), meter_provider, meter_provider
+        tracer_provider.add_span_processor(processor)
+        exporting.append(tracer_provider)
+    if args.signals in ("metrics", "both"):
+        exporter = OTLPMetricExporter(endpoint=args.otlp, insecure=True)
+        # Periodic: the SDK's default, OTEL_METRIC_EXPORT_INTERVAL read from
+        # the environment.
+        interval = None if args.periodic else HOUR_MS
+        reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+        meter_provider = MeterProvider(metric_readers=[reader], resource=resource)
+        exporting.append(meter_provider)
+    return tracer_provider, meter_provider, exporting
 
 
 def build_app(args: argparse.Namespace):
@@ -117,7 +133,8 @@ def build_app(args: argparse.Namespace):
     def flush():
         # Returns once the export was answered, or the exporter gave up
         # retrying (the daemon restarting): the SDK does not say which.
-        exporting.force_flush(timeout_millis=FLUSH_TIMEOUT_MS)
+        for provider in exporting:
+            provider.force_flush(timeout_millis=FLUSH_TIMEOUT_MS)
         return "flushed\n"
 
     FlaskInstrumentor().instrument_app(
@@ -138,7 +155,13 @@ def main() -> None:
     parser.add_argument("--sha", required=True, help="git.sha")
     parser.add_argument("--otlp", required=True, help="the daemon's OTLP/gRPC host:port")
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of requests answering 500")
-    parser.add_argument("--signals", choices=["traces", "metrics"], default="traces")
+    parser.add_argument("--signals", choices=["traces", "metrics", "both"], default="traces")
+    parser.add_argument(
+        "--periodic",
+        action="store_true",
+        help="export as the SDK does by default (OTEL_BSP_SCHEDULE_DELAY, "
+        "OTEL_METRIC_EXPORT_INTERVAL), not only on /_flush",
+    )
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port, port 0 picks one")
     args = parser.parse_args()
 

@@ -17,6 +17,11 @@ baseline and asks for nothing.
 
 Every wait polls with a deadline and says what it last saw; traffic is
 bounded in time and stops by itself.
+
+And issue 26's: one version exporting as the SDK does by default, traces
+and metrics both on (the auto-instrumentations' default) or metrics only,
+is counted once, at every export: the daemon's requests and errors are
+what the load client sent.
 """
 
 from __future__ import annotations
@@ -67,11 +72,21 @@ class Service(Process):
         session.post(f"{self.url}/_flush", timeout=30).raise_for_status()
 
 
-def launch_service(workdir: Path, version: str, error_rate: float, otlp: str, signals: str, semconv: Optional[str]) -> Process:
-    """Starts one version without waiting for it."""
+def launch_service(
+    workdir: Path,
+    version: str,
+    error_rate: float,
+    otlp: str,
+    signals: str,
+    semconv: Optional[str],
+    periodic: Optional[dict[str, str]] = None,
+) -> Process:
+    """Starts one version without waiting for it. With `periodic` (OTEL_*
+    settings), it exports as the SDK does by default, not on /_flush."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if semconv:
         env["OTEL_SEMCONV_STABILITY_OPT_IN"] = semconv
+    env.update(periodic or {})
     argv = [
         sys.executable,
         str(SERVICE_SCRIPT),
@@ -80,7 +95,7 @@ def launch_service(workdir: Path, version: str, error_rate: float, otlp: str, si
         f"--otlp={otlp}",
         f"--error-rate={error_rate}",
         f"--signals={signals}",
-    ]
+    ] + (["--periodic"] if periodic is not None else [])
     return Process(*launch(workdir, f"shop-{version}", argv, env=env))
 
 
@@ -330,3 +345,85 @@ def test_daemon_restarted_while_both_serve_finds_the_same_baseline(fixed_port_da
             assert first.stop() == 0, first.log()
             second = fixed_port_daemons()
         await_judged_red(second, old, new, traffic, since=time.monotonic())
+
+
+# --- one request, one observation (issue 26) ----------------------------------------
+
+# Exports as the SDK makes them by default, only sooner.
+PERIODIC = {"OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "300"}
+ROUNDS, BURST = 4, 40  # bursts of requests, each followed by exports
+COUNT_ERRORS = 0.1  # of the service's requests answer 500
+
+
+def accepted(daemon: Daemon, signal: str) -> float:
+    """Spans or metric data points the daemon accepted over OTLP/gRPC."""
+    return daemon.metrics().get("release_verdict_items_accepted_total", signal=signal, transport="grpc")
+
+
+def within(counted: int, sent: int) -> bool:
+    """Equal, to 1% of what was sent."""
+    return abs(counted - sent) <= 0.01 * sent
+
+
+@pytest.mark.parametrize(
+    "signals, requests_from",
+    [("both", "spans"), ("metrics", "metrics")],
+    ids=["traces-and-metrics", "metrics-only"],
+)
+def test_every_request_is_counted_once_at_every_export(daemon_factory, tmp_path, signals, requests_from):
+    daemon = daemon_factory()
+    p = launch_service(tmp_path, "v2", COUNT_ERRORS, daemon.grpc_addr, signals, None, periodic=PERIODIC)
+    try:
+        url = p.await_log(SERVICE_LISTENING, timeout=30, interval=0.05).group(1)
+        deployment = "shop-v2"
+        sent = failed = 0
+        seen: list[tuple] = []  # (sent, failed, counted, errors) at each read, for the failure message
+
+        def read() -> tuple[int, int]:
+            r = daemon.get_release(deployment)
+            if r.status_code == 404:
+                return 0, 0
+            r.raise_for_status()
+            c = r.json()["canary"]
+            seen.append((sent, failed, c["requests"], c["errors"]))
+            # Never more than was sent, whichever exports came.
+            assert c["requests"] <= sent * 1.01 and c["errors"] <= failed * 1.01, seen[-8:]
+            return c["requests"], c["errors"]
+
+        with requests.Session() as session:
+            for n in range(1, ROUNDS + 1):
+                for _ in range(BURST):
+                    status = session.get(f"{url}/checkout", timeout=5).status_code
+                    assert status in (200, 500), status
+                    sent += 1
+                    failed += status == 500
+                # Two metric exports after the burst: one whole collection
+                # after its last request, at least; with traces, every span.
+                points = accepted(daemon, "points")
+                poll(
+                    lambda: (accepted(daemon, "points"), read()),
+                    lambda got: got[0] >= points + 2 * 3,  # a duration stream per status code and active_requests
+                    timeout=30,
+                    interval=0.1,
+                    what=f"round {n}: two metric exports after the burst",
+                )
+                if signals == "both":
+                    poll(
+                        lambda: (accepted(daemon, "spans"), read()),
+                        lambda got: got[0] >= sent,
+                        timeout=30,
+                        interval=0.1,
+                        what=f"round {n}: the spans of {sent} requests",
+                    )
+                counted = poll(
+                    read,
+                    lambda c: within(c[0], sent) and within(c[1], failed),
+                    timeout=5,
+                    interval=0.1,
+                    what=f"round {n}: {sent} requests ({failed} answered 500) counted; reads {seen[-8:]}",
+                )
+                print(f"round {n}: sent {sent} ({failed} failed), counted {counted}")
+        v = daemon.get_release(deployment).json()
+        assert v["requests_from"] == requests_from, v
+    finally:
+        p.stop()

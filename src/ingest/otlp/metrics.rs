@@ -15,7 +15,7 @@ use crate::ingest::buckets::{unit_to_micros, Buckets};
 use crate::ingest::delta::{Cumulative, Delta, DeltaTracker, Full};
 use crate::ingest::facts::error_kind;
 use crate::ingest::identity::Found;
-use crate::model::{Batch, MetricObservation, UnixNanos, NANOS_PER_SEC};
+use crate::model::{Batch, MetricObservation, RequestSource, UnixNanos, NANOS_PER_SEC};
 
 /// OTLP `AggregationTemporality` values.
 pub(super) const DELTA: i32 = 1;
@@ -83,6 +83,9 @@ impl Mapper {
                     );
                 }
             }
+        }
+        for group in &mut batch.groups {
+            group.sample.source = RequestSource::Metrics;
         }
         batch
     }

@@ -590,3 +590,59 @@ fn a_full_stream_table_is_a_retryable_refusal_not_invalid_input() {
         .unwrap()
         .contains("max_metric_streams"));
 }
+
+/// A cumulative stream per route and status code, as the SDKs export
+/// them: every export counts each request once, from the first export on,
+/// whatever attribute sets come and go.
+#[test]
+fn cumulative_attribute_sets_count_each_request_once_at_every_export() {
+    let mapper = Mapper::default();
+    // The daemon started at 100; the service's streams start after it.
+    let mut deltas = DeltaTracker::new(100, 100);
+    let point = |route: &str, status: i64, start: u64, time: u64, n: u64| {
+        let attrs = vec![
+            kv("http.route", route),
+            kv("http.request.method", "GET"),
+            kv_int("http.response.status_code", status),
+        ];
+        kit::histogram_point(attrs, start, time, vec![0.1, 0.5], vec![n, 0, 0])
+    };
+    // (route, status, stream start) and each stream's cumulative count at
+    // each of three exports (0: not yet in the export).
+    let streams: [(&str, i64, u64, [u64; 3]); 4] = [
+        ("/checkout", 200, 150, [40, 85, 131]),
+        ("/checkout", 500, 170, [4, 9, 13]),
+        ("/cart", 200, 200, [0, 20, 20]),
+        ("/cart", 503, 300, [0, 0, 2]),
+    ];
+    let mut counted = (0, 0);
+    for (e, time) in [1_000u64, 2_000, 3_000].into_iter().enumerate() {
+        let points = streams
+            .iter()
+            .filter(|s| s.3[e] > 0)
+            .map(|&(route, status, start, n)| point(route, status, start, time, n[e]))
+            .collect();
+        let req = duration_metric("s", histogram(CUMULATIVE, points));
+        let b = mapper.metrics(&req, &mut deltas, time);
+        assert_eq!((b.invalid, b.full, b.groups.len()), (0, 0, 1));
+        let s = &b.groups[0].sample;
+        assert_eq!(s.source, crate::model::RequestSource::Metrics);
+        counted = (counted.0 + s.requests, counted.1 + s.errors);
+        let sent: u64 = streams.iter().map(|s| s.3[e]).sum();
+        let failed: u64 = streams.iter().filter(|s| s.1 >= 500).map(|s| s.3[e]).sum();
+        assert_eq!(counted, (sent, failed), "after export {}", e + 1);
+        let by_endpoint: u64 = s.endpoints.iter().map(|x| x.requests).sum();
+        assert_eq!(by_endpoint, s.requests, "export {}", e + 1);
+    }
+    assert_eq!(deltas.len(), 4);
+}
+
+#[test]
+fn spans_are_the_spans_source() {
+    let req = traces(checkout(), vec![span(SERVER, 10, vec![])]);
+    let b = Mapper::default().traces(&req);
+    assert_eq!(
+        b.groups[0].sample.source,
+        crate::model::RequestSource::Spans
+    );
+}
