@@ -163,11 +163,8 @@ fn regressions_are_red_and_not_green_first() {
         let s = case(name);
         assert!(share(s.red) >= 0.95, "{name}: {}", s.row());
         assert!(share(s.green_before_red) <= 0.02, "{name}: {}", s.row());
-        // 100 canary requests/s: red within 30 s, half the time. The
-        // p99-only regression misses it on these seeds (31 s; 29 s on
-        // `simulate`'s): p99 is tested from the 1,000th canary request.
-        let target = if name.starts_with("p99") { 32 } else { 30 };
-        assert!(s.median_red.unwrap() <= target, "{name}: {}", s.row());
+        // 100 canary requests/s: red within 30 s, half the time.
+        assert!(s.median_red.unwrap() <= 30, "{name}: {}", s.row());
     }
     let s = case("one endpoint (10%), errors ×10");
     assert!(share(s.red_within_60s) >= 0.95, "{}", s.row());
@@ -178,4 +175,38 @@ fn regressions_are_red_and_not_green_first() {
     );
     let s = case("new error kind, 0.5% → 1.5%");
     assert!(share(s.new_error_listed) >= 0.95, "{}", s.row());
+}
+
+#[test]
+fn a_new_error_kind_is_red_and_named() {
+    // 0.5% of the canary's requests fail with a kind the baseline never
+    // shows, on top of the usual 0.5%: a handful of them, all on the
+    // canary's side, is the evidence.
+    for (name, median) in [
+        ("new error kind on 0.5% more, 10 rps", 90),
+        ("new error kind on 0.5% more, 100 rps", 15),
+    ] {
+        let s = case(name);
+        assert!(share(s.red) >= 0.95, "{name}: {}", s.row());
+        assert!(s.p95_red.unwrap() <= 180, "{name}: {}", s.row());
+        assert!(s.median_red.unwrap() <= median, "{name}: {}", s.row());
+        assert!(share(s.red_on_kind) >= 0.95, "{name}: {}", s.row());
+    }
+    // Green before red: 0% at 100 canary rps; at 10, 7.5% on simulate's
+    // seeds (was 32%; the target of 2% is not met yet).
+    let s = case("new error kind on 0.5% more, 100 rps");
+    assert!(share(s.green_before_red) <= 0.02, "{}", s.row());
+    let s = case("new error kind on 0.5% more, 10 rps");
+    assert!(share(s.green_before_red) <= 0.1, "{}", s.row());
+}
+
+#[test]
+fn tails_and_large_regressions_are_judged_from_the_first_requests() {
+    let s = case("tail: 3% of requests +1 s, 10 rps");
+    assert!(share(s.red) >= 0.95, "{}", s.row());
+    assert!(s.median_red.unwrap() <= 60, "{}", s.row());
+    assert!(share(s.green_before_red) <= 0.04, "{}", s.row());
+    let s = case("latency ×10, 10 rps");
+    assert!(share(s.red) >= 0.99, "{}", s.row());
+    assert!(s.median_red.unwrap() <= 15, "{}", s.row());
 }

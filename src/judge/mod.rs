@@ -389,16 +389,14 @@ impl Judge {
         let (color, reason) = if j.red_since.is_some() {
             (Color::Red, j.reason.clone())
         } else {
-            let (color, mut reason, undecided) = self.decide(
-                &reports,
-                &endpoints,
-                &kinds,
+            let findings = Findings {
+                reports: &reports,
+                endpoints: &endpoints,
+                kinds: &kinds,
                 kinds_pending,
-                &canary,
-                baseline.as_ref(),
-                unpaired.as_ref(),
-                now,
-            );
+            };
+            let (color, mut reason, undecided) =
+                self.decide(findings, &canary, baseline.as_ref(), unpaired.as_ref(), now);
             if undecided {
                 if let (Some(c), Some(b)) = (&j.comparison, &baseline) {
                     // Evidence leaning towards a regression holds green
@@ -468,15 +466,18 @@ impl Judge {
     /// evidence (when an estimate of the time to a decision helps).
     fn decide(
         &self,
-        reports: &[CheckReport],
-        endpoints: &[EndpointReport],
-        kinds: &[KindReport],
-        kinds_pending: Option<String>,
+        findings: Findings<'_>,
         canary: &View<'_>,
         baseline: Option<&BaselineView<'_>>,
         unpaired: Option<&Unpaired>,
         now: UnixNanos,
     ) -> (Color, String, bool) {
+        let Findings {
+            reports,
+            endpoints,
+            kinds,
+            kinds_pending,
+        } = findings;
         // A baseline is not rolled out: its verdict says whom it serves and
         // asks for nothing.
         if let Some(Unpaired::BaselineOf(ids)) = unpaired {
@@ -632,6 +633,15 @@ impl Judge {
         }
         (Color::Yellow, why, failed.is_empty() && !guards_only)
     }
+}
+
+/// What the checks found at a tick, as `decide` weighs it.
+struct Findings<'a> {
+    reports: &'a [CheckReport],
+    endpoints: &'a [EndpointReport],
+    kinds: &'a [KindReport],
+    /// Why green has not ruled out new error kinds yet, if it has not.
+    kinds_pending: Option<String>,
 }
 
 /// "45 s", "3 min", "2 h".

@@ -226,7 +226,7 @@ pub(crate) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -293,10 +293,11 @@ mod tests {
         let r = reports.iter().find(|r| &*r.kind == "KeyError").unwrap();
         assert_eq!(r.result, CheckResult::Fail, "{r:?}");
         assert_eq!((r.canary.errors, r.baseline.errors), (Some(5), Some(0)));
-        assert_eq!(r.canary.requests, 790);
+        // counted from the kind's first failure on
+        assert_eq!(r.canary.requests, 750);
         assert!(
             r.detail.starts_with(
-                "new error KeyError: 5 of 790 canary requests, 0 of 7,110 on the baseline"
+                "new error KeyError: 5 of 750 canary requests, 0 of 6,750 on the baseline"
             ),
             "{}",
             r.detail
@@ -305,8 +306,8 @@ mod tests {
     }
 
     #[test]
-    fn one_new_failure_leans_and_a_shared_kind_is_no_evidence() {
-        let (_, reports) = run(&[30], 2, 80);
+    fn two_new_failures_lean_and_a_shared_kind_is_no_evidence() {
+        let (_, reports) = run(&[30, 40], 2, 80);
         let new = reports.iter().find(|r| &*r.kind == "KeyError").unwrap();
         assert_eq!(new.result, CheckResult::Marginal, "{new:?}");
         let shared = reports.iter().find(|r| &*r.kind == "HTTP 503").unwrap();
