@@ -53,6 +53,10 @@ pub struct Sample {
     pub metrics: Vec<(u16, MetricObservation)>,
     /// The same requests by endpoint, in the order first seen.
     pub endpoints: Vec<EndpointCount>,
+    /// Latencies of the requests that name an endpoint: (index into
+    /// `endpoints`, microseconds, repeat count), for the latency compared
+    /// endpoint by endpoint.
+    pub endpoint_latencies: Vec<(u16, u64, u64)>,
     /// Failed requests by kind (`error.type`, `exception.type`, the status
     /// code), in the order first seen.
     pub error_kinds: Vec<(Box<str>, u64)>,
@@ -142,7 +146,8 @@ impl Sample {
         self.errors += u64::from(span.failed);
         self.latencies_us.push((span.latency_us, 1));
         if let Some(endpoint) = span.endpoint {
-            self.add_endpoint(endpoint, 1, u64::from(span.failed));
+            let i = self.add_endpoint(endpoint, 1, u64::from(span.failed));
+            self.endpoint_latencies.push((i, span.latency_us, 1));
         }
         if span.failed {
             self.add_error_kind(span.error_kind.unwrap_or("error"), 1);
@@ -167,8 +172,9 @@ impl Sample {
         }
     }
 
-    /// Adds `requests` of an endpoint (`errors` of them failed).
-    pub fn add_endpoint(&mut self, name: &str, requests: u64, errors: u64) {
+    /// Adds `requests` of an endpoint (`errors` of them failed); returns
+    /// its index in `endpoints`.
+    pub fn add_endpoint(&mut self, name: &str, requests: u64, errors: u64) -> u16 {
         let i = match self.endpoints.iter().position(|e| &*e.name == name) {
             Some(i) => i,
             None if self.endpoints.len() < MAX_SAMPLE_ENDPOINTS || name == OTHER_ENDPOINT => {
@@ -184,6 +190,8 @@ impl Sample {
         let e = &mut self.endpoints[i];
         e.requests = e.requests.saturating_add(requests);
         e.errors = e.errors.saturating_add(errors);
+        // At most MAX_SAMPLE_ENDPOINTS + 1 entries.
+        i as u16
     }
 
     /// Counts `n` failed requests of a kind.

@@ -120,6 +120,9 @@ impl Release {
         self.total.latency.heap_bytes()
             + self.window.heap_bytes()
             + self.pending.latency.heap_bytes()
+            + (self.pending.endpoint_latency.iter())
+                .map(|d| d.heap_bytes())
+                .sum::<usize>()
             + self.detail.heap_bytes()
     }
 
@@ -466,6 +469,12 @@ impl Store {
                     release.total.add_endpoints(&hits);
                     release.window.add_endpoints(&hits);
                     release.pending.add_endpoints(&hits);
+                }
+                if !group.sample.endpoint_latencies.is_empty() {
+                    let slots = release.detail.slots(&group.sample);
+                    release
+                        .pending
+                        .add_endpoint_latencies(&group.sample, &slots);
                 }
             } else if !group.sample.metrics.is_empty() {
                 // The other signal's requests are counted elsewhere; its

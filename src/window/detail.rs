@@ -60,6 +60,21 @@ impl Detail {
         hits
     }
 
+    /// The table index of each of a sample's endpoints, once `add` has
+    /// taken them in.
+    pub fn slots(&self, sample: &Sample) -> Vec<usize> {
+        let find = |name: &str| self.endpoints.iter().position(|n| &**n == name);
+        sample
+            .endpoints
+            .iter()
+            .map(|e| {
+                find(&e.name)
+                    .or_else(|| find(OTHER_ENDPOINT))
+                    .unwrap_or(usize::MAX)
+            })
+            .collect()
+    }
+
     /// The table index of an endpoint, adding it while there is room.
     fn endpoint_slot(&mut self, name: &str, top: usize) -> usize {
         if let Some(i) = self.endpoints.iter().position(|n| &**n == name) {

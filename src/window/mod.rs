@@ -203,6 +203,12 @@ pub struct Signals {
     /// table (grown on first observation, freed when cleared).
     #[serde(default)]
     pub endpoints: Vec<[u64; 2]>,
+    /// Latencies by endpoint, indexed like `endpoints`: kept only in the
+    /// samples since the last tick (`add_endpoint_latencies`), where the
+    /// judge reads them; a window of them would cost a histogram an
+    /// endpoint a slot.
+    #[serde(skip)]
+    pub endpoint_latency: Vec<Distribution>,
 }
 
 /// One endpoint's requests and errors in a sample, by its index in the
@@ -241,6 +247,26 @@ impl Signals {
             e[0] = e[0].saturating_add(h.requests);
             e[1] = e[1].saturating_add(h.errors);
         }
+    }
+
+    /// Adds a sample's latencies by endpoint, `slots` mapping each of the
+    /// sample's endpoints to its index in the release's table.
+    pub fn add_endpoint_latencies(&mut self, sample: &Sample, slots: &[usize]) {
+        for &(i, micros, count) in &sample.endpoint_latencies {
+            let Some(&slot) = slots.get(usize::from(i)) else {
+                continue;
+            };
+            if self.endpoint_latency.len() <= slot {
+                self.endpoint_latency
+                    .resize_with(slot + 1, Distribution::default);
+            }
+            self.endpoint_latency[slot].record(micros, count);
+        }
+    }
+
+    /// Latencies of endpoint `i`, if any.
+    pub fn endpoint_latency(&self, i: usize) -> Option<&Distribution> {
+        self.endpoint_latency.get(i).filter(|d| d.count() > 0)
     }
 
     fn endpoint_mut(&mut self, i: usize) -> &mut [u64; 2] {
@@ -312,6 +338,7 @@ impl Signals {
             m.clear();
         }
         self.endpoints = Vec::new();
+        self.endpoint_latency = Vec::new();
     }
 
     /// Errors per request, None before the first request.

@@ -117,11 +117,14 @@ impl Mapper {
             group.items += 1;
             group.sample.requests = group.sample.requests.saturating_add(count);
             let get = |k: &str| attr(pairs(attributes), k);
-            if let Some(endpoint) = self.endpoints.endpoint(get, None, &mut String::new()) {
-                group
-                    .sample
-                    .add_endpoint(endpoint, count, if failed { count } else { 0 });
-            }
+            let endpoint = self
+                .endpoints
+                .endpoint(get, None, &mut String::new())
+                .map(|e| {
+                    group
+                        .sample
+                        .add_endpoint(e, count, if failed { count } else { 0 })
+                });
             if failed {
                 group.sample.errors = group.sample.errors.saturating_add(count);
                 let kind = error_kind(get, None, &self.status.http, &self.status.grpc);
@@ -129,7 +132,13 @@ impl Mapper {
                     .sample
                     .add_error_kind(kind.as_deref().unwrap_or("error"), count);
             }
+            let from = group.sample.latencies_us.len();
             buckets.latencies(factor, &mut group.sample.latencies_us);
+            if let Some(i) = endpoint {
+                let s = &mut group.sample;
+                let added = s.latencies_us[from..].iter().map(|&(us, n)| (i, us, n));
+                s.endpoint_latencies.extend(added);
+            }
         }
     }
 
