@@ -210,3 +210,20 @@ fn tails_and_large_regressions_are_judged_from_the_first_requests() {
     assert!(share(s.red) >= 0.99, "{}", s.row());
     assert!(s.median_red.unwrap() <= 15, "{}", s.row());
 }
+
+#[test]
+fn latency_is_compared_endpoint_by_endpoint() {
+    // The canary serves 60% of its requests on an endpoint four times
+    // slower (the baseline 20%): its pooled p95 is far above the
+    // baseline's, yet every endpoint is as fast. Pooled, this was red in
+    // every release within 4 s.
+    let s = case("A/A, canary mix 60% on a 4× slower endpoint (20% on the baseline)");
+    assert!(share(s.red) <= 0.01, "{}", s.row());
+    assert!(share(s.green_within_60s) >= 0.95, "{}", s.row());
+    // The same mix with the slow endpoint 1.5× slower on the canary: red,
+    // and the reason names the endpoint.
+    let s = case("slow endpoint ×1.5 under a different mix");
+    assert!(share(s.red) >= 0.95, "{}", s.row());
+    assert!(s.median_red.unwrap() <= 30, "{}", s.row());
+    assert!(share(s.red_on_endpoint) >= 0.95, "{}", s.row());
+}

@@ -353,9 +353,16 @@ impl Judge {
             }
             if self.checks.latency.enabled {
                 c.latency.feed(
-                    canary.pending,
-                    b.view.pending,
-                    b.view.window,
+                    &EndpointCounters {
+                        detail: canary.detail,
+                        pending: canary.pending,
+                        window: canary.window,
+                    },
+                    &EndpointCounters {
+                        detail: b.view.detail,
+                        pending: b.view.pending,
+                        window: b.view.window,
+                    },
                     &self.checks.latency,
                     epoch_over,
                     look,

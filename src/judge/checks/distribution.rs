@@ -3,6 +3,8 @@
 //! quantile (stretched by the tolerance), tested for the canary's share.
 //! Distribution and the metric checks on gauges and histograms use it.
 
+use std::sync::Arc;
+
 use super::{log_mean_exp, Evidence};
 use crate::config::LatencyCheck;
 use crate::judge::eprocess::{null_share, ChangeDetector};
@@ -110,13 +112,43 @@ impl Margins {
     }
 }
 
+/// One cohort pair's observations at a tick, compared within itself: an
+/// endpoint (or the whole release where no endpoint is named). Each stratum
+/// has its own threshold, so a canary serving more of a slow endpoint is
+/// not slower for it.
+pub(super) struct Stratum<'a> {
+    /// The endpoint; empty for the whole release.
+    pub name: &'a str,
+    pub canary: &'a Distribution,
+    pub baseline: &'a Distribution,
+    /// The baseline's observations the threshold is read from.
+    pub reference: &'a Distribution,
+}
+
 /// Distribution at one baseline quantile: requests slower than the baseline's
 /// quantile (stretched by the tolerance for the canary), tested for the
 /// canary's share of them against its share of the requests. A canary no
 /// slower than tolerated has, at most, its traffic share of the slow ones.
+/// With endpoints, each has its threshold and its share, and their batches
+/// feed the one test: the product of conditional likelihood ratios is an
+/// e-process whatever the mix.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct QuantileTest {
     q: f64,
+    #[serde(default)]
+    strata: Vec<StratumState>,
+    worse: ChangeDetector,
+    within: PassTest,
+    /// Canary observations seen: green's side starts once the tail beyond
+    /// the quantile should hold `MIN_TAIL` of them.
+    #[serde(default)]
+    seen: u64,
+}
+
+/// A stratum's threshold and the observations not fed yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StratumState {
+    name: Arc<str>,
     /// Baseline quantile fixed for the current batch, microseconds.
     tau: Option<u64>,
     /// The pass threshold's floor fixed with it (see
@@ -125,78 +157,113 @@ struct QuantileTest {
     /// Not yet fed: canary slow (fail threshold), slow (pass threshold),
     /// canary count, baseline slow, baseline count.
     batch: [u64; 5],
-    worse: ChangeDetector,
-    within: PassTest,
-    /// Canary observations seen: the test starts once the tail beyond the
-    /// quantile should hold `MIN_TAIL` of them.
-    #[serde(default)]
-    seen: u64,
+    /// Canary slow requests beyond those its share implies, summed over
+    /// the batches fed: where the regression is.
+    excess: f64,
 }
 
-/// Canary observations expected beyond a quantile before it is tested: a
-/// p99 waits for 1,000 requests, so a thin tail cannot cry wolf, and says
-/// so (no data) until then.
+/// Canary observations expected beyond a quantile before green's side of
+/// it is tested: a p99 waits for 1,000 requests.
 pub(super) const MIN_TAIL: f64 = 10.0;
+
+/// Strata a test keeps (endpoints are bounded by `[checks.endpoints] top`
+/// before they reach it; this bounds what a checkpoint may bring).
+const MAX_STRATA: usize = 64;
 
 impl QuantileTest {
     fn new(q: f64) -> Self {
         Self {
             q,
             seen: 0,
-            tau: None,
-            floor: None,
-            batch: [0; 5],
+            strata: Vec::new(),
             worse: ChangeDetector::default(),
             within: PassTest::default(),
         }
     }
 
-    fn feed(
-        &mut self,
-        canary: &Distribution,
-        baseline: &Distribution,
-        baseline_window: &Distribution,
-        m: &Margins,
-        epoch_over: bool,
-        look: Look,
-    ) {
-        self.seen = self.seen.saturating_add(canary.count());
-        if let Some(tau) = self.tau {
-            let (fail_at, pass_at) = m.thresholds(tau, self.floor);
-            let add = [
-                m.beyond(canary, fail_at),
-                m.beyond(canary, pass_at),
-                canary.count(),
-                m.beyond_quantile(baseline, tau, self.q),
-                baseline.count(),
-            ];
-            for (b, a) in self.batch.iter_mut().zip(add) {
-                *b += a;
+    fn stratum(&mut self, name: &str) -> Option<&mut StratumState> {
+        let i = match self.strata.iter().position(|s| &*s.name == name) {
+            Some(i) => i,
+            None if self.strata.len() < MAX_STRATA => {
+                self.strata.push(StratumState {
+                    name: Arc::from(name),
+                    tau: None,
+                    floor: None,
+                    batch: [0; 5],
+                    excess: 0.0,
+                });
+                self.strata.len() - 1
             }
-            let [slow_fail, slow_pass, nc, slow_b, nb] = self.batch;
-            if nc > 0 && nb > 0 {
-                let share = null_share(nc, nb, 0.0);
+            None => return None,
+        };
+        Some(&mut self.strata[i])
+    }
+
+    fn feed(&mut self, strata: &[Stratum<'_>], m: &Margins, epoch_over: bool, look: Look) {
+        self.seen = self
+            .seen
+            .saturating_add(strata.iter().map(|s| s.canary.count()).sum::<u64>());
+        let active = self.active();
+        let q = self.q;
+        for input in strata {
+            let Some(st) = self.stratum(input.name) else {
+                continue;
+            };
+            let mut fed = None;
+            if let Some(tau) = st.tau {
+                let (fail_at, pass_at) = m.thresholds(tau, st.floor);
+                let add = [
+                    m.beyond(input.canary, fail_at),
+                    m.beyond(input.canary, pass_at),
+                    input.canary.count(),
+                    m.beyond_quantile(input.baseline, tau, q),
+                    input.baseline.count(),
+                ];
+                for (b, a) in st.batch.iter_mut().zip(add) {
+                    *b += a;
+                }
+                let [slow_fail, slow_pass, nc, slow_b, nb] = st.batch;
+                if nc > 0 && nb > 0 {
+                    let share = null_share(nc, nb, 0.0);
+                    st.excess += slow_fail as f64 - share * (slow_fail + slow_b) as f64;
+                    fed = Some((slow_fail, slow_pass, slow_b, share));
+                    st.batch = [0; 5];
+                }
+            }
+            // The threshold moves only between batches, once per epoch, so
+            // both cohorts of a batch are always held to the same one.
+            let batch_empty = st.batch[2] == 0 && st.batch[4] == 0;
+            if (st.tau.is_none() || epoch_over) && batch_empty {
+                st.tau = input.reference.quantile(q);
+                st.floor = m
+                    .pass_floor_quantile(q)
+                    .and_then(|f| input.reference.quantile(f));
+            }
+            if let Some((slow_fail, slow_pass, slow_b, share)) = fed {
                 // Evidence of a regression counts from the first request:
                 // the test conditions on the slow requests of both
                 // cohorts, so a thin tail cannot cry wolf, and a tail
                 // regression is seen as soon as its slow requests come.
                 self.worse.update(slow_fail, slow_fail + slow_b, share);
-                if self.active() {
+                if active {
                     self.within
                         .update(slow_pass, slow_pass + slow_b, share, look);
                 }
-                self.batch = [0; 5];
             }
         }
-        // The threshold moves only between batches, once per epoch, so
-        // both cohorts of a batch are always held to the same one.
-        let batch_empty = self.batch[2] == 0 && self.batch[4] == 0;
-        if (self.tau.is_none() || epoch_over) && batch_empty {
-            self.tau = baseline_window.quantile(self.q);
-            self.floor = m
-                .pass_floor_quantile(self.q)
-                .and_then(|q| baseline_window.quantile(q));
+    }
+
+    /// The stratum with the most excess slow canary requests, if any has
+    /// some, when there are several.
+    fn worst_stratum(&self) -> Option<&str> {
+        if self.strata.len() < 2 {
+            return None;
         }
+        self.strata
+            .iter()
+            .filter(|s| s.excess > 0.0 && !s.name.is_empty())
+            .max_by(|a, b| a.excess.total_cmp(&b.excess))
+            .map(|s| &*s.name)
     }
 }
 
@@ -243,6 +310,7 @@ impl DistributionTest {
         }
     }
 
+    /// Feeds the whole release as one stratum.
     pub(super) fn feed(
         &mut self,
         canary: &Distribution,
@@ -252,9 +320,36 @@ impl DistributionTest {
         epoch_over: bool,
         look: Look,
     ) {
+        let whole = Stratum {
+            name: "",
+            canary,
+            baseline,
+            reference: baseline_window,
+        };
+        self.feed_strata(&[whole], m, epoch_over, look);
+    }
+
+    /// Feeds each stratum (endpoint) against its own threshold.
+    pub(super) fn feed_strata(
+        &mut self,
+        strata: &[Stratum<'_>],
+        m: &Margins,
+        epoch_over: bool,
+        look: Look,
+    ) {
         for q in &mut self.quantiles {
-            q.feed(canary, baseline, baseline_window, m, epoch_over, look);
+            q.feed(strata, m, epoch_over, look);
         }
+    }
+
+    /// The endpoint where the worst quantile's slow canary requests are,
+    /// when it is compared endpoint by endpoint.
+    pub(super) fn worst_stratum(&self) -> Option<(f64, &str)> {
+        let worst = self
+            .quantiles
+            .iter()
+            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()))?;
+        worst.worst_stratum().map(|s| (worst.q, s))
     }
 
     /// Keeps the test passed from now on: the release has been shown green
@@ -296,7 +391,10 @@ impl DistributionTest {
             passed: self.passed_once || self.tested_all_passed(),
             worst: worst.map_or(0.5, |w| w.q),
             worst_log_e: worst.map_or(0.0, |w| w.worse.log_e()),
-            ready: self.quantiles.iter().any(|q| q.tau.is_some()),
+            ready: self
+                .quantiles
+                .iter()
+                .any(|q| q.strata.iter().any(|s| s.tau.is_some())),
             thin: self
                 .quantiles
                 .iter()
@@ -419,6 +517,79 @@ mod tests {
         }
         assert!(passed_at.is_some_and(|t| t < 95), "{passed_at:?}");
         assert!(p99_tested);
+    }
+
+    #[test]
+    fn endpoints_are_compared_each_with_its_own_threshold() {
+        // Two endpoints, the second four times slower; the canary sends
+        // 60% of its requests to the slow one, the baseline 20%.
+        let m = margins(0.5, true);
+        let look = Look {
+            alpha: 0.1,
+            now: true,
+        };
+        let slow = |rng: &mut crate::rng::Rng, n: u64, x: f64| {
+            let mut d = Distribution::default();
+            for _ in 0..n {
+                d.record((rng.lognormal(50.0 * x, 0.5) * 1000.0) as u64, 1);
+            }
+            d
+        };
+        for regression in [1.0, 1.5] {
+            let mut rng = crate::rng::Rng::new(7);
+            let (mut test, mut pooled) = (
+                DistributionTest::new(&[0.5, 0.95]),
+                DistributionTest::new(&[0.5, 0.95]),
+            );
+            let (mut ref_fast, mut ref_slow, mut window) = (
+                Distribution::default(),
+                Distribution::default(),
+                Distribution::default(),
+            );
+            for t in 0..60 {
+                let (cf, cs) = (
+                    slow(&mut rng, 40, 1.0),
+                    slow(&mut rng, 60, 4.0 * regression),
+                );
+                let (bf, bs) = (slow(&mut rng, 720, 1.0), slow(&mut rng, 180, 4.0));
+                ref_fast.add(&bf);
+                ref_slow.add(&bs);
+                let strata = [
+                    Stratum {
+                        name: "GET /fast",
+                        canary: &cf,
+                        baseline: &bf,
+                        reference: &ref_fast,
+                    },
+                    Stratum {
+                        name: "GET /slow",
+                        canary: &cs,
+                        baseline: &bs,
+                        reference: &ref_slow,
+                    },
+                ];
+                test.feed_strata(&strata, &m, t % 15 == 0, look);
+                let (mut c, mut b) = (cf.clone(), bf.clone());
+                c.add(&cs);
+                b.add(&bs);
+                window.add(&b);
+                pooled.feed(&c, &b, &window, &m, t % 15 == 0, look);
+            }
+            // Pooled, the mix alone is overwhelming evidence.
+            assert!(
+                pooled.evidence().log_e > 20.0,
+                "{}",
+                pooled.evidence().log_e
+            );
+            let e = test.evidence();
+            if regression == 1.0 {
+                assert!(e.log_e < 1.0, "the mix is no evidence: {}", e.log_e);
+                assert!(e.passed);
+            } else {
+                assert!(e.log_e > 20.0, "{}", e.log_e);
+                assert_eq!(test.worst_stratum().map(|(_, s)| s), Some("GET /slow"));
+            }
+        }
     }
 
     #[test]

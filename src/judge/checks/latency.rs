@@ -1,23 +1,42 @@
 //! The latency check, canary vs baseline, at the baseline's quantiles
 //! (`[checks.latency] quantiles`), over the distribution test.
 
-use super::distribution::{DistributionTest, Margins};
+use std::sync::Arc;
+
+use super::distribution::{DistributionTest, Margins, Stratum};
+use super::endpoints::EndpointCounters;
 use super::{ms, CheckReport, CheckResult, CohortStats, Evidence, Levels, Statistic};
 use crate::config::LatencyCheck;
 use crate::judge::spending::Look;
-use crate::window::Signals;
+use crate::window::{Distribution, Signals};
 use serde::{Deserialize, Serialize};
 
-/// Latency distribution, canary vs baseline, at several baseline quantiles.
+/// Latency distribution, canary vs baseline, at several baseline quantiles:
+/// endpoint by endpoint where both cohorts name endpoints (so a canary
+/// serving a different mix is compared like with like), the whole release
+/// otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyTest {
     test: DistributionTest,
+    /// Each endpoint both cohorts serve, with its observations since
+    /// judging began: the baseline's give its thresholds, both the figures
+    /// a red names. Bounded by the endpoint tables (`top` + 1).
+    #[serde(default)]
+    endpoints: Vec<EndpointLatency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EndpointLatency {
+    name: Arc<str>,
+    canary: Distribution,
+    baseline: Distribution,
 }
 
 impl LatencyTest {
     pub fn new(cfg: &LatencyCheck) -> Self {
         Self {
             test: DistributionTest::new(&cfg.quantiles),
+            endpoints: Vec::new(),
         }
     }
 
@@ -27,22 +46,87 @@ impl LatencyTest {
 
     pub fn feed(
         &mut self,
-        canary: &Signals,
-        baseline: &Signals,
-        baseline_window: &Signals,
+        canary: &EndpointCounters<'_>,
+        baseline: &EndpointCounters<'_>,
         cfg: &LatencyCheck,
         epoch_over: bool,
         look: Look,
     ) {
         let m = Margins::latency(cfg);
-        self.test.feed(
-            &canary.latency,
-            &baseline.latency,
-            &baseline_window.latency,
-            &m,
-            epoch_over,
-            look,
-        );
+        // Endpoints both cohorts name, with latencies of their own.
+        let mut pairs = Vec::new();
+        for (ci, name) in canary.detail.endpoints.iter().enumerate() {
+            let Some(bi) = baseline.detail.endpoints.iter().position(|n| n == name) else {
+                continue;
+            };
+            let (c, b) = (
+                canary.pending.endpoint_latency(ci),
+                baseline.pending.endpoint_latency(bi),
+            );
+            if c.is_some() || b.is_some() {
+                pairs.push((name, c, b));
+            }
+        }
+        if pairs.is_empty() && self.endpoints.is_empty() {
+            self.test.feed(
+                &canary.pending.latency,
+                &baseline.pending.latency,
+                &baseline.window.latency,
+                &m,
+                epoch_over,
+                look,
+            );
+            return;
+        }
+        for (name, c, b) in &pairs {
+            let i = match self.endpoints.iter().position(|e| &e.name == *name) {
+                Some(i) => i,
+                None => {
+                    self.endpoints.push(EndpointLatency {
+                        name: Arc::clone(name),
+                        canary: Distribution::default(),
+                        baseline: Distribution::default(),
+                    });
+                    self.endpoints.len() - 1
+                }
+            };
+            let e = &mut self.endpoints[i];
+            if let Some(c) = c {
+                e.canary.add(c);
+            }
+            if let Some(b) = b {
+                e.baseline.add(b);
+            }
+        }
+        let empty = Distribution::default();
+        let strata: Vec<Stratum<'_>> = pairs
+            .iter()
+            .filter_map(|(name, c, b)| {
+                let e = self.endpoints.iter().find(|e| &e.name == *name)?;
+                Some(Stratum {
+                    name,
+                    canary: c.unwrap_or(&empty),
+                    baseline: b.unwrap_or(&empty),
+                    reference: &e.baseline,
+                })
+            })
+            .collect();
+        self.test.feed_strata(&strata, &m, epoch_over, look);
+    }
+
+    /// "GET /small: canary p95 260.1ms vs baseline 180.3ms": the endpoint
+    /// where the slow canary requests are, when compared endpoint by
+    /// endpoint.
+    fn worst_endpoint(&self) -> Option<String> {
+        let (q, name) = self.test.worst_stratum()?;
+        let e = self.endpoints.iter().find(|e| &*e.name == name)?;
+        let at = |d: &Distribution| d.quantile(q).map(|us| us as f64 / 1000.0);
+        Some(format!(
+            "{name}: canary p{} latency {} vs baseline {}",
+            (q * 100.0).round(),
+            ms(at(&e.canary)),
+            ms(at(&e.baseline))
+        ))
     }
 
     pub fn report(
@@ -86,28 +170,36 @@ impl LatencyTest {
             CheckResult::Nodata => {
                 "no latency observations yet from one of the cohorts".to_string()
             }
-            CheckResult::Fail => {
-                let q = worst_q;
-                let (c, b) = at(q);
-                format!(
-                    "canary p{} latency {} vs baseline {} (p<{:.2}): the canary is slower; roll back",
-                    (q * 100.0).round(),
-                    ms(c),
-                    ms(b),
+            CheckResult::Fail => match self.worst_endpoint() {
+                Some(there) => format!(
+                    "{there} (p<{:.2}, endpoint by endpoint): the canary is slower on this endpoint; roll back",
                     (-levels.fail).exp()
-                )
-            }
+                ),
+                None => {
+                    let q = worst_q;
+                    let (c, b) = at(q);
+                    format!(
+                        "canary p{} latency {} vs baseline {} (p<{:.2}): the canary is slower; roll back",
+                        (q * 100.0).round(),
+                        ms(c),
+                        ms(b),
+                        (-levels.fail).exp()
+                    )
+                }
+            },
             CheckResult::Pass => format!(
-                "canary {names} {} vs baseline {}: within {:.0}% of the baseline",
+                "canary {names} {} vs baseline {}: within {:.0}% of the baseline{}",
                 quantiles(canary_window),
                 quantiles(baseline_window),
-                cfg.pass_bound * 100.0
+                cfg.pass_bound * 100.0,
+                self.by_endpoint()
             ),
             CheckResult::Marginal => {
                 let mut why = format!(
-                    "canary {names} {} vs baseline {}: not conclusive yet",
+                    "canary {names} {} vs baseline {}: not conclusive yet{}",
                     quantiles(canary_window),
-                    quantiles(baseline_window)
+                    quantiles(baseline_window),
+                    self.by_endpoint()
                 );
                 for (q, needed) in &thin {
                     why.push_str(&format!(
@@ -128,6 +220,15 @@ impl LatencyTest {
             statistic: Statistic::new(log_e, pass_p),
             detail,
             exemplars: Vec::new(),
+        }
+    }
+
+    /// Says that the figures pooled over endpoints are not what is
+    /// compared, when they are not.
+    fn by_endpoint(&self) -> String {
+        match self.endpoints.len() {
+            0 | 1 => String::new(),
+            n => format!(" (compared endpoint by endpoint, {n} endpoints, so a different mix is not a regression)"),
         }
     }
 
