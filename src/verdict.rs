@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::judge::checks::{CheckReport, EndpointReport};
+use crate::judge::checks::{CheckReport, EndpointReport, KindReport};
 use crate::judge::Color;
 use crate::model::{format_time, FleetKey, RequestSource, Role, UnixNanos};
 use crate::store::{Choice, Fleet, Release, Store};
@@ -41,6 +41,10 @@ pub struct Verdict {
     pub endpoints: Vec<EndpointReport>,
     /// Kinds of failed canary requests the baseline has not shown.
     pub new_errors: Vec<ErrorKind>,
+    /// Each kind the canary fails with, tested against the baseline's
+    /// rate of it, worst first: both cohorts' requests and failures of the
+    /// kind since it was first seen, the result and its sentence.
+    pub error_kinds: Vec<KindReport>,
     /// While yellow for want of evidence, about how long until a decision
     /// at the current traffic (seconds); null when it cannot be estimated.
     pub decision_eta_seconds: Option<u64>,
@@ -123,6 +127,7 @@ impl Verdict {
                     count: *count,
                 })
                 .collect(),
+            error_kinds: j.kinds.clone(),
             decision_eta_seconds: j.decision_eta,
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use release_verdict::config::Config;
-use release_verdict::otlp_kit::{release_resource, trace_request};
+use release_verdict::otlp_kit::{kv, release_resource, server_span, spans_request, trace_request};
 
 async fn until(
     server: &TestServer,
@@ -89,4 +89,76 @@ fn checks_named<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
         .iter()
         .find(|c| c["name"] == name)
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_kind_of_error_is_red_and_named_with_its_counts() {
+    let mut config = Config::default();
+    config.judge.tick = Duration::from_millis(100);
+    config.judge.epoch = Duration::from_secs(1);
+    let server = TestServer::with_config(config).await;
+    let mut client = server.trace_client().await;
+    let stable = release_resource("cart", "prod", "cart-1", "1111111");
+    let canary = release_resource("cart", "prod", "cart-2", "2222222");
+    client
+        .export(trace_request(stable.clone(), 100, 0))
+        .await
+        .unwrap();
+    server
+        .wait_for_release("cart-1", |v| v["canary"]["requests"] == 100)
+        .await;
+    // The canary fails one request in 60 with a KeyError; the baseline
+    // never does, and fails in proportion with its usual error otherwise.
+    let (mut sent, mut key_errors) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let red = loop {
+        client
+            .export(trace_request(stable.clone(), 180, 0))
+            .await
+            .unwrap();
+        let spans = (0..60)
+            .map(|i| {
+                let mut s = server_span(sent + i, 10 + i % 50, i == 0);
+                if i == 0 {
+                    s.attributes.push(kv("error.type", "KeyError"));
+                }
+                s
+            })
+            .collect();
+        client
+            .export(spans_request(canary.clone(), spans))
+            .await
+            .unwrap();
+        sent += 60;
+        key_errors += 1;
+        let (_, v) = server.get_json("/api/v1/releases/cart-2").await;
+        if v["verdict"] == "red" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never red; last: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The lists are the judge's, as of its last tick: read them once a
+    // tick has seen everything sent.
+    let last = red["evaluated_at"].clone();
+    let red = server
+        .wait_for_release("cart-2", |v| v["evaluated_at"] != last)
+        .await;
+    let reason = red["reason"].as_str().unwrap();
+    assert!(reason.contains("KeyError"), "{red}");
+    assert_eq!(red["canary"]["requests"], sent, "{red}");
+    assert_eq!(red["canary"]["errors"], key_errors, "{red}");
+    assert_eq!(red["new_errors"][0]["kind"], "KeyError", "{red}");
+    assert_eq!(red["new_errors"][0]["count"], key_errors, "{red}");
+    let kind = &red["error_kinds"][0];
+    assert_eq!(kind["kind"], "KeyError", "{red}");
+    assert_eq!(kind["baseline"]["errors"], 0, "{red}");
+    // Counted from the kind's first failure on (the test's start).
+    let counted = kind["canary"]["errors"].as_u64().unwrap();
+    assert!(counted >= 1 && counted <= key_errors, "{red}");
+    assert!(
+        kind["canary"]["requests"].as_u64().unwrap() <= sent,
+        "{red}"
+    );
+    server.stop().await;
 }
