@@ -121,7 +121,7 @@ impl Release {
             + self.window.heap_bytes()
             + self.pending.latency.heap_bytes()
             + (self.pending.endpoint_latency.iter())
-                .map(|d| d.heap_bytes())
+                .map(|r| r.heap_bytes())
                 .sum::<usize>()
             + self.detail.heap_bytes()
     }

@@ -160,6 +160,97 @@ impl Distribution {
     }
 }
 
+/// What the distribution test counts of a cohort's observations: how many,
+/// and how many lie beyond a value (at histogram resolution).
+pub trait Counts {
+    fn count(&self) -> u64;
+    /// Observations strictly above `micros`.
+    fn count_above(&self, micros: u64) -> u64;
+    /// Observations strictly below `micros`.
+    fn count_below(&self, micros: u64) -> u64;
+}
+
+impl Counts for Distribution {
+    fn count(&self) -> u64 {
+        Distribution::count(self)
+    }
+    fn count_above(&self, micros: u64) -> u64 {
+        Distribution::count_above(self, micros)
+    }
+    fn count_below(&self, micros: u64) -> u64 {
+        Distribution::count_below(self, micros)
+    }
+}
+
+/// An empty histogram of the latency histograms' resolution: what values
+/// are equivalent to one another.
+fn resolution() -> &'static Histogram<u32> {
+    static SHAPE: std::sync::OnceLock<Histogram<u32>> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(histogram)
+}
+
+/// Latencies kept as they came before a histogram holds them.
+const RECENT_RAW: usize = 64;
+
+/// One endpoint's latencies since the last tick: the first `RECENT_RAW` as
+/// they came (at the histograms' resolution), the rest in a histogram. The
+/// judge reads every endpoint at every tick, and counting in a histogram
+/// walks its whole array (some 1,300 counts at 50 ms); a handful of values
+/// is read in a handful of steps. Bounded: at most `RECENT_RAW` values and
+/// one histogram.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    raw: Vec<(u64, u64)>,
+    spill: Distribution,
+}
+
+impl Recent {
+    pub fn record(&mut self, micros: u64, count: u64) {
+        let value = micros.min(MAX_LATENCY_US);
+        if self.raw.len() < RECENT_RAW {
+            self.raw
+                .push((resolution().highest_equivalent(value), count));
+        } else {
+            self.spill.record(value, count);
+        }
+    }
+
+    /// Adds these latencies to a histogram.
+    pub fn add_to(&self, d: &mut Distribution) {
+        for &(micros, count) in &self.raw {
+            d.record(micros, count);
+        }
+        d.add(&self.spill);
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.raw.capacity() * std::mem::size_of::<(u64, u64)>() + self.spill.heap_bytes()
+    }
+}
+
+impl Counts for Recent {
+    fn count(&self) -> u64 {
+        let raw: u64 = self.raw.iter().map(|(_, n)| n).sum();
+        raw.saturating_add(self.spill.count())
+    }
+    fn count_above(&self, micros: u64) -> u64 {
+        let edge = resolution().highest_equivalent(micros);
+        let raw: u64 = (self.raw.iter())
+            .filter(|(v, _)| *v > edge)
+            .map(|(_, n)| n)
+            .sum();
+        raw.saturating_add(self.spill.count_above(micros))
+    }
+    fn count_below(&self, micros: u64) -> u64 {
+        let edge = resolution().lowest_equivalent(micros);
+        let raw: u64 = (self.raw.iter())
+            .filter(|(v, _)| *v < edge)
+            .map(|(_, n)| n)
+            .sum();
+        raw.saturating_add(self.spill.count_below(micros))
+    }
+}
+
 /// Observations of one configured metric: increments of a sum, or values
 /// of a gauge or histogram (thousandths of the metric's unit).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -208,7 +299,7 @@ pub struct Signals {
     /// judge reads them; a window of them would cost a histogram an
     /// endpoint a slot.
     #[serde(skip)]
-    pub endpoint_latency: Vec<Distribution>,
+    pub endpoint_latency: Vec<Recent>,
 }
 
 /// One endpoint's requests and errors in a sample, by its index in the
@@ -257,15 +348,14 @@ impl Signals {
                 continue;
             };
             if self.endpoint_latency.len() <= slot {
-                self.endpoint_latency
-                    .resize_with(slot + 1, Distribution::default);
+                self.endpoint_latency.resize_with(slot + 1, Recent::default);
             }
             self.endpoint_latency[slot].record(micros, count);
         }
     }
 
     /// Latencies of endpoint `i`, if any.
-    pub fn endpoint_latency(&self, i: usize) -> Option<&Distribution> {
+    pub fn endpoint_latency(&self, i: usize) -> Option<&Recent> {
         self.endpoint_latency.get(i).filter(|d| d.count() > 0)
     }
 

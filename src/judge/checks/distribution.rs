@@ -9,7 +9,7 @@ use super::{log_mean_exp, Evidence};
 use crate::config::LatencyCheck;
 use crate::judge::eprocess::{null_share, ChangeDetector};
 use crate::judge::spending::{Look, PassTest};
-use crate::window::Distribution;
+use crate::window::{Counts, Distribution};
 use serde::{Deserialize, Serialize};
 
 /// How far the canary may move from a baseline quantile, and which way is bad.
@@ -86,7 +86,7 @@ impl Margins {
     }
 
     /// Observations on the bad side of `threshold`.
-    fn beyond(&self, h: &Distribution, threshold: u64) -> u64 {
+    fn beyond(&self, h: &dyn Counts, threshold: u64) -> u64 {
         if self.increase {
             h.count_above(threshold)
         } else {
@@ -98,7 +98,7 @@ impl Margins {
     /// at `tau`, ties included in the share the quantile implies: with
     /// coarse timers (every request 50 ms) none is strictly beyond `tau`,
     /// and the test would have no slow request to compare with, ever.
-    fn beyond_quantile(&self, h: &Distribution, tau: u64, q: f64) -> u64 {
+    fn beyond_quantile(&self, h: &dyn Counts, tau: u64, q: f64) -> u64 {
         let n = h.count();
         let (above, below) = (h.count_above(tau), h.count_below(tau));
         let (strict, share) = if self.increase {
@@ -119,8 +119,8 @@ impl Margins {
 pub(super) struct Stratum<'a> {
     /// The endpoint; empty for the whole release.
     pub name: &'a str,
-    pub canary: &'a Distribution,
-    pub baseline: &'a Distribution,
+    pub canary: &'a dyn Counts,
+    pub baseline: &'a dyn Counts,
     /// The baseline's observations the threshold is read from.
     pub reference: &'a Distribution,
 }

@@ -8,7 +8,7 @@ use super::endpoints::EndpointCounters;
 use super::{ms, CheckReport, CheckResult, CohortStats, Evidence, Levels, Statistic};
 use crate::config::LatencyCheck;
 use crate::judge::spending::Look;
-use crate::window::{Distribution, Signals};
+use crate::window::{Counts, Distribution, Recent, Signals};
 use serde::{Deserialize, Serialize};
 
 /// Latency distribution, canary vs baseline, at several baseline quantiles:
@@ -92,21 +92,21 @@ impl LatencyTest {
             };
             let e = &mut self.endpoints[i];
             if let Some(c) = c {
-                e.canary.add(c);
+                c.add_to(&mut e.canary);
             }
             if let Some(b) = b {
-                e.baseline.add(b);
+                b.add_to(&mut e.baseline);
             }
         }
-        let empty = Distribution::default();
+        let empty = Recent::default();
         let strata: Vec<Stratum<'_>> = pairs
             .iter()
             .filter_map(|(name, c, b)| {
                 let e = self.endpoints.iter().find(|e| &e.name == *name)?;
                 Some(Stratum {
                     name,
-                    canary: c.unwrap_or(&empty),
-                    baseline: b.unwrap_or(&empty),
+                    canary: c.unwrap_or(&empty) as &dyn Counts,
+                    baseline: b.unwrap_or(&empty) as &dyn Counts,
                     reference: &e.baseline,
                 })
             })
