@@ -181,6 +181,17 @@ pub struct View<'a> {
     pub detail: &'a Detail,
 }
 
+impl View<'_> {
+    /// Its counters by endpoint, as the endpoint and latency checks read them.
+    fn counters(&self) -> EndpointCounters<'_> {
+        EndpointCounters {
+            detail: self.detail,
+            pending: self.pending,
+            window: self.window,
+        }
+    }
+}
+
 /// The baseline as the judge is shown it.
 pub struct BaselineView<'a> {
     pub id: &'a Arc<str>,
@@ -331,16 +342,8 @@ impl Judge {
                 kinds_pending = c.kinds.unshared_pending(&self.checks.error_ratio);
                 if self.checks.endpoints.enabled {
                     c.endpoints.feed(
-                        &EndpointCounters {
-                            detail: canary.detail,
-                            pending: canary.pending,
-                            window: canary.window,
-                        },
-                        &EndpointCounters {
-                            detail: b.view.detail,
-                            pending: b.view.pending,
-                            window: b.view.window,
-                        },
+                        &canary.counters(),
+                        &b.view.counters(),
                         &self.checks.error_ratio,
                         look,
                     );
@@ -353,16 +356,8 @@ impl Judge {
             }
             if self.checks.latency.enabled {
                 c.latency.feed(
-                    &EndpointCounters {
-                        detail: canary.detail,
-                        pending: canary.pending,
-                        window: canary.window,
-                    },
-                    &EndpointCounters {
-                        detail: b.view.detail,
-                        pending: b.view.pending,
-                        window: b.view.window,
-                    },
+                    &canary.counters(),
+                    &b.view.counters(),
                     &self.checks.latency,
                     epoch_over,
                     look,
