@@ -155,6 +155,75 @@ async fn bodies_being_read_are_bounded_in_bytes() {
     server.stop().await;
 }
 
+/// One sender (an address) holds at most `max_buffered_bytes_per_peer` of
+/// bodies being read: its next body is refused (429, retried), while
+/// another sender's body still fits. (Before the share, the flooder's
+/// third body was taken and the budget was everyone's to lose.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_holds_only_its_share_of_bodies_being_read() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut config = Config::default();
+    config.server.max_request_bytes = 1 << 20;
+    config.server.max_buffered_bytes = 3 << 20;
+    config.server.max_buffered_bytes_per_peer = 2 << 20;
+    let server = TestServer::with_config(config).await;
+    let flooder = std::net::IpAddr::from([127, 0, 0, 2]);
+    // Two unfinished bodies from the flooder's address: its whole share.
+    let almost = (1 << 20) - 100;
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((flooder, 0).into()).unwrap();
+        let mut hog = socket.connect(server.http).await.unwrap();
+        hog.write_all(
+            format!("POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n", almost + 50).as_bytes(),
+        )
+        .await
+        .unwrap();
+        hog.write_all(&vec![0u8; almost]).await.unwrap();
+        hogs.push(hog);
+    }
+    wait_for_buffered(&server, |held| held >= 2 * almost).await;
+
+    // The flooder's next body, however small, is over its share.
+    let req = trace_request(release_resource("svc", "prod", "fast", "sha"), 50, 0);
+    let body = prost::Message::encode_to_vec(&req);
+    let from_flooder = reqwest::Client::builder()
+        .local_address(flooder)
+        .build()
+        .unwrap();
+    let r = from_flooder
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "over the flooder's share");
+    assert_eq!(r.headers()["retry-after"], "1");
+    // Another sender's body fits in what the share left.
+    let r = server.post_traces(&req).await;
+    assert_eq!(r.status(), 200, "another sender is not locked out");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"release_verdict_export_requests_refused_total{signal="spans",transport="http",reason="overloaded"} 1"#),
+        "the refusal is counted: {metrics}"
+    );
+
+    drop(hogs);
+    wait_for_buffered(&server, |held| held == 0).await;
+    let r = from_flooder
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the share came back");
+    server.stop().await;
+}
+
 /// Polls `/metrics` until the bytes of bodies being read satisfy `done`
 /// (the hog's bytes travel over loopback, so they are not held at once).
 async fn wait_for_buffered(server: &TestServer, done: impl Fn(usize) -> bool) {

@@ -1,13 +1,14 @@
 //! Shared state behind every server, and the only place with locks: the
 //! config, the mapper, the store (parking_lot's fair mutex), the delta
 //! tracker, the self metrics and their registry, readiness, the change
-//! broadcast for watchers, admission (export requests in flight) and the
+//! broadcast for watchers, admission (export requests in flight), the
 //! body-bytes budget, the whole-reads thread, the ledger, DORA's last
 //! measures, the charts' series and the senders table. No lock is held
 //! across an `.await`. By the work done: `ingest` (exports applied and
 //! counted), `tick` (the judge's clock, checkpoint, expiry), `views`
 //! (listings, `/metrics`, verdicts by key), `reads` (the niced thread whole
-//! reads run on), `senders` (who sends what, attributed or not).
+//! reads run on), `senders` (who sends what, attributed or not), `bodies`
+//! (the bytes of bodies being read, in all and per peer).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,8 +56,8 @@ pub struct App {
     changes: tokio::sync::broadcast::Sender<Arc<Verdict>>,
     /// Export requests being processed (bounded: see `admit`).
     admission: tokio::sync::Semaphore,
-    /// Bytes of OTLP/HTTP bodies being read (bounded: see `buffer`).
-    buffering: tokio::sync::Semaphore,
+    /// Bytes of request bodies being read, in all and per peer.
+    bodies: bodies::Bodies,
     /// Reads of every release, one at a time (see `whole_read`).
     whole_reads: reads::Reads,
     /// Ignored metric names already counted under their own name (and
@@ -104,7 +105,10 @@ impl App {
             ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
             whole_reads: reads::Reads::default(),
-            buffering: tokio::sync::Semaphore::new(config.server.max_buffered_bytes),
+            bodies: bodies::Bodies::new(
+                config.server.max_buffered_bytes,
+                config.server.max_buffered_bytes_per_peer,
+            ),
             config,
             metrics,
             registry,
@@ -147,12 +151,10 @@ impl App {
         permit
     }
 
-    /// Room for `bytes` more of a body being read, without waiting; None
-    /// when `server.max_buffered_bytes` are already held.
-    pub fn buffer(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.buffering
-            .try_acquire_many(u32::try_from(bytes).ok()?)
-            .ok()
+    /// The room of one request body from `peer` while it is read, empty
+    /// until it grows (see `bodies`).
+    pub fn body_hold(&self, peer: Option<std::net::IpAddr>) -> BodyHold {
+        self.bodies.hold(peer)
     }
 
     /// The ledger, when one is configured.
@@ -225,12 +227,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+mod bodies;
 mod ingest;
 mod reads;
 mod senders;
 mod tick;
 mod views;
 
+pub use bodies::{BodyHold, NoRoom};
 pub use ingest::Ingested;
 pub use senders::SendersView;
 

@@ -65,7 +65,7 @@ impl App {
             }
             m.ledger_refused.set(stats.refused as i64);
         }
-        let buffered = self.config.server.max_buffered_bytes - self.buffering.available_permits();
+        let buffered = self.bodies.held();
         self.metrics.body_bytes_buffered.set(buffered as i64);
         let mut own = String::new();
         // Writing to a String cannot fail.

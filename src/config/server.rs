@@ -31,10 +31,18 @@ pub struct ServerConfig {
     /// a connection, never the places of others.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
-    /// Bytes of OTLP/HTTP bodies held while they are read; past it a body
-    /// is refused with an answer clients retry (503). At least
+    /// Bytes of OTLP request bodies (HTTP bodies, gRPC messages) held
+    /// while they are read; past it a body is refused with an answer
+    /// clients retry (HTTP 503, gRPC RESOURCE_EXHAUSTED). At least
     /// `max_request_bytes`.
     pub max_buffered_bytes: usize,
+    /// Of those, the most one peer (an IP address) holds at once, so one
+    /// sender's unfinished bodies never take the room of the others. At
+    /// least `max_request_bytes`; above `max_buffered_bytes` it is that.
+    pub max_buffered_bytes_per_peer: usize,
+    /// gRPC streams one HTTP/2 connection may have open at once (the
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the server announces).
+    pub grpc_max_concurrent_streams: u32,
     /// TLS on both ports (off while `cert_file` is empty).
     pub tls: TlsConfig,
 }
@@ -89,6 +97,8 @@ impl Default for ServerConfig {
             overload_retry_after: Duration::from_secs(1),
             body_read_timeout: Duration::from_secs(10),
             max_buffered_bytes: 256 * 1024 * 1024,
+            max_buffered_bytes_per_peer: 64 * 1024 * 1024,
+            grpc_max_concurrent_streams: 100,
             tls: TlsConfig::default(),
         }
     }
@@ -104,6 +114,15 @@ impl ServerConfig {
                 "server.max_buffered_bytes must be between server.max_request_bytes ({}) and 4 GiB",
                 self.max_request_bytes
             ));
+        }
+        if self.max_buffered_bytes_per_peer < self.max_request_bytes {
+            problems.push(format!(
+                "server.max_buffered_bytes_per_peer must be at least server.max_request_bytes ({})",
+                self.max_request_bytes
+            ));
+        }
+        if self.grpc_max_concurrent_streams == 0 {
+            problems.push("server.grpc_max_concurrent_streams must be at least 1".to_string());
         }
         self.tls.validate(problems);
         if self.body_read_timeout < Duration::from_millis(100) {

@@ -1,5 +1,6 @@
 //! The I/O shell: binds the gRPC and HTTP ports, serves OTLP (`otlp_grpc`,
-//! `otlp_http`), the JSON API (`api`, with its event stream in `stream`),
+//! `otlp_http`; gRPC messages received under the bodies' budget by
+//! `grpc_bodies`), the JSON API (`api`, with its event stream in `stream`),
 //! the Release Health page (`page`) and the verdict service
 //! (`verdict_grpc`) over one shared `App`, runs the judge's tick and the
 //! expiry, and drains on shutdown. Everything below it is synchronous.
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 
 mod api;
 mod auth;
+mod grpc_bodies;
 mod otlp_grpc;
 mod otlp_http;
 mod page;
@@ -309,6 +311,7 @@ impl Server {
             .build_v1alpha()
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
+            .max_concurrent_streams(app.config.server.grpc_max_concurrent_streams)
             // HTTP/1 only to answer it, never to serve it: see WrongProtocol.
             .accept_http1(true)
             .layer(otlp_grpc::WrongProtocol {
@@ -320,6 +323,7 @@ impl Server {
                 app: app.clone(),
                 auth: auth.clone(),
             })
+            .layer(grpc_bodies::MessageBudget { app: app.clone() })
             .add_service(
                 otlp_grpc::TraceServer::new(app.clone())
                     .accept_compressed(CompressionEncoding::Gzip)
@@ -391,8 +395,11 @@ impl Server {
             .with_state(app.clone());
         let http = match &tls {
             None => {
-                let http = axum::serve(self.http, router)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                let http = axum::serve(
+                    self.http,
+                    router.into_make_service_with_connect_info::<http::PeerAddr>(),
+                )
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
                 tokio::spawn(async move { http.await })
             }
             Some(tls) => {
@@ -400,8 +407,11 @@ impl Server {
                     .clone()
                     .incoming(self.http, Port::Http, stop.clone())
                     .map_err(ServeError::Http)?;
-                let http = axum::serve(incoming, router)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                let http = axum::serve(
+                    incoming,
+                    router.into_make_service_with_connect_info::<http::PeerAddr>(),
+                )
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
                 tokio::spawn(async move { http.await })
             }
         };

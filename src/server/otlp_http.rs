@@ -11,11 +11,15 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use tokio::sync::SemaphorePermit;
+use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::connect_info::Connected;
+use axum::extract::ConnectInfo;
+use axum::serve::IncomingStream;
+use axum::Extension;
 use tonic::Code;
 
-use crate::app::App;
+use crate::app::{App, BodyHold, NoRoom};
 use crate::clock::system_now;
 use crate::ingest::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
 use crate::self_metrics::{Reason, Signal, Transport};
@@ -25,8 +29,38 @@ const INVALID_ARGUMENT: i32 = Code::InvalidArgument as i32;
 const RESOURCE_EXHAUSTED: i32 = Code::ResourceExhausted as i32;
 const UNAVAILABLE: i32 = Code::Unavailable as i32;
 
-pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let (raw, encoding, _buffered) = match receive(&app, &headers, body, Signal::Spans).await {
+/// A connection's remote address, kept by the HTTP server for the
+/// bodies' per-peer budget (over TCP or TLS alike).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, super::tls::Incoming>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, super::tls::Incoming>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// The peer's address, when the server was asked to keep it.
+pub type Peer = Option<Extension<ConnectInfo<PeerAddr>>>;
+
+fn peer_ip(peer: Peer) -> Option<IpAddr> {
+    peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr.ip())
+}
+
+pub async fn traces(
+    State(app): State<Arc<App>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let received = receive(&app, peer_ip(peer), &headers, body, Signal::Spans).await;
+    let (raw, encoding, _buffered) = match received {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
@@ -52,8 +86,14 @@ pub async fn traces(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     reply(&outcome.trace_response(), encoding)
 }
 
-pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let (raw, encoding, _buffered) = match receive(&app, &headers, body, Signal::Points).await {
+pub async fn metrics(
+    State(app): State<Arc<App>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let received = receive(&app, peer_ip(peer), &headers, body, Signal::Points).await;
+    let (raw, encoding, _buffered) = match received {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
@@ -79,22 +119,25 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
 /// `server.body_read_timeout`).
 enum Unreceived {
     TooLarge,
-    /// `server.max_buffered_bytes` are held by bodies being read.
-    Full,
+    /// `server.max_buffered_bytes` are held by bodies being read, or this
+    /// peer's share of them.
+    NoRoom(NoRoom),
     /// The connection broke mid-body.
     Broken,
 }
 
-/// Reads the raw body in full before anything else is spent on it: each
-/// frame's bytes are first taken from the bodies' buffer budget, and the
-/// whole under `server.body_read_timeout`. Returns the bytes, the
+/// Reads the raw body in full before anything else is spent on it: its
+/// bytes are first taken from the bodies' buffer budget (all at once when
+/// it declares its length, else frame by frame), and the whole under
+/// `server.body_read_timeout`. Returns the bytes, the
 /// request's encoding and the budget held for them.
-async fn receive<'a>(
-    app: &'a App,
+async fn receive(
+    app: &App,
+    peer: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
     signal: Signal,
-) -> Result<(Bytes, Encoding, Option<SemaphorePermit<'a>>), Response> {
+) -> Result<(Bytes, Encoding, BodyHold), Response> {
     let limit = app.config.server.max_request_bytes;
     let encoding = Encoding::from_content_type(
         headers
@@ -105,12 +148,27 @@ async fn receive<'a>(
         app.refuse_request(signal, Transport::Http, Reason::Unsupported);
         error_response(&e, Encoding::Json)
     })?;
+    // A body that says its length takes its room at once, in one buffer;
+    // one sent in chunks takes it frame by frame.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     let read = async {
         let mut body = body;
         let mut buf = BytesMut::new();
-        let mut held: Option<SemaphorePermit<'a>> = None;
-        let mut full = false;
+        let mut held = app.body_hold(peer);
+        let mut full = None;
         let mut seen = 0usize;
+        if let Some(length) = declared {
+            if length > limit {
+                return Err(Unreceived::TooLarge);
+            }
+            match held.grow(length) {
+                Ok(()) => buf.reserve(length),
+                Err(why) => full = Some(why),
+            }
+        }
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
                 return Err(Unreceived::Broken);
@@ -122,32 +180,45 @@ async fn receive<'a>(
             if seen > limit {
                 return Err(Unreceived::TooLarge);
             }
-            if full {
+            if full.is_some() {
                 continue; // read to the end, so the client reads the answer
             }
-            match app.buffer(data.len()) {
-                Some(permit) => match &mut held {
-                    Some(h) => h.merge(permit),
-                    None => held = Some(permit),
-                },
-                None => {
-                    full = true;
+            if declared.is_none() {
+                if let Err(why) = held.grow(data.len()) {
+                    full = Some(why);
                     buf = BytesMut::new();
-                    held = None;
+                    held = app.body_hold(None);
                     continue;
                 }
             }
             buf.extend_from_slice(&data);
         }
-        if full {
-            return Err(Unreceived::Full);
+        if let Some(why) = full {
+            return Err(Unreceived::NoRoom(why));
         }
         Ok((buf.freeze(), held))
     };
     let (reason, resp) = match tokio::time::timeout(app.config.server.body_read_timeout, read).await
     {
         Ok(Ok((bytes, held))) => return Ok((bytes, encoding, held)),
-        Ok(Err(Unreceived::Full)) => (Reason::Overloaded, busy(app, encoding, "request bodies")),
+        Ok(Err(Unreceived::NoRoom(NoRoom::Full))) => (
+            Reason::Overloaded,
+            busy(
+                app,
+                encoding,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request bodies being read (server.max_buffered_bytes)",
+            ),
+        ),
+        Ok(Err(Unreceived::NoRoom(NoRoom::PeerShare))) => (
+            Reason::Overloaded,
+            busy(
+                app,
+                encoding,
+                StatusCode::TOO_MANY_REQUESTS,
+                "request bodies being read from this address (server.max_buffered_bytes_per_peer)",
+            ),
+        ),
         Ok(Err(Unreceived::TooLarge)) => (
             Reason::TooLarge,
             error_response(&DecodeError::TooLarge { limit }, encoding),
@@ -229,12 +300,18 @@ fn status(http: StatusCode, code: i32, message: String, encoding: Encoding) -> R
     resp
 }
 
-/// 503 with Retry-After: the OTLP/HTTP answer exporters retry.
-fn busy(app: &App, encoding: Encoding, what: &str) -> Response {
+/// 503 (the daemon is busy) or 429 (this sender is) with Retry-After:
+/// answers OTLP/HTTP exporters retry.
+fn busy(app: &App, encoding: Encoding, code: StatusCode, what: &str) -> Response {
     let after = app.config.server.overload_retry_after.as_secs().max(1);
+    let rpc = if code == StatusCode::TOO_MANY_REQUESTS {
+        RESOURCE_EXHAUSTED
+    } else {
+        UNAVAILABLE
+    };
     let mut resp = status(
-        StatusCode::SERVICE_UNAVAILABLE,
-        UNAVAILABLE,
+        code,
+        rpc,
         format!("overloaded: too many {what} at once; retry after {after}s"),
         encoding,
     );
@@ -248,6 +325,7 @@ fn overloaded(app: &App, encoding: Encoding) -> Response {
     busy(
         app,
         encoding,
+        StatusCode::SERVICE_UNAVAILABLE,
         &format!(
             "export requests in flight (server.max_inflight_requests = {})",
             app.config.server.max_inflight_requests

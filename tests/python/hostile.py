@@ -1,0 +1,111 @@
+"""Hostile peers for the tests and the benches: a raw HTTP/2 client (PyPI's
+h2) that opens gRPC export streams, declares large messages and sends only
+part of each, recording what the daemon answers on every stream."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+MIB = 1 << 20
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@dataclass
+class Stream:
+    declared: int
+    to_send: int
+    sent: int = 0
+    status: int | None = None
+    message: str = ""
+    closed: bool = False
+
+
+@dataclass
+class Attack:
+    """A raw HTTP/2 connection from `source` with `streams` export streams,
+    each declaring `declared` bytes and sending `to_send` of them."""
+
+    addr: str
+    source: str
+    streams: int
+    declared: int
+    to_send: int
+    by_id: dict[int, Stream] = field(default_factory=dict)
+
+    def run(self, deadline: float) -> None:
+        host, port = self.addr.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), source_address=(self.source, 0))
+        sock.settimeout(0.005)
+        conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        for _ in range(self.streams):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", TRACES),
+                    (":authority", self.addr),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ],
+            )
+            conn.send_data(sid, b"\x00" + struct.pack(">I", self.declared))
+            self.by_id[sid] = Stream(self.declared, self.to_send)
+        sock.sendall(conn.data_to_send())
+        chunk = b"\x00" * 16384
+        try:
+            while time.monotonic() < deadline and not all(s.closed for s in self.by_id.values()):
+                # Send what the windows allow, then read what came back.
+                for sid, s in self.by_id.items():
+                    if s.closed or s.sent >= s.to_send:
+                        continue
+                    try:
+                        room = min(conn.local_flow_control_window(sid), s.to_send - s.sent, len(chunk))
+                        if room > 0:
+                            conn.send_data(sid, chunk[:room])
+                            s.sent += room
+                    except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                        s.closed = True
+                out = conn.data_to_send()
+                if out:
+                    sock.sendall(out)
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    self.on(event)
+                out = conn.data_to_send()
+                if out:
+                    sock.sendall(out)
+        finally:
+            sock.close()
+
+    def on(self, event: h2.events.Event) -> None:
+        sid = getattr(event, "stream_id", None)
+        s = self.by_id.get(sid) if sid else None
+        if s is None:
+            return
+        if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+            headers = dict(event.headers)
+            if "grpc-status" in headers:
+                s.status = int(headers["grpc-status"])
+                s.message = urllib.parse.unquote(headers.get("grpc-message", ""))
+        if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+            s.closed = True
