@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::common::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use prost::Message;
 use release_verdict::config::Config;
 use release_verdict::otlp_kit::{
@@ -500,5 +502,129 @@ async fn a_forged_role_claim_is_refused_and_the_canary_still_judged() {
         refused.contains(r#"reason="role_conflict""#),
         "counted under its own reason"
     );
+    server.stop().await;
+}
+
+/// Sends the stable's and the canary's traffic (the canary failing one
+/// request in `every`) until the canary's verdict is `want`; returns it
+/// and the canary's requests and errors sent.
+async fn judged_until(
+    server: &TestServer,
+    client: &mut TraceServiceClient<tonic::transport::Channel>,
+    stable: &[KeyValue],
+    canary: &[KeyValue],
+    every: u64,
+    want: &str,
+) -> (serde_json::Value, u64, u64) {
+    let id = canary_id(canary);
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        client
+            .export(trace_request(stable.to_vec(), 200, 0))
+            .await
+            .unwrap();
+        client
+            .export(trace_request(canary.to_vec(), 50, every))
+            .await
+            .unwrap();
+        sent += 50;
+        failed += 50u64.div_ceil(every);
+        let (_, v) = server.get_json(&format!("/api/v1/releases/{id}")).await;
+        if v["verdict"] == want {
+            return (v, sent, failed);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {want}; last: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn canary_id(resource: &[KeyValue]) -> String {
+    resource
+        .iter()
+        .find(|kv| kv.key == "deployment.id")
+        .and_then(|kv| kv.value.as_ref())
+        .map(|v| match &v.value {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        })
+        .expect("a deployment.id")
+}
+
+/// Issue 28's forged baseline: one span claiming `deployment.role=baseline`
+/// under a canary's id, sent before the canary's own telemetry, made the
+/// canary (20% errors) the service's baseline, never judged. A claim its
+/// own telemetry does not carry is withdrawn: the canary is judged against
+/// the stable and red, its counts those sent.
+#[tokio::test]
+async fn a_role_claimed_before_the_canarys_own_telemetry_is_withdrawn() {
+    let mut config = Config::default();
+    config.baseline.settle = Duration::from_millis(300);
+    config.judge.tick = Duration::from_millis(100);
+    let server = TestServer::with_config(config).await;
+    let mut client = server.trace_client().await;
+    let stable = release_resource("pay", "prod", "pay-1111111", "1111111");
+    let canary = release_resource("pay", "prod", "pay-bad0bad", "bad0bad");
+    client
+        .export(trace_request(stable.clone(), 200, 0))
+        .await
+        .unwrap();
+    let mut forged = canary.clone();
+    forged.push(kv("deployment.role", "baseline"));
+    client.export(trace_request(forged, 1, 0)).await.unwrap();
+    let (red, sent, failed) = judged_until(&server, &mut client, &stable, &canary, 5, "red").await;
+    assert_eq!(red["baseline"]["deployment_id"], "pay-1111111", "{red}");
+    assert_eq!(red["baseline"]["chosen_by"], "traffic", "{red}");
+    // The forged span is a request of the canary's too.
+    assert_eq!(red["canary"]["requests"], sent + 1, "{red}");
+    assert_eq!(red["canary"]["errors"], failed, "{red}");
+    server.stop().await;
+}
+
+/// Issue 28's injected baseline: a new deployment declaring `baseline`
+/// with 40% errors, first seen well after the canary, took the stable's
+/// place, and a canary at 10% errors went green against it. A late claim
+/// is held off while the established baseline reports.
+#[tokio::test]
+async fn a_baseline_declared_after_the_canary_does_not_take_the_stables_place() {
+    let mut config = Config::default();
+    config.baseline.settle = Duration::from_millis(300);
+    config.judge.tick = Duration::from_millis(100);
+    let server = TestServer::with_config(config).await;
+    let mut client = server.trace_client().await;
+    let stable = release_resource("cart", "prod", "cart-1111111", "1111111");
+    let canary = release_resource("cart", "prod", "cart-2222222", "2222222");
+    let mut injected = release_resource("cart", "prod", "cart-6666666", "6666666");
+    injected.push(kv("deployment.role", "baseline"));
+    for _ in 0..10 {
+        client
+            .export(trace_request(stable.clone(), 200, 0))
+            .await
+            .unwrap();
+        client
+            .export(trace_request(canary.clone(), 5, 0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+        .wait_for_release("cart-2222222", |v| {
+            v["baseline"]["deployment_id"] == "cart-1111111"
+        })
+        .await;
+    // The injected baseline, failing every other request.
+    for _ in 0..5 {
+        client
+            .export(trace_request(injected.clone(), 100, 2))
+            .await
+            .unwrap();
+    }
+    let (red, _, _) = judged_until(&server, &mut client, &stable, &canary, 10, "red").await;
+    assert_eq!(red["baseline"]["deployment_id"], "cart-1111111", "{red}");
+    let (_, injected) = server.get_json("/api/v1/releases/cart-6666666").await;
+    assert_eq!(injected["role"], "baseline", "{injected}");
     server.stop().await;
 }

@@ -176,6 +176,12 @@ impl App {
         if let Some(why) = &batch.full_reason {
             reasons.push(format!("{} refused: {why}", batch.full));
         }
+        for id in &applied.roles_withdrawn {
+            tracing::warn!(
+                deployment = %crate::verdict::shown(id),
+                "telemetry of this deployment came without the deployment.role it first claimed: the claim is not its own and no longer counts (its baseline is chosen by traffic)"
+            );
+        }
         if let Some((id, claimed, held)) = &applied.first_role_conflict {
             reasons.push(format!(
                 "{} refused: deployment {:?} claims deployment.role={} but first declared {}; a role is fixed by a deployment's first telemetry",

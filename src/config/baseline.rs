@@ -23,6 +23,13 @@ pub struct BaselineConfig {
     /// or promoted away), and the baseline is chosen again.
     #[serde(with = "humantime_serde")]
     pub quiet: Duration,
+    /// Whether a deployment that declares `baseline` or `stable` takes the
+    /// place of an established baseline even when it appeared after a
+    /// release that baseline judges (by more than `settle`). Off: such a
+    /// late claim is held off while the established baseline reports, so
+    /// one forged span cannot hand a bad deployment the baseline's place.
+    /// On for setups that start a declared baseline after their canaries.
+    pub late_claims_displace: bool,
 }
 
 impl Default for BaselineConfig {
@@ -31,6 +38,7 @@ impl Default for BaselineConfig {
             settle: Duration::from_secs(10),
             lead: 1.5,
             quiet: Duration::from_secs(120),
+            late_claims_displace: false,
         }
     }
 }

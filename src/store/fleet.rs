@@ -76,6 +76,8 @@ pub struct BaselineRule {
     pub settle: UnixNanos,
     pub lead: f64,
     pub quiet: UnixNanos,
+    /// `baseline.late_claims_displace`.
+    pub late_claims_displace: bool,
 }
 
 impl From<&BaselineConfig> for BaselineRule {
@@ -84,6 +86,7 @@ impl From<&BaselineConfig> for BaselineRule {
             settle: c.settle.as_nanos() as u64,
             lead: c.lead,
             quiet: c.quiet.as_nanos() as u64,
+            late_claims_displace: c.late_claims_displace,
         }
     }
 }
@@ -178,7 +181,9 @@ impl Fleet {
     /// while it keeps reporting; else, once the fleet's traffic has been
     /// watched for `settle`, the deployment without a declared role serving
     /// clearly the most requests over the rolling window. Arrival order
-    /// plays no part. Returns the new choice when it changed.
+    /// plays no part, but a declared role that came late (`claims_late`)
+    /// does not take an established baseline's place. Returns the new
+    /// choice when it changed.
     pub fn choose(
         &mut self,
         rule: BaselineRule,
@@ -186,11 +191,24 @@ impl Fleet {
         recorded: &[PastPairing],
     ) -> Option<&Choice> {
         let roles = self.roles(rule, now);
+        let timely = |id: &Arc<str>| !self.claims_late(id, rule, now);
         let declared = roles
             .baseline
+            .filter(timely)
             .map(|id| (id, Basis::DeclaredBaseline))
-            .or_else(|| roles.stable.map(|id| (id, Basis::DeclaredStable)))
+            .or_else(|| {
+                roles
+                    .stable
+                    .filter(timely)
+                    .map(|id| (id, Basis::DeclaredStable))
+            })
             .or_else(|| self.by_ledger(recorded, rule, now));
+        let lost = self.declared_role_lost();
+        if lost {
+            // Chosen for a role its telemetry no longer claims: choose afresh.
+            self.choice = Choice::Settling { since: None };
+            self.traffic_since = None;
+        }
         let next = if let Some((id, basis)) = declared {
             match &self.choice {
                 Choice::Chosen {
@@ -221,9 +239,50 @@ impl Fleet {
             };
             (next != self.choice).then_some(next)
         };
-        let next = next?;
+        let Some(next) = next else {
+            return lost.then_some(&self.choice);
+        };
         self.choice = next;
         Some(&self.choice)
+    }
+
+    /// Whether `claimant`'s declared role comes too late to take the place
+    /// of the established baseline: another baseline is chosen and
+    /// reporting, and a release it judges was first seen more than
+    /// `settle` before the claimant (unless `late_claims_displace`).
+    fn claims_late(&self, claimant: &Arc<str>, rule: BaselineRule, now: UnixNanos) -> bool {
+        if rule.late_claims_displace {
+            return false;
+        }
+        let Some(old) = self.chosen() else {
+            return false;
+        };
+        if old == claimant || !self.reporting(old, rule, now) {
+            return false;
+        }
+        let Some(claimant) = self.releases.get(claimant) else {
+            return false;
+        };
+        self.releases.values().any(|r| {
+            r.role.is_none()
+                && r.deployment_id != *old
+                && self.reporting(&r.deployment_id, rule, now)
+                && r.first_seen.saturating_add(rule.settle) < claimant.first_seen
+        })
+    }
+
+    /// Whether the baseline was chosen for a declared role its deployment
+    /// no longer holds (the claim was withdrawn: see `Release::role_withdrawn`).
+    fn declared_role_lost(&self) -> bool {
+        let Choice::Chosen { id, basis, .. } = &self.choice else {
+            return false;
+        };
+        let role = self.releases.get(id).and_then(|r| r.role);
+        match basis {
+            Basis::DeclaredBaseline => role != Some(Role::Baseline),
+            Basis::DeclaredStable => role != Some(Role::Stable),
+            _ => false,
+        }
     }
 
     /// The newest recorded pair whose two deployments both report again,

@@ -27,6 +27,10 @@ pub struct Release {
     pub deployment_id: Arc<str>,
     pub git_sha: Option<Arc<str>>,
     pub role: Option<Role>,
+    /// Its role claim was withdrawn: telemetry of it came without the
+    /// claim, so the claim was not the deployment's own (a forged first
+    /// span, say). No claim of it counts from then on.
+    pub role_withdrawn: bool,
     pub first_seen: UnixNanos,
     pub last_seen: UnixNanos,
     /// Its rollout's end was inferred (promoted or rolled back).
@@ -182,6 +186,9 @@ pub struct Applied {
     pub role_conflicts: u64,
     /// The first such conflict: (deployment id, claimed, held).
     pub first_role_conflict: Option<(String, Role, Option<Role>)>,
+    /// Deployments whose role claim was withdrawn by this batch: telemetry
+    /// of theirs came without it (`Release::role_withdrawn`).
+    pub roles_withdrawn: Vec<String>,
     /// Releases created.
     pub created: u64,
 }
@@ -400,6 +407,7 @@ impl Store {
                     deployment_id: id.clone(),
                     git_sha: None,
                     role: None,
+                    role_withdrawn: false,
                     first_seen: now,
                     last_seen: now,
                     concluded: false,
@@ -434,8 +442,20 @@ impl Store {
             let Some(release) = fleet.releases.get_mut(r.deployment_id) else {
                 continue;
             };
+            if known && r.role.is_none() && release.role.is_some() {
+                // A role counts only while the deployment's own telemetry
+                // carries it: this came without it.
+                release.role = None;
+                release.role_withdrawn = true;
+                applied
+                    .roles_withdrawn
+                    .push(release.deployment_id.to_string());
+            }
             let claim = r.role.is_some() && r.role != release.role;
-            if known && claim && (release.role.is_some() || !open_to_claims) {
+            if known
+                && claim
+                && (release.role.is_some() || release.role_withdrawn || !open_to_claims)
+            {
                 // Otherwise a role is fixed by the first claim: a later one
                 // (a forged span making a bad canary a "baseline", or the
                 // baseline a "canary") is refused, not obeyed.

@@ -371,6 +371,94 @@ fn a_judged_canary_cannot_declare_itself_the_baseline() {
 }
 
 #[test]
+fn a_forged_first_span_does_not_make_a_canary_the_baseline() {
+    let mut s = store(10);
+    run(&mut s, 1, 15, &[("old", 90, None)]);
+    assert_eq!(fleet(&s).chosen().map(|id| &**id), Some("old"));
+    // One forged span declares the coming canary the baseline before the
+    // canary's own telemetry (which carries no role) arrives.
+    s.apply(&batch(&[("bad", 1, Some(Role::Baseline))]), 15 * SEC);
+    s.tick(15 * SEC + 1);
+    assert_eq!(
+        fleet(&s).chosen().map(|id| &**id),
+        Some("bad"),
+        "as declared"
+    );
+    let applied = s.apply(&batch(&[("bad", 10, None)]), 16 * SEC);
+    assert_eq!(applied.roles_withdrawn, vec!["bad".to_string()]);
+    assert_eq!(applied.recorded, 10, "the canary's own telemetry counts");
+    run(&mut s, 16, 40, &[("old", 90, None), ("bad", 10, None)]);
+    let f = fleet(&s);
+    assert!(f.releases["bad"].role_withdrawn);
+    assert_eq!(f.releases["bad"].role, None);
+    assert_eq!(
+        base(f, "bad"),
+        Some("old"),
+        "judged against the busiest again"
+    );
+    // More forged claims are refused, not obeyed.
+    let applied = s.apply(&batch(&[("bad", 1, Some(Role::Baseline))]), 40 * SEC);
+    assert_eq!(applied.role_conflicts, 1);
+    s.tick(40 * SEC + 1);
+    assert_eq!(base(fleet(&s), "bad"), Some("old"));
+}
+
+#[test]
+fn a_deployment_that_declares_the_baseline_after_the_canary_does_not_take_its_place() {
+    let mut s = store(10);
+    // The stable serves most; the canary is judged against it.
+    run(&mut s, 1, 20, &[("old", 90, None), ("c", 10, None)]);
+    assert_eq!(base(fleet(&s), "c"), Some("old"));
+    // A deployment first seen well after the canary declares itself the
+    // baseline, and keeps declaring it.
+    run(
+        &mut s,
+        40,
+        60,
+        &[
+            ("old", 90, None),
+            ("c", 10, None),
+            ("forged", 5, Some(Role::Baseline)),
+        ],
+    );
+    let f = fleet(&s);
+    assert_eq!(f.releases["forged"].role, Some(Role::Baseline));
+    assert_eq!(base(f, "c"), Some("old"), "the late claim is held off");
+
+    // Declared alongside the canary (within `settle`), as a fresh baseline
+    // deployed with it: taken.
+    let mut s = store(10);
+    run(&mut s, 1, 20, &[("old", 90, None)]);
+    run(
+        &mut s,
+        20,
+        40,
+        &[
+            ("old", 90, None),
+            ("c2", 10, None),
+            ("fresh", 10, Some(Role::Baseline)),
+        ],
+    );
+    assert_eq!(base(fleet(&s), "c2"), Some("fresh"));
+
+    // And with baseline.late_claims_displace, a late claim is taken too.
+    let mut s = store(10);
+    s.rule.late_claims_displace = true;
+    run(&mut s, 1, 20, &[("old", 90, None), ("c", 10, None)]);
+    run(
+        &mut s,
+        40,
+        60,
+        &[
+            ("old", 90, None),
+            ("c", 10, None),
+            ("late", 5, Some(Role::Baseline)),
+        ],
+    );
+    assert_eq!(base(fleet(&s), "c"), Some("late"));
+}
+
+#[test]
 fn a_newer_deployment_claiming_the_baseline_does_not_take_it() {
     let mut s = store(10);
     let canary = ("c", 10, None);
