@@ -191,6 +191,7 @@ pub struct SelfMetrics {
     pub body_bytes_buffered: Gauge,
     pub releases_refused: Counter,
     pub releases_expired: Counter,
+    pub releases_evicted: Counter,
     pub metric_points_ignored: Family<MetricLabels, Counter>,
     /// The ledger's counters, copied from it at each scrape.
     pub ledger_written: Gauge,
@@ -231,6 +232,7 @@ impl Default for SelfMetrics {
             body_bytes_buffered: Gauge::default(),
             releases_refused: Counter::default(),
             releases_expired: Counter::default(),
+            releases_evicted: Counter::default(),
             metric_points_ignored: Family::default(),
             ledger_written: Gauge::default(),
             ledger_dropped: Gauge::default(),
@@ -399,6 +401,11 @@ impl SelfMetrics {
             "release_verdict_releases_expired",
             "Releases forgotten after being idle",
             self.releases_expired.clone(),
+        );
+        registry.register(
+            "release_verdict_releases_evicted",
+            "Releases forgotten at limits.max_releases to make room for a new one: junk (at most 10 requests, no baseline), idle 60 s, or any junk for a release its service's baseline would judge",
+            self.releases_evicted.clone(),
         );
     }
 }

@@ -146,6 +146,7 @@ impl App {
                 .inc_by(batch.unattributed);
         }
         m.releases_refused.inc_by(applied.refused_releases);
+        m.releases_evicted.inc_by(applied.evicted);
         if !batch.ignored_metrics.is_empty() {
             self.count_ignored(&batch.ignored_metrics);
         }

@@ -191,6 +191,8 @@ pub struct Applied {
     pub roles_withdrawn: Vec<String>,
     /// Releases created.
     pub created: u64,
+    /// Junk releases forgotten to make room for new ones (`make_room`).
+    pub evicted: u64,
 }
 
 /// A release whose verdict is news at a tick: its first, or a new color.
@@ -254,7 +256,30 @@ pub struct Store {
     /// The ledger's record of who was compared with whom before the start,
     /// by service and environment (see `remember_baselines`).
     recorded: HashMap<Arc<str>, HashMap<Arc<str>, Vec<PastPairing>>>,
+    /// Releases a newcomer may take the place of when the table is full,
+    /// oldest last seen at the end, and when they were listed (`make_room`).
+    evictable: Vec<Evictable>,
+    evictable_at: Option<UnixNanos>,
 }
+
+/// A release `make_room` may forget, as it was when listed.
+#[derive(Debug)]
+struct Evictable {
+    service: Arc<str>,
+    environment: Arc<str>,
+    id: Arc<str>,
+    last_seen: UnixNanos,
+}
+
+/// A release that has served at most this many requests and has no
+/// baseline (alone in its fleet, or its fleet has none) is junk to the
+/// release cap: a name sent once, not a deployment being judged.
+const JUNK_REQUESTS: u64 = 10;
+/// Junk idle this long makes room for any newcomer; junk seen more recently
+/// only for a newcomer that would be judged (its fleet has a baseline).
+const JUNK_IDLE: UnixNanos = 60 * 1_000_000_000;
+/// The list of evictable releases is made again at most this often.
+const EVICTABLE_EVERY: UnixNanos = 1_000_000_000;
 
 impl Store {
     pub fn new(max_releases: usize, judge: Judge, rule: BaselineRule) -> Self {
@@ -269,6 +294,8 @@ impl Store {
             rebased: Vec::new(),
             reds: HashMap::new(),
             recorded: HashMap::new(),
+            evictable: Vec::new(),
+            evictable_at: None,
         }
     }
 
@@ -375,11 +402,17 @@ impl Store {
                 Some(envs) => envs.get_mut(r.environment),
                 None => None,
             };
-            let known = fleet.is_some_and(|f| f.releases.contains_key(r.deployment_id));
+            let known = fleet
+                .as_ref()
+                .is_some_and(|f| f.releases.contains_key(r.deployment_id));
             if !known && self.len >= self.max_releases {
-                applied.refused += group.items;
-                applied.refused_releases += 1;
-                continue;
+                let judged = fleet.is_some_and(|f| f.chosen().is_some());
+                if !self.make_room(judged, now) {
+                    applied.refused += group.items;
+                    applied.refused_releases += 1;
+                    continue;
+                }
+                applied.evicted += 1;
             }
             if !known {
                 let of_service: usize = self
@@ -615,6 +648,74 @@ impl Store {
     }
 
     /// Forgets releases not seen since `now - idle`; returns how many.
+    /// Forgets one junk release (`JUNK_REQUESTS`) to make room for a new
+    /// one when the table is full: the one idle longest, if idle for
+    /// `JUNK_IDLE`, or, for a newcomer that would be judged (`judged`: its
+    /// fleet has a baseline), the one idle longest at all. So a flood of
+    /// names sent once cannot keep a real canary out for the idle expiry.
+    /// Whether room was made.
+    fn make_room(&mut self, judged: bool, now: UnixNanos) -> bool {
+        let stale = self
+            .evictable_at
+            .is_none_or(|at| now.saturating_sub(at) >= EVICTABLE_EVERY);
+        if stale {
+            self.list_evictable(now);
+        }
+        while let Some(c) = self.evictable.pop() {
+            if !judged && now.saturating_sub(c.last_seen) < JUNK_IDLE {
+                // The oldest is not idle enough: none is.
+                self.evictable.push(c);
+                return false;
+            }
+            let Some(envs) = self.fleets.get_mut(&c.service) else {
+                continue;
+            };
+            let Some(fleet) = envs.get_mut(&c.environment) else {
+                continue;
+            };
+            // Still as listed: nothing came from it since.
+            let unchanged = fleet
+                .releases
+                .get(&c.id)
+                .is_some_and(|r| r.last_seen == c.last_seen);
+            if !unchanged || !is_junk(fleet, &c.id) {
+                continue;
+            }
+            fleet.releases.remove(&c.id);
+            if fleet.releases.is_empty() {
+                envs.remove(&c.environment);
+                if envs.is_empty() {
+                    self.fleets.remove(&c.service);
+                }
+            }
+            self.len -= 1;
+            return true;
+        }
+        false
+    }
+
+    fn list_evictable(&mut self, now: UnixNanos) {
+        let mut junk = Vec::new();
+        for (service, envs) in &self.fleets {
+            for (environment, fleet) in envs {
+                for (id, r) in &fleet.releases {
+                    if is_junk(fleet, id) {
+                        junk.push(Evictable {
+                            service: service.clone(),
+                            environment: environment.clone(),
+                            id: id.clone(),
+                            last_seen: r.last_seen,
+                        });
+                    }
+                }
+            }
+        }
+        // Oldest last seen at the end, where `pop` takes it.
+        junk.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| b.id.cmp(&a.id)));
+        self.evictable = junk;
+        self.evictable_at = Some(now);
+    }
+
     pub fn expire(&mut self, now: UnixNanos, idle: UnixNanos) -> usize {
         let cutoff = now.saturating_sub(idle);
         let before = self.len;
@@ -641,6 +742,16 @@ impl Store {
                 .map(move |(env, fleet)| (&**service, &**env, fleet))
         })
     }
+}
+
+/// Whether the release `id` of `fleet` is junk to the release cap: it has
+/// served at most `JUNK_REQUESTS` requests and no baseline (it is alone
+/// in its fleet, or its fleet has none chosen).
+fn is_junk(fleet: &Fleet, id: &str) -> bool {
+    let Some(r) = fleet.releases.get(id) else {
+        return false;
+    };
+    r.total.requests <= JUNK_REQUESTS && (fleet.releases.len() == 1 || fleet.chosen().is_none())
 }
 
 /// Puts a tick's changes in their stable order: by service, environment

@@ -774,3 +774,63 @@ fn the_choice_of_signal() {
     assert_eq!(choose_source(at(100, 10), at(100, 70), recent), Spans);
     assert_eq!(choose_source(at(100, 10), at(100, 71), recent), Metrics);
 }
+
+/// One release of its own service, `n` requests.
+fn lone(service: &'static str, n: u64) -> Batch<'static> {
+    let mut b = batch(&[(service, n, None)]);
+    b.groups[0].release.service = service;
+    b
+}
+
+#[test]
+fn a_full_table_forgets_idle_junk_for_a_newcomer() {
+    let mut s = store(3);
+    for name in ["junk-a", "junk-b"] {
+        s.apply(&lone(name, 1), 0);
+    }
+    s.apply(&lone("real", 500), 0);
+    // Junk seen 30 s ago is not idle enough for a newcomer of its own.
+    let a = s.apply(&lone("new", 1), 30 * SEC);
+    assert_eq!((a.created, a.refused_releases, a.evicted), (0, 1, 0));
+    // Idle for a minute: the oldest junk makes room.
+    s.apply(&lone("junk-b", 1), 20 * SEC);
+    let a = s.apply(&lone("new", 1), 61 * SEC);
+    assert_eq!((a.created, a.evicted), (1, 1));
+    assert!(s.fleet("junk-a", "prod").is_none(), "the oldest went");
+    assert!(s.fleet("junk-b", "prod").is_some());
+    assert!(s.fleet("real", "prod").is_some(), "one that served is kept");
+    assert_eq!(s.len(), 3);
+    // junk-b was seen at 20 s: idle from 80 s; before that nothing goes.
+    let a = s.apply(&lone("newer", 1), 70 * SEC);
+    assert_eq!(a.refused_releases, 1);
+    let a = s.apply(&lone("newer", 1), 81 * SEC);
+    assert_eq!((a.created, a.evicted), (1, 1));
+    assert!(s.fleet("junk-b", "prod").is_none());
+    // What remains served, or is newer than a minute: nothing to forget.
+    let a = s.apply(&lone("newest", 1), 82 * SEC);
+    assert_eq!(a.refused_releases, 1);
+}
+
+#[test]
+fn a_canary_its_baseline_would_judge_takes_the_place_of_fresh_junk() {
+    let mut s = store(3);
+    run(&mut s, 1, 15, &[("old", 90, None)]);
+    assert_eq!(fleet(&s).chosen().map(|id| &**id), Some("old"));
+    s.apply(&lone("junk-a", 1), 15 * SEC);
+    s.apply(&lone("junk-b", 1), 16 * SEC);
+    // A new service's first release waits: the junk is fresh.
+    let a = s.apply(&lone("other", 1), 17 * SEC);
+    assert_eq!(a.refused_releases, 1);
+    // A canary of the service with a baseline is judged: it gets in.
+    let a = s.apply(&batch(&[("canary", 5, None)]), 17 * SEC);
+    assert_eq!((a.created, a.evicted), (1, 1));
+    assert!(s.fleet("junk-a", "prod").is_none(), "the oldest junk went");
+    s.tick(18 * SEC);
+    assert_eq!(base(s.fleet("svc", "prod").unwrap(), "canary"), Some("old"));
+    // A fleet with a baseline is no junk, however little it served.
+    let a = s.apply(&batch(&[("canary2", 1, None)]), 18 * SEC);
+    assert_eq!((a.created, a.evicted), (1, 1));
+    assert!(s.fleet("junk-b", "prod").is_none());
+    let a = s.apply(&batch(&[("canary3", 1, None)]), 19 * SEC);
+    assert_eq!(a.refused_releases, 1, "nothing left to forget");
+}

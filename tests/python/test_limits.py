@@ -9,9 +9,11 @@ reports peak RSS.
 
 from __future__ import annotations
 
+import time
+
 import requests
 
-from harness import burst_requests, counts, poll_release, send_burst
+from harness import burst_requests, counts, kv, poll, poll_release, send_burst
 
 TOTAL = 100_000
 PER_REQUEST = 1_000
@@ -67,3 +69,67 @@ def test_junk_ids_under_one_service_do_not_lock_out_the_others(daemon_factory):
     legit = send_burst(d.http_addr, burst_requests(1, 1, prefix="shop-canary-", service="shop"))
     assert legit.rejected_spans == 0
     poll_release(d, "shop-canary-0", lambda v: counts(v) == (1, 0))
+
+
+def junk_services(total: int, per_request: int) -> list[bytes]:
+    """Requests naming `total` services of one release each, one span each:
+    the security review's flood of junk service names."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    now = time.time_ns()
+    bodies = []
+    for start in range(0, total, per_request):
+        req = ExportTraceServiceRequest()
+        for i in range(start, min(start + per_request, total)):
+            rs = req.resource_spans.add()
+            rs.resource.attributes.extend(
+                [kv("service.name", f"junk-{i}"), kv("deployment.id", f"junk-{i}"), kv("git.sha", "c" * 40)]
+            )
+            rs.scope_spans.add().spans.append(
+                Span(
+                    trace_id=(i + 1).to_bytes(16, "big"),
+                    span_id=(i + 1).to_bytes(8, "big"),
+                    name="GET /",
+                    kind=Span.SPAN_KIND_SERVER,
+                    start_time_unix_nano=now,
+                    end_time_unix_nano=now + 1_000_000,
+                )
+            )
+        bodies.append(req.SerializeToString())
+    return bodies
+
+
+def test_junk_service_names_do_not_keep_a_judged_canary_out(daemon_factory):
+    """The security review's flood of junk service names filled the release
+    table and new legitimate releases got 503 for the 15 minutes of the idle
+    expiry. Junk (a release of at most 10 requests with no baseline) now
+    makes room for a canary its service's baseline would judge."""
+    d = daemon_factory('[limits]\nmax_releases = 100\n[baseline]\nsettle = "500ms"\n')
+    stable = burst_requests(1, 1, prefix="shop-stable-", service="shop")[0]
+    probe = burst_requests(1, 1, prefix="shop-probe-", service="shop")[0]
+    # The stable serves (ten times the probe's traffic) until shop has a
+    # baseline, which the probe release shows.
+    poll(
+        lambda: (send_burst(d.http_addr, [stable] * 10 + [probe]), d.get_release("shop-probe-0").json())[1],
+        lambda v: (v.get("baseline") or {}).get("deployment_id") == "shop-stable-0",
+        timeout=30,
+        interval=0.2,
+        what="shop's baseline chosen",
+    )
+    flood = send_burst(d.http_addr, junk_services(2_000, 100))
+    assert flood.rejected_spans == 2_000 - 98, flood.rejected_spans
+    assert d.metrics().get("release_verdict_releases_tracked") == 100
+
+    # A canary of shop: judged against shop's baseline, so junk makes room.
+    canary = send_burst(d.http_addr, burst_requests(1, 1, prefix="shop-canary-", service="shop") * 5)
+    assert canary.rejected_spans == 0, canary.messages
+    v = poll_release(d, "shop-canary-0", lambda v: counts(v) == (5, 0), timeout=10)
+    assert v["baseline"]["deployment_id"] == "shop-stable-0", v
+    m = d.metrics()
+    assert m.get("release_verdict_releases_evicted_total") == 1
+    assert m.get("release_verdict_releases_tracked") == 100
+    # A new service's first release is not judged yet: it waits for junk
+    # idle a minute (or the idle expiry), refused with a retryable answer.
+    other = send_burst(d.http_addr, burst_requests(1, 1, prefix="new-svc-", service="new-svc"))
+    assert other.rejected_spans == 1 and other.messages, other
