@@ -65,15 +65,19 @@ pub enum Reason {
     SlowBody,
     /// No valid ingest token (`[auth] ingest_tokens_file`).
     Unauthenticated,
+    /// A service the ingest token may not speak for (`service=` in the
+    /// tokens file).
+    OutOfScope,
 }
 
 impl Reason {
     /// Why single items are refused (OTLP partial success).
-    pub const ITEMS: [Reason; 4] = [
+    pub const ITEMS: [Reason; 5] = [
         Reason::Invalid,
         Reason::ReleaseLimit,
         Reason::RoleConflict,
         Reason::StreamLimit,
+        Reason::OutOfScope,
     ];
     /// Why whole export requests are refused.
     pub const REQUESTS: [Reason; 6] = [
@@ -129,6 +133,7 @@ label_values! {
         Overloaded => "overloaded",
         SlowBody => "slow_body",
         Unauthenticated => "unauthenticated",
+        OutOfScope => "out_of_scope",
     }
 }
 

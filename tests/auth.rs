@@ -348,3 +348,90 @@ async fn sighup_reads_the_tokens_files_at_once() {
     daemon.wait().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 28: one team's exporter could speak for another's deployments.
+/// An ingest token limited to services (`TOKEN service=a,b`) has only
+/// those services' telemetry taken, over both transports; the rest of the
+/// same request is refused through partial success, named and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_token_speaks_only_for_its_services() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    use release_verdict::otlp_kit::{resource_spans, server_span};
+
+    let dir = std::env::temp_dir().join(format!("rv-scope-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = Config::default();
+    config.auth.ingest_tokens_file = tokens(
+        &dir,
+        "ingest",
+        "# team checkout\nteam-tok service=checkout,checkout-worker\nplatform-tok\n",
+    );
+    let server = TestServer::with_config(config).await;
+    // One request: 30 spans of checkout, 20 of pay (another team's).
+    let request = |n: u64| ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(
+                release_resource("checkout", "prod", &format!("checkout-{n}"), "s"),
+                (0..30).map(|i| server_span(i, 10, false)).collect(),
+            ),
+            resource_spans(
+                release_resource("pay", "prod", &format!("pay-{n}"), "s"),
+                (0..20).map(|i| server_span(i, 10, false)).collect(),
+            ),
+        ],
+    };
+
+    let mut client = server.trace_client().await;
+    let mut req = tonic::Request::new(request(1));
+    req.metadata_mut()
+        .insert("authorization", "Bearer team-tok".parse().unwrap());
+    let answer = client.export(req).await.unwrap().into_inner();
+    let partial = answer.partial_success.expect("pay refused");
+    assert_eq!(partial.rejected_spans, 20);
+    assert!(partial.error_message.contains("\"pay\""), "{partial:?}");
+
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", "Bearer team-tok")
+        .body(request(2).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A token without services speaks for any.
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", "Bearer platform-tok")
+        .body(request(3).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    for (id, want) in [
+        ("checkout-1", Some(30)),
+        ("checkout-2", Some(30)),
+        ("pay-1", None),
+        ("pay-2", None),
+        ("checkout-3", Some(30)),
+        ("pay-3", Some(20)),
+    ] {
+        let (status, v) = server.get_json(&format!("/api/v1/releases/{id}")).await;
+        match want {
+            Some(n) => assert_eq!(v["canary"]["requests"], n, "{id}: {v}"),
+            None => assert_eq!(status, 404, "{id} was never taken: {v}"),
+        }
+    }
+    let metrics = server.metrics().await;
+    for transport in ["grpc", "http"] {
+        let line = format!(
+            r#"release_verdict_items_refused_total{{signal="spans",transport="{transport}",reason="out_of_scope"}} 20"#
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    server.stop().await;
+}

@@ -9,6 +9,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
+use std::sync::Arc;
+
 use super::senders::Arrived;
 use super::{lock, App};
 use crate::ingest::decode::{DecodeError, Encoding};
@@ -20,6 +22,33 @@ use crate::self_metrics::{
 /// Metric names the ignored-metrics counter and log name one by one; the
 /// rest are counted as `other`, so senders cannot grow the label set.
 const IGNORED_METRIC_NAMES: usize = 16;
+
+/// The services an ingest token may speak for (`TOKEN service=a,b` in the
+/// tokens file): telemetry of any other service is refused, counted
+/// (`reason="out_of_scope"`) and named in the partial success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceScope(pub Arc<[String]>);
+
+impl ServiceScope {
+    fn admits(&self, service: &str) -> bool {
+        self.0.iter().any(|s| s == service)
+    }
+
+    /// Drops the groups of services out of scope: their items and the
+    /// first such service.
+    fn keep_in(&self, batch: &mut Batch<'_>) -> (u64, Option<String>) {
+        let (mut refused, mut first) = (0, None);
+        batch.groups.retain(|g| {
+            let admitted = self.admits(g.release.service);
+            if !admitted {
+                refused += g.items;
+                first.get_or_insert_with(|| g.release.service.to_string());
+            }
+            admitted
+        });
+        (refused, first)
+    }
+}
 
 /// What an export request came to, for its OTLP response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,12 +101,13 @@ impl App {
         now: UnixNanos,
     ) -> Ingested {
         let batch = self.mapper.traces(req);
-        self.apply(batch, Signal::Spans, via, now)
+        self.apply(batch, Signal::Spans, via, now, None)
     }
 
     /// Maps and applies a trace export from its encoded bytes, without
     /// decoding it in full (`Mapper::trace_bytes`); Err when the bytes are
-    /// not an export request.
+    /// not an export request. Only services in `scope` are taken, when
+    /// the sender's token has one.
     #[tracing::instrument(name = "ingest traces", skip_all, fields(transport = ?via))]
     pub fn ingest_trace_bytes(
         &self,
@@ -85,36 +115,41 @@ impl App {
         encoding: Encoding,
         via: Transport,
         now: UnixNanos,
+        scope: Option<&ServiceScope>,
     ) -> Result<Ingested, DecodeError> {
         self.mapper.trace_bytes(bytes, encoding, |batch| {
-            self.apply(batch, Signal::Spans, via, now)
+            self.apply(batch, Signal::Spans, via, now, scope)
         })
     }
 
-    /// Maps and applies a metrics export.
+    /// Maps and applies a metrics export (of the services in `scope` only,
+    /// when the sender's token has one).
     #[tracing::instrument(name = "ingest metrics", skip_all, fields(transport = ?via))]
     pub fn ingest_metrics(
         &self,
         req: &ExportMetricsServiceRequest,
         via: Transport,
         now: UnixNanos,
+        scope: Option<&ServiceScope>,
     ) -> Ingested {
         let batch = {
             let mut deltas = lock(&self.deltas);
             self.mapper.metrics(req, &mut deltas, now)
         };
-        self.apply(batch, Signal::Points, via, now)
+        self.apply(batch, Signal::Points, via, now, scope)
     }
 
     /// Applies a mapped batch to the store and counts what was accepted,
     /// refused (and why) and unattributed: the export's answer.
     fn apply(
         &self,
-        batch: Batch<'_>,
+        mut batch: Batch<'_>,
         signal: Signal,
         transport: Transport,
         now: UnixNanos,
+        scope: Option<&ServiceScope>,
     ) -> Ingested {
+        let (out_of_scope, first_out) = scope.map_or((0, None), |s| s.keep_in(&mut batch));
         let (applied, tracked) = {
             let mut store = self.store.lock();
             let applied = store.apply(&batch, now);
@@ -136,7 +171,9 @@ impl App {
         refused_by(Reason::ReleaseLimit, applied.refused);
         refused_by(Reason::RoleConflict, applied.role_conflicts);
         refused_by(Reason::StreamLimit, batch.full);
-        let rejected = batch.invalid + applied.refused + applied.role_conflicts + batch.full;
+        refused_by(Reason::OutOfScope, out_of_scope);
+        let rejected =
+            batch.invalid + applied.refused + applied.role_conflicts + batch.full + out_of_scope;
         m.accepted
             .get_or_create(&ItemLabels { signal, transport })
             .inc_by(batch.items.saturating_sub(rejected));
@@ -156,6 +193,12 @@ impl App {
         let mut reasons = Vec::new();
         if let Some(first) = &batch.first_error {
             reasons.push(format!("{} invalid: {first}", batch.invalid));
+        }
+        if let Some(service) = &first_out {
+            reasons.push(format!(
+                "{out_of_scope} refused: service {:?} is not among the services this ingest token may send for",
+                crate::verdict::shown(service)
+            ));
         }
         if applied.refused > 0 {
             let limit = match &applied.full_service {
@@ -201,7 +244,8 @@ impl App {
             all_full: batch.items > 0
                 && rejected == batch.items
                 && batch.invalid == 0
-                && applied.role_conflicts == 0,
+                && applied.role_conflicts == 0
+                && out_of_scope == 0,
         }
     }
 

@@ -235,7 +235,7 @@ mod tick;
 mod views;
 
 pub use bodies::{BodyHold, NoRoom};
-pub use ingest::Ingested;
+pub use ingest::{Ingested, ServiceScope};
 pub use senders::SendersView;
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::reload::{self, Watched};
-use crate::app::App;
+use crate::app::{App, ServiceScope};
 use crate::config::AuthConfig;
 use crate::self_metrics::{Reason, ReloadLabels, Signal, Transport};
 
@@ -55,20 +55,69 @@ pub enum AuthError {
     },
     #[error("auth.{key} {path} holds no token (one per line; # starts a comment)")]
     Empty { key: &'static str, path: String },
+    #[error("auth.{key} {path} line {line}: {message}")]
+    BadLine {
+        key: &'static str,
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// One token, and for an ingest token the services it may send for
+/// (`TOKEN service=checkout,pay`; all when not said).
+#[derive(Debug)]
+struct Token {
+    secret: Vec<u8>,
+    services: Option<ServiceScope>,
 }
 
 /// The tokens of each scope; None is open.
 #[derive(Debug, Default)]
 struct Tokens {
-    ingest: Option<Vec<Vec<u8>>>,
-    read: Option<Vec<Vec<u8>>>,
-    write: Option<Vec<Vec<u8>>>,
+    ingest: Option<Vec<Token>>,
+    read: Option<Vec<Token>>,
+    write: Option<Vec<Token>>,
+}
+
+/// A tokens file's line: the token, then for ingest tokens optionally
+/// `service=a,b`.
+fn parse_token(key: &'static str, path: &str, n: usize, line: &str) -> Result<Token, AuthError> {
+    let bad = |message: String| AuthError::BadLine {
+        key,
+        path: path.to_string(),
+        line: n + 1,
+        message,
+    };
+    let mut words = line.split_whitespace();
+    let secret = words.next().unwrap_or_default().as_bytes().to_vec();
+    let mut services = None;
+    for word in words {
+        let Some(list) = word.strip_prefix("service=") else {
+            return Err(bad(format!(
+                "{word:?} is not an option (after the token: service=NAME[,NAME...])"
+            )));
+        };
+        if key != "ingest_tokens_file" {
+            return Err(bad("service= limits ingest tokens only".to_string()));
+        }
+        let names: Vec<String> = list
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() {
+            return Err(bad("service= names no service".to_string()));
+        }
+        services = Some(ServiceScope(names.into()));
+    }
+    Ok(Token { secret, services })
 }
 
 impl Tokens {
     /// Reads the configured tokens files.
     fn load(c: &AuthConfig) -> Result<Tokens, AuthError> {
-        let file = |key: &'static str, path: &str| -> Result<Option<Vec<Vec<u8>>>, AuthError> {
+        let file = |key: &'static str, path: &str| -> Result<Option<Vec<Token>>, AuthError> {
             if path.is_empty() {
                 return Ok(None);
             }
@@ -77,12 +126,13 @@ impl Tokens {
                 path: path.to_string(),
                 source,
             })?;
-            let tokens: Vec<Vec<u8>> = text
+            let tokens = text
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| l.as_bytes().to_vec())
-                .collect();
+                .enumerate()
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                .map(|(n, l)| parse_token(key, path, n, l))
+                .collect::<Result<Vec<Token>, AuthError>>()?;
             if tokens.is_empty() {
                 return Err(AuthError::Empty {
                     key,
@@ -98,16 +148,17 @@ impl Tokens {
         })
     }
 
-    /// Checks the `Authorization: Bearer …` header for `scope`; the error
-    /// is the message to answer with.
-    fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<(), String> {
+    /// Checks the `Authorization: Bearer …` header for `scope`: the
+    /// services the token may send for (None: any), or the message to
+    /// answer with.
+    fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<Option<ServiceScope>, String> {
         let tokens = match scope {
             Scope::Ingest => &self.ingest,
             Scope::Read => &self.read,
             Scope::Write => &self.write,
         };
         let Some(tokens) = tokens else {
-            return Ok(());
+            return Ok(None);
         };
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -124,13 +175,16 @@ impl Tokens {
         };
         // Every token is compared, whatever matched: the time taken tells
         // nothing about which bytes were right.
-        let matched = tokens
-            .iter()
-            .fold(false, |any, t| any | same(t, presented.as_bytes()));
-        if matched {
-            Ok(())
-        } else {
-            Err(format!("the token is not a valid {} token", scope.as_str()))
+        let matched = tokens.iter().fold(None, |found, t| {
+            if same(&t.secret, presented.as_bytes()) {
+                Some(t)
+            } else {
+                found
+            }
+        });
+        match matched {
+            Some(token) => Ok(token.services.clone()),
+            None => Err(format!("the token is not a valid {} token", scope.as_str())),
         }
     }
 }
@@ -199,8 +253,9 @@ impl Auth {
     }
 
     /// Checks the `Authorization: Bearer …` header for `scope` against the
-    /// tokens in force; the error is the message to answer with.
-    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<(), String> {
+    /// tokens in force: the services the token may send for (None: any),
+    /// or the message to answer with.
+    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<Option<ServiceScope>, String> {
         let tokens = self.tokens.read().expect("tokens lock").clone();
         tokens.check(scope, headers)
     }
@@ -227,7 +282,7 @@ fn http_scope(method: &Method, path: &str) -> Option<Scope> {
 /// carries a token of its scope.
 pub async fn http(
     State((app, auth)): State<(Arc<App>, Arc<Auth>)>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let path = req.uri().path();
@@ -235,7 +290,12 @@ pub async fn http(
         return next.run(req).await;
     };
     match auth.check(scope, req.headers()) {
-        Ok(()) => next.run(req).await,
+        Ok(services) => {
+            if let Some(services) = services {
+                req.extensions_mut().insert(services);
+            }
+            next.run(req).await
+        }
         Err(message) => {
             if scope == Scope::Ingest {
                 let signal = if path == "/v1/metrics" {
@@ -310,15 +370,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        let denied = grpc_scope(req.uri().path()).and_then(|(scope, signal)| {
-            let message = self.auth.check(scope, req.headers()).err()?;
-            if let Some(signal) = signal {
-                self.app
-                    .refuse_request(signal, Transport::Grpc, Reason::Unauthenticated);
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        let checked = grpc_scope(req.uri().path())
+            .map(|(scope, signal)| (self.auth.check(scope, req.headers()), signal));
+        let denied = match checked {
+            None | Some((Ok(None), _)) => None,
+            Some((Ok(Some(services)), _)) => {
+                req.extensions_mut().insert(services);
+                None
             }
-            Some(message)
-        });
+            Some((Err(message), signal)) => {
+                if let Some(signal) = signal {
+                    self.app
+                        .refuse_request(signal, Transport::Grpc, Reason::Unauthenticated);
+                }
+                Some(message)
+            }
+        };
         match denied {
             None => Box::pin(self.inner.call(req)),
             Some(message) => {
@@ -335,7 +403,13 @@ mod tests {
 
     fn auth(ingest: &[&str]) -> Tokens {
         Tokens {
-            ingest: Some(ingest.iter().map(|t| t.as_bytes().to_vec()).collect()),
+            ingest: Some(
+                ingest
+                    .iter()
+                    .enumerate()
+                    .map(|(n, l)| parse_token("ingest_tokens_file", "t", n, l).unwrap())
+                    .collect(),
+            ),
             ..Tokens::default()
         }
     }
@@ -349,14 +423,33 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_scope() {
         let a = auth(&["s3cret", "other"]);
-        assert_eq!(a.check(Scope::Ingest, &bearer("Bearer s3cret")), Ok(()));
-        assert_eq!(a.check(Scope::Ingest, &bearer("bearer  other ")), Ok(()));
+        assert_eq!(a.check(Scope::Ingest, &bearer("Bearer s3cret")), Ok(None));
+        assert_eq!(a.check(Scope::Ingest, &bearer("bearer  other ")), Ok(None));
         assert!(a.check(Scope::Ingest, &bearer("Bearer s3cre")).is_err());
         assert!(a.check(Scope::Ingest, &bearer("Basic s3cret")).is_err());
         let missing = a.check(Scope::Ingest, &HeaderMap::new()).unwrap_err();
         assert!(missing.contains("ingest token is required"), "{missing}");
         assert!(!missing.contains("s3cret"), "never echoes a token");
-        assert_eq!(a.check(Scope::Read, &HeaderMap::new()), Ok(()), "open");
+        assert_eq!(a.check(Scope::Read, &HeaderMap::new()), Ok(None), "open");
+    }
+
+    #[test]
+    fn an_ingest_token_may_be_limited_to_services() {
+        let a = auth(&["team-a service=checkout,pay", "anyone"]);
+        let scope = a.check(Scope::Ingest, &bearer("Bearer team-a")).unwrap();
+        assert_eq!(
+            scope,
+            Some(ServiceScope(vec!["checkout".into(), "pay".into()].into()))
+        );
+        assert_eq!(a.check(Scope::Ingest, &bearer("Bearer anyone")), Ok(None));
+        assert!(a
+            .check(Scope::Ingest, &bearer("Bearer team-a service=checkout"))
+            .is_err());
+        let bad = parse_token("ingest_tokens_file", "t", 2, "x servce=a").unwrap_err();
+        assert!(bad.to_string().contains("line 3"), "{bad}");
+        let bad = parse_token("read_tokens_file", "t", 0, "x service=a").unwrap_err();
+        assert!(bad.to_string().contains("ingest tokens only"), "{bad}");
+        assert!(parse_token("ingest_tokens_file", "t", 0, "x service=").is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::app::{App, Ingested};
+use crate::app::{App, Ingested, ServiceScope};
 use crate::clock::system_now;
 use crate::ingest::decode::Encoding;
 use crate::self_metrics::{Reason, Signal, Transport};
@@ -160,6 +160,7 @@ impl UnaryService<Bytes> for Export {
                     Encoding::Protobuf,
                     Transport::Grpc,
                     system_now(),
+                    request.extensions().get::<ServiceScope>(),
                 )
                 .map_err(|e| {
                     app.refuse_request(Signal::Spans, Transport::Grpc, Reason::Malformed);
@@ -209,9 +210,12 @@ impl MetricsService for OtlpGrpc {
         let Some(_admitted) = self.app.admit(Signal::Points, Transport::Grpc) else {
             return Err(overloaded(&self.app));
         };
-        let outcome = self
-            .app
-            .ingest_metrics(request.get_ref(), Transport::Grpc, system_now());
+        let outcome = self.app.ingest_metrics(
+            request.get_ref(),
+            Transport::Grpc,
+            system_now(),
+            request.extensions().get::<ServiceScope>(),
+        );
         Ok(Response::new(check(&self.app, outcome)?.metrics_response()))
     }
 }

@@ -19,7 +19,7 @@ use axum::serve::IncomingStream;
 use axum::Extension;
 use tonic::Code;
 
-use crate::app::{App, BodyHold, NoRoom};
+use crate::app::{App, BodyHold, NoRoom, ServiceScope};
 use crate::clock::system_now;
 use crate::ingest::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
 use crate::self_metrics::{Reason, Signal, Transport};
@@ -56,9 +56,11 @@ fn peer_ip(peer: Peer) -> Option<IpAddr> {
 pub async fn traces(
     State(app): State<Arc<App>>,
     peer: Peer,
+    scope: Option<Extension<ServiceScope>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let scope = scope.map(|Extension(s)| s);
     let received = receive(&app, peer_ip(peer), &headers, body, Signal::Spans).await;
     let (raw, encoding, _buffered) = match received {
         Ok(ok) => ok,
@@ -73,7 +75,14 @@ pub async fn traces(
         Ok(bytes) => bytes,
         Err(e) => return undecodable(&app, &e, encoding, Signal::Spans),
     };
-    let outcome = match app.ingest_trace_bytes(&bytes, encoding, Transport::Http, system_now()) {
+    let outcome = app.ingest_trace_bytes(
+        &bytes,
+        encoding,
+        Transport::Http,
+        system_now(),
+        scope.as_ref(),
+    );
+    let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => return undecodable(&app, &e, encoding, Signal::Spans),
     };
@@ -89,9 +98,11 @@ pub async fn traces(
 pub async fn metrics(
     State(app): State<Arc<App>>,
     peer: Peer,
+    scope: Option<Extension<ServiceScope>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let scope = scope.map(|Extension(s)| s);
     let received = receive(&app, peer_ip(peer), &headers, body, Signal::Points).await;
     let (raw, encoding, _buffered) = match received {
         Ok(ok) => ok,
@@ -105,7 +116,7 @@ pub async fn metrics(
         Err(e) => return undecodable(&app, &e, encoding, Signal::Points),
     };
     drop(raw);
-    let outcome = app.ingest_metrics(&req, Transport::Http, system_now());
+    let outcome = app.ingest_metrics(&req, Transport::Http, system_now(), scope.as_ref());
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
     }
