@@ -256,6 +256,41 @@ async fn a_future_dated_point_is_refused_and_its_stream_still_counted() {
     server.stop().await;
 }
 
+/// Issue 28: a cumulative point stamped nine minutes ahead, inside the
+/// ten-minute allowance, was taken and then every honest point after it
+/// was older: answered 200, counted nothing, for nine minutes. Points after
+/// one stamped ahead of the daemon's clock are ordered by arrival.
+#[tokio::test]
+async fn a_point_stamped_ahead_within_the_allowance_does_not_freeze_its_stream() {
+    let server = TestServer::start().await;
+    let start = now_nanos();
+    let second = 1_000_000_000;
+    let stream = |time, n| {
+        metrics_request(vec![durations(
+            "pay-canary",
+            CUMULATIVE,
+            vec![cumulative(start, time, n, "/pay")],
+        )])
+    };
+    // 2 requests, then a point stamped +9 min adding 1.
+    for (time, n) in [(start + second, 2), (start + 540 * second, 3)] {
+        let answer = server.export_metrics(&stream(time, n)).await;
+        assert_eq!(answer.partial_success, None);
+    }
+    server
+        .wait_for_release("pay-canary", |v| v["canary"]["requests"] == 3)
+        .await;
+    // The honest points after it count: 4 more, then 3 more.
+    for (time, n) in [(start + 2 * second, 7), (start + 3 * second, 10)] {
+        let answer = server.export_metrics(&stream(time, n)).await;
+        assert_eq!(answer.partial_success, None);
+    }
+    server
+        .wait_for_release("pay-canary", |v| v["canary"]["requests"] == 10)
+        .await;
+    server.stop().await;
+}
+
 /// The review, "a full stream table is blamed on the sender": with
 /// `limits.max_metric_streams` reached, a legitimate new stream was
 /// answered 400 and counted as invalid, so exporters dropped it.

@@ -46,6 +46,10 @@ struct Stream {
     resource: u64,
 }
 
+/// How far ahead of the daemon's clock a stream's last point may be
+/// stamped and still order the points after it by their times.
+const AHEAD_OF_US: UnixNanos = 30 * 1_000_000_000;
+
 /// Remembers the last cumulative point of each stream.
 #[derive(Debug)]
 pub struct DeltaTracker {
@@ -121,6 +125,21 @@ impl DeltaTracker {
             Some(stream) => {
                 let prev = &stream.last;
                 let same_run = point.start == prev.start || point.start == 0;
+                if same_run && point.time == prev.time && point.count == prev.count {
+                    stream.seen_at = now; // a retry
+                    return Delta::Nothing;
+                }
+                if same_run && prev.time > now.saturating_add(AHEAD_OF_US) {
+                    // The last point was stamped ahead of our clock: its time
+                    // cannot order the points after it (or one such point would
+                    // freeze the stream until then). Order them by arrival: a
+                    // point that adds to it counts; one that does not is the
+                    // stream's new reference, adding nothing.
+                    let delta = subtract(&point, prev).unwrap_or(Delta::Nothing);
+                    stream.last = point;
+                    stream.seen_at = now;
+                    return delta;
+                }
                 if same_run && point.time <= prev.time {
                     stream.seen_at = now;
                     return Delta::Nothing;
@@ -322,6 +341,45 @@ mod tests {
         assert_eq!(
             t.observe(R, 1, explicit(10, 150, &[1, 0, 0]), 0),
             Delta::Nothing
+        );
+    }
+
+    #[test]
+    fn a_point_stamped_ahead_does_not_freeze_its_stream() {
+        const S: u64 = 1_000_000_000;
+        let mut t = DeltaTracker::new(10, 0);
+        let now = 1_000 * S;
+        t.observe(R, 1, explicit(10, now, &[5, 0, 0]), now);
+        // Forged: the same stream, stamped nine minutes ahead.
+        assert_eq!(
+            added(t.observe(R, 1, explicit(10, now + 540 * S, &[6, 0, 0]), now)),
+            (1, vec![1, 0, 0])
+        );
+        // The honest points after it are counted, by arrival.
+        assert_eq!(
+            added(t.observe(R, 1, explicit(10, now + 10 * S, &[8, 1, 0]), now + 10 * S)),
+            (3, vec![2, 1, 0])
+        );
+        assert_eq!(
+            added(t.observe(R, 1, explicit(10, now + 20 * S, &[9, 1, 0]), now + 20 * S)),
+            (1, vec![1, 0, 0])
+        );
+        // A forged point with counts above the honest ones: they become the
+        // reference at the next honest point, which adds nothing, and the
+        // ones after it count again.
+        t.observe(
+            R,
+            1,
+            explicit(10, now + 500 * S, &[900, 0, 0]),
+            now + 21 * S,
+        );
+        assert_eq!(
+            t.observe(R, 1, explicit(10, now + 30 * S, &[10, 1, 0]), now + 30 * S),
+            Delta::Nothing
+        );
+        assert_eq!(
+            added(t.observe(R, 1, explicit(10, now + 40 * S, &[12, 1, 0]), now + 40 * S)),
+            (2, vec![2, 0, 0])
         );
     }
 

@@ -324,8 +324,9 @@ fn resolve<'a>(
         }
         let (count, buckets) = match point.temporality {
             DELTA => (point.cumulative.count, point.cumulative.buckets),
-            // A point from the future would be taken as newer than every
-            // honest point after it: the stream would go silent.
+            // A point far in the future is refused outright; one inside the
+            // allowance is taken, and the points after it are ordered by
+            // arrival (`DeltaTracker::observe`), so it cannot freeze its stream.
             CUMULATIVE if c.time > now.saturating_add(MAX_AHEAD) => {
                 batch.reject(
                     1,
