@@ -223,7 +223,7 @@ pub fn replay(
         now = t;
         let outcome = match &parsed {
             Line::Traces(r) => app.ingest_traces(r, Transport::Replay, now),
-            Line::Metrics(r) => app.ingest_metrics(r, Transport::Replay, now, None),
+            Line::Metrics(r) => app.ingest_metrics(r, Transport::Replay, now, None, None),
         };
         if outcome.rejected > 0 {
             summary

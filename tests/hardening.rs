@@ -291,6 +291,69 @@ async fn a_point_stamped_ahead_within_the_allowance_does_not_freeze_its_stream()
     server.stop().await;
 }
 
+/// Issue 28: one sender with 101 resources filled the cumulative stream
+/// table (the per-resource quota holds per resource only) and every other
+/// sender's new streams were refused. Streams are now also counted per
+/// sending address.
+#[tokio::test]
+async fn one_address_with_many_resources_cannot_fill_the_stream_table() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+
+    let mut config = Config::default();
+    config.limits.max_metric_streams = 20;
+    config.limits.max_metric_streams_per_resource = 5;
+    config.limits.max_metric_streams_per_sender = 10;
+    let server = TestServer::with_config(config).await;
+    let start = now_nanos();
+    // Four resources of five streams each, all from 127.0.0.2.
+    let flood = metrics_request(
+        (0..4)
+            .map(|r| {
+                let points = (0..5)
+                    .map(|s| cumulative(start, start + 1, 1, &format!("/r{r}/s{s}")))
+                    .collect();
+                durations(&format!("pay-flood-{r}"), CUMULATIVE, points)
+            })
+            .collect(),
+    );
+    let flooder = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let answer = flooder
+        .post(server.url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(flood.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = ExportMetricsServiceResponse::decode(answer.bytes().await.unwrap()).unwrap();
+    let partial = answer.partial_success.expect("past the address's quota");
+    assert_eq!(partial.rejected_data_points, 10);
+    assert!(
+        partial
+            .error_message
+            .contains("max_metric_streams_per_sender"),
+        "{}",
+        partial.error_message
+    );
+    // Another sender's new streams are taken and counted.
+    let honest = metrics_request(vec![durations(
+        "pay-honest",
+        CUMULATIVE,
+        (0..5)
+            .map(|s| cumulative(start, start + 1, 2, &format!("/h{s}")))
+            .collect(),
+    )]);
+    let answer = server.export_metrics(&honest).await;
+    assert_eq!(answer.partial_success, None);
+    server
+        .wait_for_release("pay-honest", |v| v["canary"]["requests"] == 10)
+        .await;
+    server.stop().await;
+}
+
 /// The review, "a full stream table is blamed on the sender": with
 /// `limits.max_metric_streams` reached, a legitimate new stream was
 /// answered 400 and counted as invalid, so exporters dropped it.

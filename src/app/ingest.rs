@@ -123,7 +123,8 @@ impl App {
     }
 
     /// Maps and applies a metrics export (of the services in `scope` only,
-    /// when the sender's token has one).
+    /// when the sender's token has one). New cumulative streams count
+    /// against the quota of `peer`, the sender's address when known.
     #[tracing::instrument(name = "ingest metrics", skip_all, fields(transport = ?via))]
     pub fn ingest_metrics(
         &self,
@@ -131,9 +132,16 @@ impl App {
         via: Transport,
         now: UnixNanos,
         scope: Option<&ServiceScope>,
+        peer: Option<std::net::IpAddr>,
     ) -> Ingested {
         let batch = {
             let mut deltas = lock(&self.deltas);
+            deltas.sending(peer.map_or(0, |ip| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                ip.hash(&mut h);
+                h.finish()
+            }));
             self.mapper.metrics(req, &mut deltas, now)
         };
         self.apply(batch, Signal::Points, via, now, scope)

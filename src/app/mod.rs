@@ -101,7 +101,8 @@ impl App {
             ),
             deltas: Mutex::new(
                 DeltaTracker::new(config.limits.max_metric_streams, started_at)
-                    .with_resource_quota(config.limits.max_metric_streams_per_resource),
+                    .with_resource_quota(config.limits.max_metric_streams_per_resource)
+                    .with_sender_quota(config.limits.max_metric_streams_per_sender),
             ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
             whole_reads: reads::Reads::default(),

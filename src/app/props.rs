@@ -239,7 +239,7 @@ proptest! {
             let n = (explicit.len() + exponential.len()) as u64;
             let req = metrics(temporality, unit, explicit, exponential);
             let at = now.saturating_add(k as u64);
-            let outcome = app.ingest_metrics(&req, Transport::Replay, at, None);
+            let outcome = app.ingest_metrics(&req, Transport::Replay, at, None, None);
             prop_assert!(outcome.rejected <= n);
             app.tick(at);
         }

@@ -23,6 +23,9 @@ pub struct LimitsConfig {
     /// Most of them for one resource (its attributes, as sent), so one
     /// sender's flood of streams cannot lock the others out.
     pub max_metric_streams_per_resource: usize,
+    /// Most of them sent from one address, so one sender's many resources
+    /// cannot lock the others out either.
+    pub max_metric_streams_per_sender: usize,
     /// A span lasting longer is refused (partial success naming it): a
     /// request that long is a broken clock or a forged span, not a latency.
     /// At most 1h, the latency histograms' range.
@@ -38,6 +41,7 @@ impl Default for LimitsConfig {
             release_idle_expiry: Duration::from_secs(15 * 60),
             max_metric_streams: 100_000,
             max_metric_streams_per_resource: 1000,
+            max_metric_streams_per_sender: 50_000,
             max_span_duration: Duration::from_secs(3600),
         }
     }
@@ -67,6 +71,9 @@ impl LimitsConfig {
         }
         if self.max_metric_streams_per_resource == 0 {
             problems.push("limits.max_metric_streams_per_resource must be at least 1".to_string());
+        }
+        if self.max_metric_streams_per_sender == 0 {
+            problems.push("limits.max_metric_streams_per_sender must be at least 1".to_string());
         }
     }
 }

@@ -36,14 +36,18 @@ pub enum Full {
     /// max_metric_streams_per_resource`), so that one sender's flood of
     /// streams cannot lock the others out.
     Resource,
+    /// The sender's quota (`[limits] max_metric_streams_per_sender`), so
+    /// that one sender's many resources cannot either.
+    Sender,
 }
 
 #[derive(Debug)]
 struct Stream {
     last: Cumulative,
     seen_at: UnixNanos,
-    /// Whose quota the stream counts against.
+    /// Whose quotas the stream counts against.
     resource: u64,
+    sender: u64,
 }
 
 /// How far ahead of the daemon's clock a stream's last point may be
@@ -56,8 +60,13 @@ pub struct DeltaTracker {
     streams: HashMap<u64, Stream>,
     /// Streams held by each resource (only resources holding some).
     per_resource: HashMap<u64, usize>,
+    /// Streams held by each sender (only senders holding some).
+    per_sender: HashMap<u64, usize>,
     max_streams: usize,
     max_per_resource: usize,
+    max_per_sender: usize,
+    /// Who sends the points observed now (`sending`).
+    sender: u64,
     started_at: UnixNanos,
 }
 
@@ -69,8 +78,11 @@ impl DeltaTracker {
         Self {
             streams: HashMap::new(),
             per_resource: HashMap::new(),
+            per_sender: HashMap::new(),
             max_streams,
             max_per_resource: max_streams,
+            max_per_sender: max_streams,
+            sender: 0,
             started_at,
         }
     }
@@ -79,6 +91,19 @@ impl DeltaTracker {
     pub fn with_resource_quota(mut self, max: usize) -> Self {
         self.max_per_resource = max;
         self
+    }
+
+    /// At most `max` streams of any one sender (see `sending`).
+    pub fn with_sender_quota(mut self, max: usize) -> Self {
+        self.max_per_sender = max;
+        self
+    }
+
+    /// Who sends the points observed from now on (a peer address's key; 0
+    /// for one not known): new streams count against its quota, so one
+    /// sender's many resources cannot fill the table.
+    pub fn sending(&mut self, sender: u64) {
+        self.sender = sender;
     }
 
     pub fn len(&self) -> usize {
@@ -102,7 +127,13 @@ impl DeltaTracker {
                 if held >= self.max_per_resource {
                     return Delta::Refused(Full::Resource);
                 }
+                let sender = self.sender;
+                let sent = self.per_sender.get(&sender).copied().unwrap_or(0);
+                if sent >= self.max_per_sender {
+                    return Delta::Refused(Full::Sender);
+                }
                 self.per_resource.insert(resource, held + 1);
+                self.per_sender.insert(sender, sent + 1);
                 let fresh = point.start != 0 && point.start >= started_at;
                 let delta = if fresh && point.count > 0 {
                     Delta::Add {
@@ -118,6 +149,7 @@ impl DeltaTracker {
                         last: point,
                         seen_at: now,
                         resource,
+                        sender,
                     },
                 );
                 delta
@@ -165,19 +197,25 @@ impl DeltaTracker {
     /// Forgets streams not seen since `now - idle`.
     pub fn expire(&mut self, now: UnixNanos, idle: UnixNanos) {
         let cutoff = now.saturating_sub(idle);
-        let per_resource = &mut self.per_resource;
+        let (per_resource, per_sender) = (&mut self.per_resource, &mut self.per_sender);
         self.streams.retain(|_, s| {
             let keep = s.seen_at >= cutoff;
             if !keep {
-                if let Some(held) = per_resource.get_mut(&s.resource) {
-                    *held -= 1;
-                    if *held == 0 {
-                        per_resource.remove(&s.resource);
-                    }
-                }
+                release(per_resource, s.resource);
+                release(per_sender, s.sender);
             }
             keep
         });
+    }
+}
+
+/// One stream fewer held by `key`.
+fn release(held: &mut HashMap<u64, usize>, key: u64) {
+    if let Some(n) = held.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            held.remove(&key);
+        }
     }
 }
 
@@ -417,6 +455,39 @@ mod tests {
         t.expire(60, 20);
         assert!(matches!(t.observe(1, 3, first(), 60), Delta::Add { .. }));
         assert_eq!(t.observe(1, 5, first(), 60), Delta::Refused(Full::Resource));
+    }
+
+    #[test]
+    fn one_sender_cannot_take_the_whole_table_with_many_resources() {
+        let mut t = DeltaTracker::new(10, 0)
+            .with_resource_quota(3)
+            .with_sender_quota(6);
+        t.sending(7);
+        for key in 0..6 {
+            let resource = key / 3; // two resources, three streams each
+            assert_ne!(
+                t.observe(resource, key, explicit(10, 100, &[1]), 0),
+                Delta::Refused(Full::Sender)
+            );
+        }
+        assert_eq!(
+            t.observe(5, 6, explicit(10, 100, &[1]), 0),
+            Delta::Refused(Full::Sender),
+            "a third resource of the same sender"
+        );
+        t.sending(8);
+        assert_ne!(
+            t.observe(5, 6, explicit(10, 100, &[1]), 0),
+            Delta::Refused(Full::Sender),
+            "another sender has room"
+        );
+        t.expire(1_000, 10);
+        t.sending(7);
+        assert_ne!(
+            t.observe(9, 9, explicit(10, 100, &[1]), 2_000),
+            Delta::Refused(Full::Sender),
+            "expired streams give their room back"
+        );
     }
 
     #[test]

@@ -215,6 +215,7 @@ impl MetricsService for OtlpGrpc {
             Transport::Grpc,
             system_now(),
             request.extensions().get::<ServiceScope>(),
+            request.remote_addr().map(|a| a.ip()),
         );
         Ok(Response::new(check(&self.app, outcome)?.metrics_response()))
     }

@@ -103,7 +103,8 @@ pub async fn metrics(
     body: Body,
 ) -> Response {
     let scope = scope.map(|Extension(s)| s);
-    let received = receive(&app, peer_ip(peer), &headers, body, Signal::Points).await;
+    let peer = peer_ip(peer);
+    let received = receive(&app, peer, &headers, body, Signal::Points).await;
     let (raw, encoding, _buffered) = match received {
         Ok(ok) => ok,
         Err(resp) => return resp,
@@ -116,7 +117,7 @@ pub async fn metrics(
         Err(e) => return undecodable(&app, &e, encoding, Signal::Points),
     };
     drop(raw);
-    let outcome = app.ingest_metrics(&req, Transport::Http, system_now(), scope.as_ref());
+    let outcome = app.ingest_metrics(&req, Transport::Http, system_now(), scope.as_ref(), peer);
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
     }

@@ -347,6 +347,7 @@ fn resolve<'a>(
                         let bound = match full {
                             Full::Table => "the table of cumulative streams is full ([limits] max_metric_streams)",
                             Full::Resource => "the resource holds as many cumulative streams as one may ([limits] max_metric_streams_per_resource)",
+                            Full::Sender => "this address holds as many cumulative streams as one may ([limits] max_metric_streams_per_sender)",
                         };
                         batch.refuse_full(
                             1,
