@@ -102,7 +102,8 @@ impl App {
             deltas: Mutex::new(
                 DeltaTracker::new(config.limits.max_metric_streams, started_at)
                     .with_resource_quota(config.limits.max_metric_streams_per_resource)
-                    .with_sender_quota(config.limits.max_metric_streams_per_sender),
+                    .with_sender_quota(config.limits.max_metric_streams_per_sender)
+                    .with_byte_budget(config.limits.max_metric_stream_bytes),
             ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
             whole_reads: reads::Reads::default(),

@@ -26,6 +26,10 @@ pub struct LimitsConfig {
     /// Most of them sent from one address, so one sender's many resources
     /// cannot lock the others out either.
     pub max_metric_streams_per_sender: usize,
+    /// Most bytes the remembered cumulative points take in all (a stream
+    /// costs in proportion to its buckets: ~65 KiB at 4,096 bounds, under
+    /// 1 KiB at the SDKs' defaults).
+    pub max_metric_stream_bytes: usize,
     /// A span lasting longer is refused (partial success naming it): a
     /// request that long is a broken clock or a forged span, not a latency.
     /// At most 1h, the latency histograms' range.
@@ -42,6 +46,7 @@ impl Default for LimitsConfig {
             max_metric_streams: 100_000,
             max_metric_streams_per_resource: 1000,
             max_metric_streams_per_sender: 50_000,
+            max_metric_stream_bytes: 256 * 1024 * 1024,
             max_span_duration: Duration::from_secs(3600),
         }
     }
@@ -71,6 +76,9 @@ impl LimitsConfig {
         }
         if self.max_metric_streams_per_resource == 0 {
             problems.push("limits.max_metric_streams_per_resource must be at least 1".to_string());
+        }
+        if self.max_metric_stream_bytes < 1024 * 1024 {
+            problems.push("limits.max_metric_stream_bytes must be at least 1 MiB".to_string());
         }
         if self.max_metric_streams_per_sender == 0 {
             problems.push("limits.max_metric_streams_per_sender must be at least 1".to_string());

@@ -39,6 +39,10 @@ pub enum Full {
     /// The sender's quota (`[limits] max_metric_streams_per_sender`), so
     /// that one sender's many resources cannot either.
     Sender,
+    /// The bytes of remembered points (`[limits] max_metric_stream_bytes`):
+    /// streams of thousands of buckets add up to it long before the table
+    /// is full.
+    Bytes,
 }
 
 #[derive(Debug)]
@@ -67,6 +71,9 @@ pub struct DeltaTracker {
     max_per_sender: usize,
     /// Who sends the points observed now (`sending`).
     sender: u64,
+    /// Bytes the remembered points take (`cost`), and the most they may.
+    bytes: usize,
+    max_bytes: usize,
     started_at: UnixNanos,
 }
 
@@ -83,8 +90,23 @@ impl DeltaTracker {
             max_per_resource: max_streams,
             max_per_sender: max_streams,
             sender: 0,
+            bytes: 0,
+            max_bytes: usize::MAX,
             started_at,
         }
+    }
+
+    /// At most `max` bytes of remembered points in all (`cost`): a stream
+    /// takes memory in proportion to its buckets, so many streams of
+    /// thousands of buckets are refused before they add up.
+    pub fn with_byte_budget(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// Bytes the remembered points take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// At most `max` streams of any one resource.
@@ -132,6 +154,11 @@ impl DeltaTracker {
                 if sent >= self.max_per_sender {
                     return Delta::Refused(Full::Sender);
                 }
+                let cost = cost(&point);
+                if self.bytes + cost > self.max_bytes {
+                    return Delta::Refused(Full::Bytes);
+                }
+                self.bytes += cost;
                 self.per_resource.insert(resource, held + 1);
                 self.per_sender.insert(sender, sent + 1);
                 let fresh = point.start != 0 && point.start >= started_at;
@@ -161,6 +188,11 @@ impl DeltaTracker {
                     stream.seen_at = now; // a retry
                     return Delta::Nothing;
                 }
+                let grows = cost(&point).saturating_sub(cost(prev));
+                if grows > 0 && self.bytes + grows > self.max_bytes {
+                    // A stream that widens its buckets past the budget.
+                    return Delta::Refused(Full::Bytes);
+                }
                 if same_run && prev.time > now.saturating_add(AHEAD_OF_US) {
                     // The last point was stamped ahead of our clock: its time
                     // cannot order the points after it (or one such point would
@@ -168,6 +200,7 @@ impl DeltaTracker {
                     // point that adds to it counts; one that does not is the
                     // stream's new reference, adding nothing.
                     let delta = subtract(&point, prev).unwrap_or(Delta::Nothing);
+                    self.bytes = self.bytes - cost(&stream.last) + cost(&point);
                     stream.last = point;
                     stream.seen_at = now;
                     return delta;
@@ -187,6 +220,7 @@ impl DeltaTracker {
                     count: point.count,
                     buckets: point.buckets.clone(),
                 });
+                self.bytes = self.bytes - cost(&stream.last) + cost(&point);
                 stream.last = point;
                 stream.seen_at = now;
                 delta
@@ -198,15 +232,26 @@ impl DeltaTracker {
     pub fn expire(&mut self, now: UnixNanos, idle: UnixNanos) {
         let cutoff = now.saturating_sub(idle);
         let (per_resource, per_sender) = (&mut self.per_resource, &mut self.per_sender);
+        let bytes = &mut self.bytes;
         self.streams.retain(|_, s| {
             let keep = s.seen_at >= cutoff;
             if !keep {
                 release(per_resource, s.resource);
                 release(per_sender, s.sender);
+                *bytes -= cost(&s.last);
             }
             keep
         });
     }
+}
+
+/// The bytes a remembered point takes: the table's entry and its buckets.
+fn cost(point: &Cumulative) -> usize {
+    let buckets = match &point.buckets {
+        Buckets::Explicit { bounds, counts } => bounds.capacity() * 8 + counts.capacity() * 8,
+        Buckets::Exponential { counts, .. } => counts.capacity() * 8,
+    };
+    std::mem::size_of::<(u64, Stream)>() + 16 + buckets
 }
 
 /// One stream fewer held by `key`.
@@ -487,6 +532,48 @@ mod tests {
             t.observe(9, 9, explicit(10, 100, &[1]), 2_000),
             Delta::Refused(Full::Sender),
             "expired streams give their room back"
+        );
+    }
+
+    #[test]
+    fn the_remembered_points_are_bounded_in_bytes() {
+        let wide = |n: usize| Cumulative {
+            start: 10,
+            time: 100,
+            count: 1,
+            buckets: Buckets::Explicit {
+                bounds: (0..n).map(|b| b as f64).collect(),
+                counts: {
+                    let mut c = vec![0; n + 1];
+                    c[0] = 1;
+                    c
+                },
+            },
+        };
+        let one = cost(&wide(4095));
+        assert!(one > 65_000, "{one}");
+        let mut t = DeltaTracker::new(1_000, 0).with_byte_budget(3 * one);
+        for key in 0..3 {
+            assert_ne!(
+                t.observe(R, key, wide(4095), 0),
+                Delta::Refused(Full::Bytes)
+            );
+        }
+        assert_eq!(t.observe(R, 3, wide(4095), 0), Delta::Refused(Full::Bytes));
+        assert_eq!(t.bytes(), 3 * one);
+        // Nor can a narrow stream widen past it.
+        let mut t2 = DeltaTracker::new(1_000, 0).with_byte_budget(one - 1);
+        assert_ne!(t2.observe(R, 1, wide(15), 0), Delta::Refused(Full::Bytes));
+        let mut widened = wide(4095);
+        widened.time = 200;
+        let refused = t2.observe(R, 1, widened, 0) == Delta::Refused(Full::Bytes);
+        assert!(refused, "widened past the budget");
+        // Once the wide ones expire, their bytes come back.
+        t.expire(1_000, 10);
+        assert_eq!(t.bytes(), 0);
+        assert_ne!(
+            t.observe(R, 3, wide(15), 2_000),
+            Delta::Refused(Full::Bytes)
         );
     }
 
