@@ -104,5 +104,18 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
             })
             .collect(),
         decision_eta_seconds: v.decision_eta_seconds,
+        requests_from: v.requests_from.as_str().into(),
+        error_kinds: v
+            .error_kinds
+            .iter()
+            .map(|k| pb::ErrorKindTest {
+                kind: k.kind.to_string(),
+                result: k.result.as_str().into(),
+                canary: Some(stats(&k.canary)),
+                baseline: Some(stats(&k.baseline)),
+                e_value: k.e_value,
+                detail: k.detail.clone(),
+            })
+            .collect(),
     }
 }
