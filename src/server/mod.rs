@@ -26,6 +26,7 @@ mod auth;
 mod otlp_grpc;
 mod otlp_http;
 mod page;
+mod readers;
 mod reload;
 mod stream;
 mod tls;
@@ -290,6 +291,8 @@ impl Server {
         let limit = app.config.server.max_request_bytes;
 
         let otlp = OtlpGrpc { app: app.clone() };
+        // SSE streams and gRPC watches, capped together.
+        let readers = Arc::new(readers::Readers::new(app.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<VerdictServiceServer<VerdictGrpc>>()
@@ -332,10 +335,11 @@ impl Server {
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(limit),
             )
-            .add_service(VerdictServiceServer::new(VerdictGrpc {
-                app: app.clone(),
-                stop: stop.clone(),
-            }))
+            .add_service(VerdictServiceServer::new(VerdictGrpc::new(
+                app.clone(),
+                readers.clone(),
+                stop.clone(),
+            )))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -359,10 +363,11 @@ impl Server {
         // Its own state: streams end when the daemon stops.
         let streams = Router::new()
             .route("/api/v1/releases/stream", get(stream::releases))
-            .with_state(stream::Streams {
-                app: app.clone(),
-                stop: stop.clone(),
-            });
+            .with_state(stream::Streams::new(
+                app.clone(),
+                readers.clone(),
+                stop.clone(),
+            ));
         let router = Router::new()
             .route("/", get(page::index))
             .route("/assets/page.css", get(page::css))

@@ -1,29 +1,44 @@
 //! The verdict service over gRPC (`proto/release_verdict/v1/verdict.proto`):
 //! get, list and watch, carrying the same verdict object as the HTTP API.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::Stream;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
+use super::readers::{Pending, Readers, Shared, Ticket};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::judge::Color;
+use crate::self_metrics::StreamDrop;
 use crate::verdict::{self, Filter, LookupError, Verdict};
 
 use crate::export::proto::{pb, to_pb};
 use pb::verdict_service_server::VerdictService;
 
-/// Buffered verdicts per watcher before it is considered lagging.
-const WATCH_BUFFER: usize = 256;
-
 #[derive(Clone)]
 pub struct VerdictGrpc {
     pub app: Arc<App>,
+    readers: Arc<Readers>,
+    /// One protobuf snapshot for the watches that open at the same time.
+    snapshots: Arc<Shared<Vec<pb::Verdict>>>,
     /// Ends watch streams when the daemon shuts down.
     pub stop: CancellationToken,
+}
+
+impl VerdictGrpc {
+    pub fn new(app: Arc<App>, readers: Arc<Readers>, stop: CancellationToken) -> Self {
+        Self {
+            snapshots: Shared::new(app.clone(), snapshot),
+            app,
+            readers,
+            stop,
+        }
+    }
 }
 
 fn text(s: &str) -> Option<String> {
@@ -90,56 +105,156 @@ impl VerdictService for VerdictGrpc {
         Ok(Response::new(pb::ListVerdictsResponse { releases }))
     }
 
-    type WatchVerdictsStream = ReceiverStream<Result<pb::Verdict, Status>>;
+    type WatchVerdictsStream = Pin<Box<dyn Stream<Item = Result<pb::Verdict, Status>> + Send>>;
 
+    /// The releases the request names, then their changes. Beyond
+    /// `server.max_streams` open streams: UNAVAILABLE with RetryInfo. A
+    /// watch that falls behind ends with UNAVAILABLE, which clients retry.
     async fn watch_verdicts(
         &self,
         request: Request<pb::WatchVerdictsRequest>,
     ) -> Result<Response<Self::WatchVerdictsStream>, Status> {
-        let r = request.into_inner();
-        let f = filter(&r.service, &r.environment);
-        let wanted = move |v: &Verdict| {
-            f.admits(v) && (r.deployment_id.is_empty() || r.deployment_id == v.deployment_id)
+        let Some(ticket) = self.readers.open() else {
+            return Err(Status::with_error_details(
+                Code::Unavailable,
+                self.readers.refusal(),
+                ErrorDetails::with_retry_info(Some(self.readers.retry_after())),
+            ));
         };
-        // Subscribe before reading the current state, so no change falls between.
-        let mut changes = self.app.subscribe();
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let (app, stop) = (self.app.clone(), self.stop.clone());
-        tokio::spawn(async move {
-            let current = |app: Arc<App>| async move {
-                tokio::task::spawn_blocking(move || {
-                    app.list_verdicts(&Filter::default(), system_now())
-                })
-                .await
-                .unwrap_or_default()
-            };
-            for v in current(app.clone()).await.iter().filter(|v| wanted(v)) {
-                if tx.send(Ok(to_pb(v))).await.is_err() {
-                    return;
-                }
+        let r = request.into_inner();
+        let watcher = Watcher {
+            grpc: self.clone(),
+            filter: filter(&r.service, &r.environment),
+            deployment_id: r.deployment_id,
+            // Subscribe before asking for the snapshot, so no change falls between.
+            changes: self.app.subscribe(),
+            phase: Phase::Start,
+            _ticket: ticket,
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(
+            watcher, next,
+        ))))
+    }
+}
+
+/// Every release's verdict in protobuf, built once for all the watches
+/// that asked at the time. Blocking: run on the whole-reads thread.
+fn snapshot(app: &App) -> Vec<pb::Verdict> {
+    app.list_verdicts(&Filter::default(), system_now())
+        .iter()
+        .map(to_pb)
+        .collect()
+}
+
+/// Where a watch is.
+enum Phase {
+    /// Waiting for a snapshot.
+    Start,
+    /// Sending the snapshot's releases, from `next` on.
+    Snapshot {
+        held: Pending<Vec<pb::Verdict>>,
+        next: usize,
+    },
+    /// Sending changes as they come.
+    Changes,
+    /// Told the client why it ends.
+    Ended,
+}
+
+struct Watcher {
+    grpc: VerdictGrpc,
+    filter: Filter,
+    deployment_id: String,
+    changes: broadcast::Receiver<Arc<Verdict>>,
+    phase: Phase,
+    _ticket: Ticket,
+}
+
+/// Whether a watch of `filter` and `deployment_id` (empty: any) wants
+/// this release.
+fn wanted(filter: &Filter, deployment_id: &str, v: (&str, &str, &str)) -> bool {
+    filter.matches(v.0, v.1) && (deployment_id.is_empty() || deployment_id == v.2)
+}
+
+fn behind(what: &str) -> Status {
+    Status::unavailable(format!(
+        "this watch fell behind ({what}); watch again for the current state"
+    ))
+}
+
+/// The watch's next message, made when the connection asks for it.
+async fn next(mut w: Watcher) -> Option<(Result<pb::Verdict, Status>, Watcher)> {
+    if w.grpc.stop.is_cancelled() {
+        return None;
+    }
+    loop {
+        match &mut w.phase {
+            Phase::Ended => return None,
+            Phase::Start => {
+                let stop = w.grpc.stop.clone();
+                let snapshot = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    s = w.grpc.snapshots.fresh() => s,
+                };
+                let Some(snapshot) = snapshot else {
+                    w.phase = Phase::Ended;
+                    return Some((Err(Status::internal("listing the releases failed")), w));
+                };
+                w.phase = Phase::Snapshot {
+                    held: w.grpc.readers.hold(snapshot),
+                    next: 0,
+                };
             }
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    next = changes.recv() => next,
-                };
-                let batch: Vec<Arc<Verdict>> = match next {
-                    Ok(v) => vec![v],
-                    // Fell behind: send the whole current state again.
-                    Err(broadcast::error::RecvError::Lagged(_)) => current(app.clone())
-                        .await
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                for v in batch.iter().filter(|v| wanted(v)) {
-                    if tx.send(Ok(to_pb(v))).await.is_err() {
-                        return;
+            Phase::Snapshot { held, next } => {
+                let found = held.with(|all| {
+                    while let Some(v) = all.get(*next) {
+                        *next += 1;
+                        if wanted(
+                            &w.filter,
+                            &w.deployment_id,
+                            (&v.service, &v.environment, &v.deployment_id),
+                        ) {
+                            return Some(v.clone());
+                        }
+                    }
+                    None
+                });
+                match found {
+                    Some(Some(v)) => return Some((Ok(v), w)),
+                    Some(None) => w.phase = Phase::Changes,
+                    None => {
+                        w.phase = Phase::Ended;
+                        let why = "its snapshot was not read within server.stream_snapshot_timeout";
+                        return Some((Err(behind(why)), w));
                     }
                 }
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            Phase::Changes => {
+                let stop = w.grpc.stop.clone();
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    next = w.changes.recv() => next,
+                };
+                match next {
+                    Ok(v)
+                        if wanted(
+                            &w.filter,
+                            &w.deployment_id,
+                            (&v.service, &v.environment, &v.deployment_id),
+                        ) =>
+                    {
+                        return Some((Ok(to_pb(&v)), w))
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        w.grpc.readers.dropped(StreamDrop::Lagged);
+                        w.phase = Phase::Ended;
+                        let why = format!("{n} changes went unread");
+                        return Some((Err(behind(&why)), w));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
     }
 }
