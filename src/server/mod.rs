@@ -31,6 +31,7 @@ mod reload;
 mod stream;
 mod tls;
 mod verdict_grpc;
+mod watch;
 
 use crate::app::App;
 use crate::clock::system_now;
@@ -335,11 +336,14 @@ impl Server {
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(limit),
             )
-            .add_service(VerdictServiceServer::new(VerdictGrpc::new(
-                app.clone(),
-                readers.clone(),
-                stop.clone(),
-            )))
+            .add_service({
+                let watches = watch::Watches::new(app.clone(), readers.clone(), stop.clone());
+                let grpc = VerdictGrpc {
+                    app: app.clone(),
+                    watches: watches.clone(),
+                };
+                watch::WatchServer::new(VerdictServiceServer::new(grpc), watches)
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);

@@ -70,15 +70,11 @@ struct Encoded {
 impl Snapshot {
     /// Blocking: run on the whole-reads thread.
     fn build(app: &App) -> Self {
-        let verdicts = app.list_verdicts(&Filter::default(), system_now());
-        let releases = verdicts
-            .into_iter()
-            .map(|v| Encoded {
-                json: serde_json::to_vec(&v).unwrap_or_default().into(),
-                service: v.service,
-                environment: v.environment,
-            })
-            .collect();
+        let releases = app.map_verdicts(&Filter::default(), system_now(), |v| Encoded {
+            json: serde_json::to_vec(&v).unwrap_or_default().into(),
+            service: v.service,
+            environment: v.environment,
+        });
         Self { releases }
     }
 

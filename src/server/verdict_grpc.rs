@@ -4,18 +4,15 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use futures_util::{Stream, StreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status};
 
-use super::readers::{Pending, Readers, Shared, Ticket};
+use super::watch::{filter, Watches};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::judge::Color;
-use crate::self_metrics::StreamDrop;
-use crate::verdict::{self, Filter, LookupError, Verdict};
+use crate::verdict::{self, LookupError};
 
 use crate::export::proto::{pb, to_pb};
 use pb::verdict_service_server::VerdictService;
@@ -23,33 +20,8 @@ use pb::verdict_service_server::VerdictService;
 #[derive(Clone)]
 pub struct VerdictGrpc {
     pub app: Arc<App>,
-    readers: Arc<Readers>,
-    /// One protobuf snapshot for the watches that open at the same time.
-    snapshots: Arc<Shared<Vec<pb::Verdict>>>,
-    /// Ends watch streams when the daemon shuts down.
-    pub stop: CancellationToken,
-}
-
-impl VerdictGrpc {
-    pub fn new(app: Arc<App>, readers: Arc<Readers>, stop: CancellationToken) -> Self {
-        Self {
-            snapshots: Shared::new(app.clone(), snapshot),
-            app,
-            readers,
-            stop,
-        }
-    }
-}
-
-fn text(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_string())
-}
-
-fn filter(service: &str, environment: &str) -> Filter {
-    Filter {
-        service: text(service),
-        environment: text(environment),
-    }
+    /// The watch streams (see `watch`).
+    pub watches: Watches,
 }
 
 #[tonic::async_trait]
@@ -107,154 +79,15 @@ impl VerdictService for VerdictGrpc {
 
     type WatchVerdictsStream = Pin<Box<dyn Stream<Item = Result<pb::Verdict, Status>> + Send>>;
 
-    /// The releases the request names, then their changes. Beyond
-    /// `server.max_streams` open streams: UNAVAILABLE with RetryInfo. A
-    /// watch that falls behind ends with UNAVAILABLE, which clients retry.
+    /// As `watch::WatchServer` serves it, decoded again: for a server
+    /// built on `VerdictServiceServer` alone.
     async fn watch_verdicts(
         &self,
         request: Request<pb::WatchVerdictsRequest>,
     ) -> Result<Response<Self::WatchVerdictsStream>, Status> {
-        let Some(ticket) = self.readers.open() else {
-            return Err(Status::with_error_details(
-                Code::Unavailable,
-                self.readers.refusal(),
-                ErrorDetails::with_retry_info(Some(self.readers.retry_after())),
-            ));
-        };
-        let r = request.into_inner();
-        let watcher = Watcher {
-            grpc: self.clone(),
-            filter: filter(&r.service, &r.environment),
-            deployment_id: r.deployment_id,
-            // Subscribe before asking for the snapshot, so no change falls between.
-            changes: self.app.subscribe(),
-            phase: Phase::Start,
-            _ticket: ticket,
-        };
-        Ok(Response::new(Box::pin(futures_util::stream::unfold(
-            watcher, next,
-        ))))
-    }
-}
-
-/// Every release's verdict in protobuf, built once for all the watches
-/// that asked at the time. Blocking: run on the whole-reads thread.
-fn snapshot(app: &App) -> Vec<pb::Verdict> {
-    app.list_verdicts(&Filter::default(), system_now())
-        .iter()
-        .map(to_pb)
-        .collect()
-}
-
-/// Where a watch is.
-enum Phase {
-    /// Waiting for a snapshot.
-    Start,
-    /// Sending the snapshot's releases, from `next` on.
-    Snapshot {
-        held: Pending<Vec<pb::Verdict>>,
-        next: usize,
-    },
-    /// Sending changes as they come.
-    Changes,
-    /// Told the client why it ends.
-    Ended,
-}
-
-struct Watcher {
-    grpc: VerdictGrpc,
-    filter: Filter,
-    deployment_id: String,
-    changes: broadcast::Receiver<Arc<Verdict>>,
-    phase: Phase,
-    _ticket: Ticket,
-}
-
-/// Whether a watch of `filter` and `deployment_id` (empty: any) wants
-/// this release.
-fn wanted(filter: &Filter, deployment_id: &str, v: (&str, &str, &str)) -> bool {
-    filter.matches(v.0, v.1) && (deployment_id.is_empty() || deployment_id == v.2)
-}
-
-fn behind(what: &str) -> Status {
-    Status::unavailable(format!(
-        "this watch fell behind ({what}); watch again for the current state"
-    ))
-}
-
-/// The watch's next message, made when the connection asks for it.
-async fn next(mut w: Watcher) -> Option<(Result<pb::Verdict, Status>, Watcher)> {
-    if w.grpc.stop.is_cancelled() {
-        return None;
-    }
-    loop {
-        match &mut w.phase {
-            Phase::Ended => return None,
-            Phase::Start => {
-                let stop = w.grpc.stop.clone();
-                let snapshot = tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    s = w.grpc.snapshots.fresh() => s,
-                };
-                let Some(snapshot) = snapshot else {
-                    w.phase = Phase::Ended;
-                    return Some((Err(Status::internal("listing the releases failed")), w));
-                };
-                w.phase = Phase::Snapshot {
-                    held: w.grpc.readers.hold(snapshot),
-                    next: 0,
-                };
-            }
-            Phase::Snapshot { held, next } => {
-                let found = held.with(|all| {
-                    while let Some(v) = all.get(*next) {
-                        *next += 1;
-                        if wanted(
-                            &w.filter,
-                            &w.deployment_id,
-                            (&v.service, &v.environment, &v.deployment_id),
-                        ) {
-                            return Some(v.clone());
-                        }
-                    }
-                    None
-                });
-                match found {
-                    Some(Some(v)) => return Some((Ok(v), w)),
-                    Some(None) => w.phase = Phase::Changes,
-                    None => {
-                        w.phase = Phase::Ended;
-                        let why = "its snapshot was not read within server.stream_snapshot_timeout";
-                        return Some((Err(behind(why)), w));
-                    }
-                }
-            }
-            Phase::Changes => {
-                let stop = w.grpc.stop.clone();
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    next = w.changes.recv() => next,
-                };
-                match next {
-                    Ok(v)
-                        if wanted(
-                            &w.filter,
-                            &w.deployment_id,
-                            (&v.service, &v.environment, &v.deployment_id),
-                        ) =>
-                    {
-                        return Some((Ok(to_pb(&v)), w))
-                    }
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        w.grpc.readers.dropped(StreamDrop::Lagged);
-                        w.phase = Phase::Ended;
-                        let why = format!("{n} changes went unread");
-                        return Some((Err(behind(&why)), w));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
+        let encoded = self.watches.open(request.into_inner())?;
+        Ok(Response::new(Box::pin(encoded.map(|m| {
+            m.and_then(|b| pb::Verdict::decode(b).map_err(|e| Status::internal(e.to_string())))
+        }))))
     }
 }
