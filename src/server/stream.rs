@@ -32,8 +32,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// in milliseconds).
 const RETRY_MS: u64 = 1000;
 /// The snapshot is written in pieces of about this size, copied out of the
-/// shared one: what the connection buffers pins no snapshot.
-const PIECE: usize = 8 * 1024;
+/// shared one: what the connection buffers pins no snapshot. Small, since
+/// hyper holds up to 16 pieces for a client that does not read.
+const PIECE: usize = 4 * 1024;
 
 #[derive(Clone)]
 pub struct Streams {
@@ -155,6 +156,8 @@ struct Client {
     changes: broadcast::Receiver<Arc<Verdict>>,
     keep_alive: tokio::time::Interval,
     phase: Phase,
+    /// Where a piece is put together before it is copied out at its size.
+    scratch: Vec<u8>,
     _ticket: Ticket,
 }
 
@@ -178,6 +181,7 @@ fn events(streams: Streams, filter: Filter, ticket: Ticket) -> impl Stream<Item 
         changes,
         keep_alive,
         phase: Phase::Start,
+        scratch: Vec::new(),
         _ticket: ticket,
     };
     futures_util::stream::unfold(client, next)
@@ -206,14 +210,19 @@ async fn next(mut c: Client) -> Option<(Bytes, Client)> {
                 return Some((head.into(), c));
             }
             Phase::Snapshot { held, next, any } => {
-                let mut out = Vec::with_capacity(PIECE + 4096);
+                let out = &mut c.scratch;
+                out.clear();
                 // Let go of for stalling: the client reconnects.
-                let done = held.with(|s| s.piece(&c.filter, next, any, &mut out))?;
+                let done = held.with(|s| s.piece(&c.filter, next, any, out))?;
                 if done {
                     out.extend_from_slice(b"]}\n\n");
-                    c.phase = Phase::Changes;
                 }
-                return Some((out.into(), c));
+                let piece = Bytes::copy_from_slice(out);
+                if done {
+                    c.phase = Phase::Changes;
+                    c.scratch = Vec::new();
+                }
+                return Some((piece, c));
             }
             Phase::Changes => {
                 let stop = c.streams.stop.clone();
