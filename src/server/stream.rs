@@ -258,11 +258,15 @@ mod tests {
     }
 
     fn written(s: &Snapshot, filter: &Filter) -> (String, usize) {
-        let (mut next, mut any, mut out, mut pieces) = (0, false, Vec::new(), 0);
+        let (mut next, mut any, mut all, mut pieces) = (0, false, Vec::new(), 0);
         loop {
+            let mut out = Vec::new();
+            let done = s.piece(filter, &mut next, &mut any, &mut out);
+            assert!(out.len() < PIECE + 64, "a piece is about PIECE bytes");
+            all.extend_from_slice(&out);
             pieces += 1;
-            if s.piece(filter, &mut next, &mut any, &mut out) {
-                return (String::from_utf8(out).unwrap(), pieces);
+            if done {
+                return (String::from_utf8(all).unwrap(), pieces);
             }
         }
     }
