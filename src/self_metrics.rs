@@ -109,6 +109,21 @@ pub enum ReloadResult {
     Error,
 }
 
+/// Why a verdict stream (SSE or gRPC watch) was cut off.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum StreamDrop {
+    /// More verdict changes came than the change buffer holds while the
+    /// client was not reading them.
+    Lagged,
+    /// The client had not taken its snapshot of every release within
+    /// `server.stream_snapshot_timeout`.
+    Stalled,
+}
+
+impl StreamDrop {
+    pub const ALL: [StreamDrop; 2] = [StreamDrop::Lagged, StreamDrop::Stalled];
+}
+
 /// What became of one try of a notification.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum SinkResult {
@@ -118,6 +133,7 @@ pub enum SinkResult {
 }
 
 label_values! {
+    StreamDrop { Lagged => "lagged", Stalled => "stalled" }
     SinkResult { Delivered => "delivered", Retried => "retried", Dead => "dead" }
     ReloadResult { Ok => "ok", Error => "error" }
     Signal { Spans => "spans", Points => "points" }
@@ -153,6 +169,11 @@ pub struct RefusedLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamDropLabels {
+    pub reason: StreamDrop,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -221,6 +242,12 @@ pub struct SelfMetrics {
     /// HTTP/1.x requests on the gRPC port (an OTLP/HTTP exporter pointed
     /// at the gRPC port), answered with the port to use.
     pub grpc_port_http1: Counter,
+    /// Verdict streams (SSE and gRPC watch) open now.
+    pub streams_open: Gauge,
+    /// Verdict streams refused at `server.max_streams`.
+    pub streams_refused: Counter,
+    /// Verdict streams cut off for falling behind, by why.
+    pub streams_dropped: Family<StreamDropLabels, Counter>,
 }
 
 impl Default for SelfMetrics {
@@ -252,6 +279,9 @@ impl Default for SelfMetrics {
             notify_pending: Family::default(),
             notify_dead: Family::default(),
             grpc_port_http1: Counter::default(),
+            streams_open: Gauge::default(),
+            streams_refused: Counter::default(),
+            streams_dropped: Family::default(),
         }
         .at_zero()
     }
@@ -287,6 +317,11 @@ impl SelfMetrics {
         for result in [ReloadResult::Ok, ReloadResult::Error] {
             let _ = self.tls_reloads.get_or_create(&ReloadLabels { result });
             let _ = self.token_reloads.get_or_create(&ReloadLabels { result });
+        }
+        for reason in StreamDrop::ALL {
+            let _ = self
+                .streams_dropped
+                .get_or_create(&StreamDropLabels { reason });
         }
         self
     }
@@ -401,6 +436,21 @@ impl SelfMetrics {
             "release_verdict_grpc_port_http1_requests",
             "HTTP/1.x requests on the OTLP/gRPC port, answered 400 with the OTLP/HTTP port to use (an exporter with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf pointed at the gRPC port)",
             self.grpc_port_http1.clone(),
+        );
+        registry.register(
+            "release_verdict_streams_open",
+            "Verdict streams open now: server-sent events (/api/v1/releases/stream) and gRPC WatchVerdicts, at most server.max_streams",
+            self.streams_open.clone(),
+        );
+        registry.register(
+            "release_verdict_streams_refused",
+            "Verdict streams refused because server.max_streams were open (HTTP 503 / gRPC UNAVAILABLE, with a time to retry)",
+            self.streams_refused.clone(),
+        );
+        registry.register(
+            "release_verdict_streams_dropped",
+            "Verdict streams cut off for falling behind: lagged (more changes than the buffer holds went unread), stalled (the snapshot not taken within server.stream_snapshot_timeout); clients reconnect and get a fresh snapshot",
+            self.streams_dropped.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

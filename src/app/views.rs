@@ -22,6 +22,26 @@ impl App {
         verdict::in_order(out)
     }
 
+    /// As `list_verdicts`, each verdict turned into a `T` (an encoding) as
+    /// its chunk is built, outside the lock: only a chunk's verdict objects
+    /// exist at a time, never the whole list beside its encoding.
+    /// Blocking: call it off the async workers.
+    pub fn map_verdicts<T>(
+        &self,
+        filter: &Filter,
+        now: UnixNanos,
+        mut f: impl FnMut(Verdict) -> T,
+    ) -> Vec<T> {
+        let fleets = self.read(|store| verdict::fleets(store, filter));
+        let mut out = Vec::new();
+        for chunk in chunks(&fleets, LIST_CHUNK) {
+            let built = self.read(|store| verdict::of_fleets(store, chunk, now));
+            out.extend(built.into_iter().map(|(place, v)| (place, f(v))));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// The whole `/metrics` exposition: every release's series, then the
     /// daemon's own.
     pub fn encode_metrics(&self, format: Format, now: UnixNanos) -> String {

@@ -165,6 +165,19 @@ mod tests {
     }
 
     #[test]
+    fn stream_limits_parse_and_are_checked() {
+        let c = Config::from_toml("[server]\nmax_streams = 20\nstream_snapshot_timeout = \"2s\"\n")
+            .unwrap();
+        assert_eq!(c.server.max_streams, 20);
+        assert_eq!(c.server.stream_snapshot_timeout, Duration::from_secs(2));
+        let e = Config::from_toml("[server]\nmax_streams = 0\nstream_snapshot_timeout = \"1ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.max_streams"), "{e}");
+        assert!(e.contains("server.stream_snapshot_timeout"), "{e}");
+    }
+
+    #[test]
     fn durations_and_overrides_parse() {
         let c = Config::from_toml(
             "[limits]\nrelease_idle_expiry = \"90s\"\nmax_releases = 5\n[identity]\nrelease_keys = [\"release\"]\n",

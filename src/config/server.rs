@@ -43,6 +43,15 @@ pub struct ServerConfig {
     /// gRPC streams one HTTP/2 connection may have open at once (the
     /// SETTINGS_MAX_CONCURRENT_STREAMS the server announces).
     pub grpc_max_concurrent_streams: u32,
+    /// Verdict streams open at once, server-sent events and gRPC watches
+    /// together; beyond it a stream is refused with an answer clients
+    /// retry (HTTP 503 with Retry-After, gRPC UNAVAILABLE with RetryInfo).
+    pub max_streams: usize,
+    /// A stream that has not taken its snapshot of every release in this
+    /// time is cut off and its snapshot let go, so a client that stops
+    /// reading holds no memory; it reconnects for a fresh one.
+    #[serde(with = "humantime_serde")]
+    pub stream_snapshot_timeout: Duration,
     /// TLS on both ports (off while `cert_file` is empty).
     pub tls: TlsConfig,
 }
@@ -99,6 +108,8 @@ impl Default for ServerConfig {
             max_buffered_bytes: 256 * 1024 * 1024,
             max_buffered_bytes_per_peer: 64 * 1024 * 1024,
             grpc_max_concurrent_streams: 100,
+            max_streams: 1000,
+            stream_snapshot_timeout: Duration::from_secs(30),
             tls: TlsConfig::default(),
         }
     }
@@ -130,6 +141,12 @@ impl ServerConfig {
         }
         if self.max_inflight_requests == 0 {
             problems.push("server.max_inflight_requests must be at least 1".to_string());
+        }
+        if self.max_streams == 0 || self.max_streams > 100_000 {
+            problems.push("server.max_streams must be between 1 and 100000".to_string());
+        }
+        if self.stream_snapshot_timeout < Duration::from_millis(100) {
+            problems.push("server.stream_snapshot_timeout must be at least 100ms".to_string());
         }
         if self.max_request_bytes < 1024 {
             problems.push("server.max_request_bytes must be at least 1024".to_string());

@@ -28,10 +28,12 @@ mod grpc_bodies;
 mod otlp_grpc;
 mod otlp_http;
 mod page;
+mod readers;
 mod reload;
 mod stream;
 mod tls;
 mod verdict_grpc;
+mod watch;
 
 use crate::app::App;
 use crate::clock::system_now;
@@ -292,6 +294,8 @@ impl Server {
         let limit = app.config.server.max_request_bytes;
 
         let otlp = OtlpGrpc { app: app.clone() };
+        // SSE streams and gRPC watches, capped together.
+        let readers = Arc::new(readers::Readers::new(app.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<VerdictServiceServer<VerdictGrpc>>()
@@ -336,10 +340,14 @@ impl Server {
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(limit),
             )
-            .add_service(VerdictServiceServer::new(VerdictGrpc {
-                app: app.clone(),
-                stop: stop.clone(),
-            }))
+            .add_service({
+                let watches = watch::Watches::new(app.clone(), readers.clone(), stop.clone());
+                let grpc = VerdictGrpc {
+                    app: app.clone(),
+                    watches: watches.clone(),
+                };
+                watch::WatchServer::new(VerdictServiceServer::new(grpc), watches)
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -363,10 +371,11 @@ impl Server {
         // Its own state: streams end when the daemon stops.
         let streams = Router::new()
             .route("/api/v1/releases/stream", get(stream::releases))
-            .with_state(stream::Streams {
-                app: app.clone(),
-                stop: stop.clone(),
-            });
+            .with_state(stream::Streams::new(
+                app.clone(),
+                readers.clone(),
+                stop.clone(),
+            ));
         let router = Router::new()
             .route("/", get(page::index))
             .route("/assets/page.css", get(page::css))

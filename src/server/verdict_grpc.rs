@@ -1,40 +1,27 @@
 //! The verdict service over gRPC (`proto/release_verdict/v1/verdict.proto`):
 //! get, list and watch, carrying the same verdict object as the HTTP API.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use futures_util::{Stream, StreamExt};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::watch::{filter, Watches};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::judge::Color;
-use crate::verdict::{self, Filter, LookupError, Verdict};
+use crate::verdict::{self, LookupError};
 
 use crate::export::proto::{pb, to_pb};
 use pb::verdict_service_server::VerdictService;
 
-/// Buffered verdicts per watcher before it is considered lagging.
-const WATCH_BUFFER: usize = 256;
-
 #[derive(Clone)]
 pub struct VerdictGrpc {
     pub app: Arc<App>,
-    /// Ends watch streams when the daemon shuts down.
-    pub stop: CancellationToken,
-}
-
-fn text(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_string())
-}
-
-fn filter(service: &str, environment: &str) -> Filter {
-    Filter {
-        service: text(service),
-        environment: text(environment),
-    }
+    /// The watch streams (see `watch`).
+    pub watches: Watches,
 }
 
 #[tonic::async_trait]
@@ -90,56 +77,17 @@ impl VerdictService for VerdictGrpc {
         Ok(Response::new(pb::ListVerdictsResponse { releases }))
     }
 
-    type WatchVerdictsStream = ReceiverStream<Result<pb::Verdict, Status>>;
+    type WatchVerdictsStream = Pin<Box<dyn Stream<Item = Result<pb::Verdict, Status>> + Send>>;
 
+    /// As `watch::WatchServer` serves it, decoded again: for a server
+    /// built on `VerdictServiceServer` alone.
     async fn watch_verdicts(
         &self,
         request: Request<pb::WatchVerdictsRequest>,
     ) -> Result<Response<Self::WatchVerdictsStream>, Status> {
-        let r = request.into_inner();
-        let f = filter(&r.service, &r.environment);
-        let wanted = move |v: &Verdict| {
-            f.admits(v) && (r.deployment_id.is_empty() || r.deployment_id == v.deployment_id)
-        };
-        // Subscribe before reading the current state, so no change falls between.
-        let mut changes = self.app.subscribe();
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let (app, stop) = (self.app.clone(), self.stop.clone());
-        tokio::spawn(async move {
-            let current = |app: Arc<App>| async move {
-                tokio::task::spawn_blocking(move || {
-                    app.list_verdicts(&Filter::default(), system_now())
-                })
-                .await
-                .unwrap_or_default()
-            };
-            for v in current(app.clone()).await.iter().filter(|v| wanted(v)) {
-                if tx.send(Ok(to_pb(v))).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    next = changes.recv() => next,
-                };
-                let batch: Vec<Arc<Verdict>> = match next {
-                    Ok(v) => vec![v],
-                    // Fell behind: send the whole current state again.
-                    Err(broadcast::error::RecvError::Lagged(_)) => current(app.clone())
-                        .await
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                for v in batch.iter().filter(|v| wanted(v)) {
-                    if tx.send(Ok(to_pb(v))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let encoded = self.watches.open(request.into_inner())?;
+        Ok(Response::new(Box::pin(encoded.map(|m| {
+            m.and_then(|b| pb::Verdict::decode(b).map_err(|e| Status::internal(e.to_string())))
+        }))))
     }
 }
