@@ -36,8 +36,10 @@
 //! - `notify`: Slack, webhooks and Grafana annotations from the ledger's
 //!   outbox, each sink's API pure, one loop (`dispatch`) doing the I/O.
 //! - `app`: the shared state the servers hold (the only locks).
-//! - [`server`]: binds ports; OTLP receivers, JSON API, verdict gRPC; the
-//!   tick and expiry loops; draining.
+//! - [`server`]: binds ports; OTLP receivers (HTTP bodies and gRPC
+//!   messages read in full under one budget, shared per peer), JSON API
+//!   and its event stream, verdict gRPC and its watch (one shared
+//!   snapshot); the tick and expiry loops; draining.
 //! - [`replay`], [`sim`], [`loadgen`], [`telemetry`]: the engine on
 //!   recorded lines, the simulator, the traffic generator, logs and own
 //!   traces; `clock` reads the system time for them, `rng` is their
