@@ -352,6 +352,7 @@ mod tests {
                 p_value: 1.0,
                 pass_p_value: 1.0,
             },
+            evidence: String::new(),
             detail: String::new(),
             exemplars: Vec::new(),
         }

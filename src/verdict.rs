@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::judge::checks::{CheckReport, EndpointReport, KindReport};
-use crate::judge::Color;
+use crate::judge::{Color, Figures, RedEvidence};
 use crate::model::{format_time, FleetKey, RequestSource, Role, UnixNanos};
 use crate::store::{Choice, Fleet, Release, Store};
 
@@ -30,6 +30,11 @@ pub struct Verdict {
     /// When it turned red; red is final for a release.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub red_since: Option<String>,
+    /// What it turned red on: the check (and endpoint or kind), its
+    /// numbers then and the same numbers now, for machines; `reason` tells
+    /// the same story to people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub red_evidence: Option<RedStory>,
     /// Totals since first seen.
     pub canary: CohortTotals,
     /// The signal its requests are counted from: `spans`, or `metrics`
@@ -48,6 +53,22 @@ pub struct Verdict {
     /// While yellow for want of evidence, about how long until a decision
     /// at the current traffic (seconds); null when it cannot be estimated.
     pub decision_eta_seconds: Option<u64>,
+}
+
+/// What a red was decided on, then and now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RedStory {
+    /// When (the same instant as `red_since`).
+    pub decided_at: String,
+    #[serde(flatten)]
+    pub evidence: RedEvidence,
+    /// The same numbers at the last evaluation; null when they are gone
+    /// (judging restarted against another baseline).
+    pub now: Option<Figures>,
+    /// Where it is now: the endpoint and the kind of error it names (for
+    /// a pooled error red, the worst of each that is not passing).
+    pub endpoint: Option<String>,
+    pub kind: Option<String>,
 }
 
 /// A kind of error and how many canary requests failed with it.
@@ -112,6 +133,17 @@ impl Verdict {
             last_seen_at: format_time(r.last_seen),
             changed_at: format_time(j.changed_at),
             red_since: j.red_since.map(format_time),
+            red_evidence: j
+                .red_evidence
+                .as_ref()
+                .zip(j.red_since)
+                .map(|(ev, since)| RedStory {
+                    decided_at: format_time(since),
+                    evidence: ev.clone(),
+                    now: j.red_now.clone(),
+                    endpoint: j.red_place.endpoint.clone(),
+                    kind: j.red_place.kind.clone(),
+                }),
             canary: CohortTotals {
                 requests: r.total.requests,
                 errors: r.total.errors,

@@ -2,7 +2,8 @@
 //! the types tonic generates for it, and the descriptors for reflection.
 //! Pure conversion; the service that sends them is `server::verdict_grpc`.
 
-use crate::judge::checks::{CheckReport, CohortStats};
+use crate::judge::checks::{CheckReport, CohortStats, ExemplarRef};
+use crate::judge::Figures;
 use crate::verdict::Verdict;
 
 /// Generated types and service.
@@ -27,6 +28,29 @@ fn stats(s: &CohortStats) -> pb::CohortStats {
     }
 }
 
+fn exemplar(e: &ExemplarRef) -> pb::Exemplar {
+    pb::Exemplar {
+        trace_id: e.trace_id.clone(),
+        span_id: e.span_id.clone(),
+        value: e.value,
+        failed: e.failed,
+        endpoint: e.endpoint.clone(),
+        url: e.url.clone(),
+    }
+}
+
+fn figures(f: &Figures) -> pb::Figures {
+    pb::Figures {
+        canary: f.canary,
+        baseline: f.baseline,
+        canary_requests: f.canary_requests,
+        canary_errors: f.canary_errors,
+        baseline_requests: f.baseline_requests,
+        baseline_errors: f.baseline_errors,
+        e_value: f.e_value,
+    }
+}
+
 fn check(c: &CheckReport) -> pb::Check {
     pb::Check {
         name: c.name.clone(),
@@ -41,18 +65,8 @@ fn check(c: &CheckReport) -> pb::Check {
             pass_p_value: c.statistic.pass_p_value,
         }),
         detail: c.detail.clone(),
-        exemplars: c
-            .exemplars
-            .iter()
-            .map(|e| pb::Exemplar {
-                trace_id: e.trace_id.clone(),
-                span_id: e.span_id.clone(),
-                value: e.value,
-                failed: e.failed,
-                endpoint: e.endpoint.clone(),
-                url: e.url.clone(),
-            })
-            .collect(),
+        exemplars: c.exemplars.iter().map(exemplar).collect(),
+        evidence: c.evidence.clone(),
     }
 }
 
@@ -78,6 +92,17 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
         last_seen_at: v.last_seen_at.clone(),
         changed_at: v.changed_at.clone(),
         red_since: v.red_since.clone(),
+        red_evidence: v.red_evidence.as_ref().map(|r| pb::RedEvidence {
+            decided_at: r.decided_at.clone(),
+            check: r.evidence.check.clone(),
+            subject: r.evidence.subject.clone(),
+            quantile: r.evidence.quantile,
+            then: Some(figures(&r.evidence.then)),
+            detail: r.evidence.detail.clone(),
+            now: r.now.as_ref().map(figures),
+            endpoint: r.endpoint.clone(),
+            kind: r.kind.clone(),
+        }),
         canary: Some(pb::CohortTotals {
             requests: v.canary.requests,
             errors: v.canary.errors,
@@ -93,6 +118,7 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
                 baseline: Some(stats(&e.baseline)),
                 e_value: e.e_value,
                 detail: e.detail.clone(),
+                evidence: e.evidence.clone(),
             })
             .collect(),
         new_errors: v
@@ -115,6 +141,8 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
                 baseline: Some(stats(&k.baseline)),
                 e_value: k.e_value,
                 detail: k.detail.clone(),
+                evidence: k.evidence.clone(),
+                first_trace: k.first_trace.as_ref().map(exemplar),
             })
             .collect(),
     }

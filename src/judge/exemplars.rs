@@ -2,7 +2,7 @@
 //! that show it (failed ones for error checks, the slowest for latency),
 //! with a trace link when `[judge] trace_url_template` is set.
 
-use super::checks::{CheckReport, CheckResult, EndpointReport, ExemplarRef};
+use super::checks::{CheckReport, CheckResult, EndpointReport, ExemplarRef, KindReport};
 use super::Judge;
 use crate::window::Detail;
 
@@ -49,6 +49,21 @@ impl Judge {
             if r.exemplars.is_empty() && endpoint.is_some() {
                 r.exemplars = refs(failed, None);
             }
+        }
+    }
+}
+
+impl Judge {
+    /// Links each kind of error to the first canary request seen failing
+    /// that way.
+    pub(super) fn attach_first_traces(&self, kinds: &mut [KindReport], detail: &Detail) {
+        let template = self.config.trace_url_template.as_deref();
+        for k in kinds {
+            k.first_trace = detail
+                .kind_traces
+                .iter()
+                .find(|(kind, _)| *kind == k.kind)
+                .map(|(_, e)| exemplar_ref(e, template));
         }
     }
 }

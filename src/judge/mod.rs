@@ -7,6 +7,7 @@ pub mod eprocess;
 mod eta;
 mod exemplars;
 pub mod spending;
+mod story;
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use checks::{
     CheckReport, CheckResult, EndpointCounters, EndpointReport, EndpointTests, ErrorTest,
     GuardTest, KindCounters, KindReport, KindTests, LatencyTest, Levels, MetricTest,
 };
+use story::Decider;
+pub use story::{Figures, Place, RedEvidence};
 
 /// green / yellow / red.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash, Deserialize)]
@@ -117,6 +120,15 @@ pub struct Judgement {
     pub changed_at: UnixNanos,
     /// When it turned red (red is final for a release).
     pub red_since: Option<UnixNanos>,
+    /// What it turned red on, with the numbers then.
+    #[serde(default)]
+    pub red_evidence: Option<RedEvidence>,
+    /// The same numbers at the last tick (rebuilt every tick).
+    #[serde(skip)]
+    pub red_now: Option<Figures>,
+    /// Where the red is at the last tick (rebuilt every tick).
+    #[serde(skip)]
+    pub red_place: Place,
     /// When it first turned green.
     pub passed_at: Option<UnixNanos>,
     pub evaluated_at: Option<UnixNanos>,
@@ -162,6 +174,9 @@ impl Judgement {
             decision_eta: None,
             changed_at: now,
             red_since: None,
+            red_evidence: None,
+            red_now: None,
+            red_place: Place::default(),
             passed_at: None,
             evaluated_at: None,
             last_baseline: None,
@@ -381,15 +396,27 @@ impl Judge {
             }
         }
         reports.extend(j.guards.reports(canary.window, self.levels));
+        if let (Some(c), Some(b)) = (&j.comparison, &baseline) {
+            // Each endpoint's p95 beside its errors, once latency is
+            // compared endpoint by endpoint.
+            for e in &mut endpoints {
+                let (pc, pb, _) = c
+                    .latency
+                    .at(0.95, Some(&e.name), canary.window, b.view.window);
+                e.canary.p95_ms = pc;
+                e.baseline.p95_ms = pb;
+            }
+        }
         self.attach_exemplars(&mut reports, &endpoints, canary.detail);
+        self.attach_first_traces(&mut kinds, canary.detail);
         j.new_errors = baseline
             .as_ref()
             .map(|b| canary.detail.new_error_kinds(b.view.detail))
             .unwrap_or_default();
 
         j.decision_eta = None;
-        let (color, reason) = if j.red_since.is_some() {
-            (Color::Red, j.reason.clone())
+        let (color, reason, decider) = if j.red_since.is_some() {
+            (Color::Red, j.reason.clone(), None)
         } else {
             let findings = Findings {
                 reports: &reports,
@@ -397,7 +424,7 @@ impl Judge {
                 kinds: &kinds,
                 kinds_pending,
             };
-            let (color, mut reason, undecided) =
+            let (color, mut reason, undecided, decider) =
                 self.decide(findings, &canary, baseline.as_ref(), unpaired.as_ref(), now);
             if undecided {
                 if let (Some(c), Some(b)) = (&j.comparison, &baseline) {
@@ -432,9 +459,34 @@ impl Judge {
                 ));
             }
             match &j.note {
-                Some(note) => (color, format!("{reason} ({note})")),
-                None => (color, reason),
+                Some(note) => (color, format!("{reason} ({note})"), decider),
+                None => (color, reason, decider),
             }
+        };
+        // A red tells one story: what it was decided on then, the same
+        // numbers now, and where the failures are.
+        let tick = story::Tick {
+            reports: &reports,
+            endpoints: &endpoints,
+            kinds: &kinds,
+            latency: match (&j.comparison, &baseline) {
+                (Some(c), Some(b)) => Some((&c.latency, canary.window, b.view.window)),
+                _ => None,
+            },
+        };
+        if let Some(d) = decider.filter(|_| j.red_since.is_none()) {
+            j.red_evidence = RedEvidence::of(d, &tick);
+        }
+        j.red_now = None;
+        j.red_place = Place::default();
+        let reason = match (&j.red_evidence, color) {
+            (Some(ev), Color::Red) => {
+                j.red_now = ev.figures(&tick);
+                j.red_place = story::place(ev, &tick);
+                let since = j.red_since.unwrap_or(now);
+                ev.story(since, j.red_now.as_ref(), j.red_place.text.clone())
+            }
+            _ => reason,
         };
         j.checks = reports;
         j.endpoints = endpoints;
@@ -473,7 +525,7 @@ impl Judge {
         baseline: Option<&BaselineView<'_>>,
         unpaired: Option<&Unpaired>,
         now: UnixNanos,
-    ) -> (Color, String, bool) {
+    ) -> (Color, String, bool, Option<Decider>) {
         let Findings {
             reports,
             endpoints,
@@ -490,12 +542,14 @@ impl Judge {
                     ids.join(", ")
                 ),
                 false,
+                None,
             );
         }
-        if let Some(failed) = reports
+        if let Some((i, failed)) = reports
             .iter()
-            .filter(|r| r.result == CheckResult::Fail && r.critical)
-            .max_by(|a, b| a.statistic.e_value.total_cmp(&b.statistic.e_value))
+            .enumerate()
+            .filter(|(_, r)| r.result == CheckResult::Fail && r.critical)
+            .max_by(|(_, a), (_, b)| a.statistic.e_value.total_cmp(&b.statistic.e_value))
         {
             let mut reason = failed.detail.clone();
             // The pooled error ratio says that; a kind of error leaning
@@ -505,19 +559,22 @@ impl Judge {
                     reason.push_str(&format!("; {}", k.detail));
                 }
             }
-            return (Color::Red, reason, false);
+            return (Color::Red, reason, false, Some(Decider::Check(i)));
         }
-        if let Some(failed) = endpoints
+        let critical = self.checks.error_ratio.critical;
+        if let Some(i) = endpoints
             .iter()
-            .find(|e| e.result == CheckResult::Fail && self.checks.error_ratio.critical)
+            .position(|e| e.result == CheckResult::Fail && critical)
         {
-            return (Color::Red, failed.detail.clone(), false);
+            let reason = endpoints[i].detail.clone();
+            return (Color::Red, reason, false, Some(Decider::Endpoint(i)));
         }
-        if let Some(failed) = kinds
+        if let Some(i) = kinds
             .iter()
-            .find(|k| k.result == CheckResult::Fail && self.checks.error_ratio.critical)
+            .position(|k| k.result == CheckResult::Fail && critical)
         {
-            return (Color::Red, failed.detail.clone(), false);
+            let reason = kinds[i].detail.clone();
+            return (Color::Red, reason, false, Some(Decider::Kind(i)));
         }
         match unpaired {
             Some(Unpaired::Ambiguous { top }) => {
@@ -532,6 +589,7 @@ impl Judge {
                         shares.join(", ")
                     ),
                     false,
+                    None,
                 );
             }
             Some(Unpaired::Settling { watched, settle }) => {
@@ -543,6 +601,7 @@ impl Judge {
                         settle / NANOS_PER_SEC
                     ),
                     false,
+                    None,
                 );
             }
             _ => {}
@@ -558,6 +617,7 @@ impl Judge {
                 Color::Yellow,
                 "no baseline to compare with and no guardrails configured: deploy a baseline or set [checks.guardrails]".into(),
                 false,
+                None,
             );
         }
         let min = self.config.min_requests;
@@ -587,7 +647,7 @@ impl Judge {
             if guards_only {
                 why.push_str("; no baseline, judged on guardrails alone");
             }
-            return (Color::Yellow, why, true);
+            return (Color::Yellow, why, true, None);
         }
         let pending: Vec<&CheckReport> = reports
             .iter()
@@ -615,7 +675,7 @@ impl Judge {
                     names.join(", ")
                 )
             };
-            return (Color::Green, format!("{what}: promote"), false);
+            return (Color::Green, format!("{what}: promote"), false, None);
         }
         let mut why = if !failed.is_empty() {
             format!(
@@ -633,7 +693,7 @@ impl Judge {
         if guards_only {
             why.push_str("; no baseline, judged on guardrails alone");
         }
-        (Color::Yellow, why, failed.is_empty() && !guards_only)
+        (Color::Yellow, why, failed.is_empty() && !guards_only, None)
     }
 }
 

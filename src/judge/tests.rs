@@ -110,6 +110,69 @@ fn a_healthy_canary_goes_green_then_red_when_it_regresses_and_stays_red() {
 }
 
 #[test]
+fn a_red_tells_its_numbers_then_and_the_same_numbers_now() {
+    let mut p = Pair::new(&Config::default());
+    while p.second(50, 0.2, 50.0, true) != Color::Red {
+        assert!(p.t < 120 * SEC, "never red: {}", p.j.reason);
+    }
+    let ev = p.j.red_evidence.clone().expect("a red keeps its evidence");
+    assert_eq!(ev.check, "error_ratio");
+    let then = ev.then.clone();
+    assert!(then.canary.unwrap() > then.baseline.unwrap(), "{then:?}");
+    assert!(p.j.reason.starts_with("red since "), "{}", p.j.reason);
+    assert!(p.j.reason.ends_with("; roll back"), "{}", p.j.reason);
+    // The canary recovers: the reason keeps the numbers red was decided
+    // on, and tells today's, which the evidence then agrees with.
+    for _ in 0..30 {
+        p.second(50, 0.0, 50.0, true);
+    }
+    let now = p.j.red_now.clone().expect("the same numbers now");
+    assert!(now.canary_requests > then.canary_requests, "{now:?}");
+    assert!(
+        now.canary.unwrap() < then.canary.unwrap(),
+        "{now:?} vs {then:?}"
+    );
+    assert_eq!(p.j.red_evidence.as_ref().unwrap().then, then, "then stays");
+    let pct = |x: f64| format!("{:.2}%", x * 100.0);
+    let reason = &p.j.reason;
+    assert!(
+        reason.contains(&format!(
+            "when the error ratio was {}",
+            pct(then.canary.unwrap())
+        )) && reason.contains(&format!("now {} vs", pct(now.canary.unwrap()))),
+        "{reason}"
+    );
+}
+
+#[test]
+fn evidence_reads_as_words_with_odds() {
+    let levels = Levels::new(0.99);
+    let words = |r, e: f64| levels.words(r, e.ln(), Some("+10%".into()));
+    assert_eq!(
+        words(CheckResult::Pass, 0.2),
+        "no regression (ruled out beyond +10%)"
+    );
+    assert_eq!(
+        words(CheckResult::Fail, 1e12),
+        "regression shown (odds 1e12 : 1)"
+    );
+    assert_eq!(
+        words(CheckResult::Fail, 2500.0),
+        "regression shown (odds 2,500 : 1)"
+    );
+    assert_eq!(
+        words(CheckResult::Marginal, 40.0),
+        "leaning worse (odds 40 : 1)"
+    );
+    assert_eq!(words(CheckResult::Marginal, 2.0), "not conclusive yet");
+    assert_eq!(
+        words(CheckResult::Marginal, 500.0),
+        "worse, by less than the tolerance (odds 500 : 1)"
+    );
+    assert_eq!(words(CheckResult::Nodata, 1.0), "no data yet");
+}
+
+#[test]
 fn a_slower_canary_is_red_on_latency() {
     let mut p = Pair::new(&Config::default());
     for _ in 0..60 {

@@ -63,6 +63,9 @@ pub struct Sample {
     /// A few requests to look at, with their trace ids: the first failed
     /// ones and the slowest ones (at most `EXEMPLARS` of each).
     pub exemplars: Vec<Exemplar>,
+    /// The first traced failed request of each kind: its kind's index in
+    /// `error_kinds`, and the request.
+    pub kind_traces: Vec<(u16, Exemplar)>,
 }
 
 /// Exemplars of each sort (failed, slowest) a sample keeps.
@@ -149,25 +152,28 @@ impl Sample {
             let i = self.add_endpoint(endpoint, 1, u64::from(span.failed));
             self.endpoint_latencies.push((i, span.latency_us, 1));
         }
-        if span.failed {
-            self.add_error_kind(span.error_kind.unwrap_or("error"), 1);
-        }
+        let kind = span
+            .failed
+            .then(|| self.add_error_kind(span.error_kind.unwrap_or("error"), 1));
         if let (Ok(trace_id), Ok(span_id)) = (
             <[u8; 16]>::try_from(span.trace_id),
             <[u8; 8]>::try_from(span.span_id),
         ) {
             if trace_id != [0; 16] {
-                self.offer_exemplar(
-                    Exemplar {
-                        trace_id,
-                        span_id,
-                        latency_us: span.latency_us,
-                        failed: span.failed,
-                        time: span.end_time,
-                        endpoint: None,
-                    },
-                    span.endpoint,
-                );
+                let e = Exemplar {
+                    trace_id,
+                    span_id,
+                    latency_us: span.latency_us,
+                    failed: span.failed,
+                    time: span.end_time,
+                    endpoint: None,
+                };
+                if let Some(k) = kind.filter(|k| !self.kind_traces.iter().any(|(i, _)| i == k)) {
+                    let mut first = e.clone();
+                    first.endpoint = span.endpoint.map(Into::into);
+                    self.kind_traces.push((k, first));
+                }
+                self.offer_exemplar(e, span.endpoint);
             }
         }
     }
@@ -194,12 +200,17 @@ impl Sample {
         i as u16
     }
 
-    /// Counts `n` failed requests of a kind.
-    pub fn add_error_kind(&mut self, kind: &str, n: u64) {
+    /// Counts `n` failed requests of a kind; returns its index in
+    /// `error_kinds` (at most `MAX_SAMPLE_KINDS`).
+    pub fn add_error_kind(&mut self, kind: &str, n: u64) -> u16 {
         match self.error_kinds.iter().position(|(k, _)| &**k == kind) {
-            Some(i) => self.error_kinds[i].1 = self.error_kinds[i].1.saturating_add(n),
+            Some(i) => {
+                self.error_kinds[i].1 = self.error_kinds[i].1.saturating_add(n);
+                i as u16
+            }
             None if self.error_kinds.len() < MAX_SAMPLE_KINDS || kind == OTHER_ERROR => {
-                self.error_kinds.push((kind.into(), n))
+                self.error_kinds.push((kind.into(), n));
+                (self.error_kinds.len() - 1) as u16
             }
             None => self.add_error_kind(OTHER_ERROR, n),
         }

@@ -209,7 +209,7 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
             match j.color {
                 Color::Red if out.red_after.is_none() => {
                     out.red_after = Some(after_onset);
-                    out.red_endpoint = j.reason.starts_with("GET /small:");
+                    out.red_endpoint = j.reason.contains("GET /small");
                     out.red_kind = j.reason.contains(NEW_KIND);
                 }
                 Color::Green if out.green_after.is_none() => out.green_after = Some(since),

@@ -23,6 +23,9 @@ pub struct Detail {
     pub error_kinds: Vec<(Arc<str>, u64)>,
     /// The latest failed requests and the slowest ones of the window.
     pub exemplars: Vec<Exemplar>,
+    /// The first traced failed request of each kind in `error_kinds`.
+    #[serde(default)]
+    pub kind_traces: Vec<(Arc<str>, Exemplar)>,
 }
 
 impl Detail {
@@ -53,6 +56,18 @@ impl Detail {
         }
         for (kind, n) in &sample.error_kinds {
             self.add_kind(kind, *n);
+        }
+        for (i, e) in &sample.kind_traces {
+            let Some((kind, _)) = sample.error_kinds.get(usize::from(*i)) else {
+                continue;
+            };
+            let named = self.error_kinds.iter().find(|(k, _)| **k == **kind);
+            if let Some((k, _)) = named {
+                if !self.kind_traces.iter().any(|(t, _)| t == k) {
+                    let k = k.clone();
+                    self.kind_traces.push((k, e.clone()));
+                }
+            }
         }
         for e in &sample.exemplars {
             self.keep(e, now, window);
@@ -163,6 +178,7 @@ impl Detail {
             + self.endpoints.iter().map(|n| n.len()).sum::<usize>()
             + self.error_kinds.capacity() * std::mem::size_of::<(Arc<str>, u64)>()
             + self.exemplars.capacity() * std::mem::size_of::<Exemplar>()
+            + self.kind_traces.capacity() * std::mem::size_of::<(Arc<str>, Exemplar)>()
     }
 }
 
@@ -262,6 +278,20 @@ mod tests {
             .map(|e| e.latency_us)
             .collect();
         assert_eq!(slow, [1]);
+    }
+
+    #[test]
+    fn each_kind_keeps_its_first_traced_request() {
+        let mut d = Detail::default();
+        for i in 1..=3u8 {
+            let mut s = Sample::default();
+            s.add_span(span("a", true, 5, i));
+            d.add(&s, 20, u64::from(i), 60);
+        }
+        assert_eq!(d.kind_traces.len(), 1);
+        assert_eq!(&*d.kind_traces[0].0, "timeout");
+        assert_eq!(d.kind_traces[0].1.span_id, [1; 8], "the first one");
+        assert_eq!(d.kind_traces[0].1.endpoint.as_deref(), Some("a"));
     }
 
     #[test]

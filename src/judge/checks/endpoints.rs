@@ -24,6 +24,8 @@ pub struct EndpointReport {
     pub baseline: CohortStats,
     /// Anytime-valid e-value of a regression on this endpoint.
     pub e_value: f64,
+    /// The evidence in words (see `Levels::words`).
+    pub evidence: String,
     /// One sentence a person can act on.
     pub detail: String,
 }
@@ -134,7 +136,7 @@ impl EndpointTests {
                         (-levels.fail).exp()
                     ),
                     CheckResult::Marginal => format!(
-                        "{name}: error ratio {} → {}, leaning towards a regression; wait",
+                        "{name}: error ratio {} → {}, leaning towards a regression, not shown yet",
                         pct(rb),
                         pct(rc)
                     ),
@@ -154,6 +156,7 @@ impl EndpointTests {
                     canary,
                     baseline,
                     e_value: super::round_sig(log_e.exp()),
+                    evidence: levels.words_at(leaning, result, log_e, None),
                     detail,
                 }
             })

@@ -192,6 +192,11 @@ impl ErrorTest {
             canary,
             baseline: Some(baseline),
             statistic: Statistic::new(log_e, self.within.p_value()),
+            evidence: levels.words(
+                result,
+                log_e,
+                rb.map(|b| format!("+{:.2} points", (pass_bound(b, cfg) - b) * 100.0)),
+            ),
             detail,
             exemplars: Vec::new(),
         }

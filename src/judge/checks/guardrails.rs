@@ -137,6 +137,7 @@ impl GuardTest {
                     canary,
                     baseline: None,
                     statistic: Statistic::new(log_e, g.within.p_value()),
+                    evidence: levels.words(result, log_e, Some("its limit".into())),
                     detail,
                     exemplars: Vec::new(),
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::error_ratio::ErrorTest;
-use super::{CheckResult, CohortStats, Levels};
+use super::{grouped, CheckResult, CohortStats, ExemplarRef, Levels};
 use crate::config::ErrorRatioCheck;
 use crate::judge::spending::{Look, PassTest};
 use crate::model::OTHER_ERROR;
@@ -30,8 +30,13 @@ pub struct KindReport {
     pub baseline: CohortStats,
     /// Anytime-valid e-value of the canary failing this way more often.
     pub e_value: f64,
+    /// The evidence in words (see `Levels::words`).
+    pub evidence: String,
     /// One sentence a person can act on.
     pub detail: String,
+    /// The first canary request seen failing this way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_trace: Option<ExemplarRef>,
 }
 
 /// The tests of a comparison's error kinds.
@@ -195,7 +200,7 @@ impl KindTests {
                         (-split.fail).exp()
                     ),
                     CheckResult::Marginal => {
-                        format!("{new} {kind}: {counts}, leaning towards a regression; wait")
+                        format!("{new} {kind}: {counts}, leaning towards a regression, not shown yet")
                     }
                     _ => format!("{new} {kind}: {counts}, no sign of a regression"),
                 };
@@ -205,7 +210,9 @@ impl KindTests {
                     canary,
                     baseline,
                     e_value: super::round_sig(log_e.exp()),
+                    evidence: split.words_at(leaning, result, log_e, None),
                     detail,
+                    first_trace: None,
                 })
             })
             .collect();
@@ -219,19 +226,6 @@ impl KindTests {
         });
         out
     }
-}
-
-/// 16200 → "16,200".
-pub(crate) fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

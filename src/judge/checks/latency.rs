@@ -129,6 +129,40 @@ impl LatencyTest {
         ))
     }
 
+    /// The quantile with the most evidence of a regression.
+    pub fn worst_quantile(&self) -> f64 {
+        self.test.evidence().worst
+    }
+
+    /// The endpoint where the slow canary requests are, when compared
+    /// endpoint by endpoint.
+    pub fn worst_endpoint_name(&self) -> Option<String> {
+        self.test.worst_stratum().map(|(_, name)| name.to_string())
+    }
+
+    /// Both cohorts' latency (ms) at `q` and the canary's observations:
+    /// on `endpoint` since judging began, or over the windows.
+    pub fn at(
+        &self,
+        q: f64,
+        endpoint: Option<&str>,
+        canary_window: &Signals,
+        baseline_window: &Signals,
+    ) -> (Option<f64>, Option<f64>, u64) {
+        let ms = |d: &Distribution| d.quantile(q).map(|us| us as f64 / 1000.0);
+        match endpoint {
+            Some(name) => match self.endpoints.iter().find(|e| &*e.name == name) {
+                Some(e) => (ms(&e.canary), ms(&e.baseline), e.canary.count()),
+                None => (None, None, 0),
+            },
+            None => (
+                ms(&canary_window.latency),
+                ms(&baseline_window.latency),
+                canary_window.latency.count(),
+            ),
+        }
+    }
+
     pub fn report(
         &self,
         canary_window: &Signals,
@@ -218,6 +252,11 @@ impl LatencyTest {
             canary,
             baseline: Some(baseline),
             statistic: Statistic::new(log_e, pass_p),
+            evidence: levels.words(
+                result,
+                log_e,
+                Some(format!("+{:.0}%", cfg.pass_bound * 100.0)),
+            ),
             detail,
             exemplars: Vec::new(),
         }

@@ -244,6 +244,7 @@ impl MetricTest {
             canary,
             baseline: Some(baseline),
             statistic: Statistic::new(log_e, pass_p),
+            evidence: levels.words(result, log_e, Some("its tolerance".into())),
             detail,
             exemplars: Vec::new(),
         }

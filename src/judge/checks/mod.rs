@@ -15,7 +15,7 @@ mod kinds;
 mod latency;
 mod metric;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::window::Signals;
 
@@ -65,7 +65,8 @@ impl std::fmt::Display for CheckResult {
 }
 
 /// Numbers describing one cohort for a check.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CohortStats {
     pub requests: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +152,9 @@ pub struct CheckReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<CohortStats>,
     pub statistic: Statistic,
+    /// The evidence in words ("no regression (ruled out beyond +10%)",
+    /// "leaning worse (odds 40 : 1)"); the statistic says it in numbers.
+    pub evidence: String,
     /// One sentence a person can act on.
     pub detail: String,
     /// Canary requests to look at when it fails or is marginal.
@@ -213,6 +217,69 @@ impl Levels {
             CheckResult::Marginal
         }
     }
+}
+
+impl Levels {
+    /// The evidence behind `result` in words: what was shown, and how
+    /// strongly, as odds a person can weigh ("regression shown (odds
+    /// 1e12 : 1)"); `ruled_out` names the bound a pass has ruled out.
+    pub fn words(self, result: CheckResult, log_e: f64, ruled_out: Option<String>) -> String {
+        self.words_at(self.leaning(), result, log_e, ruled_out)
+    }
+
+    /// `words` where "leaning" starts at `leaning` (a split level's tests
+    /// lean at the release's own level).
+    pub fn words_at(
+        self,
+        leaning: f64,
+        result: CheckResult,
+        log_e: f64,
+        ruled_out: Option<String>,
+    ) -> String {
+        match result {
+            CheckResult::Nodata => "no data yet".into(),
+            CheckResult::Fail => format!("regression shown (odds {} : 1)", odds(log_e)),
+            CheckResult::Pass => match ruled_out {
+                Some(bound) => format!("no regression (ruled out beyond {bound})"),
+                None => "no sign of a regression".into(),
+            },
+            CheckResult::Marginal if log_e >= self.fail => {
+                format!(
+                    "worse, by less than the tolerance (odds {} : 1)",
+                    odds(log_e)
+                )
+            }
+            CheckResult::Marginal if log_e >= leaning => {
+                format!("leaning worse (odds {} : 1)", odds(log_e))
+            }
+            CheckResult::Marginal => "not conclusive yet".into(),
+        }
+    }
+}
+
+/// An e-value as odds against "no regression": "40", "2,500", "1e12".
+pub fn odds(log_e: f64) -> String {
+    let e = log_e.exp();
+    if !e.is_finite() {
+        "1e300".into()
+    } else if e < 10_000.0 {
+        grouped(e.round() as u64)
+    } else {
+        format!("{e:.0e}")
+    }
+}
+
+/// 16200 as "16,200".
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub(super) fn pct(x: Option<f64>) -> String {
