@@ -36,6 +36,8 @@ pub struct Release {
     pub checks: Vec<Check>,
     pub endpoints: Vec<Endpoint>,
     pub new_errors: Vec<ErrorKind>,
+    /// Each kind of failure tested against the baseline.
+    pub error_kinds: Vec<KindTest>,
     pub decision_eta_seconds: Option<u64>,
     /// False when the daemon no longer tracks it (answered from the ledger).
     pub live: Option<bool>,
@@ -66,6 +68,8 @@ pub struct Check {
     pub critical: bool,
     pub canary: Cohort,
     pub baseline: Option<Cohort>,
+    /// The evidence in words.
+    pub evidence: String,
     pub detail: String,
     pub exemplars: Vec<Exemplar>,
 }
@@ -91,7 +95,20 @@ pub struct Endpoint {
     pub result: String,
     pub canary: Cohort,
     pub baseline: Cohort,
+    pub evidence: String,
     pub detail: String,
+}
+
+/// A kind of failure, tested against the baseline's rate of it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct KindTest {
+    pub kind: String,
+    pub result: String,
+    pub canary: Cohort,
+    pub baseline: Cohort,
+    pub evidence: String,
+    pub first_trace: Option<Exemplar>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -295,7 +312,11 @@ fn percent(r: f64) -> String {
 /// A cohort's numbers in one cell, by what the check measured.
 fn cohort(c: &Cohort) -> String {
     if let (Some(errors), Some(ratio)) = (c.errors, c.error_ratio) {
-        return format!("{errors} of {} failed ({})", c.requests, percent(ratio));
+        let failed = format!("{errors} of {} failed ({})", c.requests, percent(ratio));
+        return match c.p95_ms {
+            Some(p95) => format!("{failed}, p95 {p95:.1} ms"),
+            None => failed,
+        };
     }
     if c.p50_ms.is_some() || c.p95_ms.is_some() {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
@@ -417,11 +438,11 @@ pub fn render_release(r: &Release, now: SystemTime, paint: Paint) -> String {
                     colored(&c.result),
                     cohort(&c.canary).into(),
                     c.baseline.as_ref().map_or("-".into(), cohort).into(),
-                    c.detail.as_str().into(),
+                    c.evidence.as_str().into(),
                 ]
             })
             .collect();
-        let head = ["CHECK", "RESULT", "CANARY", "BASELINE", "DETAIL"];
+        let head = ["CHECK", "RESULT", "CANARY", "BASELINE", "EVIDENCE"];
         table(&mut out, "  ", &head, rows, paint);
     }
     if !r.endpoints.is_empty() {
@@ -435,14 +456,48 @@ pub fn render_release(r: &Release, now: SystemTime, paint: Paint) -> String {
                     colored(&e.result),
                     cohort(&e.canary).into(),
                     cohort(&e.baseline).into(),
-                    e.detail.as_str().into(),
+                    e.evidence.as_str().into(),
                 ]
             })
             .collect();
-        let head = ["ENDPOINT", "RESULT", "CANARY", "BASELINE", "DETAIL"];
+        let head = ["ENDPOINT", "RESULT", "CANARY", "BASELINE", "EVIDENCE"];
         table(&mut out, "  ", &head, rows, paint);
     }
-    if !r.new_errors.is_empty() {
+    if !r.error_kinds.is_empty() {
+        out.push_str("\nError kinds, worst first\n");
+        let rows = r
+            .error_kinds
+            .iter()
+            .map(|k| {
+                let new = k.baseline.errors == Some(0);
+                vec![
+                    if new {
+                        format!("{} (new)", k.kind)
+                    } else {
+                        k.kind.clone()
+                    }
+                    .into(),
+                    colored(&k.result),
+                    cohort(&k.canary).into(),
+                    cohort(&k.baseline).into(),
+                    k.evidence.as_str().into(),
+                    k.first_trace
+                        .as_ref()
+                        .map_or("-", |t| t.url.as_deref().unwrap_or(&t.trace_id))
+                        .into(),
+                ]
+            })
+            .collect();
+        let head = [
+            "KIND",
+            "RESULT",
+            "CANARY",
+            "BASELINE",
+            "EVIDENCE",
+            "FIRST TRACE",
+        ];
+        table(&mut out, "  ", &head, rows, paint);
+    } else if !r.new_errors.is_empty() {
         out.push_str("\nNew error kinds (the baseline has not shown them)\n");
         let rows = r
             .new_errors

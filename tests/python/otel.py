@@ -6,6 +6,10 @@ test_tls.py and the ledger tests.
 
 from __future__ import annotations
 
+import random
+import threading
+import time
+
 import grpc
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -20,6 +24,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+
+# RolloutTraffic's endpoints: the routes, and the endpoint key the daemon
+# makes of the failing one (the method, then the route).
+ROUTES = ("/api/items", "/api/checkout")
+CHECKOUT = "GET /api/checkout"
 
 
 def recording(exporter_cls):
@@ -110,3 +119,59 @@ def export_server_spans(exporter, resource: Resource, n: int, scope: str) -> lis
         tracer.start_span(f"GET /{i}", kind=SpanKind.SERVER).end()
     provider.shutdown()
     return exporter.results
+
+
+class RolloutTraffic:
+    """Two versions of `cart` sending spans through the SDK for `seconds`,
+    then flushing: the baseline 60 requests/s failing 1% with
+    TimeoutError on either endpoint, the canary 20/s failing 30% of
+    /api/checkout with KeyError (a kind the baseline never shows). Counts
+    what it sent per version."""
+
+    def __init__(self, daemon, seconds: float):
+        self.seconds = seconds
+        self.sent = {"cart-v1": [0, 0], "cart-v2": [0, 0]}
+        self.providers = {}
+        for version in self.sent:
+            provider = TracerProvider(resource=release_resource("cart", version))
+            provider.add_span_processor(BatchSpanProcessor(span_exporter(daemon, "http"), schedule_delay_millis=500))
+            self.providers[version] = provider
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        rng = random.Random(30)
+        tracers = {v: p.get_tracer("page-test") for v, p in self.providers.items()}
+        start = time.monotonic()
+        tick = 0
+        while time.monotonic() - start < self.seconds:
+            for version, per_tick in (("cart-v1", 6), ("cart-v2", 2)):
+                for i in range(per_tick):
+                    route = ROUTES[(tick + i) % 2]
+                    if version == "cart-v2":
+                        failed, kind = route == "/api/checkout" and rng.random() < 0.30, "KeyError"
+                    else:
+                        failed, kind = rng.random() < 0.01, "TimeoutError"
+                    end = time.time_ns()
+                    took = int(rng.lognormvariate(3.7, 0.4) * 1e6)  # about 40 ms
+                    span = tracers[version].start_span(f"GET {route}", kind=SpanKind.SERVER, start_time=end - took)
+                    span.set_attribute("http.request.method", "GET")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", 500 if failed else 200)
+                    if failed:
+                        span.set_attribute("error.type", kind)
+                        span.set_status(Status(StatusCode.ERROR, kind))
+                    span.end(end_time=end)
+                    self.sent[version][0] += 1
+                    self.sent[version][1] += int(failed)
+            tick += 1
+            time.sleep(0.1)
+        for p in self.providers.values():
+            assert p.force_flush(timeout_millis=10_000), "span flush timed out"
+        self.done.set()
+
+    def stop(self) -> None:
+        self.thread.join(timeout=self.seconds + 30)
+        for p in self.providers.values():
+            p.shutdown()

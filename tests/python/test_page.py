@@ -11,6 +11,12 @@ it comes back on the same port (the ledger file keeps the state). All of
 it under the page's Content-Security-Policy: the browser reports no
 violation.
 
+A second daemon gets a service the OpenTelemetry SDK sends spans for, its
+canary failing on one endpoint only, with an error kind its baseline never
+shows, and trace links configured: every table of its release view (checks,
+endpoints, error kinds, exemplars) is read as text, numbers formatted and
+the same as the API's, never JSON; the red's story names the endpoint.
+
 Screenshots go to $RELEASE_VERDICT_SCREENSHOTS, else tests/python/screenshots/
 (ignored by git): look at them.
 """
@@ -25,6 +31,7 @@ from typing import Iterator
 import pytest
 
 from harness import Daemon, Daemons, Process, daemon_binary, free_port, launch, poll_release
+from otel import CHECKOUT, RolloutTraffic
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -267,3 +274,95 @@ def test_without_a_ledger_the_dora_panel_says_so(daemon_factory, browser: webdri
     off = WebDriverWait(browser, 10).until(lambda d: text(d, "#dora-off"))
     assert "Ledger off" in off
     assert "No releases in flight" in text(browser, "#app")
+
+
+# --- one endpoint, one new kind of error, trace links -------------------------
+
+CART_CONFIG = """
+[ledger]
+path = "ledger.db"
+[baseline]
+settle = "1s"
+[judge]
+min_duration = "5s"
+epoch = "2s"
+trace_url_template = "https://traces.example.com/trace/{trace_id}"
+"""
+TRACES = "https://traces.example.com/trace/"
+CART_SECONDS = 40.0
+
+
+@pytest.fixture(scope="module")
+def cart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, RolloutTraffic]]:
+    daemons = Daemons(tmp_path_factory.mktemp("cart"))
+    try:
+        daemon = daemons.start(CART_CONFIG)
+        traffic = RolloutTraffic(daemon, CART_SECONDS)
+        try:
+            yield daemon, traffic
+        finally:
+            traffic.stop()
+    finally:
+        daemons.close()
+
+
+def cells(driver: webdriver.Chrome, row_css: str) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' td')).map(td => td.innerText);", row_css
+    )
+
+
+def test_a_red_on_one_endpoint_reads_as_one_story_with_every_table_designed(cart, browser: webdriver.Chrome):
+    daemon, traffic = cart
+    api = poll_release(daemon, "cart-v2", lambda v: v["verdict"] == "red", timeout=CART_SECONDS + 20)
+    # The story names the endpoint and tells its numbers.
+    assert api["reason"].startswith("red since "), api["reason"]
+    assert CHECKOUT in api["reason"], api["reason"]
+    ev = api["red_evidence"]
+    assert ev["subject"] == CHECKOUT or ev["check"] == "error_ratio", ev
+    assert ev["decided_at"] == api["red_since"], ev
+    # Once every span is in, the counts are what the SDK sent.
+    assert traffic.done.wait(CART_SECONDS + 30), "the traffic did not finish"
+    sent = traffic.sent["cart-v2"]
+    api = poll_release(daemon, "cart-v2", lambda v: [v["canary"]["requests"], v["canary"]["errors"]] == sent, timeout=15)
+
+    browser.get(daemon.http_url + "/#/release/cart/prod/cart-v2")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: text(d, '#banner[data-verdict="red"]'))
+    wait.until(lambda d: text(d, "#exemplars tbody tr"))
+    reason = text(browser, "#reason")
+    assert reason.startswith("red since ") and CHECKOUT in reason, reason
+
+    # Endpoints: the failing one first, its numbers those of the API.
+    row = cells(browser, "#endpoints tbody tr:first-child")
+    assert row[0] == CHECKOUT and "FAIL" in row[1], row
+    e = next(x for x in api["endpoints"] if x["name"] == CHECKOUT)
+    assert row[2].startswith(f"{e['canary']['errors']:,} of {e['canary']['requests']:,} failed ("), row
+    assert "p95" in row[2] and "of the canary's requests" in row[2], row
+    assert re.search(r"regression shown \(odds [\d,e+]+ : 1\)", row[4]), row
+    other = cells(browser, '#endpoints tr[data-endpoint="GET /api/items"]')
+    assert "PASS" in other[1] and "regression" in other[4], other
+
+    # Error kinds: KeyError is new, counted as the API counts it, linked to its first trace.
+    kind = cells(browser, '#error-kinds tr[data-kind="KeyError"]')
+    assert kind[0].startswith("KeyError") and "new" in kind[0].lower(), kind
+    k = next(x for x in api["error_kinds"] if x["kind"] == "KeyError")
+    assert kind[2].startswith(f"{k['canary']['errors']:,} of {k['canary']['requests']:,} failed"), kind
+    assert kind[3].startswith("0 of "), kind
+    link = browser.find_element(By.CSS_SELECTOR, '#error-kinds tr[data-kind="KeyError"] a')
+    assert link.get_attribute("href") == TRACES + k["first_trace"]["trace_id"], link.get_attribute("href")
+
+    # Checks: evidence in words, the statistic one hover away.
+    check = cells(browser, '#checks tr[data-check="error_ratio"]')
+    assert re.search(r"regression shown|leaning worse|no regression|not conclusive", check[4]), check
+    assert browser.find_element(By.CSS_SELECTOR, '#checks tr[data-check="error_ratio"] td.evidence').get_attribute("title").startswith("e-value ")
+
+    # Exemplars: failed requests on the endpoint, linked.
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#exemplars a")]
+    assert links and all(h.startswith(TRACES) for h in links), links
+    assert CHECKOUT in text(browser, "#exemplars tbody")
+
+    page_text = browser.find_element(By.TAG_NAME, "body").text
+    assert '{"' not in page_text, page_text
+    assert_no_csp_violation(browser)
+    shoot(browser, "release-red-one-endpoint", height=2200)

@@ -538,15 +538,28 @@
           "<td>" + resultChip(c.result) + "</td>" +
           cohortCell(c.canary).replace("<td>", '<td class="canary">') +
           cohortCell(c.baseline).replace("<td>", '<td class="baseline">') +
-          '<td class="num">' + pValue(c.statistic && c.statistic.p_value) + '<span class="sub">e ' + num(c.statistic && c.statistic.e_value) + "</span></td>" +
+          evidenceCell(c.evidence, c.statistic) +
           "<td>" + esc(c.detail) + "</td></tr>"
       )
       .join("");
     return (
       '<h2>Checks</h2><div class="table-wrap"><table id="checks"><thead><tr><th>Check</th><th>Result</th><th>Canary</th><th>Baseline</th>' +
-      '<th class="num">Evidence</th><th>What it means</th></tr></thead><tbody>' + rows + "</tbody></table></div>"
+      "<th>Evidence</th><th>What it means</th></tr></thead><tbody>" + rows + "</tbody></table></div>"
     );
   }
+
+  /** The evidence in words ("no regression (ruled out beyond +10%)"); the
+   *  statistic behind it one hover away. */
+  function evidenceCell(words, s) {
+    const stats = s
+      ? "e-value " + num(s.e_value) + " · " + pValue(s.p_value) + (s.pass_p_value != null ? " · pass p " + num(s.pass_p_value) : "")
+      : "";
+    return '<td class="evidence"' + (stats ? ' title="' + esc(stats) + '"' : "") + ">" + esc(words || "—") +
+      (stats ? '<span class="sub stat">' + esc(stats) + "</span>" : "") + "</td>";
+  }
+
+  /** "p95 180 ms" when the cohort carries it. */
+  const p95 = (c) => (c && c.p95_ms != null ? '<span class="sub">p95 ' + ms(c.p95_ms) + "</span>" : "");
 
   const RESULT_ORDER = { fail: 0, marginal: 1, pass: 2, nodata: 3 };
 
@@ -572,33 +585,65 @@
         (e) =>
           '<tr data-endpoint="' + esc(e.name) + '"><td><b>' + esc(e.name) + "</b></td>" +
           "<td>" + resultChip(e.result) + "</td>" +
-          '<td class="canary">' + failedOf(e.canary) + '<span class="sub">' + share(e, "canary") + " of the canary's requests</span></td>" +
-          '<td class="baseline">' + failedOf(e.baseline) + '<span class="sub">' + share(e, "baseline") + " of the baseline's requests</span></td>" +
+          '<td class="canary">' + failedOf(e.canary) + p95(e.canary) + '<span class="sub">' + share(e, "canary") + " of the canary's requests</span></td>" +
+          '<td class="baseline">' + failedOf(e.baseline) + p95(e.baseline) + '<span class="sub">' + share(e, "baseline") + " of the baseline's requests</span></td>" +
+          evidenceCell(e.evidence, { e_value: e.e_value, p_value: e.e_value > 0 ? Math.min(1, 1 / e.e_value) : 1 }) +
           "<td>" + esc(e.detail) + "</td></tr>"
       )
       .join("");
     return (
       '<h2>Endpoints</h2><div class="table-wrap"><table id="endpoints"><thead><tr><th>Endpoint</th><th>Result</th>' +
-      "<th>Canary</th><th>Baseline</th><th>What it means</th></tr></thead><tbody>" + rows + "</tbody></table></div>"
+      "<th>Canary</th><th>Baseline</th><th>Evidence</th><th>What it means</th></tr></thead><tbody>" + rows + "</tbody></table></div>"
     );
   }
 
-  /** Kinds of error the canary shows and the baseline has not. */
-  function newErrorsTable(v) {
-    const kinds = v.new_errors;
-    if (!Array.isArray(kinds) || kinds.length === 0) return "";
+  /** A trace id, linked only when the daemon built the link from
+   *  [judge] trace_url_template, and only to http(s): telemetry text (an
+   *  endpoint named like a URL) stays text. */
+  function traceLink(x) {
+    if (!x) return '<span class="muted">—</span>';
+    return typeof x.url === "string" && /^https?:\/\//i.test(x.url)
+      ? '<a href="' + esc(x.url) + '" rel="noopener noreferrer" target="_blank">' + esc(x.trace_id) + "</a>"
+      : "<code>" + esc(x.trace_id) + "</code>";
+  }
+
+  /** Each kind of error the canary fails with, tested against the
+   *  baseline's rate of it, worst first; kinds the baseline never showed
+   *  are marked new. (An older daemon's verdict has only new_errors.) */
+  function errorKindsTable(v) {
+    const tested = Array.isArray(v.error_kinds) ? v.error_kinds : [];
     const requests = v.canary && v.canary.requests;
-    const rows = kinds
-      .map(
-        (k) =>
-          '<tr data-kind="' + esc(k.kind) + '"><td><b>' + esc(k.kind) + "</b></td>" +
-          '<td class="num">' + int(k.count) + (requests > 0 ? '<span class="sub">' + pct(k.count / requests) + " of its requests</span>" : "") + "</td>" +
-          '<td class="num">0</td></tr>'
-      )
-      .join("");
+    let rows;
+    if (tested.length > 0) {
+      rows = tested
+        .map((k) => {
+          const isNew = k.baseline && k.baseline.errors === 0;
+          return (
+            '<tr data-kind="' + esc(k.kind) + '"><td><b>' + esc(k.kind) + "</b>" + (isNew ? '<span class="badge-new">new</span>' : "") + "</td>" +
+            "<td>" + resultChip(k.result) + "</td>" +
+            '<td class="canary">' + failedOf(k.canary) + "</td>" +
+            '<td class="baseline">' + failedOf(k.baseline) + "</td>" +
+            evidenceCell(k.evidence, { e_value: k.e_value, p_value: k.e_value > 0 ? Math.min(1, 1 / k.e_value) : 1 }) +
+            "<td>" + traceLink(k.first_trace) + "</td></tr>"
+          );
+        })
+        .join("");
+    } else if (Array.isArray(v.new_errors) && v.new_errors.length > 0) {
+      rows = v.new_errors
+        .map(
+          (k) =>
+            '<tr data-kind="' + esc(k.kind) + '"><td><b>' + esc(k.kind) + '</b><span class="badge-new">new</span></td><td>' + resultChip("marginal") + "</td>" +
+            '<td class="canary"><b>' + int(k.count) + "</b> failed" + (requests > 0 ? " (" + pct(k.count / requests) + " of its requests)" : "") + "</td>" +
+            '<td class="baseline">0 failed</td><td>—</td><td><span class="muted">—</span></td></tr>'
+        )
+        .join("");
+    } else {
+      return "";
+    }
     return (
-      '<h2>New error kinds</h2><div class="table-wrap"><table id="new-errors"><thead><tr><th>Kind</th>' +
-      '<th class="num">Canary</th><th class="num">Baseline</th></tr></thead><tbody>' + rows + "</tbody></table></div>"
+      '<h2>Error kinds <span class="note">— why canary requests failed, against the baseline\'s rate of each</span></h2>' +
+      '<div class="table-wrap"><table id="error-kinds"><thead><tr><th>Kind</th><th>Result</th><th>Canary</th><th>Baseline</th>' +
+      "<th>Evidence</th><th>First trace</th></tr></thead><tbody>" + rows + "</tbody></table></div>"
     );
   }
 
@@ -618,10 +663,7 @@
       })
     );
     if (items.length === 0) return "";
-    const trace = (x) =>
-      typeof x.url === "string" && /^https?:\/\//i.test(x.url)
-        ? '<a href="' + esc(x.url) + '" rel="noopener noreferrer" target="_blank">' + esc(x.trace_id) + "</a>"
-        : "<code>" + esc(x.trace_id) + "</code>";
+    const trace = traceLink;
     const rows = items
       .map(
         ({ check, x }) =>
@@ -690,7 +732,7 @@
       charts(d.series || []) +
       checksTable(v.checks) +
       endpointsTable(v.endpoints) +
-      newErrorsTable(v) +
+      errorKindsTable(v) +
       exemplarsTable(v) +
       timelinePanel(d.timeline)
     );
