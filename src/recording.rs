@@ -6,7 +6,7 @@
 //! expires from memory is still answered.
 
 use crate::judge::Color;
-use crate::ledger::event::{types, Event, Source};
+use crate::ledger::event::{types, Event, Source, EVENT_EXEMPLARS};
 use crate::ledger::ReleaseRecord;
 use crate::store::{Changed, Inferred};
 use crate::verdict::Verdict;
@@ -42,22 +42,29 @@ pub fn tick_records(
                 .with("baseline_git_sha", b.git_sha.clone()),
             None => e,
         };
+        // A red names where (its evidence) and the requests to look at.
+        let with_red = |e: Event| match (&v.red_evidence, c.color) {
+            (Some(r), Color::Red) => e
+                .with("red_evidence", serde_json::to_value(r).unwrap_or_default())
+                .with("exemplars", exemplars(v)),
+            _ => e,
+        };
         match c.from {
-            None => events.push(with_baseline(about(types::RELEASE_STARTED))),
-            Some(from) => events.push(with_baseline(
+            None => events.push(with_red(with_baseline(about(types::RELEASE_STARTED)))),
+            Some(from) => events.push(with_red(with_baseline(
                 about(types::VERDICT_CHANGED)
                     .with("from", from.as_str())
                     .with("to", c.color.as_str())
                     .with("checks", checks(v)),
-            )),
+            ))),
         }
         if c.first_pass {
             events.push(with_baseline(about(types::CANARY_PASSED)));
         }
         if c.color == Color::Red {
-            events.push(with_baseline(
+            events.push(with_red(with_baseline(
                 about(types::CANARY_FAILED).with("checks", checks(v)),
-            ));
+            )));
         }
         records.push(release_record(v, now));
     }
@@ -92,6 +99,32 @@ fn checks(v: &Verdict) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+/// Up to three canary requests behind a red, those of the failing checks
+/// first and those on the endpoint it names before others, each once:
+/// trace id, endpoint, latency, failed, and the link when configured.
+fn exemplars(v: &Verdict) -> serde_json::Value {
+    let subject = v.red_evidence.as_ref().and_then(|r| r.endpoint.as_deref());
+    let mut picked: Vec<&crate::judge::checks::ExemplarRef> = Vec::new();
+    let mut failing: Vec<&crate::judge::checks::CheckReport> = v.checks.iter().collect();
+    failing.sort_by_key(|c| c.result != crate::judge::checks::CheckResult::Fail);
+    let all: Vec<_> = failing.iter().flat_map(|c| c.exemplars.iter()).collect();
+    let there = all
+        .iter()
+        .filter(|e| subject.is_some() && e.endpoint.as_deref() == subject);
+    for e in there.chain(all.iter()) {
+        if picked.len() == EVENT_EXEMPLARS {
+            break;
+        }
+        if !picked
+            .iter()
+            .any(|p| p.trace_id == e.trace_id && p.span_id == e.span_id)
+        {
+            picked.push(e);
+        }
+    }
+    serde_json::to_value(picked).unwrap_or_default()
 }
 
 /// The release's last verdict as the ledger keeps it.

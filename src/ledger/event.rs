@@ -22,6 +22,10 @@ pub const MAX_EVENTS_PER_POST: usize = 1000;
 /// would sort after, and outlive, everything the ledger records).
 pub const MAX_FUTURE_SECS: u64 = 300;
 
+/// A red event's `exemplars` metadata holds at most this many requests
+/// (messages link them).
+pub const EVENT_EXEMPLARS: usize = 3;
+
 /// Event types the daemon writes, infers or understands when posted. Any other
 /// lowercase type may be posted too; DORA ignores the ones it does not use.
 pub mod types {

@@ -65,6 +65,72 @@ pub struct ReleaseState {
     pub incident: bool,
     /// When its first event happened (RFC 3339).
     pub started_at: String,
+    /// Where a red is: "endpoint POST /checkout", "error KeyError".
+    #[serde(default)]
+    pub red_where: Option<String>,
+    /// Requests behind a red to look at (at most three).
+    #[serde(default)]
+    pub traces: Vec<Trace>,
+}
+
+/// A request behind a red, as messages link it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub trace_id: String,
+    /// "failed, POST /checkout, 812 ms".
+    pub label: String,
+    /// The link, from `[judge] trace_url_template`; none without one.
+    pub url: Option<String>,
+}
+
+/// Where a red event's evidence is: "endpoint POST /checkout · error
+/// KeyError", "latency · endpoint GET /cart", "guardrail error ratio".
+pub fn red_where(e: &Event) -> Option<String> {
+    let r = e.metadata.get("red_evidence")?;
+    let text = |k: &str| r.get(k).and_then(Value::as_str);
+    let check = text("check")?;
+    let mut parts = Vec::new();
+    if check != "endpoint" && check != "error_kind" {
+        parts.push(check.replace('_', " "));
+    }
+    if let Some(endpoint) = text("endpoint") {
+        parts.push(format!("endpoint {endpoint}"));
+    }
+    if let Some(kind) = text("kind") {
+        parts.push(format!("error {kind}"));
+    }
+    Some(parts.join(" · "))
+}
+
+/// The requests a red event links (see `recording`), at most three.
+pub fn traces(e: &Event) -> Vec<Trace> {
+    let Some(Value::Array(xs)) = e.metadata.get("exemplars") else {
+        return Vec::new();
+    };
+    xs.iter()
+        .take(crate::ledger::event::EVENT_EXEMPLARS)
+        .filter_map(|x| {
+            let trace_id = x.get("trace_id")?.as_str()?.to_string();
+            let failed = x.get("failed").and_then(Value::as_bool).unwrap_or(false);
+            let mut label = vec![if failed { "failed" } else { "slow" }.to_string()];
+            if let Some(ep) = x.get("endpoint").and_then(Value::as_str) {
+                label.push(ep.to_string());
+            }
+            if let Some(ms) = x.get("value").and_then(Value::as_f64) {
+                label.push(format!("{ms:.0} ms"));
+            }
+            let url = x
+                .get("url")
+                .and_then(Value::as_str)
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+                .map(str::to_string);
+            Some(Trace {
+                trace_id,
+                label: label.join(", "),
+                url,
+            })
+        })
+        .collect()
 }
 
 impl ReleaseState {
@@ -96,6 +162,10 @@ impl ReleaseState {
         }
         if let Some(r) = text("reason") {
             self.reason = Some(r);
+        }
+        if let Some(place) = red_where(e) {
+            self.red_where = Some(place);
+            self.traces = traces(e);
         }
         match e.kind.as_str() {
             types::PROMOTED | types::ROLLED_BACK => self.outcome = Some(e.kind.clone()),

@@ -10,7 +10,7 @@
 
 use serde_json::{json, Value};
 
-use super::release::{check_lines, headline, short, Links, ReleaseState};
+use super::release::{check_lines, headline, red_where, short, traces, Links, ReleaseState, Trace};
 use super::Failure;
 use crate::ledger::event::{types, Event};
 
@@ -21,6 +21,8 @@ pub const API: &str = "https://slack.com/api";
 const SECTION_MAX: usize = 2900;
 /// Longest text in a header block.
 const HEADER_MAX: usize = 150;
+/// Longest text of one of a section's fields (Slack's limit is 2,000).
+const FIELD_MAX: usize = 1900;
 
 /// Whether an event may open a release's thread (or Grafana region): one
 /// posted from outside (CI's `deploy_started`, an incident), or one of the
@@ -62,6 +64,30 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
+/// "Traces: <url|failed, POST /checkout, 812 ms> · …": the requests
+/// behind a red, linked only where a trace URL was configured (telemetry
+/// text is never made a link).
+fn traces_block(traces: &[Trace]) -> Option<Value> {
+    let shown: Vec<String> = traces
+        .iter()
+        .map(|t| {
+            let label = escape(&cut(&t.label, 120));
+            match &t.url {
+                Some(url) if !url.contains(['|', '>', '<']) => format!("<{url}|{label}>"),
+                _ => format!("{label} `{}`", escape(&cut(&t.trace_id, 64))),
+            }
+        })
+        .collect();
+    (!shown.is_empty()).then(|| {
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(&format!("*Traces:* {}", shown.join("  ·  ")), SECTION_MAX)}]})
+    })
+}
+
+/// A section field: `*Title*\nvalue`, within Slack's limit.
+fn field(title: &str, value: &str) -> Value {
+    json!({"type": "mrkdwn", "text": cut(&format!("*{title}*\n{value}"), FIELD_MAX)})
+}
+
 fn links_block(s: &ReleaseState, links: &Links) -> Option<Value> {
     let mut parts = Vec::new();
     if let Some(url) = links.page(s) {
@@ -98,13 +124,11 @@ pub fn opening(s: &ReleaseState, links: &Links) -> Value {
         json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&format!(
             "*{}*: {}\n*Do:* {}", status.word(), escape(reason), status.action()
         ), SECTION_MAX)}}),
-        json!({"type": "section", "fields": [
-            {"type": "mrkdwn", "text": format!("*Release*\n{}", escape(&s.deployment_id))},
-            {"type": "mrkdwn", "text": format!("*Baseline*\n{baseline}")},
-            {"type": "mrkdwn", "text": format!("*Commit*\n`{}`", escape(s.short_sha()))},
-            {"type": "mrkdwn", "text": format!("*Started*\n{}", escape(&s.started_at))},
-        ]}),
+        json!({"type": "section", "fields": fields(s, &baseline)}),
     ];
+    if status == super::release::Status::Red {
+        blocks.extend(traces_block(&s.traces));
+    }
     if s.incident {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": ":rotating_light: *An incident is open against this release.*"}}));
     }
@@ -113,6 +137,23 @@ pub fn opening(s: &ReleaseState, links: &Links) -> Value {
         "text": cut(&format!("{}: {} {} ({}) — {}", status.word(), s.service, s.deployment_id, s.environment, reason), SECTION_MAX),
         "blocks": blocks,
     })
+}
+
+/// The opening message's fields: the release, its baseline, commit, start
+/// and, for a red, where it is.
+fn fields(s: &ReleaseState, baseline: &str) -> Vec<Value> {
+    let mut out = vec![
+        field("Release", &escape(&s.deployment_id)),
+        field("Baseline", baseline),
+        field("Commit", &format!("`{}`", escape(s.short_sha()))),
+        field("Started", &escape(&s.started_at)),
+    ];
+    if s.status() == super::release::Status::Red {
+        if let Some(place) = &s.red_where {
+            out.push(field("Where", &escape(place)));
+        }
+    }
+    out
 }
 
 /// A reply in the thread: what happened, with the checks' numbers when
@@ -126,9 +167,13 @@ pub fn reply(e: &Event, s: &ReleaseState, links: &Links) -> Value {
         body.push_str(&escape(&checks.join("\n")));
         body.push_str("```");
     }
+    if let Some(place) = red_where(e) {
+        body = format!("{body}\n*Where:* {}", escape(&place));
+    }
     let mut blocks = vec![
         json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&body, SECTION_MAX)}}),
     ];
+    blocks.extend(traces_block(&traces(e)));
     blocks.extend(links_block(s, links));
     json!({"text": cut(&line, SECTION_MAX), "blocks": blocks})
 }
@@ -259,6 +304,63 @@ mod tests {
             "42-slack"
         );
         assert!(body["text"].as_str().unwrap().contains("YELLOW → RED"));
+    }
+
+    #[test]
+    fn a_red_names_where_and_links_its_traces_within_slacks_limits() {
+        let long = "x".repeat(5000);
+        let e = Event::new(types::CANARY_FAILED, 1, Source::Daemon, &long)
+            .for_release("prod", &long)
+            .with("verdict", "red")
+            .with("reason", long.as_str())
+            .with(
+                "red_evidence",
+                serde_json::json!({"check": "endpoint", "subject": "POST /checkout", "endpoint": "POST /checkout"}),
+            )
+            .with(
+                "exemplars",
+                serde_json::json!([
+                    {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "value": 812.0, "failed": true,
+                     "endpoint": "POST /checkout", "url": "https://traces.example.com/t/4bf92f35"},
+                    {"trace_id": "00f067aa0ba902b7aaaaaaaaaaaaaaaa", "value": 9.0, "failed": true,
+                     "endpoint": "<https://evil.example|click>"},
+                    {"trace_id": "a", "failed": true}, {"trace_id": "b", "failed": true},
+                ]),
+            );
+        let s = ReleaseState::default().after(&e);
+        assert_eq!(s.red_where.as_deref(), Some("endpoint POST /checkout"));
+        assert_eq!(s.traces.len(), 3, "at most three");
+        for m in [
+            opening(&s, &Links::default()),
+            reply(&e, &s, &Links::default()),
+        ] {
+            let text = m.to_string();
+            assert!(text.contains("POST /checkout"), "{text}");
+            assert!(
+                text.contains(
+                    "<https://traces.example.com/t/4bf92f35|failed, POST /checkout, 812 ms>"
+                ),
+                "{text}"
+            );
+            // Telemetry text is never made a link.
+            assert!(!text.contains("<https://evil.example"), "{text}");
+            for block in m["blocks"].as_array().unwrap() {
+                if let Some(fields) = block["fields"].as_array() {
+                    assert!(fields.len() <= 10);
+                    for f in fields {
+                        assert!(f["text"].as_str().unwrap().chars().count() <= 2000);
+                    }
+                }
+                let t = &block["text"]["text"];
+                if let Some(t) = t.as_str() {
+                    let max = if block["type"] == "header" { 150 } else { 3000 };
+                    assert!(t.chars().count() <= max, "{}", block["type"]);
+                }
+                for el in block["elements"].as_array().into_iter().flatten() {
+                    assert!(el["text"].as_str().unwrap().chars().count() <= 3000);
+                }
+            }
+        }
     }
 
     #[test]

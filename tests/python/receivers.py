@@ -61,6 +61,7 @@ class Message:
     thread_ts: Optional[str]
     delivery: Optional[str]
     updates: list = field(default_factory=list)  # texts of chat.update, in order
+    update_blocks: list = field(default_factory=list)  # blocks of each chat.update, in order
 
 
 @dataclass
@@ -196,6 +197,14 @@ class Receivers:
                 return "header text over 150 characters"
             if b["type"] == "section" and "text" in b and len(b["text"]["text"]) > 3000:
                 return "section text over 3000 characters"
+            # Block Kit: a section has at most 10 fields of 2000 characters,
+            # a context at most 10 elements (text of 3000).
+            fields = b.get("fields") or []
+            if len(fields) > 10 or any(len(f.get("text", "")) > 2000 for f in fields):
+                return "section fields over 10, or one over 2000 characters"
+            elements = b.get("elements") or []
+            if b["type"] == "context" and (len(elements) > 10 or any(len(e.get("text", "")) > 3000 for e in elements)):
+                return "context elements over 10, or one over 3000 characters"
         return None
 
     def _post_message(self, h: BaseHTTPRequestHandler, body: Any, key: Optional[str]) -> None:
@@ -234,6 +243,7 @@ class Receivers:
             target = next((m for m in self.messages if m.ts == body.get("ts")), None)
             if target:
                 target.updates.append(body.get("text", ""))
+                target.update_blocks.append(body.get("blocks") or [])
         if not target:
             return self._answer(h, 200, {"ok": False, "error": "message_not_found"})
         self._answer(h, 200, {"ok": True, "channel": CHANNEL_ID, "ts": target.ts, "text": body.get("text", "")})

@@ -15,6 +15,8 @@ daemon no more than the 64 KiB it reads of it.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 import requests
 
 from harness import Daemon, daemon_binary, poll, proc_status_kb
+from otel import CHECKOUT, RolloutTraffic
 from receivers import GRAFANA_TOKEN, SLACK_TOKEN, WEBHOOK_SECRET, Receivers
 
 CANARY = "loadgen-0-canary"
@@ -292,3 +295,80 @@ def test_a_huge_error_answer_is_read_only_in_part(daemon_factory, receivers: Rec
     poll(lambda: d.metrics().get("release_verdict_notifications_pending", 0.0, sink="huge"), lambda n: n == 1,
          timeout=10, interval=0.2, what="the delivery still pending")
     assert d.stop() == 0, d.log()
+
+
+def test_a_red_on_one_endpoint_names_it_and_links_its_traces(daemon_factory, tmp_path: Path, receivers: Receivers):
+    """Issue 30: Slack and webhooks say where a red is (the endpoint, the
+    kind of error) and link up to three of its requests, through
+    `[judge] trace_url_template` only; every message within Block Kit's
+    limits (the receiver checks them)."""
+    (tmp_path / "slack.token").write_text(SLACK_TOKEN + "\n")
+    traces = "https://traces.example.com/trace/"
+    text = f"""
+[ledger]
+path = "ledger.db"
+[baseline]
+settle = "1s"
+[judge]
+min_duration = "5s"
+trace_url_template = "{traces}{{trace_id}}"
+[notify]
+backoff_initial = "100ms"
+[[notify.sinks]]
+name = "releases"
+kind = "slack"
+url = "{receivers.url}/slack/api"
+token_file = "{tmp_path / 'slack.token'}"
+channel = "#releases"
+services = ["cart"]
+[[notify.sinks]]
+name = "audit"
+kind = "webhook"
+url = "{receivers.url}/hook"
+secret_env = "RV_TEST_WEBHOOK_SECRET"
+services = ["cart"]
+"""
+    receivers.accepting = True
+    d = start(daemon_factory, text)
+    traffic = RolloutTraffic(d, 40.0)
+    try:
+        hook = poll(
+            lambda: [h["event"] for h in receivers.hooks
+                     if h["event"]["type"] == "canary_failed" and h["event"]["deployment_id"] == "cart-v2"],
+            bool, timeout=60, interval=0.2, what="canary_failed at the webhook",
+        )[0]
+    finally:
+        traffic.stop()
+    meta = hook["metadata"]
+    red = d.get_release("cart-v2").json()
+    assert meta["red_evidence"]["check"] == red["red_evidence"]["check"], (meta, red["red_evidence"])
+    # Where: the endpoint, whether the red was decided on it or on the
+    # pooled error ratio (then it is the worst endpoint); and the new kind.
+    assert meta["red_evidence"]["endpoint"] == CHECKOUT, meta
+    assert CHECKOUT in meta["reason"], meta
+    exemplars = meta["exemplars"]
+    assert 1 <= len(exemplars) <= 3, exemplars
+    assert all(x["url"] == traces + x["trace_id"] for x in exemplars), exemplars
+    assert all(x["failed"] for x in exemplars), exemplars
+
+    # Slack: the opening message as it reads now (posted RED when the first
+    # verdict is red, else rewritten to RED) and the reply saying it turned
+    # red, if there is one, both name the endpoint and link the traces.
+    def latest(m):
+        """The opening message as it reads now: (text, blocks)."""
+        return (m.updates[-1], m.update_blocks[-1]) if m.updates else (m.text, m.blocks)
+
+    opening, replies = poll(
+        lambda: receivers.thread_of("cart-v2"),
+        lambda t: t[0] is not None and latest(t[0])[0].startswith("RED"),
+        timeout=30, interval=0.2, what="the opening message RED",
+    )
+    opened = json.dumps(latest(opening)[1])
+    assert "*Where*\\n" in opened and f"endpoint {CHECKOUT}" in opened, opened
+    turned = [json.dumps(m.blocks) for m in replies if "→ RED" in m.text]
+    for blocks in [opened, *turned]:
+        assert CHECKOUT in blocks, blocks
+        links = re.findall(r"<(https://traces\.example\.com/trace/[0-9a-f]{32})\|", blocks)
+        assert links and len(links) <= 3, blocks
+        assert {traces + x["trace_id"] for x in exemplars} >= set(links), (links, exemplars)
+    assert receivers.violations == [], receivers.violations
