@@ -6,7 +6,10 @@
 //! deployment id and commit, `previous_sha`) on a series of its own, so an
 //! alert can carry the rollback target while `release_verdict`'s labels stay
 //! what dashboards and rollout controllers query, and choosing a baseline
-//! starts no new verdict series.
+//! starts no new verdict series. `release_verdict_red_info` likewise names
+//! where a red release is (the check, and the endpoint or kind of error it
+//! was decided on), so the alert says where without a reason label: free
+//! text whose numbers change every tick.
 
 use std::fmt::Write;
 
@@ -42,7 +45,7 @@ impl Format {
 }
 
 /// The gauges, in exposition order: name, help.
-const FAMILIES: [(&str, &str); 8] = [
+const FAMILIES: [(&str, &str); 9] = [
     (
         "release_verdict",
         "Verdict of a release: 0 green, 1 yellow, 2 red",
@@ -74,6 +77,10 @@ const FAMILIES: [(&str, &str); 8] = [
     (
         "release_verdict_baseline_info",
         "The baseline a release is compared with (the rollback target): its deployment id and commit, value 1",
+    ),
+    (
+        "release_verdict_red_info",
+        "Where a red release is: the check it was decided on and its endpoint or kind of error, value 1",
     ),
 ];
 
@@ -180,6 +187,16 @@ impl Releases {
                 &with_sha,
                 r.first_seen as f64 / NANOS_PER_SEC as f64,
             );
+            if let (Some(ev), Some(_)) = (&j.red_evidence, j.red_since) {
+                let labels = [
+                    base[0],
+                    base[1],
+                    base[2],
+                    ("red_check", ev.check.as_str()),
+                    ("red_subject", ev.subject.as_deref().unwrap_or("")),
+                ];
+                sample(&mut families[8], FAMILIES[8].0, &labels, 1.0);
+            }
             for c in &j.checks {
                 let labels = [base[0], base[1], base[2], ("check", c.name.as_str())];
                 sample(

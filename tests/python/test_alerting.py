@@ -257,6 +257,12 @@ def test_a_red_canary_pages_the_release_oncall_with_the_rollback(daemon_factory,
         (red,) = {json.dumps(a, sort_keys=True): a for a in alerts[world.canary]}.values()
         labels, notes = red["labels"], red["annotations"]
         assert red["status"] == "firing"
+        # Where it is red, as the daemon's evidence says (release_verdict_red_info).
+        linked = requests.get(notes["verdict_url"].replace("http://release-verdict.observability.svc:4318", daemon.http_url), timeout=5).json()
+        evidence = linked["red_evidence"]
+        assert labels.pop("red_check") == evidence["check"], (labels, evidence)
+        assert labels.pop("red_subject", None) == evidence["subject"], (labels, evidence)
+        assert notes["where"].startswith(evidence["check"]), notes
         assert labels == {
             "alertname": "ReleaseVerdictRed",
             "severity": "critical",
@@ -281,6 +287,7 @@ def test_a_red_canary_pages_the_release_oncall_with_the_rollback(daemon_factory,
         # Red without a baseline pages too, without a rollback target.
         lone = {json.dumps(a, sort_keys=True): a for a in alerts[world.lone]}
         (lone_alert,) = lone.values()
+        assert lone_alert["labels"]["red_check"] == "guardrail_error_ratio", lone_alert
         assert lone_alert["labels"]["service"] == world.lone_service
         assert "previous_sha" not in lone_alert["labels"] and "baseline_deployment_id" not in lone_alert["labels"]
         assert lone_alert["annotations"]["rollback"].startswith("no baseline known"), lone_alert
@@ -297,6 +304,7 @@ def test_a_red_canary_pages_the_release_oncall_with_the_rollback(daemon_factory,
         text = next(a["text"] for b in slack for a in b["attachments"] if world.canary in a["text"])
         assert f"Rollback: /deploy rollback {world.service} {SHA_STABLE}" in text, text
         assert f"Baseline: {world.stable} ({SHA_STABLE})" in text, text
+        assert f"Where: {notes['where']}" in text, text
         assert f"Runbook: {notes['runbook_url']}" in text, text
         assert slack[0]["channel"] == "#prod-releases"
 
