@@ -346,8 +346,13 @@ def test_node_sdk_canary_is_judged_and_each_request_counted_once(daemon_factory,
     print(f"endpoints: {[(e['name'], e['result'], e['detail']) for e in v2['endpoints']]}")
     assert not overcounts, overcounts[:5]
     assert not old_load.problems and not new_load.problems, (old_load.problems, new_load.problems)
-    # The endpoint is named in the table; only the failing one fails. (The
-    # reason may name it too, in words that are not this test's to pin.)
+    # The red names where: the failing endpoint is in the reason (issue 30:
+    # it quoted a pooled ratio and never said where), said once, with one
+    # action; only the failing endpoint fails in the table.
+    reason = v2["reason"]
+    assert reason.startswith("red since ") and CHECKOUT in reason, reason
+    assert reason.count("roll back") == 1, reason
+    assert v2["red_evidence"]["decided_at"] == v2["red_since"], v2["red_evidence"]
     items = endpoint(v2, ITEMS)
     assert items is not None and items["result"] != "fail", v2["endpoints"]
     assert seen[old.deployment_id]["verdict"] != "red", seen[old.deployment_id]
