@@ -12,7 +12,8 @@
 //!   to the store (`Batch`).
 //! - `window`: per-release counters and HDR histograms, rolling windows.
 //! - `judge`: anytime-valid e-processes, the group-sequential pass test,
-//!   one file per check, and the verdict decision.
+//!   one file per check, the verdict decision, and a red's story (what it
+//!   was decided on, then and now).
 //! - `store`: releases by service, environment and deployment id, the
 //!   baseline rule, the release cap, expiry, and the judge's tick.
 //! - `verdict`: the verdict object served everywhere.
