@@ -13,7 +13,7 @@ open and stay open; and the stream self metrics.
 
     cargo build --release
     tests/run                      # once, to create .venv
-    .venv/bin/python benches/readers.py [--bin PATH] [--sse N] [--sse-reading N] [--watches N]
+    .venv/bin/python benches/readers.py [--bin PATH] [--sse N] [--sse-reading N] [--watches N] [--snapshot-mib N]
 
 Needs Linux (/proc). It talks only to the daemon it starts, on 127.0.0.1,
 and stops it with SIGTERM.
@@ -113,13 +113,20 @@ def main() -> int:
     ap.add_argument("--exports", type=int, default=1_000, help="small exports timed in each phase")
     ap.add_argument("--gap", type=float, default=0.005, help="seconds between two timed exports")
     ap.add_argument("--hold", type=float, default=35.0, help="seconds the streams stay open")
+    ap.add_argument(
+        "--snapshot-mib", type=int, default=64,
+        help="server.max_stream_snapshot_bytes in MiB (a large value: no budget, to compare)",
+    )
     args = ap.parse_args()
     if not args.bin.is_file():
         print(f"{args.bin} not found: run `cargo build --release`", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory(prefix="readers-") as tmp:
-        config = f"[server]\nmax_streams = {max(1000, args.sse + args.watches)}\n"
+        config = (
+            f"[server]\nmax_streams = {max(1000, args.sse + args.watches)}\n"
+            f"max_stream_snapshot_bytes = {args.snapshot_mib << 20}\n"
+        )
         d = start_daemon(Path(tmp), config=config, binary=args.bin)
         pid = d.proc.pid
         traces = f"{d.http_url}/v1/traces"

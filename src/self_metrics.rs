@@ -248,6 +248,8 @@ pub struct SelfMetrics {
     pub streams_refused: Counter,
     /// Verdict streams cut off for falling behind, by why.
     pub streams_dropped: Family<StreamDropLabels, Counter>,
+    /// Bytes of the snapshots verdict streams hold now.
+    pub stream_snapshot_bytes: Gauge,
 }
 
 impl Default for SelfMetrics {
@@ -282,6 +284,7 @@ impl Default for SelfMetrics {
             streams_open: Gauge::default(),
             streams_refused: Counter::default(),
             streams_dropped: Family::default(),
+            stream_snapshot_bytes: Gauge::default(),
         }
         .at_zero()
     }
@@ -451,6 +454,11 @@ impl SelfMetrics {
             "release_verdict_streams_dropped",
             "Verdict streams cut off for falling behind: lagged (more changes than the buffer holds went unread), stalled (the snapshot not taken within server.stream_snapshot_timeout); clients reconnect and get a fresh snapshot",
             self.streams_dropped.clone(),
+        );
+        registry.register(
+            "release_verdict_stream_snapshot_bytes",
+            "Bytes of the snapshots of every release that verdict streams hold now, at most about server.max_stream_snapshot_bytes plus one snapshot",
+            self.stream_snapshot_bytes.clone(),
         );
         registry.register(
             "release_verdict_releases_expired",

@@ -175,6 +175,11 @@ mod tests {
             .to_string();
         assert!(e.contains("server.max_streams"), "{e}");
         assert!(e.contains("server.stream_snapshot_timeout"), "{e}");
+        assert_eq!(Config::default().server.max_stream_snapshot_bytes, 64 << 20);
+        let e = Config::from_toml("[server]\nmax_stream_snapshot_bytes = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.max_stream_snapshot_bytes"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// reading holds no memory; it reconnects for a fresh one.
     #[serde(with = "humantime_serde")]
     pub stream_snapshot_timeout: Duration,
+    /// Bytes of snapshots the verdict streams may hold at once: past it, a
+    /// new stream waits for its snapshot until the streams let an older
+    /// one go (one snapshot is always built, whatever its size).
+    pub max_stream_snapshot_bytes: u64,
     /// TLS on both ports (off while `cert_file` is empty).
     pub tls: TlsConfig,
 }
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             grpc_max_concurrent_streams: 100,
             max_streams: 1000,
             stream_snapshot_timeout: Duration::from_secs(30),
+            max_stream_snapshot_bytes: 64 << 20,
             tls: TlsConfig::default(),
         }
     }
@@ -144,6 +149,9 @@ impl ServerConfig {
         }
         if self.max_streams == 0 || self.max_streams > 100_000 {
             problems.push("server.max_streams must be between 1 and 100000".to_string());
+        }
+        if self.max_stream_snapshot_bytes < 1 << 20 {
+            problems.push("server.max_stream_snapshot_bytes must be at least 1048576".to_string());
         }
         if self.stream_snapshot_timeout < Duration::from_millis(100) {
             problems.push("server.stream_snapshot_timeout must be at least 100ms".to_string());

@@ -11,13 +11,21 @@
 //! `server.stream_snapshot_timeout`. Changes come from the app's broadcast
 //! (a fixed ring shared by every stream); a stream that lets it overrun is
 //! cut off, and the client reconnects for a fresh snapshot.
+//!
+//! Snapshots are counted while any stream holds one
+//! (`release_verdict_stream_snapshot_bytes`), and a new one is built only
+//! while they come to less than `server.max_stream_snapshot_bytes`: streams
+//! opening while older snapshots are still being sent (or waited on by
+//! clients that do not read) wait for one to be let go, so a stream of
+//! reconnects cannot pile up one 15 MB snapshot per second.
 
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -31,12 +39,18 @@ const MIN_BUILD_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Readers {
     app: Arc<App>,
     places: Arc<Semaphore>,
+    /// Told whenever a snapshot is let go (see `Shared::room`).
+    freed: Arc<Notify>,
 }
 
 impl Readers {
     pub fn new(app: Arc<App>) -> Self {
         let places = Arc::new(Semaphore::new(app.config.server.max_streams));
-        Self { app, places }
+        Self {
+            app,
+            places,
+            freed: Arc::new(Notify::new()),
+        }
     }
 
     /// A place for one more stream, or None (counted) when
@@ -105,13 +119,45 @@ impl Drop for Ticket {
     }
 }
 
+/// A snapshot as streams hold it: its bytes are counted in
+/// `release_verdict_stream_snapshot_bytes` until the last stream lets go.
+pub struct Snap<T> {
+    value: T,
+    bytes: i64,
+    held: Gauge,
+    freed: Arc<Notify>,
+}
+
+impl<T> Deref for Snap<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Drop for Snap<T> {
+    fn drop(&mut self) {
+        self.held.dec_by(self.bytes);
+        self.freed.notify_waiters();
+    }
+}
+
+/// How often a build waiting for room looks again, should a release of
+/// room go unnoticed (a notification comes only to those already waiting).
+const ROOM_RECHECK: Duration = Duration::from_millis(250);
+
 /// Snapshots of every release built by `build` on the whole-reads thread
 /// (off the async workers, one read at a time, niced), one build for all
-/// the streams waiting when it starts. Nothing is kept once the streams
-/// are done with it.
+/// the streams waiting when it starts, and only while the snapshots held
+/// come to less than `server.max_stream_snapshot_bytes`. Nothing is kept
+/// once the streams are done with it.
 pub struct Shared<T> {
     app: Arc<App>,
     build: fn(&App) -> T,
+    /// A snapshot's size in bytes, about.
+    size: fn(&T) -> usize,
+    freed: Arc<Notify>,
     builds: Mutex<Builds<T>>,
     /// Builds one at a time, each at least `MIN_BUILD_INTERVAL` after the
     /// one before (when the last one started).
@@ -124,14 +170,16 @@ struct Builds<T> {
     /// A build is waiting for its turn: it will serve whoever asks now.
     queued: bool,
     /// Who waits, and how many builds had started when they asked.
-    waiting: Vec<(u64, oneshot::Sender<Arc<T>>)>,
+    waiting: Vec<(u64, oneshot::Sender<Arc<Snap<T>>>)>,
 }
 
 impl<T: Send + Sync + 'static> Shared<T> {
-    pub fn new(app: Arc<App>, build: fn(&App) -> T) -> Arc<Self> {
+    pub fn new(readers: &Readers, build: fn(&App) -> T, size: fn(&T) -> usize) -> Arc<Self> {
         Arc::new(Self {
-            app,
+            app: readers.app.clone(),
             build,
+            size,
+            freed: readers.freed.clone(),
             builds: Mutex::new(Builds {
                 started: 0,
                 queued: false,
@@ -144,7 +192,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
     /// A snapshot whose read of the store began after this call: a stream
     /// subscribed to the changes before calling misses none, whether a
     /// change came before the read or after. None if the build failed.
-    pub async fn fresh(self: &Arc<Self>) -> Option<Arc<T>> {
+    pub async fn fresh(self: &Arc<Self>) -> Option<Arc<Snap<T>>> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut b = lock(&self.builds);
@@ -163,6 +211,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         if let Some(at) = *last {
             tokio::time::sleep_until(at + MIN_BUILD_INTERVAL).await;
         }
+        self.room().await;
         *last = Some(Instant::now());
         let number = {
             let mut b = lock(&self.builds);
@@ -183,10 +232,39 @@ impl<T: Send + Sync + 'static> Shared<T> {
             served
         };
         // A failed build (a panic, logged) ends its streams: they reconnect.
-        if let Some(snapshot) = built.map(Arc::new) {
+        let held = self.app.metrics.stream_snapshot_bytes.clone();
+        let freed = self.freed.clone();
+        let size = self.size;
+        let snap = built.map(|value| {
+            let bytes = size(&value) as i64;
+            held.inc_by(bytes);
+            Arc::new(Snap {
+                value,
+                bytes,
+                held,
+                freed,
+            })
+        });
+        if let Some(snapshot) = snap {
             for (_, tx) in served {
                 let _ = tx.send(snapshot.clone());
             }
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    /// Waits until the snapshots held come to less than
+    /// `server.max_stream_snapshot_bytes` (at once when none is held).
+    async fn room(&self) {
+        let max = self.app.config.server.max_stream_snapshot_bytes as i64;
+        let held = &self.app.metrics.stream_snapshot_bytes;
+        loop {
+            let freed = self.freed.notified();
+            if held.get() < max {
+                return;
+            }
+            let _ = tokio::time::timeout(ROOM_RECHECK, freed).await;
         }
     }
 }

@@ -20,7 +20,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::readers::{Pending, Readers, Shared, Ticket};
+use super::readers::{Pending, Readers, Shared, Snap, Ticket};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::self_metrics::StreamDrop;
@@ -48,7 +48,7 @@ pub struct Streams {
 impl Streams {
     pub fn new(app: Arc<App>, readers: Arc<Readers>, stop: CancellationToken) -> Self {
         Self {
-            snapshots: Shared::new(app.clone(), Snapshot::build),
+            snapshots: Shared::new(&readers, Snapshot::build, Snapshot::bytes),
             app,
             readers,
             stop,
@@ -77,6 +77,19 @@ impl Snapshot {
             environment: v.environment,
         });
         Self { releases }
+    }
+
+    /// Its bytes, about.
+    fn bytes(&self) -> usize {
+        self.releases
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<Encoded>()
+                    + r.json.len()
+                    + r.service.len()
+                    + r.environment.len()
+            })
+            .sum()
     }
 
     /// Appends the releases `filter` admits from `*next` on to `out`
@@ -142,7 +155,7 @@ enum Phase {
     Start,
     /// Writing the snapshot: the next release, whether one was written.
     Snapshot {
-        held: Pending<Snapshot>,
+        held: Pending<Snap<Snapshot>>,
         next: usize,
         any: bool,
     },

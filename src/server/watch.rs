@@ -23,7 +23,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstDecoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::readers::{Pending, Readers, Shared, Ticket};
+use super::readers::{Pending, Readers, Shared, Snap, Ticket};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::export::proto::{pb, to_pb};
@@ -47,7 +47,7 @@ pub struct Watches {
 impl Watches {
     pub fn new(app: Arc<App>, readers: Arc<Readers>, stop: CancellationToken) -> Self {
         Self {
-            snapshots: Shared::new(app.clone(), snapshot),
+            snapshots: Shared::new(&readers, snapshot, |s| snapshot_bytes(s)),
             app,
             readers,
             stop,
@@ -109,13 +109,27 @@ fn snapshot(app: &App) -> Vec<Release> {
     })
 }
 
+/// A snapshot's bytes, about: its messages and names.
+fn snapshot_bytes(releases: &[Release]) -> usize {
+    releases
+        .iter()
+        .map(|r| {
+            std::mem::size_of::<Release>()
+                + r.message.len()
+                + r.service.len()
+                + r.environment.len()
+                + r.deployment_id.len()
+        })
+        .sum()
+}
+
 /// Where a watch is.
 enum Phase {
     /// Waiting for a snapshot.
     Start,
     /// Sending the snapshot's releases, from `next` on.
     Snapshot {
-        held: Pending<Vec<Release>>,
+        held: Pending<Snap<Vec<Release>>>,
         next: usize,
     },
     /// Sending changes as they come.

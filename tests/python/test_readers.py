@@ -200,3 +200,57 @@ def test_streams_that_never_read_are_bounded_cut_off_capped_and_let_go(daemon_fa
         what=f"RSS back near {before:.0f} MiB",
     )
     assert after <= before + max(0.2 * before, 16)
+
+
+def test_snapshots_held_at_once_stay_within_their_budget(daemon_factory):
+    """A stream that does not read holds its snapshot until
+    stream_snapshot_timeout; streams opening meanwhile wait for room rather
+    than each pinning a snapshot of its own (server.max_stream_snapshot_bytes,
+    here 1 MiB: less than one snapshot, so one is held at a time). Without
+    the budget a stream opening a second later got a second snapshot at
+    once, and a stream of reconnects pinned one per second."""
+    d = daemon_factory('[server]\nmax_stream_snapshot_bytes = 1048576\nstream_snapshot_timeout = "60s"\n')
+    # 10,000 releases: a snapshot larger than the socket buffers take.
+    for i in range(SERVICES):
+        sent = send_burst(d.http_addr, burst_requests(PER_SERVICE, PER_SERVICE, prefix=f"b{i}-", service=f"budget-{i}"))
+        assert sent.rejected_spans == 0, sent.messages
+    poll(lambda: d.metrics().get("release_verdict_releases_tracked"), lambda n: n == RELEASES, timeout=20, what="releases")
+    def held() -> float:
+        # /metrics writes every release's series: slow in a debug build on a
+        # busy machine, so a read that times out is tried again.
+        return poll(lambda: d.metrics().get("release_verdict_stream_snapshot_bytes"), lambda b: True, timeout=60)
+
+    assert held() == 0
+
+    stalled = open_sse(d.http_addr)
+    one = poll(held, lambda b: b > 0, timeout=20, what="the first stream's snapshot held")
+    assert one > 1 << 20, f"a snapshot of 10,000 releases is over the 1 MiB budget: {one} bytes"
+    waiting = open_sse(d.http_addr)
+    waiting.setblocking(False)
+    try:
+        # The second stream is open, and gets no snapshot while the first
+        # holds one: the bytes held stay one snapshot's.
+        poll(lambda: d.metrics().get("release_verdict_streams_open"), lambda n: n == 2, timeout=10, what="both open")
+        highest, got = one, b""
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            highest = max(highest, held())
+            try:
+                got += waiting.recv(1 << 16)
+            except BlockingIOError:
+                pass
+        assert highest == one, f"{highest} bytes of snapshots held, one is {one}"
+        assert b"event: snapshot" not in got, got[:200]
+
+        # Once the first lets go of its snapshot, the second gets one.
+        stalled.close()
+        waiting.setblocking(True)
+        waiting.settimeout(30)
+        while b"event: snapshot" not in got:
+            chunk = waiting.recv(1 << 16)
+            assert chunk, "the stream ended without a snapshot"
+            got += chunk
+    finally:
+        stalled.close()
+        waiting.close()
+    poll(held, lambda b: b == 0, timeout=60, what="every snapshot let go")
