@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::checks::{
-    grouped, odds, CheckReport, CheckResult, CohortStats, EndpointReport, KindReport, LatencyTest,
+    grouped, odds, pct, CheckReport, CheckResult, CohortStats, EndpointReport, KindReport,
+    LatencyTest,
 };
 use crate::model::{UnixNanos, NANOS_PER_SEC};
 use crate::window::Signals;
@@ -356,11 +357,6 @@ impl Figures {
             None => format!("{} {requests}", show(canary)),
         })
     }
-}
-
-fn pct(x: Option<f64>) -> String {
-    x.map(|x| format!("{:.2}%", x * 100.0))
-        .unwrap_or_else(|| "n/a".into())
 }
 
 /// A cohort's latency at `q`, where its stats carry it.
