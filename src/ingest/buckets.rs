@@ -1,5 +1,7 @@
 //! Histogram buckets as latency samples: units, bucket shapes, and the value
-//! that stands for each bucket.
+//! points that stand for each bucket.
+
+use crate::model::{explicit_buckets, spread_bucket};
 
 /// Histogram counts of one data point (or of the delta between two), in the
 /// metric's own unit.
@@ -139,27 +141,13 @@ impl Buckets {
         }
     }
 
-    /// Appends `(microseconds, count)` for every non-empty bucket, each bucket
-    /// standing at its midpoint (geometric for exponential buckets). The
-    /// first explicit bucket stands at half its upper bound, the overflow
-    /// bucket at its lower bound (an underestimate: the data holds no more).
+    /// Appends `(microseconds, count)` points for every non-empty bucket,
+    /// its count spread over the bucket (see `model::spread_bucket`); the
+    /// first explicit bucket runs from zero, the overflow bucket stands at
+    /// its lower bound (the data holds no more).
     pub fn latencies(&self, factor: f64, out: &mut Vec<(u64, u64)>) {
-        let micros = |v: f64| (v * factor).max(0.0).round() as u64;
         match self {
-            Buckets::Explicit { bounds, counts } => {
-                for (i, &c) in counts.iter().enumerate() {
-                    if c == 0 {
-                        continue;
-                    }
-                    let value = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
-                        (None, Some(&upper)) => upper / 2.0,
-                        (Some(lower), Some(&upper)) => (lower + upper) / 2.0,
-                        (Some(lower), None) => lower,
-                        (None, None) => 0.0,
-                    };
-                    out.push((micros(value), c));
-                }
-            }
+            Buckets::Explicit { bounds, counts } => explicit_buckets(bounds, counts, factor, out),
             Buckets::Exponential {
                 scale,
                 zero,
@@ -171,11 +159,10 @@ impl Buckets {
                 }
                 let width = (-*scale as f64).exp2();
                 for (k, &c) in counts.iter().enumerate() {
-                    if c == 0 {
-                        continue;
-                    }
                     let index = *offset as f64 + k as f64;
-                    out.push((micros(((index + 0.5) * width).exp2()), c));
+                    let lower = (index * width).exp2() * factor;
+                    let upper = ((index + 1.0) * width).exp2() * factor;
+                    spread_bucket(lower, Some(upper), c, out);
                 }
             }
         }
@@ -218,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn explicit_buckets_stand_at_midpoints() {
+    fn explicit_buckets_are_spread_over_their_bounds() {
         let b = Buckets::Explicit {
             bounds: vec![0.1, 0.2, 0.4],
             counts: vec![1, 2, 0, 3],
@@ -226,7 +213,12 @@ mod tests {
         b.validate().unwrap();
         let mut out = Vec::new();
         b.latencies(1e6, &mut out);
-        assert_eq!(out, vec![(50_000, 1), (150_000, 2), (400_000, 3)]);
+        // (0, 100 ms] from zero; (100, 200] geometrically; the overflow
+        // at its lower bound.
+        assert_eq!(
+            out,
+            vec![(50_000, 1), (118_921, 1), (168_179, 1), (400_000, 3)]
+        );
         assert_eq!(b.total(), 6);
     }
 
@@ -250,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn exponential_buckets_stand_at_geometric_midpoints() {
+    fn exponential_buckets_are_spread_geometrically() {
         // scale 0: bucket i is (2^i, 2^(i+1)]; index 3 is (8, 16] ms.
         let b = Buckets::Exponential {
             scale: 0,
@@ -261,9 +253,10 @@ mod tests {
         let mut out = Vec::new();
         b.latencies(1e3, &mut out);
         assert_eq!(out[0], (0, 2));
-        let (v, c) = out[1];
-        assert_eq!(c, 5);
-        assert!((11_300..11_320).contains(&v), "{v}"); // 8 * sqrt(2) ms
+        assert_eq!(out[1..].iter().map(|p| p.1).sum::<u64>(), 5);
+        assert!(out[1..].iter().all(|p| (8_000..=16_000).contains(&p.0)));
+        // The middle one of five is the geometric midpoint, 8 * sqrt(2) ms.
+        assert!((11_300..11_320).contains(&out[3].0), "{out:?}");
         assert_eq!(b.total(), 7);
     }
 

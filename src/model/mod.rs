@@ -1,12 +1,14 @@
 //! Core vocabulary: time, cohort roles and span-kind filters; `key`
 //! names fleets and releases; `sample` holds what ingest hands to the
-//! store. Pure data, no I/O.
+//! store; `buckets` turns histogram buckets into its observations. Pure data, no I/O.
 
+mod buckets;
 mod key;
 mod sample;
 
 use serde::{Deserialize, Serialize};
 
+pub use buckets::{explicit_buckets, spread_bucket, SPREAD};
 pub use key::{FleetKey, ReleaseKey};
 pub use sample::{
     Batch, EndpointCount, Exemplar, Group, MetricObservation, ReleaseRef, RequestSource, Sample,

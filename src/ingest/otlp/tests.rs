@@ -172,9 +172,17 @@ fn delta_histograms_count_requests_errors_and_buckets() {
     assert_eq!(b.items, 2);
     let s = &b.groups[0].sample;
     assert_eq!((s.requests, s.errors), (6, 2));
+    // (0, 100 ms] spread from zero, (100, 500] at its geometric middle,
+    // the overflow at its lower bound.
     assert_eq!(
         s.latencies_us,
-        vec![(50_000, 3), (300_000, 1), (500_000, 2)]
+        vec![
+            (16_667, 1),
+            (50_000, 1),
+            (83_333, 1),
+            (223_607, 1),
+            (500_000, 2)
+        ]
     );
     assert!(deltas.is_empty());
 }
@@ -211,7 +219,7 @@ fn cumulative_histograms_become_deltas_per_stream() {
     let b = mapper.metrics(&second, &mut deltas, 0);
     let s = &b.groups[0].sample;
     assert_eq!((s.requests, s.errors), (3, 0));
-    assert_eq!(s.latencies_us, vec![(50, 3)]);
+    assert_eq!(s.latencies_us, vec![(17, 1), (50, 1), (83, 1)]);
     assert_eq!(deltas.len(), 2);
 }
 
@@ -387,7 +395,13 @@ fn the_older_http_conventions_are_read_too() {
     // Bucket bounds in milliseconds: the same latencies as the seconds case.
     assert_eq!(
         s.latencies_us,
-        vec![(50_000, 3), (300_000, 1), (500_000, 2)]
+        vec![
+            (16_667, 1),
+            (50_000, 1),
+            (83_333, 1),
+            (223_607, 1),
+            (500_000, 2)
+        ]
     );
     assert!(b.ignored_metrics.is_empty());
 }
