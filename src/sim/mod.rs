@@ -11,5 +11,5 @@ mod scenario;
 mod summary;
 
 pub use run::{group, run, RunResult};
-pub use scenario::Scenario;
+pub use scenario::{Histograms, Scenario, SDK_BOUNDS_MS};
 pub use summary::{summarize, Summary};

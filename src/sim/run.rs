@@ -2,10 +2,12 @@
 //! into the store on a simulated clock with a judge tick after each, and
 //! what the verdicts did.
 
-use super::{Rng, Scenario};
+use super::{Histograms, Rng, Scenario};
 use crate::config::Config;
 use crate::judge::Color;
-use crate::model::{Batch, Group, ReleaseRef, Sample, SpanFacts, NANOS_PER_SEC};
+use crate::model::{
+    explicit_buckets, Batch, Group, ReleaseRef, RequestSource, Sample, SpanFacts, NANOS_PER_SEC,
+};
 use crate::store::{BaselineRule, Store};
 
 /// What happened to one simulated release.
@@ -54,9 +56,20 @@ struct Behaviour {
 /// The kind of error the baseline never shows.
 const NEW_KIND: &str = "NullPointerException";
 
-fn cohort(rng: &mut Rng, b: &Behaviour) -> Sample {
+/// One simulated request.
+struct Request {
+    endpoint: &'static str,
+    failed: bool,
+    kind: &'static str,
+    ms: f64,
+    trace: [u8; 16],
+    span: [u8; 8],
+}
+
+/// One cohort's requests for one second.
+fn cohort(rng: &mut Rng, b: &Behaviour) -> Vec<Request> {
     let n = rng.poisson(b.rps);
-    let mut sample = Sample::default();
+    let mut requests = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let small = b.small_share > 0.0 && rng.bernoulli(b.small_share);
         let (endpoint, error) = if small {
@@ -74,20 +87,94 @@ fn cohort(rng: &mut Rng, b: &Behaviour) -> Sample {
             ms = ms * b.tail_slowdown + b.tail_add_ms;
         }
         let kind = if new_kind { NEW_KIND } else { b.error_kind };
-        let failed = failed || new_kind;
-        let trace = rng.next_u64().to_be_bytes().repeat(2);
-        let span = (rng.next_u64() | 1).to_be_bytes();
+        let mut trace = [0u8; 16];
+        let id = rng.next_u64().to_be_bytes();
+        trace[..8].copy_from_slice(&id);
+        trace[8..].copy_from_slice(&id);
+        requests.push(Request {
+            endpoint,
+            failed: failed || new_kind,
+            kind,
+            ms,
+            trace,
+            span: (rng.next_u64() | 1).to_be_bytes(),
+        });
+    }
+    requests
+}
+
+/// Requests as spans, one observation each.
+fn spans(requests: &[Request]) -> Sample {
+    let mut sample = Sample::default();
+    for r in requests {
         sample.add_span(SpanFacts {
-            latency_us: (ms * 1000.0) as u64,
-            failed,
-            endpoint: Some(endpoint),
-            error_kind: failed.then_some(kind),
-            trace_id: &trace,
-            span_id: &span,
+            latency_us: (r.ms * 1000.0) as u64,
+            failed: r.failed,
+            endpoint: Some(r.endpoint),
+            error_kind: r.failed.then_some(r.kind),
+            trace_id: &r.trace,
+            span_id: &r.span,
             end_time: 0,
         });
     }
     sample
+}
+
+/// Requests as one export of a request-duration histogram: a point per
+/// endpoint and outcome (the SDKs' route and status attributes), its
+/// buckets read as the daemon reads them.
+fn histogram(requests: &[Request], h: &Histograms) -> Sample {
+    let mut sample = Sample {
+        source: RequestSource::Metrics,
+        ..Sample::default()
+    };
+    let mut points: Vec<((&str, Option<&str>), Vec<u64>)> = Vec::new();
+    for r in requests {
+        let key = (r.endpoint, r.failed.then_some(r.kind));
+        let i = match points.iter().position(|p| p.0 == key) {
+            Some(i) => i,
+            None => {
+                points.push((key, vec![0; h.bounds_ms.len() + 1]));
+                points.len() - 1
+            }
+        };
+        let ms = if h.whole_ms { r.ms.round() } else { r.ms };
+        points[i].1[h.bounds_ms.partition_point(|&b| b < ms)] += 1;
+    }
+    for ((endpoint, kind), counts) in points {
+        let n = counts.iter().sum::<u64>();
+        sample.requests += n;
+        let e = sample.add_endpoint(endpoint, n, if kind.is_some() { n } else { 0 });
+        if let Some(kind) = kind {
+            sample.errors += n;
+            sample.add_error_kind(kind, n);
+        }
+        let from = sample.latencies_us.len();
+        explicit_buckets(h.bounds_ms, &counts, 1000.0, &mut sample.latencies_us);
+        let added: Vec<_> = sample.latencies_us[from..]
+            .iter()
+            .map(|&(us, c)| (e, us, c))
+            .collect();
+        sample.endpoint_latencies.extend(added);
+    }
+    sample
+}
+
+/// What a cohort reports for a second: its spans, or, for a metrics-only
+/// service, the requests held until its next export (at `phase` seconds
+/// into each interval).
+fn report(
+    requests: Vec<Request>,
+    held: &mut Vec<Request>,
+    s: &Scenario,
+    t: u64,
+    phase: u64,
+) -> Option<Sample> {
+    let Some(h) = &s.histograms else {
+        return Some(spans(&requests));
+    };
+    held.extend(requests);
+    (t % h.every == phase % h.every).then(|| histogram(&std::mem::take(held), h))
 }
 
 /// A batch's group of `sample` for release `id` of `service` in prod
@@ -126,6 +213,8 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
         red_kind: false,
         green_taken_back: false,
     };
+    // Requests a metrics-only cohort holds until its next export.
+    let mut held = (Vec::new(), Vec::new());
     for t in 0..s.warmup + s.duration {
         let now = start + t * NANOS_PER_SEC;
         let mut batch = Batch::default();
@@ -157,9 +246,10 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
                 rps: s.total_rps - canary_rps,
                 ..healthy
             };
-            batch
-                .groups
-                .push(group("sim", "baseline", cohort(&mut rng, &b)));
+            let requests = cohort(&mut rng, &b);
+            if let Some(sample) = report(requests, &mut held.0, s, t, 3) {
+                batch.groups.push(group("sim", "baseline", sample));
+            }
         }
         if canary_on {
             let bad = since >= s.regression_at;
@@ -190,9 +280,10 @@ pub fn run(s: &Scenario, seed: u64, config: &Config) -> RunResult {
                     ..healthy
                 }
             };
-            batch
-                .groups
-                .push(group("sim", "canary", cohort(&mut rng, &b)));
+            let requests = cohort(&mut rng, &b);
+            if let Some(sample) = report(requests, &mut held.1, s, t, 7) {
+                batch.groups.push(group("sim", "canary", sample));
+            }
         }
         store.apply(&batch, now);
         store.tick(now + NANOS_PER_SEC / 2);

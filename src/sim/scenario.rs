@@ -57,6 +57,42 @@ pub struct Scenario {
     /// Both cohorts: from, to (seconds after the canary appears), error
     /// ratio and slowdown (an incident that is not the canary's fault).
     pub incident: Option<(u64, u64, f64, f64)>,
+    /// Sent as request-duration histograms only (a metrics-only service)
+    /// rather than spans.
+    pub histograms: Option<Histograms>,
+    /// The canary's change is within the latency check's tolerance (1 ms):
+    /// any red is a false red.
+    pub within_tolerance: bool,
+}
+
+/// How a metrics-only service reports: its histogram's bounds and how
+/// often each cohort exports.
+#[derive(Debug, Clone, Copy)]
+pub struct Histograms {
+    pub bounds_ms: &'static [f64],
+    /// Seconds between exports (each cohort at a phase of its own).
+    pub every: u64,
+    /// Durations recorded as whole milliseconds, as the older `ms`
+    /// conventions' instrumentations did.
+    pub whole_ms: bool,
+}
+
+/// The SDKs' default bounds for request durations, in milliseconds (the
+/// same for `http.server.request.duration` in seconds, but for 0).
+pub const SDK_BOUNDS_MS: &[f64] = &[
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
+impl Histograms {
+    /// The SDKs' default bounds, exported every 10 s.
+    pub fn sdk() -> Self {
+        Self {
+            bounds_ms: SDK_BOUNDS_MS,
+            every: 10,
+            whole_ms: false,
+        }
+    }
 }
 
 impl Scenario {
@@ -87,11 +123,16 @@ impl Scenario {
             canary_small_endpoint: None,
             small_endpoint_canary_slowdown: 1.0,
             incident: None,
+            histograms: None,
+            within_tolerance: false,
         }
     }
 
     /// Whether the canary is healthy (any red is a false red).
     pub fn healthy(&self) -> bool {
+        if self.within_tolerance {
+            return true;
+        }
         self.canary_error == self.baseline_error
             && self.canary_slowdown == 1.0
             && self.small_endpoint_error.is_none()
@@ -235,6 +276,54 @@ impl Scenario {
                 small_endpoint_slowdown: 4.0,
                 canary_small_endpoint: Some(0.6),
                 small_endpoint_canary_slowdown: 1.5,
+                ..busy.clone()
+            },
+            // A metrics-only service: request-duration histograms with the
+            // SDKs' default bounds, exported every 10 s.
+            Scenario {
+                name: "metrics only: A/A, 10 rps",
+                histograms: Some(Histograms::sdk()),
+                ..base.clone()
+            },
+            Scenario {
+                name: "metrics only: A/A, 100 rps",
+                histograms: Some(Histograms::sdk()),
+                ..busy.clone()
+            },
+            Scenario {
+                name: "metrics only: latency ×1.5, 10 rps",
+                canary_slowdown: 1.5,
+                histograms: Some(Histograms::sdk()),
+                ..base.clone()
+            },
+            Scenario {
+                name: "metrics only: latency ×1.5, 100 rps",
+                canary_slowdown: 1.5,
+                histograms: Some(Histograms::sdk()),
+                ..busy.clone()
+            },
+            Scenario {
+                name: "metrics only: latency ×1.25 at 80 ms, 10 rps",
+                median_ms: 80.0,
+                canary_slowdown: 1.25,
+                histograms: Some(Histograms::sdk()),
+                ..base.clone()
+            },
+            Scenario {
+                name: "metrics only: errors 0.5% → 5%, 10 rps",
+                canary_error: 0.05,
+                histograms: Some(Histograms::sdk()),
+                ..base.clone()
+            },
+            Scenario {
+                name: "metrics only, whole ms: median 0.4 → 0.6 ms (within 1 ms)",
+                median_ms: 0.4,
+                canary_slowdown: 1.5,
+                within_tolerance: true,
+                histograms: Some(Histograms {
+                    whole_ms: true,
+                    ..Histograms::sdk()
+                }),
                 ..busy
             },
         ]
