@@ -194,6 +194,9 @@ pub struct View<'a> {
     pub window: &'a Signals,
     /// Its endpoint table, error kinds and exemplars.
     pub detail: &'a Detail,
+    /// Its latencies are read from histogram buckets (a metrics-only
+    /// release): quantiles are interpolated within a bucket.
+    pub buckets: bool,
 }
 
 impl View<'_> {
@@ -382,6 +385,7 @@ impl Judge {
                     b.view.window,
                     &self.checks.latency,
                     self.levels,
+                    canary.buckets || b.view.buckets,
                 ));
             }
             for (m, cfg) in c.metrics.iter_mut().zip(&self.checks.metric) {

@@ -62,6 +62,7 @@ impl Pair {
             pending: &c,
             window: &self.canary_window,
             detail: &crate::window::Detail::default(),
+            buckets: false,
         };
         let pairing = if with_baseline {
             Pairing::Compared(BaselineView {
@@ -71,6 +72,7 @@ impl Pair {
                     pending: &b,
                     window: &self.baseline_window,
                     detail: &crate::window::Detail::default(),
+                    buckets: false,
                 },
             })
         } else {
@@ -310,6 +312,7 @@ fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
         pending: &c,
         window: &p.canary_window,
         detail: &crate::window::Detail::default(),
+        buckets: false,
     };
     let baseline = Pairing::Compared(BaselineView {
         id: &p.id,
@@ -318,6 +321,7 @@ fn metric_second(p: &mut Pair, n: u64, canary: f64, sums: bool) -> Color {
             pending: &b,
             window: &p.baseline_window,
             detail: &crate::window::Detail::default(),
+            buckets: false,
         },
     });
     p.judge.evaluate(&mut p.j, canary, baseline, p.t);

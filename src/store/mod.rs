@@ -116,6 +116,7 @@ impl Release {
             pending: &self.pending,
             window: self.window.sum(),
             detail: &self.detail,
+            buckets: self.requests_from == RequestSource::Metrics,
         }
     }
 

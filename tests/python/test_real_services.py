@@ -250,9 +250,7 @@ def await_judged_red(daemon: Daemon, old: Service, new: Service, traffic: Traffi
     v = daemon.get_release(new.deployment_id).json()
     print(f"{new.deployment_id} red {time.monotonic() - since:.1f}s in: {v['reason']}; traffic {traffic}")
     # The regression is in the errors, and the error check shows it within
-    # the minute too. (Red may come first from latency: the older HTTP
-    # convention rounds durations to whole milliseconds, so a sub-millisecond
-    # shift moves a median from the 0 ms bucket to the (0, 5] ms one.)
+    # the minute too.
     v = poll(
         lambda: daemon.get_release(new.deployment_id).json(),
         lambda v: any(c["name"] == "error_ratio" and c["result"] == "fail" for c in v["checks"]),
@@ -303,7 +301,12 @@ def test_metrics_only_new_version_is_judged_against_the_old(daemon_factory, shop
     daemon = daemon_factory()
     old, new = shop(daemon.grpc_addr, signals="metrics", semconv=semconv)
     with Traffic(old, new, flush_order=(new, old)) as traffic:
-        await_judged_red(daemon, old, new, traffic)
+        v = await_judged_red(daemon, old, new, traffic)
+    # Its latencies are buckets, and the quantiles shown say they are
+    # interpolated within them, not measured.
+    assert v["requests_from"] == "metrics", v
+    latency = next(c for c in v["checks"] if c["name"] == "latency")
+    assert "interpolated within histogram buckets" in latency["detail"], latency
     # The instrumentation's other metric is read by nothing, and /metrics says so.
     ignored = daemon.metrics().get(
         "release_verdict_metric_points_ignored_total", metric="http.server.active_requests"

@@ -169,6 +169,7 @@ impl LatencyTest {
         baseline_window: &Signals,
         cfg: &LatencyCheck,
         levels: Levels,
+        buckets: bool,
     ) -> CheckReport {
         let canary = CohortStats::latency(canary_window);
         let baseline = CohortStats::latency(baseline_window);
@@ -200,20 +201,30 @@ impl LatencyTest {
             let get = |w: &Signals| w.latency.quantile(q).map(|us| us as f64 / 1000.0);
             (get(canary_window), get(baseline_window))
         };
+        // Quantiles read from histogram buckets are interpolated within a
+        // bucket, and say so.
+        let (how, read) = if buckets {
+            (
+                ", interpolated within histogram buckets",
+                " (interpolated within histogram buckets)",
+            )
+        } else {
+            ("", "")
+        };
         let detail = match result {
             CheckResult::Nodata => {
                 "no latency observations yet from one of the cohorts".to_string()
             }
             CheckResult::Fail => match self.worst_endpoint() {
                 Some(there) => format!(
-                    "{there} (p<{:.2}, endpoint by endpoint): the canary is slower on this endpoint; roll back",
+                    "{there} (p<{:.2}, endpoint by endpoint{how}): the canary is slower on this endpoint; roll back",
                     (-levels.fail).exp()
                 ),
                 None => {
                     let q = worst_q;
                     let (c, b) = at(q);
                     format!(
-                        "canary p{} latency {} vs baseline {} (p<{:.2}): the canary is slower; roll back",
+                        "canary p{} latency {} vs baseline {} (p<{:.2}{how}): the canary is slower; roll back",
                         (q * 100.0).round(),
                         ms(c),
                         ms(b),
@@ -222,7 +233,7 @@ impl LatencyTest {
                 }
             },
             CheckResult::Pass => format!(
-                "canary {names} {} vs baseline {}: within {:.0}% of the baseline{}",
+                "canary {names} {} vs baseline {}{read}: within {:.0}% of the baseline{}",
                 quantiles(canary_window),
                 quantiles(baseline_window),
                 cfg.pass_bound * 100.0,
@@ -230,7 +241,7 @@ impl LatencyTest {
             ),
             CheckResult::Marginal => {
                 let mut why = format!(
-                    "canary {names} {} vs baseline {}: not conclusive yet{}",
+                    "canary {names} {} vs baseline {}{read}: not conclusive yet{}",
                     quantiles(canary_window),
                     quantiles(baseline_window),
                     self.by_endpoint()
