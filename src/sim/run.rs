@@ -128,7 +128,9 @@ fn histogram(requests: &[Request], h: &Histograms) -> Sample {
         source: RequestSource::Metrics,
         ..Sample::default()
     };
-    let mut points: Vec<((&str, Option<&str>), Vec<u64>)> = Vec::new();
+    // (endpoint, error kind if failed): one point's attribute set.
+    type Point = (&'static str, Option<&'static str>);
+    let mut points: Vec<(Point, Vec<u64>)> = Vec::new();
     for r in requests {
         let key = (r.endpoint, r.failed.then_some(r.kind));
         let i = match points.iter().position(|p| p.0 == key) {
