@@ -155,6 +155,17 @@ fn histogram(temporality: i32, points: Vec<HistogramDataPoint>) -> Data {
     })
 }
 
+/// The latencies of `delta_histograms_count_requests_errors_and_buckets`'
+/// points: (0, 100 ms] spread from zero, (100, 500] at its geometric
+/// middle, the overflow at its lower bound.
+const DELTA_LATENCIES_US: [(u64, u64); 5] = [
+    (16_667, 1),
+    (50_000, 1),
+    (83_333, 1),
+    (223_607, 1),
+    (500_000, 2),
+];
+
 #[test]
 fn delta_histograms_count_requests_errors_and_buckets() {
     let req = duration_metric(
@@ -172,18 +183,7 @@ fn delta_histograms_count_requests_errors_and_buckets() {
     assert_eq!(b.items, 2);
     let s = &b.groups[0].sample;
     assert_eq!((s.requests, s.errors), (6, 2));
-    // (0, 100 ms] spread from zero, (100, 500] at its geometric middle,
-    // the overflow at its lower bound.
-    assert_eq!(
-        s.latencies_us,
-        vec![
-            (16_667, 1),
-            (50_000, 1),
-            (83_333, 1),
-            (223_607, 1),
-            (500_000, 2)
-        ]
-    );
+    assert_eq!(s.latencies_us, DELTA_LATENCIES_US);
     assert!(deltas.is_empty());
 }
 
@@ -393,16 +393,7 @@ fn the_older_http_conventions_are_read_too() {
     let s = &b.groups[0].sample;
     assert_eq!((s.requests, s.errors), (6, 2));
     // Bucket bounds in milliseconds: the same latencies as the seconds case.
-    assert_eq!(
-        s.latencies_us,
-        vec![
-            (16_667, 1),
-            (50_000, 1),
-            (83_333, 1),
-            (223_607, 1),
-            (500_000, 2)
-        ]
-    );
+    assert_eq!(s.latencies_us, DELTA_LATENCIES_US);
     assert!(b.ignored_metrics.is_empty());
 }
 
