@@ -1,7 +1,7 @@
 //! Histogram buckets as latency samples: units, bucket shapes, and the value
 //! points that stand for each bucket.
 
-use crate::model::{explicit_buckets, spread_bucket};
+use crate::model::{explicit_buckets, spread_bucket, SPREAD};
 
 /// Histogram counts of one data point (or of the delta between two), in the
 /// metric's own unit.
@@ -166,6 +166,15 @@ impl Buckets {
                 }
             }
         }
+    }
+
+    /// Most `(microseconds, count)` points `latencies` appends.
+    pub fn max_points(&self) -> usize {
+        let buckets = match self {
+            Buckets::Explicit { counts, .. } => counts.len(),
+            Buckets::Exponential { counts, .. } => counts.len() + 1,
+        };
+        buckets.saturating_mul(SPREAD as usize)
     }
 
     /// Total count across buckets (saturating).

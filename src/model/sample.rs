@@ -68,6 +68,30 @@ pub struct Sample {
     pub kind_traces: Vec<(u16, Exemplar)>,
 }
 
+/// Latency entries a sample holds before equal ones are merged (see
+/// `Sample::make_room`).
+pub const COMPACT_AT: usize = 4096;
+
+/// Merges runs of adjacent entries that are `same`, adding their counts.
+fn merge_equal<T>(
+    v: &mut Vec<T>,
+    same: impl Fn(&T, &T) -> bool,
+    count: impl Fn(&mut T) -> &mut u64,
+) {
+    let mut kept = 0;
+    for i in 0..v.len() {
+        if kept > 0 && same(&v[kept - 1], &v[i]) {
+            let n = *count(&mut v[i]);
+            let c = count(&mut v[kept - 1]);
+            *c = c.saturating_add(n);
+        } else {
+            v.swap(kept, i);
+            kept += 1;
+        }
+    }
+    v.truncate(kept);
+}
+
 /// Exemplars of each sort (failed, slowest) a sample keeps.
 pub const EXEMPLARS: usize = 5;
 /// Distinct endpoints one sample names; more are pooled as `OTHER_ENDPOINT`.
@@ -133,6 +157,28 @@ impl Sample {
             source: self.source,
             metrics: self.metrics.clone(),
             ..Sample::default()
+        }
+    }
+
+    /// Makes room for `incoming` more latency entries: once the entries
+    /// number at least `COMPACT_AT` and would outgrow their vector, those
+    /// of equal value (and endpoint) are merged first. Many histogram
+    /// points over the same bounds then cost their distinct values, not
+    /// entries for each bucket of each point; a vector still more than
+    /// half full after merging is doubled, so merging costs O(log n) an
+    /// entry however little it frees.
+    pub fn make_room(&mut self, incoming: usize) {
+        let v = &mut self.latencies_us;
+        if v.len() >= COMPACT_AT && v.len() + incoming > v.capacity() {
+            v.sort_unstable_by_key(|e| e.0);
+            merge_equal(v, |a, b| a.0 == b.0, |e| &mut e.1);
+            v.reserve(incoming.max(v.len()));
+        }
+        let v = &mut self.endpoint_latencies;
+        if v.len() >= COMPACT_AT && v.len() + incoming > v.capacity() {
+            v.sort_unstable_by_key(|e| (e.0, e.1));
+            merge_equal(v, |a, b| (a.0, a.1) == (b.0, b.1), |e| &mut e.2);
+            v.reserve(incoming.max(v.len()));
         }
     }
 
@@ -371,5 +417,48 @@ impl<'a> Batch<'a> {
         if self.full_reason.is_none() {
             self.full_reason = Some(why.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_points_over_the_same_buckets_cost_their_distinct_values() {
+        let mut s = Sample::default();
+        for p in 0..100_000u64 {
+            s.make_room(8);
+            for k in 0..8u64 {
+                s.latencies_us.push((1_000 + k, 1));
+                s.endpoint_latencies.push(((p % 2) as u16, 1_000 + k, 1));
+            }
+        }
+        assert!(
+            s.latencies_us.capacity() <= 2 * COMPACT_AT,
+            "{}",
+            s.latencies_us.capacity()
+        );
+        assert!(s.endpoint_latencies.capacity() <= 2 * COMPACT_AT);
+        let total = |v: &[(u64, u64)]| v.iter().map(|e| e.1).sum::<u64>();
+        assert_eq!(total(&s.latencies_us), 800_000);
+        assert_eq!(
+            s.endpoint_latencies.iter().map(|e| e.2).sum::<u64>(),
+            800_000
+        );
+    }
+
+    #[test]
+    fn distinct_values_are_kept_and_the_vector_grows() {
+        let mut s = Sample::default();
+        for v in 0..50_000u64 {
+            s.make_room(1);
+            s.latencies_us.push((v, 2));
+        }
+        assert_eq!(s.latencies_us.len(), 50_000);
+        let mut values: Vec<u64> = s.latencies_us.iter().map(|e| e.0).collect();
+        values.sort_unstable();
+        assert_eq!(values, (0..50_000).collect::<Vec<_>>());
+        assert!(s.latencies_us.iter().all(|e| e.1 == 2));
     }
 }

@@ -132,6 +132,8 @@ impl Mapper {
                     .sample
                     .add_error_kind(kind.as_deref().unwrap_or("error"), count);
             }
+            // Points over the same bounds merge rather than pile up.
+            group.sample.make_room(buckets.max_points());
             let from = group.sample.latencies_us.len();
             buckets.latencies(factor, &mut group.sample.latencies_us);
             if let Some(i) = endpoint {
