@@ -8,8 +8,8 @@
 //!
 //! The core (imports nothing from ingest, export, app or server):
 //! - [`model`]: time, roles, span-kind filters, the keys that name fleets
-//!   and releases (`FleetKey`, `ReleaseKey`), and the samples ingest hands
-//!   to the store (`Batch`).
+//!   and releases (`FleetKey`, `ReleaseKey`), the samples ingest hands
+//!   to the store (`Batch`), and histogram buckets read as observations.
 //! - `window`: per-release counters and HDR histograms, rolling windows.
 //! - `judge`: anytime-valid e-processes, the group-sequential pass test,
 //!   one file per check, the verdict decision, and a red's story (what it
