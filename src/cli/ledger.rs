@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use release_verdict::config::LedgerConfig;
 use release_verdict::ledger::event::parse_time;
 use release_verdict::ledger::export::{export, ExportError, Format};
 use release_verdict::model::UnixNanos;
@@ -25,7 +26,8 @@ pub struct ExportOptions {
     /// Configuration file whose [ledger] path is read (as for serve).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// The ledger file itself, instead of the configuration's.
+    /// The ledger itself (a file, or a PostgreSQL URL whose password is in
+    /// RELEASE_VERDICT_LEDGER_PASSWORD), instead of the configuration's.
     #[arg(long)]
     ledger: Option<String>,
     #[arg(long, value_enum)]
@@ -43,12 +45,23 @@ pub struct ExportOptions {
 
 pub fn main(command: Command) -> ExitCode {
     let Command::Export(o) = command;
-    let path = match o.ledger {
-        Some(path) => path,
-        None => match load(&o.config) {
-            Ok(c) => c.ledger.path,
+    let (path, postgres) = match o.ledger {
+        // A PostgreSQL password then comes from the environment.
+        Some(path) if o.config.is_none() => (path, LedgerConfig::default().postgres_options()),
+        ledger => match load(&o.config) {
+            Ok(c) => (
+                ledger.unwrap_or_else(|| c.ledger.location().to_string()),
+                c.ledger.postgres_options(),
+            ),
             Err(code) => return code,
         },
+    };
+    let postgres = match postgres {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("release-verdict ledger export: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,10 +74,10 @@ pub fn main(command: Command) -> ExitCode {
         }
     };
     let written = match &o.output {
-        None => export(&path, since, until, o.format, std::io::stdout()),
+        None => export(&path, &postgres, since, until, o.format, std::io::stdout()),
         Some(file) => match std::fs::File::create(file) {
             Ok(f) => {
-                let result = export(&path, since, until, o.format, f);
+                let result = export(&path, &postgres, since, until, o.format, f);
                 if result.is_err() {
                     let _ = std::fs::remove_file(file);
                 }

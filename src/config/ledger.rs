@@ -1,12 +1,21 @@
-//! `[ledger]`: where the release ledger (SQLite) lives, how often the
-//! judge is checkpointed, how much history is kept, and the DORA window.
+//! `[ledger]`: where the release ledger lives (an embedded SQLite file, or
+//! a PostgreSQL database shared by several daemons), how often the judge is
+//! checkpointed, how much history is kept, and the DORA window.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::ledger::{is_postgres, PostgresOptions};
+
+/// The environment variable that holds the PostgreSQL password when
+/// `ledger.password_file` is not set.
+pub const PASSWORD_ENV: &str = "RELEASE_VERDICT_LEDGER_PASSWORD";
 
 use serde::Deserialize;
 
-/// The release ledger (SQLite): every release's events, its last verdict,
-/// and the judge's checkpoint, so a restart forgets nothing.
+/// The release ledger (SQLite, or PostgreSQL with `url`): every release's
+/// events, its last verdict, and the judge's checkpoint, so a restart
+/// forgets nothing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
@@ -14,6 +23,16 @@ pub struct LedgerConfig {
     /// the working directory); `:memory:` keeps it in memory only; empty
     /// turns the ledger off.
     pub path: String,
+    /// A PostgreSQL database instead of the file:
+    /// `postgres://user@host:5432/db?sslmode=require`. Several daemons may
+    /// share it. The password is never in this file: `password_file`, or
+    /// the `RELEASE_VERDICT_LEDGER_PASSWORD` environment variable.
+    pub url: String,
+    /// A file holding the PostgreSQL password (a mounted Secret).
+    pub password_file: Option<PathBuf>,
+    /// Certificates (PEM) trusted for PostgreSQL's TLS beside the public
+    /// roots, for a private CA.
+    pub ca_file: Option<PathBuf>,
     /// How often the judge's state is checkpointed: what a `kill -9` can
     /// lose at most (a SIGTERM loses nothing).
     #[serde(with = "humantime_serde")]
@@ -23,7 +42,7 @@ pub struct LedgerConfig {
     pub retention: Duration,
     /// The database's size cap in bytes, held as each write commits: past
     /// it posted events go first, then the daemon's own, oldest received
-    /// first.
+    /// first. SQLite only: PostgreSQL's storage is its operator's.
     pub max_bytes: u64,
     /// The trailing window of the `release_verdict_dora_*` gauges, and the
     /// default window of `/api/v1/dora`.
@@ -38,6 +57,9 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
             path: "data/ledger.db".into(),
+            url: String::new(),
+            password_file: None,
+            ca_file: None,
             checkpoint_interval: Duration::from_secs(5),
             retention: Duration::from_secs(400 * 86_400),
             max_bytes: 1 << 30,
@@ -50,6 +72,24 @@ impl Default for LedgerConfig {
 impl LedgerConfig {
     /// Adds every problem to `problems`.
     pub(super) fn validate(&self, problems: &mut Vec<String>) {
+        if !self.url.is_empty() {
+            if !is_postgres(&self.url) {
+                problems.push(format!(
+                    "ledger.url must be a PostgreSQL URL (postgres://user@host:5432/db), not {:?}",
+                    self.url
+                ));
+            } else if let Err(e) = self.url.parse::<postgres::Config>() {
+                problems.push(format!("ledger.url does not parse: {e}"));
+            } else if self
+                .url
+                .parse::<postgres::Config>()
+                .is_ok_and(|c| c.get_password().is_some())
+            {
+                problems.push(format!(
+                    "ledger.url holds a password: put it in ledger.password_file or {PASSWORD_ENV}, never in the configuration"
+                ));
+            }
+        }
         if self.checkpoint_interval < Duration::from_millis(100) {
             problems.push("ledger.checkpoint_interval must be at least 100ms".to_string());
         }
@@ -62,5 +102,32 @@ impl LedgerConfig {
         if self.dora_refresh < Duration::from_secs(1) {
             problems.push("ledger.dora_refresh must be at least 1s".to_string());
         }
+    }
+
+    /// Where the ledger is: the PostgreSQL URL when set, else the file.
+    pub fn location(&self) -> &str {
+        if self.url.is_empty() {
+            &self.path
+        } else {
+            &self.url
+        }
+    }
+
+    /// How PostgreSQL is reached beyond the URL: the password read from
+    /// `password_file` (its first line) or the environment.
+    pub fn postgres_options(&self) -> Result<PostgresOptions, String> {
+        let password = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("ledger.password_file {}: {e}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().to_string())
+            }
+            None => std::env::var(PASSWORD_ENV).ok(),
+        };
+        Ok(PostgresOptions {
+            password,
+            ca_file: self.ca_file.clone(),
+            ..crate::ledger::LedgerOptions::default().postgres
+        })
     }
 }

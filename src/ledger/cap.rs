@@ -6,8 +6,7 @@
 //! lowest row id) first, whatever `ts` they claim. Release records, the
 //! checkpoint and the outbox are never evicted.
 
-use rusqlite::{params, Connection};
-
+use super::db::{args, Conn, DbError, Dialect};
 use super::event::Source;
 
 /// Most events deleted per statement, so the write lock is never held for
@@ -79,7 +78,7 @@ pub(crate) fn target(max_bytes: u64) -> u64 {
 /// When the database uses more than `max_bytes`, deletes events in `scope`,
 /// the least valuable first, until it uses at most [`target`] or nothing in
 /// scope is left. Freed pages stay in the file until `incremental_vacuum`.
-pub(crate) fn evict(conn: &Connection, max_bytes: u64, scope: Scope) -> rusqlite::Result<Evicted> {
+pub(crate) fn evict(conn: &mut Conn, max_bytes: u64, scope: Scope) -> Result<Evicted, DbError> {
     let mut evicted = Evicted {
         used_bytes: used_bytes(conn)?,
         ..Evicted::default()
@@ -97,10 +96,9 @@ pub(crate) fn evict(conn: &Connection, max_bytes: u64, scope: Scope) -> rusqlite
         while evicted.used_bytes > target {
             let excess = evicted.used_bytes - target;
             let batch = excess.div_ceil(bytes_per_event).clamp(1, MAX_BATCH);
-            let mut statement = conn.prepare_cached(sql)?;
-            let mut rows = statement.query(params![before, batch as i64])?;
+            let rows = conn.rows(sql, args![before, batch as i64])?;
             let mut deleted = 0;
-            while let Some(row) = rows.next()? {
+            for row in rows {
                 let source: String = row.get(0)?;
                 // The schema's CHECK admits only the three sources.
                 if let Ok(source) = source.parse() {
@@ -108,7 +106,6 @@ pub(crate) fn evict(conn: &Connection, max_bytes: u64, scope: Scope) -> rusqlite
                 }
                 deleted += 1;
             }
-            drop(rows);
             let used = used_bytes(conn)?;
             if deleted == 0 {
                 break;
@@ -127,23 +124,33 @@ pub(crate) fn evict(conn: &Connection, max_bytes: u64, scope: Scope) -> rusqlite
     Ok(evicted)
 }
 
-/// Gives the free pages back to the file system. The pragma frees one page
-/// per step (it answers a row for each): stepping it once, as a plain
-/// `execute_batch` does, frees one page only.
-pub(crate) fn vacuum(conn: &Connection) -> rusqlite::Result<()> {
-    let mut statement = conn.prepare_cached("PRAGMA incremental_vacuum")?;
-    let mut rows = statement.query([])?;
-    while rows.next()?.is_some() {}
+/// Gives SQLite's free pages back to the file system. PostgreSQL's
+/// autovacuum does its own.
+pub(crate) fn vacuum(conn: &mut Conn) -> Result<(), DbError> {
+    if conn.dialect() == Dialect::Sqlite {
+        conn.rows("PRAGMA incremental_vacuum", &[])?;
+    }
     Ok(())
 }
 
-/// Bytes of the database's pages in use (free pages excluded; the WAL is
-/// bounded apart by `journal_size_limit`). Reads the header only: cheap
-/// enough for every transaction.
-pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let pragma = |name: &str| {
-        conn.prepare_cached(name)?
-            .query_row([], |r| r.get::<_, i64>(0))
+/// The bytes the ledger's data takes: SQLite's pages in use, or the size
+/// of PostgreSQL's tables with their indexes.
+pub(crate) fn used_bytes(conn: &mut Conn) -> Result<u64, DbError> {
+    if conn.dialect() == Dialect::Postgres {
+        let row = conn.row(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+             WHERE c.relname IN ('events', 'releases', 'checkpoint', 'deliveries', 'sink_state')
+               AND c.relkind = 'r' AND pg_table_is_visible(c.oid)",
+            &[],
+        )?;
+        return Ok(row.map(|r| r.get::<u64>(0)).transpose()?.unwrap_or(0));
+    }
+    let mut pragma = |name: &str| -> Result<i64, DbError> {
+        Ok(conn
+            .row(name, &[])?
+            .map(|r| r.get(0))
+            .transpose()?
+            .unwrap_or(0))
     };
     let used_pages = pragma("PRAGMA page_count")? - pragma("PRAGMA freelist_count")?;
     Ok((used_pages.max(0) * pragma("PRAGMA page_size")?) as u64)

@@ -1,9 +1,7 @@
 //! Reading what DORA needs: the events of the types it uses, in a window
 //! and the lookback before it, as [`Fact`]s for [`crate::dora::compute`].
 
-use rusqlite::params_from_iter;
-use rusqlite::types::Value as SqlValue;
-
+use super::db::{Arg, Dialect};
 use super::event::parse_time;
 use super::query::nanos;
 use super::{Ledger, LedgerError};
@@ -38,32 +36,33 @@ impl Ledger {
     /// The events DORA reads, from `LOOKBACK` before the window to its end.
     fn facts(&self, q: &DoraQuery) -> Result<Vec<Fact>, LedgerError> {
         let marks = vec!["?"; Kind::TYPES.len()].join(", ");
-        let mut sql = format!(
-            "SELECT type, ts_ns, service, environment, deployment_id, git_sha,
-                    CASE WHEN type = 'commit' THEN json_extract(metadata, '$.commit_time') END
-             FROM events WHERE type IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
-        );
-        let mut args: Vec<SqlValue> = Kind::TYPES
-            .iter()
-            .map(|t| SqlValue::Text(t.to_string()))
-            .collect();
-        args.push(SqlValue::Integer(nanos(
-            q.window.since.saturating_sub(LOOKBACK),
-        )));
-        args.push(SqlValue::Integer(nanos(q.window.until)));
+        let mut args: Vec<Arg<'_>> = Kind::TYPES.iter().map(|t| Arg::Text(t)).collect();
+        args.push(Arg::Int(nanos(q.window.since.saturating_sub(LOOKBACK))));
+        args.push(Arg::Int(nanos(q.window.until)));
+        let mut narrowing = String::new();
         if let Some(service) = &q.service {
-            sql.push_str(" AND service = ?");
-            args.push(SqlValue::Text(service.clone()));
+            narrowing.push_str(" AND service = ?");
+            args.push(Arg::Text(service));
         }
         if let Some(environment) = &q.environment {
-            sql.push_str(" AND (environment = ? OR environment IS NULL)");
-            args.push(SqlValue::Text(environment.clone()));
+            narrowing.push_str(" AND (environment = ? OR environment IS NULL)");
+            args.push(Arg::Text(environment));
         }
         self.readers.with(|conn| {
-            conn.prepare_cached(&sql)?
-                .query_map(params_from_iter(args), |r| {
+            let commit_time = match conn.dialect() {
+                Dialect::Sqlite => "json_extract(metadata, '$.commit_time')",
+                Dialect::Postgres => "(metadata::jsonb ->> 'commit_time')",
+            };
+            let sql = format!(
+                "SELECT type, ts_ns, service, environment, deployment_id, git_sha,
+                        CASE WHEN type = 'commit' THEN {commit_time} END
+                 FROM events WHERE type IN ({marks}) AND ts_ns >= ? AND ts_ns < ?{narrowing}"
+            );
+            conn.rows(&sql, &args)?
+                .iter()
+                .map(|r| {
                     let kind: String = r.get(0)?;
-                    let ts = r.get::<_, i64>(1)? as UnixNanos;
+                    let ts: UnixNanos = r.get(1)?;
                     let commit_time: Option<String> = r.get(6)?;
                     let Some(kind) = Kind::of(&kind) else {
                         return Ok(None);
@@ -77,7 +76,7 @@ impl Ledger {
                         deployment_id: r.get(4)?,
                         git_sha: r.get(5)?,
                     }))
-                })?
+                })
                 .filter_map(Result::transpose)
                 .collect()
         })

@@ -18,8 +18,9 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 
+use super::db::{args, Conn, Connect, DbError, Pg, PostgresOptions};
 use super::query::{nanos, stored_event, EVENT_COLUMNS};
 use super::schema::VERSION;
 use super::StoredEvent;
@@ -47,7 +48,9 @@ pub enum ExportError {
     #[error("the ledger {path} has schema version {found}, newer than this build's {VERSION}; export it with the newer release-verdict")]
     TooNew { path: String, found: i64 },
     #[error("reading the ledger: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] DbError),
+    #[error("the ledger's PostgreSQL settings: {0}")]
+    Settings(String),
     #[error("writing Parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("building the Arrow batch: {0}")]
@@ -56,10 +59,18 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
 }
 
+impl From<rusqlite::Error> for ExportError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExportError::Db(e.into())
+    }
+}
+
 /// Writes the events recorded at `[since, until)` (all if absent) in the
-/// ledger at `path` to `out`, oldest recorded first. Returns how many.
+/// ledger at `path` (a SQLite file or a PostgreSQL URL, reached with
+/// `postgres`) to `out`, oldest recorded first. Returns how many.
 pub fn export(
     path: &str,
+    postgres: &PostgresOptions,
     since: Option<UnixNanos>,
     until: Option<UnixNanos>,
     format: Format,
@@ -68,23 +79,35 @@ pub fn export(
     if path == super::MEMORY || path.is_empty() {
         return Err(ExportError::InMemory);
     }
-    if !Path::new(path).is_file() {
-        return Err(ExportError::Missing(path.to_string()));
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let (mut conn, found) = if super::is_postgres(path) {
+        let connect = Connect::new(path, postgres).map_err(ExportError::Settings)?;
+        let mut conn = Conn::Postgres(Box::new(Pg::open(connect, true)?));
+        let found = conn
+            .row("SELECT version FROM schema_version", &[])?
+            .map(|r| r.get::<i64>(0))
+            .transpose()?
+            .unwrap_or(0);
+        (conn, found)
+    } else {
+        if !Path::new(path).is_file() {
+            return Err(ExportError::Missing(path.to_string()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        (Conn::Sqlite(conn), found)
+    };
     if found > VERSION {
         return Err(ExportError::TooNew {
-            path: path.to_string(),
+            path: super::redact(path),
             found,
         });
     }
     let pages = Pages {
-        conn: &conn,
+        conn: &mut conn,
         since: nanos(since.unwrap_or(0)),
         until: nanos(until.unwrap_or(UnixNanos::MAX)),
         after: 0,
@@ -98,25 +121,26 @@ pub fn export(
 /// The events in pages of [`BATCH_ROWS`], by id: one read transaction each,
 /// so a long export never holds the daemon's checkpoints back.
 struct Pages<'a> {
-    conn: &'a Connection,
+    conn: &'a mut Conn,
     since: i64,
     until: i64,
     after: i64,
 }
 
 impl Pages<'_> {
-    fn next_page(&mut self) -> rusqlite::Result<Vec<StoredEvent>> {
+    fn next_page(&mut self) -> Result<Vec<StoredEvent>, DbError> {
         let page: Vec<StoredEvent> = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE id > ?1 AND ts_ns >= ?2 AND ts_ns < ?3 ORDER BY id LIMIT ?4"
-            ))?
-            .query_map(
-                params![self.after, self.since, self.until, BATCH_ROWS as i64],
-                stored_event,
+            .rows(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE id > ?1 AND ts_ns >= ?2 AND ts_ns < ?3 ORDER BY id LIMIT ?4"
+                ),
+                args![self.after, self.since, self.until, BATCH_ROWS as i64],
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .iter()
+            .map(stored_event)
+            .collect::<Result<_, DbError>>()?;
         if let Some(last) = page.last() {
             self.after = last.id;
         }
@@ -240,70 +264,96 @@ mod tests {
 
     #[test]
     fn parquet_and_jsonl_hold_every_event_in_the_window() {
-        let path = crate::ledger::tests::temp_path("export");
-        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-        let t0 = 1_790_000_000_000_000_000;
-        let events: Vec<Event> = (0..10_000u64)
-            .map(|i| {
-                Event::new(
-                    "deploy_started",
-                    t0 + i * 1_000_000_000,
-                    Source::Api,
-                    "checkout",
-                )
-                .for_release("prod", &format!("r{i}"))
-                .with("n", i)
-            })
-            .collect();
-        for chunk in events.chunks(1000) {
-            ledger.insert_posted(chunk.to_vec()).unwrap();
-        }
-        ledger.flush().unwrap();
+        for backend in crate::ledger::tests::BACKENDS {
+            let path = backend.fresh("export");
+            let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+            let t0 = 1_790_000_000_000_000_000;
+            let events: Vec<Event> = (0..10_000u64)
+                .map(|i| {
+                    Event::new(
+                        "deploy_started",
+                        t0 + i * 1_000_000_000,
+                        Source::Api,
+                        "checkout",
+                    )
+                    .for_release("prod", &format!("r{i}"))
+                    .with("n", i)
+                })
+                .collect();
+            for chunk in events.chunks(1000) {
+                ledger.insert_posted(chunk.to_vec()).unwrap();
+            }
+            ledger.flush().unwrap();
 
-        let mut bytes = Vec::new();
-        let since = t0 + 1_000 * 1_000_000_000;
-        let n = export(&path, Some(since), None, Format::Parquet, &mut bytes).unwrap();
-        assert_eq!(n, 9_000);
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .unwrap()
-            .build()
+            let mut bytes = Vec::new();
+            let since = t0 + 1_000 * 1_000_000_000;
+            let n = export(
+                &path,
+                &PostgresOptions::default(),
+                Some(since),
+                None,
+                Format::Parquet,
+                &mut bytes,
+            )
             .unwrap();
-        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(rows, 9_000);
-        assert_eq!(batches[0].schema().fields(), schema().fields());
-        let first_ts = batches[0]
-            .column(3)
-            .as_any()
-            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
-            .unwrap()
-            .value(0);
-        assert_eq!(first_ts as u64 * 1000, since);
-
-        let mut lines = Vec::new();
-        let until = Some(t0 + 10 * 1_000_000_000);
-        assert_eq!(
-            export(&path, None, until, Format::Jsonl, &mut lines).unwrap(),
-            10
-        );
-        let last: serde_json::Value =
-            serde_json::from_str(String::from_utf8(lines).unwrap().lines().last().unwrap())
+            assert_eq!(n, 9_000);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap()
+                .build()
                 .unwrap();
-        assert_eq!(last["deployment_id"], "r9");
-        assert_eq!(last["metadata"]["n"], 9);
-        ledger.close();
-        crate::ledger::tests::remove(&path);
+            let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            assert_eq!(rows, 9_000);
+            assert_eq!(batches[0].schema().fields(), schema().fields());
+            let first_ts = batches[0]
+                .column(3)
+                .as_any()
+                .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+                .unwrap()
+                .value(0);
+            assert_eq!(first_ts as u64 * 1000, since);
+
+            let mut lines = Vec::new();
+            let until = Some(t0 + 10 * 1_000_000_000);
+            assert_eq!(
+                export(
+                    &path,
+                    &PostgresOptions::default(),
+                    None,
+                    until,
+                    Format::Jsonl,
+                    &mut lines
+                )
+                .unwrap(),
+                10
+            );
+            let last: serde_json::Value =
+                serde_json::from_str(String::from_utf8(lines).unwrap().lines().last().unwrap())
+                    .unwrap();
+            assert_eq!(last["deployment_id"], "r9");
+            assert_eq!(last["metadata"]["n"], 9);
+            ledger.close();
+            backend.remove(&path);
+        }
     }
 
     #[test]
     fn refuses_what_it_cannot_export() {
         assert!(matches!(
-            export(":memory:", None, None, Format::Jsonl, Vec::new()),
+            export(
+                ":memory:",
+                &PostgresOptions::default(),
+                None,
+                None,
+                Format::Jsonl,
+                Vec::new()
+            ),
             Err(ExportError::InMemory)
         ));
         assert!(matches!(
             export(
                 "/nonexistent/ledger.db",
+                &PostgresOptions::default(),
                 None,
                 None,
                 Format::Jsonl,

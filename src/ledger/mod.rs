@@ -53,6 +53,7 @@
 //! [`query`] (reads, releases, checkpoint).
 
 mod cap;
+mod db;
 mod delivery;
 pub mod event;
 pub mod export;
@@ -69,6 +70,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use db::{Conn, Connect, Pg};
+pub use db::{DbError, PostgresOptions};
 use serde::Serialize;
 
 use crate::model::UnixNanos;
@@ -98,6 +102,8 @@ pub struct LedgerOptions {
     /// Which events go to which notifier: each match is a delivery in the
     /// outbox, written with the event.
     pub routes: Vec<outbox::Route>,
+    /// How to reach PostgreSQL beyond its URL (a password, a private CA).
+    pub postgres: PostgresOptions,
 }
 
 impl Default for LedgerOptions {
@@ -110,6 +116,10 @@ impl Default for LedgerOptions {
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
             routes: Vec::new(),
+            postgres: PostgresOptions {
+                connect_timeout: Duration::from_secs(5),
+                ..PostgresOptions::default()
+            },
         }
     }
 }
@@ -135,14 +145,17 @@ pub enum LedgerError {
     #[error("the ledger {path} was written by a newer release-verdict (schema version {found}); upgrade")]
     TooNew { path: String, found: i64 },
     #[error("cannot open the ledger {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: DbError },
+    /// PostgreSQL could not be reached or refused the daemon: the URL, the
+    /// password, TLS, or the server.
+    #[error("cannot reach the ledger's PostgreSQL database ({url}): {source}")]
+    Connect { url: String, source: DbError },
+    #[error("the ledger's PostgreSQL settings: {0}")]
+    Settings(String),
     #[error("ledger write failed: {0}")]
-    Write(rusqlite::Error),
+    Write(DbError),
     #[error("ledger query failed: {0}")]
-    Query(#[from] rusqlite::Error),
+    Query(#[from] DbError),
     #[error("the ledger's writer has stopped")]
     Closed,
     /// A post that would take the ledger past its cap even after evicting
@@ -246,9 +259,18 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (creating it and its directory if need be) the ledger at
-    /// `path`, or a private in-memory one for [`MEMORY`], and migrates its
-    /// schema. A corrupt, unwritable or too new file is a clear error.
-    pub fn open(path: &str, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+    /// `path`, or a private in-memory one for [`MEMORY`], or the PostgreSQL
+    /// database a `postgres://` URL names, and migrates its schema. A
+    /// corrupt, unwritable, unreachable or too new database is a clear
+    /// error. The size cap applies to SQLite only: PostgreSQL's storage is
+    /// its operator's, and retention holds there too.
+    ///
+    /// With PostgreSQL, call it (and the ledger's other blocking methods)
+    /// off the async runtime's threads: its client blocks.
+    pub fn open(path: &str, mut options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        if is_postgres(path) {
+            return Ledger::open_postgres(path, options);
+        }
         let target = if path == MEMORY {
             query::Target::memory()
         } else {
@@ -268,16 +290,50 @@ impl Ledger {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(target.name(), flags).map_err(opened)?;
+        let conn = Connection::open_with_flags(target.name(), flags).map_err(opened)?;
         schema::configure_writer(&conn, options.busy_timeout).map_err(opened)?;
-        schema::migrate(&mut conn).map_err(|e| match e {
-            schema::SchemaError::TooNew { found } => LedgerError::TooNew {
+        let mut conn = Conn::Sqlite(conn);
+        migrate(&mut conn, path, |e| match e {
+            DbError::Sqlite(e) => open_error(path, e),
+            other => LedgerError::Open {
                 path: path.to_string(),
-                found,
+                source: other,
             },
-            schema::SchemaError::Sqlite(e) => open_error(path, e),
         })?;
-        let readers = query::Readers::new(target, &options).map_err(opened)?;
+        let readers = query::Readers::new(target, &options).map_err(|e| match e {
+            DbError::Sqlite(e) => open_error(path, e),
+            other => LedgerError::Query(other),
+        })?;
+        options.postgres = PostgresOptions::default();
+        Ledger::start(path, conn, readers, options)
+    }
+
+    fn open_postgres(url: &str, mut options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        let shown = redact(url);
+        let connect = Connect::new(url, &options.postgres).map_err(LedgerError::Settings)?;
+        let unreachable = |source| LedgerError::Connect {
+            url: shown.clone(),
+            source,
+        };
+        let mut conn = Conn::Postgres(Box::new(
+            Pg::open(connect.clone(), false).map_err(unreachable)?,
+        ));
+        migrate(&mut conn, &shown, unreachable)?;
+        let readers =
+            query::Readers::new(query::Target::Postgres(Box::new(connect)), &options).map_err(unreachable)?;
+        if options.max_bytes.take().is_some() {
+            tracing::debug!("the ledger's size cap applies to SQLite, not PostgreSQL");
+        }
+        Ledger::start(&shown, conn, readers, options)
+    }
+
+    /// Starts the writer thread.
+    fn start(
+        path: &str,
+        conn: Conn,
+        readers: query::Readers,
+        options: LedgerOptions,
+    ) -> Result<Ledger, LedgerError> {
         let counters = Arc::new(Counters::default());
         let (queue, receiver) = sync_channel(options.queue_capacity.max(1));
         let writer = Writer {
@@ -292,7 +348,7 @@ impl Ledger {
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Open {
                 path: path.to_string(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                source: DbError::Again(format!("cannot start the writer thread: {e}")),
             })?;
         Ok(Ledger {
             path: path.to_string(),
@@ -303,7 +359,7 @@ impl Ledger {
         })
     }
 
-    /// The path it was opened with.
+    /// The path it was opened with (a PostgreSQL URL without its password).
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -443,7 +499,7 @@ impl Ledger {
     }
 
     #[cfg(test)]
-    fn exec(&self, f: impl FnOnce(&Connection) + Send + 'static) {
+    fn exec(&self, f: impl FnOnce(&mut Conn) + Send + 'static) {
         let queue = self.queue.as_ref().unwrap();
         self.counters.queued.fetch_add(1, Relaxed);
         queue.send(Command::Exec(Box::new(f))).unwrap();
@@ -455,6 +511,42 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether the ledger's location is a PostgreSQL URL.
+pub fn is_postgres(path: &str) -> bool {
+    path.starts_with("postgres://") || path.starts_with("postgresql://")
+}
+
+/// A URL fit for logs and errors: a password in it is replaced.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Migrates the schema, naming errors as `error` does.
+fn migrate(
+    conn: &mut Conn,
+    path: &str,
+    error: impl Fn(DbError) -> LedgerError,
+) -> Result<(), LedgerError> {
+    schema::migrate(conn).map_err(|e| match e {
+        schema::SchemaError::TooNew { found } => LedgerError::TooNew {
+            path: path.to_string(),
+            found,
+        },
+        schema::SchemaError::Db(e) => error(e),
+    })
 }
 
 /// Classifies an error met while opening, by SQLite's code.
@@ -471,7 +563,10 @@ fn open_error(path: &str, source: rusqlite::Error) -> LedgerError {
             | ErrorCode::DiskFull
             | ErrorCode::SystemIoFailure,
         ) => LedgerError::Unwritable { path, source },
-        _ => LedgerError::Open { path, source },
+        _ => LedgerError::Open {
+            path,
+            source: source.into(),
+        },
     }
 }
 

@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use super::db::{args, Conn, DbError};
 use super::event::Event;
 use super::query::nanos;
 use super::{Ledger, LedgerError};
@@ -102,33 +102,25 @@ pub struct Backlog {
 /// Writes the deliveries of a newly recorded event (the writer thread,
 /// inside the event's transaction), due at once.
 pub(crate) fn enqueue(
-    conn: &Connection,
+    conn: &mut Conn,
     routes: &[Route],
     event_row: i64,
     e: &Event,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let matching: Vec<&Route> = routes.iter().filter(|r| r.matches(e)).collect();
     if matching.is_empty() {
         return Ok(());
     }
-    let body = serde_json::to_string(e)
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    let body = serde_json::to_string(e).map_err(|err| DbError::json(4, err))?;
     let key = release_key(e);
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO deliveries (event_row, sink, release_key, delivery_key, event_json,
-                                 state, attempts, next_at_ns, created_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, 0, ?6)",
-    )?;
     for r in matching {
         let delivery_key = format!("{event_row}-{}", r.sink);
-        insert.execute(params![
-            event_row,
-            r.sink,
-            key,
-            delivery_key,
-            body,
-            nanos(e.ts)
-        ])?;
+        conn.exec(
+            "INSERT INTO deliveries (event_row, sink, release_key, delivery_key, event_json,
+                                     state, attempts, next_at_ns, created_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, 0, ?6)",
+            args![event_row, &r.sink, &key, &delivery_key, &body, nanos(e.ts)],
+        )?;
         if let Some(cap) = r.max_pending {
             cap_pending(conn, &r.sink, cap, nanos(e.ts))?;
         }
@@ -138,80 +130,80 @@ pub(crate) fn enqueue(
 
 /// Dead-letters the oldest pending deliveries of `sink` past `cap`;
 /// returns how many.
-fn cap_pending(conn: &Connection, sink: &str, cap: u64, now: i64) -> rusqlite::Result<u64> {
+fn cap_pending(conn: &mut Conn, sink: &str, cap: u64, now: i64) -> Result<u64, DbError> {
     let pending: i64 = conn
-        .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'pending' AND sink = ?1")?
-        .query_row(params![sink], |r| r.get(0))?;
+        .row(
+            "SELECT count(*) FROM deliveries WHERE state = 'pending' AND sink = ?1",
+            args![sink],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?
+        .unwrap_or_default();
     let excess = (pending.max(0) as u64).saturating_sub(cap);
     if excess == 0 {
         return Ok(0);
     }
-    let n = conn
-        .prepare_cached(
-            "UPDATE deliveries SET state = 'dead', last_error = ?3, done_ns = ?4
-             WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND sink = ?1
-                          ORDER BY id LIMIT ?2)",
-        )?
-        .execute(params![sink, excess as i64, OVERFLOW, now])?;
-    Ok(n as u64)
+    conn.exec(
+        "UPDATE deliveries SET state = 'dead', last_error = ?3, done_ns = ?4
+         WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND sink = ?1
+                      ORDER BY id LIMIT ?2)",
+        args![sink, excess as i64, OVERFLOW, now],
+    )
 }
 
 /// Applies a try's outcome (the writer thread).
 pub(crate) fn settle(
-    conn: &Connection,
+    conn: &mut Conn,
     id: i64,
     outcome: &Settle,
     now: UnixNanos,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     match outcome {
-        Settle::Delivered => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                        done_ns = ?2, last_error = NULL WHERE id = ?1",
-            )?
-            .execute(params![id, nanos(now)])?,
+        Settle::Delivered => conn.exec(
+            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
+                    done_ns = ?2, last_error = NULL WHERE id = ?1",
+            args![id, nanos(now)],
+        )?,
         Settle::Retry {
             attempts,
             at,
             error,
-        } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET attempts = ?2, next_at_ns = ?3, last_error = ?4
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts, nanos(*at), error])?,
-        Settle::Dead { attempts, error } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'dead', attempts = ?2, last_error = ?3,
-                        done_ns = ?4 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts, error, nanos(now)])?,
+        } => conn.exec(
+            "UPDATE deliveries SET attempts = ?2, next_at_ns = ?3, last_error = ?4
+             WHERE id = ?1",
+            args![id, *attempts, nanos(*at), error],
+        )?,
+        Settle::Dead { attempts, error } => conn.exec(
+            "UPDATE deliveries SET state = 'dead', attempts = ?2, last_error = ?3,
+                    done_ns = ?4 WHERE id = ?1",
+            args![id, *attempts, error, nanos(now)],
+        )?,
     };
     Ok(())
 }
 
 /// Sets one value of a sink's state for a release (the writer thread).
 pub(crate) fn set_state(
-    conn: &Connection,
+    conn: &mut Conn,
     sink: &str,
     release_key: &str,
     key: &str,
     value: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+) -> Result<(), DbError> {
+    conn.exec(
         "INSERT INTO sink_state (sink, release_key, key, value) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (sink, release_key, key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![sink, release_key, key, value])?;
+        args![sink, release_key, key, value],
+    )?;
     Ok(())
 }
 
 /// Deletes delivered rows done before `cutoff` (the writer's upkeep).
-pub(crate) fn forget_delivered(conn: &Connection, cutoff: UnixNanos) -> rusqlite::Result<u64> {
-    let n = conn
-        .prepare_cached("DELETE FROM deliveries WHERE state = 'delivered' AND done_ns < ?1")?
-        .execute(params![nanos(cutoff)])?;
-    Ok(n as u64)
+pub(crate) fn forget_delivered(conn: &mut Conn, cutoff: UnixNanos) -> Result<u64, DbError> {
+    conn.exec(
+        "DELETE FROM deliveries WHERE state = 'delivered' AND done_ns < ?1",
+        args![nanos(cutoff)],
+    )
 }
 
 impl Ledger {
@@ -242,25 +234,21 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<Delivery>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(
+            conn.rows(
                 "SELECT d.id, d.sink, d.release_key, d.delivery_key, d.attempts, d.event_row,
                         d.event_json
                  FROM deliveries d
                  JOIN (SELECT min(id) AS id FROM deliveries
-                       WHERE state = 'pending' AND (?3 IS NULL OR sink = ?3)
+                       WHERE state = 'pending' AND (CAST(?3 AS TEXT) IS NULL OR sink = ?3)
                        GROUP BY sink, release_key) head ON head.id = d.id
                  WHERE d.next_at_ns <= ?1
                  ORDER BY d.id LIMIT ?2",
+                args![nanos(now), limit as i64, sink],
             )?
-            .query_map(params![nanos(now), limit as i64, sink], |r| {
+            .iter()
+            .map(|r| {
                 let json: String = r.get(6)?;
-                let event = serde_json::from_str(&json).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        6,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?;
+                let event = serde_json::from_str(&json).map_err(|e| DbError::json(6, e))?;
                 Ok(Delivery {
                     id: r.get(0)?,
                     sink: r.get(1)?,
@@ -270,7 +258,7 @@ impl Ledger {
                     event_row: r.get(5)?,
                     event,
                 })
-            })?
+            })
             .collect()
         })
     }
@@ -278,9 +266,14 @@ impl Ledger {
     /// When the next pending delivery is due, if any.
     pub fn next_due(&self) -> Result<Option<UnixNanos>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached("SELECT min(next_at_ns) FROM deliveries WHERE state = 'pending'")?
-                .query_row([], |r| r.get::<_, Option<i64>>(0))
-                .map(|t| t.map(|t| t.max(0) as UnixNanos))
+            Ok(conn
+                .row(
+                    "SELECT min(next_at_ns) FROM deliveries WHERE state = 'pending'",
+                    &[],
+                )?
+                .map(|r| r.get::<Option<UnixNanos>>(0))
+                .transpose()?
+                .flatten())
         })
     }
 
@@ -291,10 +284,12 @@ impl Ledger {
         release_key: &str,
     ) -> Result<HashMap<String, String>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(
+            conn.rows(
                 "SELECT key, value FROM sink_state WHERE sink = ?1 AND release_key = ?2",
+                args![sink, release_key],
             )?
-            .query_map(params![sink, release_key], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
             .collect()
         })
     }
@@ -302,19 +297,23 @@ impl Ledger {
     /// Pending and dead deliveries by sink.
     pub fn backlog(&self) -> Result<Vec<Backlog>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(
-                "SELECT sink, sum(state = 'pending'), sum(state = 'dead'),
-                        sum(state = 'dead' AND last_error IS ?1) FROM deliveries
+            conn.rows(
+                "SELECT sink, count(*) FILTER (WHERE state = 'pending'),
+                        count(*) FILTER (WHERE state = 'dead'),
+                        count(*) FILTER (WHERE state = 'dead' AND last_error = ?1)
+                 FROM deliveries
                  WHERE state IN ('pending', 'dead') GROUP BY sink ORDER BY sink",
+                args![OVERFLOW],
             )?
-            .query_map(params![OVERFLOW], |r| {
+            .iter()
+            .map(|r| {
                 Ok(Backlog {
                     sink: r.get(0)?,
-                    pending: r.get::<_, i64>(1)? as u64,
-                    dead: r.get::<_, i64>(2)? as u64,
-                    overflowed: r.get::<_, i64>(3)? as u64,
+                    pending: r.get(1)?,
+                    dead: r.get(2)?,
+                    overflowed: r.get(3)?,
                 })
-            })?
+            })
             .collect()
         })
     }
@@ -324,9 +323,21 @@ impl Ledger {
 mod tests {
     use super::*;
     use crate::ledger::event::{types, Source};
+    use crate::ledger::tests::Backend;
     use crate::ledger::{LedgerOptions, MEMORY};
 
-    fn ledger() -> Ledger {
+    /// Where each test's ledgers live: in memory (SQLite) and in a fresh
+    /// PostgreSQL database.
+    fn locations(name: &str) -> [String; 2] {
+        [MEMORY.to_string(), Backend::Postgres.fresh(name)]
+    }
+
+    /// A ledger on each database, with two routes.
+    fn ledgers() -> Vec<Ledger> {
+        locations("outbox").iter().map(|l| ledger(l)).collect()
+    }
+
+    fn ledger(location: &str) -> Ledger {
         let routes = vec![
             Route {
                 sink: "slack".into(),
@@ -340,7 +351,7 @@ mod tests {
             },
         ];
         Ledger::open(
-            MEMORY,
+            location,
             LedgerOptions {
                 routes,
                 ..LedgerOptions::default()
@@ -355,132 +366,135 @@ mod tests {
 
     #[test]
     fn routed_events_become_deliveries_sent_in_order_per_release() {
-        let l = ledger();
-        for e in [
-            event(types::RELEASE_STARTED, "prod", "a", 1),
-            event(types::VERDICT_CHANGED, "prod", "a", 2),
-            event(types::RELEASE_STARTED, "prod", "b", 3),
-            event(types::CANARY_FAILED, "prod", "a", 4),
-            event(types::RELEASE_STARTED, "staging", "c", 5),
-        ] {
-            l.try_record(e).unwrap();
-        }
-        l.flush().unwrap();
-        let due = l.due_deliveries(10, 100).unwrap();
-        let heads: Vec<(String, String, String)> = due
-            .iter()
-            .map(|d| {
-                (
-                    d.sink.clone(),
-                    d.event.deployment_id.clone().unwrap(),
-                    d.event.kind.clone(),
-                )
-            })
-            .collect();
-        // Per sink and release only the oldest: a's later ones wait.
-        let want: Vec<(String, String, String)> = [
-            ("slack", "a"),
-            ("hook", "a"),
-            ("slack", "b"),
-            ("hook", "b"),
-            ("slack", "c"),
-        ]
-        .iter()
-        .map(|(s, id)| (s.to_string(), id.to_string(), "release_started".to_string()))
-        .collect();
-        assert_eq!(heads, want);
-        assert!(due
-            .iter()
-            .all(|d| d.key == format!("{}-{}", d.event_row, d.sink)));
-        let first = &due[0];
-        l.settle_delivery(first.id, Settle::Delivered, 11).unwrap();
-        let next = l.due_deliveries(12, 100).unwrap();
-        assert!(next
-            .iter()
-            .any(|d| d.sink == "slack" && d.event.kind == types::VERDICT_CHANGED));
-        assert_eq!(
-            l.backlog().unwrap(),
-            vec![
-                Backlog {
-                    sink: "hook".into(),
-                    pending: 4,
-                    dead: 0,
-                    overflowed: 0,
-                },
-                Backlog {
-                    sink: "slack".into(),
-                    pending: 3,
-                    dead: 0,
-                    overflowed: 0,
-                },
+        for l in ledgers() {
+            for e in [
+                event(types::RELEASE_STARTED, "prod", "a", 1),
+                event(types::VERDICT_CHANGED, "prod", "a", 2),
+                event(types::RELEASE_STARTED, "prod", "b", 3),
+                event(types::CANARY_FAILED, "prod", "a", 4),
+                event(types::RELEASE_STARTED, "staging", "c", 5),
+            ] {
+                l.try_record(e).unwrap();
+            }
+            l.flush().unwrap();
+            let due = l.due_deliveries(10, 100).unwrap();
+            let heads: Vec<(String, String, String)> = due
+                .iter()
+                .map(|d| {
+                    (
+                        d.sink.clone(),
+                        d.event.deployment_id.clone().unwrap(),
+                        d.event.kind.clone(),
+                    )
+                })
+                .collect();
+            // Per sink and release only the oldest: a's later ones wait.
+            let want: Vec<(String, String, String)> = [
+                ("slack", "a"),
+                ("hook", "a"),
+                ("slack", "b"),
+                ("hook", "b"),
+                ("slack", "c"),
             ]
-        );
+            .iter()
+            .map(|(s, id)| (s.to_string(), id.to_string(), "release_started".to_string()))
+            .collect();
+            assert_eq!(heads, want);
+            assert!(due
+                .iter()
+                .all(|d| d.key == format!("{}-{}", d.event_row, d.sink)));
+            let first = &due[0];
+            l.settle_delivery(first.id, Settle::Delivered, 11).unwrap();
+            let next = l.due_deliveries(12, 100).unwrap();
+            assert!(next
+                .iter()
+                .any(|d| d.sink == "slack" && d.event.kind == types::VERDICT_CHANGED));
+            assert_eq!(
+                l.backlog().unwrap(),
+                vec![
+                    Backlog {
+                        sink: "hook".into(),
+                        pending: 4,
+                        dead: 0,
+                        overflowed: 0,
+                    },
+                    Backlog {
+                        sink: "slack".into(),
+                        pending: 3,
+                        dead: 0,
+                        overflowed: 0,
+                    },
+                ]
+            );
+        }
     }
 
     #[test]
     fn a_retry_waits_and_a_dead_one_lets_the_next_go() {
-        let l = ledger();
-        l.try_record(event(types::RELEASE_STARTED, "prod", "a", 1))
+        for l in ledgers() {
+            l.try_record(event(types::RELEASE_STARTED, "prod", "a", 1))
+                .unwrap();
+            l.try_record(event(types::CANARY_FAILED, "prod", "a", 2))
+                .unwrap();
+            l.flush().unwrap();
+            let head = l.due_deliveries(10, 1).unwrap().remove(0);
+            assert_eq!(head.sink, "slack");
+            let retry = Settle::Retry {
+                attempts: 1,
+                at: 100,
+                error: "HTTP 503".into(),
+            };
+            l.settle_delivery(head.id, retry, 10).unwrap();
+            let due = l.due_deliveries(50, 100).unwrap();
+            assert!(
+                due.iter().all(|d| d.sink != "slack"),
+                "the retry is not due yet"
+            );
+            assert_eq!(l.next_due().unwrap(), Some(0));
+            let again = l.due_deliveries(100, 100).unwrap();
+            let head = again.iter().find(|d| d.sink == "slack").unwrap();
+            assert_eq!(head.attempts, 1);
+            l.settle_delivery(
+                head.id,
+                Settle::Dead {
+                    attempts: 2,
+                    error: "invalid_auth".into(),
+                },
+                101,
+            )
             .unwrap();
-        l.try_record(event(types::CANARY_FAILED, "prod", "a", 2))
-            .unwrap();
-        l.flush().unwrap();
-        let head = l.due_deliveries(10, 1).unwrap().remove(0);
-        assert_eq!(head.sink, "slack");
-        let retry = Settle::Retry {
-            attempts: 1,
-            at: 100,
-            error: "HTTP 503".into(),
-        };
-        l.settle_delivery(head.id, retry, 10).unwrap();
-        let due = l.due_deliveries(50, 100).unwrap();
-        assert!(
-            due.iter().all(|d| d.sink != "slack"),
-            "the retry is not due yet"
-        );
-        assert_eq!(l.next_due().unwrap(), Some(0));
-        let again = l.due_deliveries(100, 100).unwrap();
-        let head = again.iter().find(|d| d.sink == "slack").unwrap();
-        assert_eq!(head.attempts, 1);
-        l.settle_delivery(
-            head.id,
-            Settle::Dead {
-                attempts: 2,
-                error: "invalid_auth".into(),
-            },
-            101,
-        )
-        .unwrap();
-        let b = l.backlog().unwrap();
-        assert!(
-            b.contains(&Backlog {
-                sink: "slack".into(),
-                pending: 0,
-                dead: 1,
-                overflowed: 0,
-            }),
-            "{b:?}"
-        );
-        l.set_sink_state("slack", "k", "thread_ts", "1.2").unwrap();
-        l.set_sink_state("slack", "k", "thread_ts", "1.3").unwrap();
-        assert_eq!(l.sink_state("slack", "k").unwrap()["thread_ts"], "1.3");
+            let b = l.backlog().unwrap();
+            assert!(
+                b.contains(&Backlog {
+                    sink: "slack".into(),
+                    pending: 0,
+                    dead: 1,
+                    overflowed: 0,
+                }),
+                "{b:?}"
+            );
+            l.set_sink_state("slack", "k", "thread_ts", "1.2").unwrap();
+            l.set_sink_state("slack", "k", "thread_ts", "1.3").unwrap();
+            assert_eq!(l.sink_state("slack", "k").unwrap()["thread_ts"], "1.3");
+        }
     }
 
     #[test]
     fn a_duplicate_post_makes_no_second_delivery() {
-        let l = ledger();
-        let e = Event {
-            event_id: Some("ci-7".into()),
-            source: Source::Api,
-            ..event(types::DEPLOY_STARTED, "prod", "a", 1)
-        };
-        l.insert_posted(vec![e.clone()]).unwrap();
-        l.insert_posted(vec![e]).unwrap();
-        assert_eq!(
-            l.due_deliveries(10, 100).unwrap().len(),
-            1,
-            "hook only, once"
-        );
+        for l in ledgers() {
+            let e = Event {
+                event_id: Some("ci-7".into()),
+                source: Source::Api,
+                ..event(types::DEPLOY_STARTED, "prod", "a", 1)
+            };
+            l.insert_posted(vec![e.clone()]).unwrap();
+            l.insert_posted(vec![e]).unwrap();
+            assert_eq!(
+                l.due_deliveries(10, 100).unwrap().len(),
+                1,
+                "hook only, once"
+            );
+        }
     }
 
     #[test]
@@ -501,37 +515,39 @@ mod tests {
             routes,
             ..LedgerOptions::default()
         };
-        let l = Ledger::open(MEMORY, options).unwrap();
-        // Five releases, one event each: five heads, all due at once.
-        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            l.try_record(event(types::RELEASE_STARTED, "prod", id, i as u64 + 1))
-                .unwrap();
+        for location in locations("outbox_full") {
+            let l = Ledger::open(&location, options.clone()).unwrap();
+            // Five releases, one event each: five heads, all due at once.
+            for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+                l.try_record(event(types::RELEASE_STARTED, "prod", id, i as u64 + 1))
+                    .unwrap();
+            }
+            l.flush().unwrap();
+            let hook: Vec<String> = l
+                .due_deliveries_of("dead-hook", 10, 100)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.event.deployment_id.unwrap())
+                .collect();
+            assert_eq!(hook, ["c", "d", "e"], "the two oldest are dead-lettered");
+            assert_eq!(l.due_deliveries_of("slack", 10, 100).unwrap().len(), 5);
+            assert_eq!(
+                l.backlog().unwrap(),
+                vec![
+                    Backlog {
+                        sink: "dead-hook".into(),
+                        pending: 3,
+                        dead: 2,
+                        overflowed: 2,
+                    },
+                    Backlog {
+                        sink: "slack".into(),
+                        pending: 5,
+                        dead: 0,
+                        overflowed: 0,
+                    },
+                ]
+            );
         }
-        l.flush().unwrap();
-        let hook: Vec<String> = l
-            .due_deliveries_of("dead-hook", 10, 100)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.event.deployment_id.unwrap())
-            .collect();
-        assert_eq!(hook, ["c", "d", "e"], "the two oldest are dead-lettered");
-        assert_eq!(l.due_deliveries_of("slack", 10, 100).unwrap().len(), 5);
-        assert_eq!(
-            l.backlog().unwrap(),
-            vec![
-                Backlog {
-                    sink: "dead-hook".into(),
-                    pending: 3,
-                    dead: 2,
-                    overflowed: 2,
-                },
-                Backlog {
-                    sink: "slack".into(),
-                    pending: 5,
-                    dead: 0,
-                    overflowed: 0,
-                },
-            ]
-        );
     }
 }

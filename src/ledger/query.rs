@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::types::{Type, Value as SqlValue};
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
+use super::db::{args, Arg, Conn, Connect, DbError, Pg, Row};
 use super::event::{Event, Source};
 use super::{Ledger, LedgerError, LedgerOptions};
 use crate::model::UnixNanos;
@@ -103,39 +103,36 @@ impl Ledger {
     pub fn events(&self, filter: &EventFilter) -> Result<Page, LedgerError> {
         let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut narrow = |clause: &str, value: SqlValue| {
+        let mut args: Vec<Arg<'_>> = Vec::new();
+        let mut narrow = |clause: &str, value| {
             sql.push_str(clause);
             args.push(value);
         };
-        let text = |s: &String| SqlValue::Text(s.clone());
         if let Some(v) = &filter.service {
-            narrow(" AND service = ?", text(v));
+            narrow(" AND service = ?", Arg::Text(v));
         }
         if let Some(v) = &filter.environment {
-            narrow(" AND environment = ?", text(v));
+            narrow(" AND environment = ?", Arg::Text(v));
         }
         if let Some(v) = &filter.deployment_id {
-            narrow(" AND deployment_id = ?", text(v));
+            narrow(" AND deployment_id = ?", Arg::Text(v));
         }
         if let Some(v) = &filter.kind {
-            narrow(" AND type = ?", text(v));
+            narrow(" AND type = ?", Arg::Text(v));
         }
         if let Some(t) = filter.since {
-            narrow(" AND ts_ns >= ?", SqlValue::Integer(nanos(t)));
+            narrow(" AND ts_ns >= ?", Arg::Int(nanos(t)));
         }
         if let Some(t) = filter.until {
-            narrow(" AND ts_ns < ?", SqlValue::Integer(nanos(t)));
+            narrow(" AND ts_ns < ?", Arg::Int(nanos(t)));
         }
         if let Some(id) = filter.after_id {
-            narrow(" AND id > ?", SqlValue::Integer(id));
+            narrow(" AND id > ?", Arg::Int(id));
         }
-        narrow(" ORDER BY id LIMIT ?", SqlValue::Integer(limit as i64 + 1));
-        let mut events = self.readers.with(|conn| {
-            conn.prepare_cached(&sql)?
-                .query_map(params_from_iter(args), stored_event)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })?;
+        narrow(" ORDER BY id LIMIT ?", Arg::Int(limit as i64 + 1));
+        let mut events: Vec<StoredEvent> = self
+            .readers
+            .with(|conn| conn.rows(&sql, &args)?.iter().map(stored_event).collect())?;
         let next_cursor = if events.len() > limit {
             events.truncate(limit);
             events.last().map(|e| e.id)
@@ -158,16 +155,17 @@ impl Ledger {
         deployment_id: &str,
     ) -> Result<Vec<StoredEvent>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_deployment
-                 WHERE deployment_id = ?1 AND service = ?2
-                   AND (environment = ?3 OR environment IS NULL)
-                 ORDER BY ts_ns, id LIMIT ?4"
-            ))?
-            .query_map(
-                params![deployment_id, service, environment, MAX_TIMELINE as i64],
-                stored_event,
+            conn.rows(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_deployment
+                     WHERE deployment_id = ?1 AND service = ?2
+                       AND (environment = ?3 OR environment IS NULL)
+                     ORDER BY ts_ns, id LIMIT ?4"
+                ),
+                args![deployment_id, service, environment, MAX_TIMELINE as i64],
             )?
+            .iter()
+            .map(stored_event)
             .collect()
         })
     }
@@ -181,16 +179,18 @@ impl Ledger {
         environment: Option<&str>,
     ) -> Result<Vec<ReleaseRecord>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(
+            conn.rows(
                 "SELECT service, environment, deployment_id, git_sha, baseline_deployment_id,
                         baseline_git_sha, first_seen_ns, last_seen_ns, verdict, reason,
                         red_since_ns, verdict_json
                  FROM releases
-                 WHERE deployment_id = ?1 AND (?2 IS NULL OR service = ?2)
-                   AND (?3 IS NULL OR environment = ?3)
+                 WHERE deployment_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR service = ?2)
+                   AND (CAST(?3 AS TEXT) IS NULL OR environment = ?3)
                  ORDER BY last_seen_ns DESC",
+                args![deployment_id, service, environment],
             )?
-            .query_map(params![deployment_id, service, environment], |r| {
+            .iter()
+            .map(|r| {
                 Ok(ReleaseRecord {
                     service: r.get(0)?,
                     environment: r.get(1)?,
@@ -198,14 +198,14 @@ impl Ledger {
                     git_sha: r.get(3)?,
                     baseline_deployment_id: r.get(4)?,
                     baseline_git_sha: r.get(5)?,
-                    first_seen_ns: r.get::<_, i64>(6)? as UnixNanos,
-                    last_seen_ns: r.get::<_, i64>(7)? as UnixNanos,
+                    first_seen_ns: r.get(6)?,
+                    last_seen_ns: r.get(7)?,
                     verdict: r.get(8)?,
                     reason: r.get(9)?,
-                    red_since_ns: r.get::<_, Option<i64>>(10)?.map(|t| t as UnixNanos),
+                    red_since_ns: r.get(10)?,
                     verdict_json: r.get(11)?,
                 })
-            })?
+            })
             .collect()
         })
     }
@@ -219,21 +219,23 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<RecordedBaseline>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(
+            conn.rows(
                 "SELECT service, environment, deployment_id, baseline_deployment_id, last_seen_ns
                  FROM releases
                  WHERE baseline_deployment_id IS NOT NULL AND last_seen_ns >= ?1
                  ORDER BY last_seen_ns DESC LIMIT ?2",
+                args![nanos(since), limit as i64],
             )?
-            .query_map(params![since as i64, limit as i64], |r| {
+            .iter()
+            .map(|r| {
                 Ok(RecordedBaseline {
                     service: r.get(0)?,
                     environment: r.get(1)?,
                     deployment_id: r.get(2)?,
                     baseline_deployment_id: r.get(3)?,
-                    last_seen_ns: r.get::<_, i64>(4)? as UnixNanos,
+                    last_seen_ns: r.get(4)?,
                 })
-            })?
+            })
             .collect()
         })
     }
@@ -247,21 +249,23 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<RecordedRed>, LedgerError> {
         self.readers.with(|conn| {
-            conn.prepare_cached(
+            conn.rows(
                 "SELECT service, environment, deployment_id, red_since_ns, reason
                  FROM releases
                  WHERE red_since_ns IS NOT NULL AND last_seen_ns >= ?1
                  ORDER BY last_seen_ns DESC LIMIT ?2",
+                args![nanos(since), limit as i64],
             )?
-            .query_map(params![since as i64, limit as i64], |r| {
+            .iter()
+            .map(|r| {
                 Ok(RecordedRed {
                     service: r.get(0)?,
                     environment: r.get(1)?,
                     deployment_id: r.get(2)?,
-                    red_since_ns: r.get::<_, i64>(3)? as UnixNanos,
+                    red_since_ns: r.get(3)?,
                     reason: r.get(4)?,
                 })
-            })?
+            })
             .collect()
         })
     }
@@ -269,12 +273,9 @@ impl Ledger {
     /// The judge-state checkpoint and when it was written, if any.
     pub fn load_checkpoint(&self) -> Result<Option<(UnixNanos, Vec<u8>)>, LedgerError> {
         self.readers.with(|conn| {
-            conn.query_row(
-                "SELECT written_ns, data FROM checkpoint WHERE id = 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as UnixNanos, r.get(1)?)),
-            )
-            .optional()
+            conn.row("SELECT written_ns, data FROM checkpoint WHERE id = 1", &[])?
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .transpose()
         })
     }
 }
@@ -282,51 +283,50 @@ impl Ledger {
 /// Inserts or updates a release's last verdict. First seen keeps the
 /// earliest, last seen the latest, and `red_since` the first red: red is
 /// final for a release.
-pub(crate) fn upsert_release(conn: &Connection, r: &ReleaseRecord) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub(crate) fn upsert_release(conn: &mut Conn, r: &ReleaseRecord) -> Result<(), DbError> {
+    conn.exec(
         "INSERT INTO releases (service, environment, deployment_id, git_sha,
              baseline_deployment_id, baseline_git_sha, first_seen_ns, last_seen_ns,
              verdict, reason, red_since_ns, verdict_json)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (service, environment, deployment_id) DO UPDATE SET
-             git_sha = coalesce(excluded.git_sha, git_sha),
-             baseline_deployment_id = coalesce(excluded.baseline_deployment_id, baseline_deployment_id),
-             baseline_git_sha = coalesce(excluded.baseline_git_sha, baseline_git_sha),
-             first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
-             last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
+             git_sha = coalesce(excluded.git_sha, releases.git_sha),
+             baseline_deployment_id =
+                 coalesce(excluded.baseline_deployment_id, releases.baseline_deployment_id),
+             baseline_git_sha = coalesce(excluded.baseline_git_sha, releases.baseline_git_sha),
+             first_seen_ns = CASE WHEN excluded.first_seen_ns < releases.first_seen_ns
+                 THEN excluded.first_seen_ns ELSE releases.first_seen_ns END,
+             last_seen_ns = CASE WHEN excluded.last_seen_ns > releases.last_seen_ns
+                 THEN excluded.last_seen_ns ELSE releases.last_seen_ns END,
              verdict = excluded.verdict,
              reason = excluded.reason,
-             red_since_ns = coalesce(red_since_ns, excluded.red_since_ns),
+             red_since_ns = coalesce(releases.red_since_ns, excluded.red_since_ns),
              verdict_json = excluded.verdict_json",
-    )?
-    .execute(params![
-        r.service,
-        r.environment,
-        r.deployment_id,
-        r.git_sha,
-        r.baseline_deployment_id,
-        r.baseline_git_sha,
-        nanos(r.first_seen_ns),
-        nanos(r.last_seen_ns),
-        r.verdict,
-        r.reason,
-        r.red_since_ns.map(nanos),
-        r.verdict_json,
-    ])?;
+        args![
+            &r.service,
+            &r.environment,
+            &r.deployment_id,
+            &r.git_sha,
+            &r.baseline_deployment_id,
+            &r.baseline_git_sha,
+            nanos(r.first_seen_ns),
+            nanos(r.last_seen_ns),
+            &r.verdict,
+            &r.reason,
+            r.red_since_ns.map(nanos),
+            &r.verdict_json,
+        ],
+    )?;
     Ok(())
 }
 
 /// Replaces the one checkpoint row.
-pub(crate) fn save_checkpoint(
-    conn: &Connection,
-    now: UnixNanos,
-    data: &[u8],
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub(crate) fn save_checkpoint(conn: &mut Conn, now: UnixNanos, data: &[u8]) -> Result<(), DbError> {
+    conn.exec(
         "INSERT INTO checkpoint (id, written_ns, data) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET written_ns = excluded.written_ns, data = excluded.data",
-    )?
-    .execute(params![nanos(now), data])?;
+        args![nanos(now), data],
+    )?;
     Ok(())
 }
 
@@ -335,20 +335,20 @@ pub(crate) const EVENT_COLUMNS: &str =
     "id, event_id, type, ts_ns, service, environment, deployment_id, git_sha, source, metadata";
 
 /// A row of [`EVENT_COLUMNS`].
-pub(crate) fn stored_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+pub(crate) fn stored_event(r: &Row) -> Result<StoredEvent, DbError> {
     let source: String = r.get(8)?;
-    let source = source
-        .parse::<Source>()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, Type::Text, Box::new(e)))?;
+    let source = source.parse::<Source>().map_err(|e| DbError::Parse {
+        column: 8,
+        message: e.to_string(),
+    })?;
     let metadata: String = r.get(9)?;
-    let metadata = serde_json::from_str(&metadata)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, Type::Text, Box::new(e)))?;
+    let metadata = serde_json::from_str(&metadata).map_err(|e| DbError::json(9, e))?;
     Ok(StoredEvent {
         id: r.get(0)?,
         event: Event {
             event_id: r.get(1)?,
             kind: r.get(2)?,
-            ts: r.get::<_, i64>(3)? as UnixNanos,
+            ts: r.get(3)?,
             service: r.get(4)?,
             environment: r.get(5)?,
             deployment_id: r.get(6)?,
@@ -359,7 +359,7 @@ pub(crate) fn stored_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-/// SQLite integers are signed; times fit until 2262.
+/// The databases' integers are signed; times fit until 2262.
 pub(crate) fn nanos(t: UnixNanos) -> i64 {
     t.min(i64::MAX as u64) as i64
 }
@@ -369,6 +369,7 @@ pub(crate) enum Target {
     File(String),
     /// A shared-cache in-memory database, private to this process.
     Memory(String),
+    Postgres(Box<Connect>),
 }
 
 impl Target {
@@ -381,9 +382,11 @@ impl Target {
         ))
     }
 
+    /// The SQLite database's name (a path or a memory URI).
     pub fn name(&self) -> &str {
         match self {
             Target::File(name) | Target::Memory(name) => name,
+            Target::Postgres(_) => "",
         }
     }
 }
@@ -391,7 +394,7 @@ impl Target {
 /// A small pool of read-only connections.
 pub(crate) struct Readers {
     target: Target,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Conn>>,
     keep: usize,
     busy: Duration,
 }
@@ -399,7 +402,7 @@ pub(crate) struct Readers {
 impl Readers {
     /// Opens one connection at once, so a target that cannot be read is an
     /// error at open, not at the first query.
-    pub fn new(target: Target, options: &LedgerOptions) -> rusqlite::Result<Readers> {
+    pub fn new(target: Target, options: &LedgerOptions) -> Result<Readers, DbError> {
         let readers = Readers {
             target,
             idle: Mutex::new(Vec::new()),
@@ -411,7 +414,10 @@ impl Readers {
         Ok(readers)
     }
 
-    fn open(&self) -> rusqlite::Result<Connection> {
+    fn open(&self) -> Result<Conn, DbError> {
+        if let Target::Postgres(connect) = &self.target {
+            return Ok(Conn::Postgres(Box::new(Pg::open((**connect).clone(), true)?)));
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -422,23 +428,23 @@ impl Readers {
             // in-memory ledger's readers see its writes as they happen.
             conn.pragma_update(None, "read_uncommitted", true)?;
         }
-        Ok(conn)
+        Ok(Conn::Sqlite(conn))
     }
 
-    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn with<T>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut Conn) -> Result<T, DbError>,
     ) -> Result<T, LedgerError> {
         let pooled = self.idle_list().pop();
-        let conn = match pooled {
+        let mut conn = match pooled {
             Some(conn) => conn,
             None => self.open()?,
         };
-        let result = f(&conn);
+        let result = f(&mut conn);
         let mut idle = self.idle_list();
         if idle.len() < self.keep {
             idle.push(conn);

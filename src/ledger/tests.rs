@@ -1,7 +1,42 @@
-//! Ledger tests over real SQLite files in the temp directory.
+//! Ledger tests over real databases: SQLite files in the temp directory,
+//! and databases on a real PostgreSQL server this process starts. The tests
+//! of what both must do run on both ([`BACKENDS`]); those of SQLite's file
+//! (corruption, the size cap) on SQLite alone.
 
 use super::event::{types, Event, Source};
 use super::*;
+
+#[path = "../../tests/common/postgres.rs"]
+pub(crate) mod postgres_server;
+
+/// The ledger's two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Every database the ledger runs on.
+pub(crate) const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+impl Backend {
+    /// A new, empty ledger: a file in a fresh temp directory, or a fresh
+    /// PostgreSQL database.
+    pub fn fresh(self, name: &str) -> String {
+        match self {
+            Backend::Sqlite => temp_path(name),
+            Backend::Postgres => postgres_server::database(name),
+        }
+    }
+
+    /// Removes what `fresh` made (a PostgreSQL database goes with its
+    /// server, at the end of the test process).
+    pub fn remove(self, location: &str) {
+        if self == Backend::Sqlite {
+            remove(location);
+        }
+    }
+}
 
 /// A fresh database path in a new directory under the temp directory,
 /// unique to this process and call.
@@ -28,124 +63,140 @@ fn event(kind: &str, id: &str, source: Source) -> Event {
 
 #[test]
 fn events_survive_reopening_in_order() {
-    let path = temp_path("reopen");
-    {
-        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-        for kind in [
-            types::RELEASE_STARTED,
-            types::VERDICT_CHANGED,
-            types::CANARY_FAILED,
-        ] {
-            ledger
-                .try_record(event(kind, "v2", Source::Daemon).with("verdict", "red"))
-                .unwrap();
+    for backend in BACKENDS {
+        let path = backend.fresh("reopen");
+        {
+            let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+            for kind in [
+                types::RELEASE_STARTED,
+                types::VERDICT_CHANGED,
+                types::CANARY_FAILED,
+            ] {
+                ledger
+                    .try_record(event(kind, "v2", Source::Daemon).with("verdict", "red"))
+                    .unwrap();
+            }
+            ledger.flush().unwrap();
         }
-        ledger.flush().unwrap();
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        let timeline = ledger.timeline("checkout", "prod", "v2").unwrap();
+        let kinds: Vec<&str> = timeline.iter().map(|e| e.event.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                types::RELEASE_STARTED,
+                types::VERDICT_CHANGED,
+                types::CANARY_FAILED
+            ]
+        );
+        assert_eq!(timeline[0].event.metadata["verdict"], "red");
+        drop(ledger);
+        backend.remove(&path);
     }
-    let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-    let timeline = ledger.timeline("checkout", "prod", "v2").unwrap();
-    let kinds: Vec<&str> = timeline.iter().map(|e| e.event.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        [
-            types::RELEASE_STARTED,
-            types::VERDICT_CHANGED,
-            types::CANARY_FAILED
-        ]
-    );
-    assert_eq!(timeline[0].event.metadata["verdict"], "red");
-    drop(ledger);
-    remove(&path);
 }
 
 #[test]
 fn a_repeated_event_id_is_recorded_once() {
-    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
-    let mut e = event(types::DEPLOY_STARTED, "v2", Source::Api);
-    e.event_id = Some("ci-run-42".into());
-    let first = ledger.insert_posted(vec![e.clone()]).unwrap();
-    let again = ledger.insert_posted(vec![e]).unwrap();
-    let Outcome::Inserted { id, .. } = first[0] else {
-        panic!("{first:?}");
-    };
-    assert_eq!(again, vec![Outcome::Duplicate { id }]);
-    let page = ledger.events(&EventFilter::default()).unwrap();
-    assert_eq!(page.events.len(), 1);
+    for backend in BACKENDS {
+        let path = backend.fresh("dup");
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        let mut e = event(types::DEPLOY_STARTED, "v2", Source::Api);
+        e.event_id = Some("ci-run-42".into());
+        let first = ledger.insert_posted(vec![e.clone()]).unwrap();
+        let again = ledger.insert_posted(vec![e]).unwrap();
+        let Outcome::Inserted { id, .. } = first[0] else {
+            panic!("{first:?}");
+        };
+        assert_eq!(again, vec![Outcome::Duplicate { id }]);
+        let page = ledger.events(&EventFilter::default()).unwrap();
+        assert_eq!(page.events.len(), 1);
+        backend.remove(&path);
+    }
 }
 
 #[test]
 fn an_explicit_event_wins_over_an_inferred_one() {
-    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
-    ledger
-        .try_record(event(types::PROMOTED, "v2", Source::Inferred))
-        .unwrap();
-    ledger.flush().unwrap();
-    let out = ledger
-        .insert_posted(vec![event(types::PROMOTED, "v2", Source::Api)])
-        .unwrap();
-    assert!(
-        matches!(out[0], Outcome::Inserted { superseded: 1, .. }),
-        "{out:?}"
-    );
-    // An inferred one arriving later is not recorded.
-    ledger
-        .try_record(event(types::PROMOTED, "v2", Source::Inferred))
-        .unwrap();
-    ledger.flush().unwrap();
-    let promoted = ledger
-        .events(&EventFilter {
-            kind: Some(types::PROMOTED.into()),
-            ..Default::default()
-        })
-        .unwrap();
-    let sources: Vec<Source> = promoted.events.iter().map(|e| e.event.source).collect();
-    assert_eq!(sources, [Source::Api]);
+    for backend in BACKENDS {
+        let path = backend.fresh("explicit");
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        ledger
+            .try_record(event(types::PROMOTED, "v2", Source::Inferred))
+            .unwrap();
+        ledger.flush().unwrap();
+        let out = ledger
+            .insert_posted(vec![event(types::PROMOTED, "v2", Source::Api)])
+            .unwrap();
+        assert!(
+            matches!(out[0], Outcome::Inserted { superseded: 1, .. }),
+            "{out:?}"
+        );
+        // An inferred one arriving later is not recorded.
+        ledger
+            .try_record(event(types::PROMOTED, "v2", Source::Inferred))
+            .unwrap();
+        ledger.flush().unwrap();
+        let promoted = ledger
+            .events(&EventFilter {
+                kind: Some(types::PROMOTED.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let sources: Vec<Source> = promoted.events.iter().map(|e| e.event.source).collect();
+        assert_eq!(sources, [Source::Api]);
+        backend.remove(&path);
+    }
 }
 
 #[test]
 fn pages_follow_the_cursor_and_filters_narrow() {
-    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
-    for i in 0..25 {
-        let id = if i % 5 == 0 { "other" } else { "v2" };
-        ledger
-            .try_record(event(types::VERDICT_CHANGED, id, Source::Daemon))
-            .unwrap();
-    }
-    ledger.flush().unwrap();
-    let mut filter = EventFilter {
-        deployment_id: Some("v2".into()),
-        limit: Some(7),
-        ..Default::default()
-    };
-    let mut seen = Vec::new();
-    loop {
-        let page = ledger.events(&filter).unwrap();
-        seen.extend(page.events.iter().map(|e| e.id));
-        match page.next_cursor {
-            Some(c) => filter.after_id = Some(c),
-            None => break,
+    for backend in BACKENDS {
+        let path = backend.fresh("pages");
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        for i in 0..25 {
+            let id = if i % 5 == 0 { "other" } else { "v2" };
+            ledger
+                .try_record(event(types::VERDICT_CHANGED, id, Source::Daemon))
+                .unwrap();
         }
+        ledger.flush().unwrap();
+        let mut filter = EventFilter {
+            deployment_id: Some("v2".into()),
+            limit: Some(7),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = ledger.events(&filter).unwrap();
+            seen.extend(page.events.iter().map(|e| e.id));
+            match page.next_cursor {
+                Some(c) => filter.after_id = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 20);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        backend.remove(&path);
     }
-    assert_eq!(seen.len(), 20);
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 }
 
 #[test]
 fn the_checkpoint_round_trips_and_is_replaced() {
-    let path = temp_path("checkpoint");
-    {
+    for backend in BACKENDS {
+        let path = backend.fresh("checkpoint");
+        {
+            let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+            assert_eq!(ledger.load_checkpoint().unwrap(), None);
+            ledger.save_checkpoint(1, b"first").unwrap();
+            ledger.save_checkpoint(2, &[0, 255, 7]).unwrap();
+        }
         let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-        assert_eq!(ledger.load_checkpoint().unwrap(), None);
-        ledger.save_checkpoint(1, b"first").unwrap();
-        ledger.save_checkpoint(2, &[0, 255, 7]).unwrap();
+        assert_eq!(
+            ledger.load_checkpoint().unwrap(),
+            Some((2, vec![0, 255, 7]))
+        );
+        drop(ledger);
+        backend.remove(&path);
     }
-    let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-    assert_eq!(
-        ledger.load_checkpoint().unwrap(),
-        Some((2, vec![0, 255, 7]))
-    );
-    drop(ledger);
-    remove(&path);
 }
 
 #[test]
@@ -162,86 +213,96 @@ fn a_file_that_is_not_a_database_is_reported_at_open() {
 
 #[test]
 fn retention_deletes_old_events() {
-    let ledger = Ledger::open(
-        MEMORY,
-        LedgerOptions {
-            retention: std::time::Duration::from_secs(60),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut old = event(types::VERDICT_CHANGED, "v1", Source::Daemon);
-    old.ts = T - 120 * 1_000_000_000;
-    ledger.try_record(old).unwrap();
-    ledger
-        .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
+    for backend in BACKENDS {
+        let path = backend.fresh("retention");
+        let ledger = Ledger::open(
+            &path,
+            LedgerOptions {
+                retention: std::time::Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
         .unwrap();
-    let done = ledger.maintain(T).unwrap();
-    assert_eq!(done.expired, 1);
-    let left = ledger.events(&EventFilter::default()).unwrap();
-    assert_eq!(left.events.len(), 1);
-    assert_eq!(left.events[0].event.deployment_id.as_deref(), Some("v2"));
+        let mut old = event(types::VERDICT_CHANGED, "v1", Source::Daemon);
+        old.ts = T - 120 * 1_000_000_000;
+        ledger.try_record(old).unwrap();
+        ledger
+            .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
+            .unwrap();
+        let done = ledger.maintain(T).unwrap();
+        assert_eq!(done.expired, 1);
+        let left = ledger.events(&EventFilter::default()).unwrap();
+        assert_eq!(left.events.len(), 1);
+        assert_eq!(left.events[0].event.deployment_id.as_deref(), Some("v2"));
+        backend.remove(&path);
+    }
 }
 
 #[test]
 fn a_failing_write_degrades_instead_of_crashing() {
-    let ledger = Ledger::open(MEMORY, LedgerOptions::default()).unwrap();
-    // The disk "fails": every later insert errors out.
-    ledger.exec(|conn| conn.execute_batch("DROP TABLE events").unwrap());
-    ledger
-        .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
-        .unwrap();
-    ledger.flush().unwrap();
-    assert!(ledger.is_degraded());
-    assert_eq!(ledger.stats().write_errors, 1);
-    assert!(ledger
-        .insert_posted(vec![event(types::COMMIT, "v2", Source::Api)])
-        .is_err());
+    for backend in BACKENDS {
+        let path = backend.fresh("failing");
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        // The disk "fails": every later insert errors out.
+        ledger.exec(|conn| conn.batch("DROP TABLE events").unwrap());
+        ledger
+            .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
+            .unwrap();
+        ledger.flush().unwrap();
+        assert!(ledger.is_degraded());
+        assert_eq!(ledger.stats().write_errors, 1);
+        assert!(ledger
+            .insert_posted(vec![event(types::COMMIT, "v2", Source::Api)])
+            .is_err());
+        backend.remove(&path);
+    }
 }
 
 /// The reds a restart keeps: releases recorded red and seen since the
 /// cut-off, with their first red (a later upsert does not move it).
 #[test]
 fn recorded_reds_are_the_releases_seen_red() {
-    let path = temp_path("reds");
-    let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-    let record = |id: &str, last_seen: UnixNanos, red_since: Option<UnixNanos>| ReleaseRecord {
-        service: "checkout".into(),
-        environment: "prod".into(),
-        deployment_id: id.into(),
-        git_sha: None,
-        baseline_deployment_id: Some("stable".into()),
-        baseline_git_sha: None,
-        first_seen_ns: T,
-        last_seen_ns: last_seen,
-        verdict: if red_since.is_some() { "red" } else { "yellow" }.into(),
-        reason: format!("{id}: roll back"),
-        red_since_ns: red_since,
-        verdict_json: "{}".into(),
-    };
-    ledger
-        .try_upsert_release(record("red", T + 10, Some(T + 5)))
-        .unwrap();
-    ledger
-        .try_upsert_release(record("red", T + 20, Some(T + 15)))
-        .unwrap();
-    ledger
-        .try_upsert_release(record("yellow", T + 20, None))
-        .unwrap();
-    ledger
-        .try_upsert_release(record("old-red", T - 100, Some(T - 200)))
-        .unwrap();
-    ledger.flush().unwrap();
-    let reds = ledger.recorded_reds(T, 10).unwrap();
-    assert_eq!(reds.len(), 1, "{reds:?}");
-    assert_eq!(
-        (reds[0].deployment_id.as_str(), reds[0].red_since_ns),
-        ("red", T + 5)
-    );
-    assert!(reds[0].reason.contains("roll back"));
-    assert_eq!(ledger.recorded_reds(T - 1_000, 10).unwrap().len(), 2);
-    drop(ledger);
-    remove(&path);
+    for backend in BACKENDS {
+        let path = backend.fresh("reds");
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        let record = |id: &str, last_seen: UnixNanos, red_since: Option<UnixNanos>| ReleaseRecord {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            deployment_id: id.into(),
+            git_sha: None,
+            baseline_deployment_id: Some("stable".into()),
+            baseline_git_sha: None,
+            first_seen_ns: T,
+            last_seen_ns: last_seen,
+            verdict: if red_since.is_some() { "red" } else { "yellow" }.into(),
+            reason: format!("{id}: roll back"),
+            red_since_ns: red_since,
+            verdict_json: "{}".into(),
+        };
+        ledger
+            .try_upsert_release(record("red", T + 10, Some(T + 5)))
+            .unwrap();
+        ledger
+            .try_upsert_release(record("red", T + 20, Some(T + 15)))
+            .unwrap();
+        ledger
+            .try_upsert_release(record("yellow", T + 20, None))
+            .unwrap();
+        ledger
+            .try_upsert_release(record("old-red", T - 100, Some(T - 200)))
+            .unwrap();
+        ledger.flush().unwrap();
+        let reds = ledger.recorded_reds(T, 10).unwrap();
+        assert_eq!(reds.len(), 1, "{reds:?}");
+        assert_eq!(
+            (reds[0].deployment_id.as_str(), reds[0].red_since_ns),
+            ("red", T + 5)
+        );
+        assert!(reds[0].reason.contains("roll back"));
+        assert_eq!(ledger.recorded_reds(T - 1_000, 10).unwrap().len(), 2);
+        drop(ledger);
+        backend.remove(&path);
+    }
 }
 
 /// A small cap for the size tests (the config's minimum is 1 MiB; the
@@ -423,4 +484,139 @@ fn the_daemons_own_events_give_way_oldest_received_first() {
     );
     drop(ledger);
     remove(&path);
+}
+
+/// What the API, DORA and the notifiers read answers the same on both
+/// databases: releases by id (narrowed or not), recorded baselines, DORA
+/// with a commit's own time, sink state and its clean-up.
+#[test]
+fn both_databases_answer_alike() {
+    const S: UnixNanos = 1_000_000_000;
+    let mut answers = Vec::new();
+    for backend in BACKENDS {
+        let path = backend.fresh("alike");
+        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        for (env, last_seen) in [("prod", T + 50 * S), ("staging", T + 10 * S)] {
+            ledger
+                .try_upsert_release(ReleaseRecord {
+                    service: "checkout".into(),
+                    environment: env.into(),
+                    deployment_id: "v2".into(),
+                    git_sha: Some("2b5d9af".into()),
+                    baseline_deployment_id: Some("v1".into()),
+                    baseline_git_sha: None,
+                    first_seen_ns: T,
+                    last_seen_ns: last_seen,
+                    verdict: "green".into(),
+                    reason: "ok".into(),
+                    red_since_ns: None,
+                    verdict_json: format!("{{\"environment\":\"{env}\"}}"),
+                })
+                .unwrap();
+        }
+        let at = |kind: &str, secs: u64| {
+            let mut e = event(kind, "v2", Source::Api);
+            e.ts = T + secs * S;
+            e
+        };
+        let commit = at(types::COMMIT, 0).with("commit_time", "2025-11-22T08:00:00Z");
+        ledger
+            .insert_posted(vec![
+                commit,
+                at(types::DEPLOY_STARTED, 100),
+                at(types::PROMOTED, 700),
+            ])
+            .unwrap();
+        ledger
+            .set_sink_state("slack", "gone", "thread_ts", "1.2")
+            .unwrap();
+        ledger.flush().unwrap();
+
+        let both = ledger.find_release("v2", None, None).unwrap();
+        let envs: Vec<&str> = both.iter().map(|r| r.environment.as_str()).collect();
+        assert_eq!(
+            envs,
+            ["prod", "staging"],
+            "{backend:?}: most recently seen first"
+        );
+        let one = ledger.find_release("v2", None, Some("staging")).unwrap();
+        assert_eq!(one.len(), 1, "{backend:?}");
+        assert_eq!(one[0].verdict_json, "{\"environment\":\"staging\"}");
+        assert!(ledger
+            .find_release("v2", Some("payments"), None)
+            .unwrap()
+            .is_empty());
+        let baselines = ledger.recorded_baselines(T + 20 * S, 10).unwrap();
+        assert_eq!(baselines.len(), 1, "{backend:?}");
+        assert_eq!(baselines[0].baseline_deployment_id, "v1");
+
+        let query = DoraQuery {
+            service: Some("checkout".into()),
+            environment: Some("prod".into()),
+            window: crate::dora::Window {
+                since: T - 86_400 * S,
+                until: T + 86_400 * S,
+            },
+            bucket: None,
+        };
+        let dora = ledger.dora(&query).unwrap();
+        assert_eq!(dora[0].measures.deployments, 1, "{backend:?}");
+        assert_eq!(dora[0].measures.lead_time_seconds.count, 1, "{backend:?}");
+
+        assert_eq!(ledger.sink_state("slack", "gone").unwrap().len(), 1);
+        ledger.maintain(T).unwrap();
+        assert!(
+            ledger.sink_state("slack", "gone").unwrap().is_empty(),
+            "{backend:?}: the state of a release with no record nor delivery goes"
+        );
+        answers.push((both, dora));
+        drop(ledger);
+        backend.remove(&path);
+    }
+    assert_eq!(answers[0], answers[1], "SQLite and PostgreSQL agree");
+}
+
+/// A PostgreSQL ledger opened by two daemons at once migrates once; a
+/// schema newer than this build is refused with the reason.
+#[test]
+fn postgres_migrates_once_and_refuses_a_newer_schema() {
+    let url = Backend::Postgres.fresh("migrate");
+    let opened: Vec<Ledger> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| Ledger::open(&url, LedgerOptions::default()).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    drop(opened);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let version: i64 = client
+        .query_one("SELECT version FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, schema::VERSION);
+    client
+        .execute("UPDATE schema_version SET version = version + 1", &[])
+        .unwrap();
+    let err = Ledger::open(&url, LedgerOptions::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, LedgerError::TooNew { .. }), "{err}");
+}
+
+/// An unreachable PostgreSQL is a clear error at open, naming the URL but
+/// never its password.
+#[test]
+fn an_unreachable_postgres_is_named_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://rv:s3cret@127.0.0.1:{port}/ledger");
+    let err = Ledger::open(&url, LedgerOptions::default())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
 }

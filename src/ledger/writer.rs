@@ -8,9 +8,8 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-
 use super::cap::{self, Evicted, Scope};
+use super::db::{args, Conn, DbError};
 use super::event::{Event, Source};
 use super::outbox;
 use super::query::{self, ReleaseRecord};
@@ -52,7 +51,7 @@ pub(crate) enum Command {
     Flush(SyncSender<()>),
     /// Runs on the writer's connection (tests only: to fill the disk).
     #[cfg(test)]
-    Exec(Box<dyn FnOnce(&Connection) + Send>),
+    Exec(Box<dyn FnOnce(&mut Conn) + Send>),
 }
 
 impl Command {
@@ -87,7 +86,7 @@ enum Reply {
 
 impl Reply {
     /// A checkpoint's outcome list is empty.
-    fn send(self, result: rusqlite::Result<Vec<Outcome>>) {
+    fn send(self, result: Result<Vec<Outcome>, DbError>) {
         let result = result.map_err(LedgerError::Write);
         // A caller that gave up waiting is not an error.
         match self {
@@ -102,7 +101,7 @@ impl Reply {
 }
 
 pub(crate) struct Writer {
-    pub conn: Connection,
+    pub conn: Conn,
     pub counters: Arc<Counters>,
     pub options: LedgerOptions,
     /// When the cap's warning was last logged, and what was evicted since.
@@ -112,13 +111,13 @@ pub(crate) struct Writer {
 
 /// Why a post was not recorded.
 enum PostFailure {
-    Db(rusqlite::Error),
+    Db(DbError),
     /// Over the cap even after evicting every older posted event.
     Full,
 }
 
-impl From<rusqlite::Error> for PostFailure {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<DbError> for PostFailure {
+    fn from(e: DbError) -> Self {
         PostFailure::Db(e)
     }
 }
@@ -163,7 +162,7 @@ impl Writer {
                 #[cfg(test)]
                 Command::Exec(f) => {
                     self.write(&mut data);
-                    f(&self.conn);
+                    f(&mut self.conn);
                 }
                 other => data.push(other),
             }
@@ -172,60 +171,59 @@ impl Writer {
     }
 
     /// One transaction for `commands`; replies go out after the commit. A
-    /// failed statement loses its own write; a failed commit (or a
-    /// transaction SQLite rolled back itself, as on a full disk) loses all.
+    /// failed command loses its own writes (a savepoint around each); a
+    /// failed commit (or a transaction the database rolled back itself, as
+    /// SQLite does on a full disk) loses all.
     fn write(&mut self, commands: &mut Vec<Command>) {
         if commands.is_empty() {
             return;
         }
         let total = commands.len() as u64;
-        let mut owed: Vec<(Reply, rusqlite::Result<Vec<Outcome>>)> = Vec::new();
+        let mut owed: Vec<(Reply, Result<Vec<Outcome>, DbError>)> = Vec::new();
         let mut failed = Failed::default();
         let mut tally = Tally::default();
         // Posted events evicted by posts making room (counted on commit).
         let mut evicted = Evicted::default();
         let max_bytes = self.options.max_bytes;
-        let result = match self.conn.transaction() {
-            Ok(mut tx) => {
+        let result = match self.conn.begin() {
+            Ok(()) => {
                 for command in commands.drain(..) {
                     if let Some(fatal) = &failed.fatal {
                         if let Some(reply) = command.into_reply() {
-                            owed.push((reply, Err(clone_error(fatal))));
+                            owed.push((reply, Err(fatal.again())));
                         }
                         continue;
                     }
+                    let conn = &mut self.conn;
+                    let routes = &self.options.routes;
                     match command {
                         Command::Record(event) => {
-                            let routes = &self.options.routes;
-                            match insert_event(&tx, &event).and_then(|o| {
-                                enqueue(&tx, routes, o, &event)?;
-                                Ok(o)
+                            match conn.isolated("command", |c| {
+                                let outcome = insert_event(c, &event)?;
+                                enqueue(c, routes, outcome, &event)?;
+                                Ok(outcome)
                             }) {
                                 Ok(outcome) => tally.add(outcome),
                                 Err(e) => failed.add(1, e),
                             }
                         }
                         Command::Release(record) => {
-                            if let Err(e) = query::upsert_release(&tx, &record) {
+                            let result =
+                                conn.isolated("command", |c| query::upsert_release(c, &record));
+                            if let Err(e) = result {
                                 failed.add(1, e);
                             }
                         }
                         Command::Posted { events, reply } => {
-                            let routes = &self.options.routes;
-                            let result = insert_atomically(
-                                &mut tx,
-                                &events,
-                                routes,
-                                max_bytes,
-                                &mut evicted,
-                            );
+                            let result =
+                                insert_atomically(conn, &events, routes, max_bytes, &mut evicted);
                             match result {
                                 Ok(outcomes) => {
                                     outcomes.iter().for_each(|o| tally.add(*o));
                                     owed.push((Reply::Posted(reply), Ok(outcomes)));
                                 }
                                 Err(PostFailure::Db(e)) => {
-                                    failed.add(events.len() as u64, clone_error(&e));
+                                    failed.add(events.len() as u64, e.again());
                                     owed.push((Reply::Posted(reply), Err(e)));
                                 }
                                 Err(PostFailure::Full) => {
@@ -239,44 +237,50 @@ impl Writer {
                             }
                         }
                         Command::Checkpoint { now, data, reply } => {
-                            let result = query::save_checkpoint(&tx, now, &data);
+                            let result =
+                                conn.isolated("command", |c| query::save_checkpoint(c, now, &data));
                             if let Err(e) = &result {
-                                failed.add(1, clone_error(e));
+                                failed.add(1, e.again());
                             }
                             owed.push((Reply::Checkpoint(reply), result.map(|()| Vec::new())));
                         }
                         Command::Outbox { op, now, reply } => {
-                            let result = match &op {
+                            let result = conn.isolated("command", |c| match &op {
                                 OutboxOp::Settle(id, outcome) => {
-                                    outbox::settle(&tx, *id, outcome, now)
+                                    outbox::settle(c, *id, outcome, now)
                                 }
                                 OutboxOp::State {
                                     sink,
                                     release_key,
                                     key,
                                     value,
-                                } => outbox::set_state(&tx, sink, release_key, key, value),
-                            };
+                                } => outbox::set_state(c, sink, release_key, key, value),
+                            });
                             if let Err(e) = &result {
-                                failed.add(1, clone_error(e));
+                                failed.add(1, e.again());
                             }
                             owed.push((Reply::Checkpoint(reply), result.map(|()| Vec::new())));
                         }
                         _ => unreachable!("apply handles control commands"),
                     }
-                    if tx.is_autocommit() {
-                        failed.fatal = failed.first.as_ref().map(clone_error);
+                    if self.conn.transaction_lost() {
+                        failed.fatal = failed.first.as_ref().map(DbError::again);
                     }
                 }
                 match failed.fatal.take() {
-                    Some(e) => Err(e),
-                    None => tx.commit(),
+                    Some(e) => {
+                        let _ = self.conn.rollback();
+                        Err(e)
+                    }
+                    None => self.conn.commit().inspect_err(|_| {
+                        let _ = self.conn.rollback();
+                    }),
                 }
             }
             Err(e) => {
                 for command in commands.drain(..) {
                     if let Some(reply) = command.into_reply() {
-                        owed.push((reply, Err(clone_error(&e))));
+                        owed.push((reply, Err(e.again())));
                     }
                 }
                 Err(e)
@@ -299,14 +303,14 @@ impl Writer {
             Err(e) => {
                 self.failed(total, &e);
                 for (reply, _) in owed {
-                    reply.send(Err(clone_error(&e)));
+                    reply.send(Err(e.again()));
                 }
             }
         }
     }
 
     /// Counts `n` lost writes; the first failure after a success is logged.
-    fn failed(&self, n: u64, error: &rusqlite::Error) {
+    fn failed(&self, n: u64, error: &DbError) {
         self.counters.write_errors.fetch_add(n, Relaxed);
         if !self.counters.degraded.swap(true, Relaxed) {
             tracing::error!(%error, lost = n, "ledger writes are failing; the daemon goes on without them");
@@ -320,13 +324,22 @@ impl Writer {
         let Some(max) = self.options.max_bytes else {
             return;
         };
-        let result = self.conn.transaction().and_then(|tx| {
-            let now = cap::evict(&tx, max, Scope::All)?;
-            if now.total() + earlier.total() > 0 {
-                cap::vacuum(&tx)?;
+        let conn = &mut self.conn;
+        let result = conn.begin().and_then(|()| {
+            let done = (|| {
+                let now = cap::evict(conn, max, Scope::All)?;
+                if now.total() + earlier.total() > 0 {
+                    cap::vacuum(conn)?;
+                }
+                Ok(now)
+            })();
+            match done {
+                Ok(now) => conn.commit().map(|()| now),
+                Err(e) => {
+                    let _ = conn.rollback();
+                    Err(e)
+                }
             }
-            tx.commit()?;
-            Ok(now)
         });
         match result {
             Ok(mut evicted) => {
@@ -366,30 +379,31 @@ impl Writer {
     }
 
     /// Retention, then the size cap.
-    fn maintain(&mut self, now: UnixNanos) -> rusqlite::Result<Maintenance> {
+    fn maintain(&mut self, now: UnixNanos) -> Result<Maintenance, DbError> {
         let retention = self.options.retention.as_nanos().min(i64::MAX as u128) as i64;
         let cutoff = (now as i64).saturating_sub(retention);
         let mut report = Maintenance::default();
+        let conn = &mut self.conn;
         loop {
-            let n = delete_oldest(&self.conn, cutoff)?;
+            let n = delete_oldest(conn, cutoff)?;
             report.expired += n;
             if n < DELETE_BATCH as u64 {
                 break;
             }
         }
-        self.conn.execute(
+        conn.exec(
             "DELETE FROM releases WHERE last_seen_ns < ?1",
-            params![cutoff],
+            args![cutoff],
         )?;
         // Delivered notifications are kept a day, for a look at what went out.
-        outbox::forget_delivered(&self.conn, now.saturating_sub(86_400 * 1_000_000_000))?;
-        self.conn.execute(
+        outbox::forget_delivered(conn, now.saturating_sub(86_400 * 1_000_000_000))?;
+        conn.exec(
             "DELETE FROM deliveries WHERE state = 'dead' AND done_ns < ?1",
-            params![cutoff],
+            args![cutoff],
         )?;
         // A sink's state (a thread's ts) lives as long as its release's
         // record or a delivery of it.
-        self.conn.execute_batch(
+        conn.batch(
             "DELETE FROM sink_state WHERE NOT EXISTS (
                  SELECT 1 FROM deliveries d
                  WHERE d.sink = sink_state.sink AND d.release_key = sink_state.release_key)
@@ -397,16 +411,16 @@ impl Writer {
                  SELECT 1 FROM releases r WHERE r.service || char(31) || r.environment
                      || char(31) || r.deployment_id = sink_state.release_key)",
         )?;
-        report.used_bytes = cap::used_bytes(&self.conn)?;
+        report.used_bytes = cap::used_bytes(conn)?;
         if let Some(max) = self.options.max_bytes {
-            let evicted = cap::evict(&self.conn, max, Scope::All)?;
+            let evicted = cap::evict(conn, max, Scope::All)?;
             report.capped = evicted.total();
             report.used_bytes = evicted.used_bytes;
             self.count_evicted(&evicted, max);
         }
         if report.expired > 0 || report.capped > 0 {
             // Gives the freed pages back to the file system.
-            cap::vacuum(&self.conn)?;
+            cap::vacuum(&mut self.conn)?;
         }
         self.counters.expired.fetch_add(report.expired, Relaxed);
         Ok(report)
@@ -417,13 +431,13 @@ impl Writer {
 #[derive(Default)]
 struct Failed {
     writes: u64,
-    first: Option<rusqlite::Error>,
+    first: Option<DbError>,
     /// Set when SQLite rolled the whole transaction back.
-    fatal: Option<rusqlite::Error>,
+    fatal: Option<DbError>,
 }
 
 impl Failed {
-    fn add(&mut self, writes: u64, error: rusqlite::Error) {
+    fn add(&mut self, writes: u64, error: DbError) {
         self.writes += writes;
         self.first.get_or_insert(error);
     }
@@ -458,11 +472,11 @@ impl Tally {
 
 /// The deliveries of an event just inserted.
 fn enqueue(
-    conn: &Connection,
+    conn: &mut Conn,
     routes: &[outbox::Route],
     outcome: Outcome,
     event: &Event,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     match outcome {
         Outcome::Inserted { id, .. } => outbox::enqueue(conn, routes, id, event),
         _ => Ok(()),
@@ -474,120 +488,111 @@ fn enqueue(
 /// to `evicted`), never the daemon's own; when that is not enough it is
 /// refused.
 fn insert_atomically(
-    tx: &mut Transaction<'_>,
+    conn: &mut Conn,
     events: &[Event],
     routes: &[outbox::Route],
     max_bytes: Option<u64>,
     evicted: &mut Evicted,
 ) -> Result<Vec<Outcome>, PostFailure> {
-    let sp = tx.savepoint()?;
-    let outcomes = events
-        .iter()
-        .map(|e| {
-            let outcome = insert_event(&sp, e)?;
-            enqueue(&sp, routes, outcome, e)?;
-            Ok(outcome)
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let first_new = outcomes.iter().find_map(|o| match o {
-        Outcome::Inserted { id, .. } => Some(*id),
-        _ => None,
-    });
-    if let (Some(max), Some(first_new)) = (max_bytes, first_new) {
-        let made_room = cap::evict(&sp, max, Scope::PostedBefore(first_new))?;
-        if made_room.used_bytes > max {
-            // Dropping the savepoint rolls the post back.
-            return Err(PostFailure::Full);
+    let mut full = false;
+    let result = conn.isolated("post", |c| {
+        let outcomes = events
+            .iter()
+            .map(|e| {
+                let outcome = insert_event(c, e)?;
+                enqueue(c, routes, outcome, e)?;
+                Ok(outcome)
+            })
+            .collect::<Result<Vec<_>, DbError>>()?;
+        let first_new = outcomes.iter().find_map(|o| match o {
+            Outcome::Inserted { id, .. } => Some(*id),
+            _ => None,
+        });
+        if let (Some(max), Some(first_new)) = (max_bytes, first_new) {
+            let made_room = cap::evict(c, max, Scope::PostedBefore(first_new))?;
+            if made_room.used_bytes > max {
+                // Failing rolls the post back to its savepoint.
+                full = true;
+                return Err(DbError::Again("over the size cap".into()));
+            }
+            evicted.add(&made_room);
         }
-        evicted.add(&made_room);
+        Ok(outcomes)
+    });
+    match result {
+        Err(_) if full => Err(PostFailure::Full),
+        other => Ok(other?),
     }
-    sp.commit()?;
-    Ok(outcomes)
 }
 
 /// Inserts one event. A known `event_id` is a duplicate, not an error. An
 /// explicit (`api`) event deletes the inferred ones of the same type and
 /// release; an inferred event after an explicit one is not recorded.
-pub(crate) fn insert_event(conn: &Connection, e: &Event) -> rusqlite::Result<Outcome> {
+pub(crate) fn insert_event(conn: &mut Conn, e: &Event) -> Result<Outcome, DbError> {
     let release_key = e.deployment_id.as_deref();
     if let (Source::Inferred, Some(deployment_id)) = (e.source, release_key) {
-        let explicit = conn
-            .prepare_cached(
-                // The planner, without statistics, may prefer the type
-                // index: thousands of rows where the release has a few.
-                "SELECT 1 FROM events INDEXED BY events_deployment
-                 WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
-                 AND environment IS ?4 AND source = 'api' LIMIT 1",
-            )?
-            .query_row(
-                params![deployment_id, e.kind, e.service, e.environment],
-                |_| Ok(()),
-            )
-            .optional()?;
+        let explicit = conn.row(
+            // The planner, without statistics, may prefer the type
+            // index: thousands of rows where the release has a few.
+            "SELECT 1 FROM events INDEXED BY events_deployment
+             WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
+             AND environment IS NOT DISTINCT FROM ?4 AND source = 'api' LIMIT 1",
+            args![deployment_id, &e.kind, &e.service, &e.environment],
+        )?;
         if explicit.is_some() {
             return Ok(Outcome::Superseded);
         }
     }
-    let metadata = serde_json::to_string(&e.metadata)
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO events (event_id, type, ts_ns, ts, service, environment,
-                                 deployment_id, git_sha, source, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (event_id) DO NOTHING",
-        )?
-        .execute(params![
-            e.event_id,
-            e.kind,
+    let metadata = serde_json::to_string(&e.metadata).map_err(|err| DbError::json(9, err))?;
+    let inserted = conn.row(
+        "INSERT INTO events (event_id, type, ts_ns, ts, service, environment,
+                             deployment_id, git_sha, source, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING id",
+        args![
+            &e.event_id,
+            &e.kind,
             e.ts as i64,
-            format_time(e.ts),
-            e.service,
-            e.environment,
-            e.deployment_id,
-            e.git_sha,
+            format_time(e.ts).as_str(),
+            &e.service,
+            &e.environment,
+            &e.deployment_id,
+            &e.git_sha,
             e.source.as_str(),
-            metadata,
-        ])?;
-    if inserted == 0 {
+            metadata.as_str(),
+        ],
+    )?;
+    let Some(inserted) = inserted else {
         let id = conn
-            .prepare_cached("SELECT id FROM events WHERE event_id = ?1")?
-            .query_row(params![e.event_id], |r| r.get(0))?;
+            .row(
+                "SELECT id FROM events WHERE event_id = ?1",
+                args![&e.event_id],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?
+            .unwrap_or_default();
         return Ok(Outcome::Duplicate { id });
-    }
-    let id = conn.last_insert_rowid();
+    };
+    let id = inserted.get(0)?;
     let mut superseded = 0;
     if let (Source::Api, Some(deployment_id)) = (e.source, release_key) {
-        superseded =
-            conn.prepare_cached(
-                "DELETE FROM events INDEXED BY events_deployment
-                 WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
-                 AND environment IS ?4 AND source = 'inferred'",
-            )?
-            .execute(params![deployment_id, e.kind, e.service, e.environment])? as u64;
+        superseded = conn.exec(
+            "DELETE FROM events INDEXED BY events_deployment
+             WHERE deployment_id = ?1 AND type = ?2 AND service = ?3
+             AND environment IS NOT DISTINCT FROM ?4 AND source = 'inferred'",
+            args![deployment_id, &e.kind, &e.service, &e.environment],
+        )?;
     }
     Ok(Outcome::Inserted { id, superseded })
 }
 
 /// Deletes up to [`DELETE_BATCH`] of the events older than `cutoff`; the
 /// number deleted.
-fn delete_oldest(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
-    let n = conn
-        .prepare_cached(
-            "DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE ts_ns < ?1 ORDER BY ts_ns LIMIT ?2)",
-        )?
-        .execute(params![cutoff, DELETE_BATCH])?;
-    Ok(n as u64)
-}
-
-/// rusqlite errors are not `Clone`; one transaction's failure is owed to
-/// several callers.
-fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            rusqlite::Error::SqliteFailure(*code, msg.clone())
-        }
-        other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
-    }
+fn delete_oldest(conn: &mut Conn, cutoff: i64) -> Result<u64, DbError> {
+    conn.exec(
+        "DELETE FROM events WHERE id IN (
+             SELECT id FROM events WHERE ts_ns < ?1 ORDER BY ts_ns LIMIT ?2)",
+        args![cutoff, DELETE_BATCH],
+    )
 }

@@ -80,21 +80,26 @@ pub enum ServeError {
 
 /// Opens the configured ledger (none when its path is empty). A database
 /// that cannot be opened stops the start, with the reason.
-fn open_ledger(
+async fn open_ledger(
     c: &LedgerConfig,
     sinks: Option<&Sinks>,
 ) -> Result<Option<Arc<Ledger>>, LedgerError> {
-    if c.path.is_empty() {
+    let location = c.location().to_string();
+    if location.is_empty() {
         return Ok(None);
     }
     let options = LedgerOptions {
         retention: c.retention,
         max_bytes: Some(c.max_bytes),
         routes: sinks.map(Sinks::routes).unwrap_or_default(),
+        postgres: c.postgres_options().map_err(LedgerError::Settings)?,
         ..LedgerOptions::default()
     };
-    let ledger = Ledger::open(&c.path, options)?;
-    info!(path = %c.path, "release ledger open");
+    // PostgreSQL's client blocks: opened off the runtime's threads.
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&location, options))
+        .await
+        .map_err(|e| LedgerError::Settings(format!("opening the ledger: {e}")))??;
+    info!(path = %ledger.path(), "release ledger open");
     Ok(Some(Arc::new(ledger)))
 }
 
@@ -236,13 +241,15 @@ impl Server {
         } else {
             Some(Arc::new(Sinks::load(&config.notify)?))
         };
-        let ledger = open_ledger(&config.ledger, sinks.as_deref())?;
+        let ledger = open_ledger(&config.ledger, sinks.as_deref()).await?;
         let app = Arc::new(App::with_ledger(config, system_now(), ledger.clone()));
         let auth = auth::Auth::load(&app.config.auth, app.metrics.token_reloads.clone())?;
         let auth = Arc::new(auth);
         let tls = Tls::load(&app.config.server.tls, app.metrics.tls_reloads.clone())?;
         if let Some(ledger) = ledger {
-            restore(&app, &ledger);
+            let app = app.clone();
+            // The ledger's reads block (PostgreSQL's client above all).
+            let _ = tokio::task::spawn_blocking(move || restore(&app, &ledger)).await;
         }
         Ok(Self {
             app,
