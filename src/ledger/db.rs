@@ -416,6 +416,20 @@ impl Pg {
     }
 }
 
+impl Drop for Pg {
+    /// The client blocks as it closes: on an async runtime's thread (the
+    /// daemon dropping its ledger) it is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("ledger-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
+}
+
 fn params<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
     args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }

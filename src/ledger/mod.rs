@@ -319,8 +319,8 @@ impl Ledger {
             Pg::open(connect.clone(), false).map_err(unreachable)?,
         ));
         migrate(&mut conn, &shown, unreachable)?;
-        let readers =
-            query::Readers::new(query::Target::Postgres(Box::new(connect)), &options).map_err(unreachable)?;
+        let readers = query::Readers::new(query::Target::Postgres(Box::new(connect)), &options)
+            .map_err(unreachable)?;
         if options.max_bytes.take().is_some() {
             tracing::debug!("the ledger's size cap applies to SQLite, not PostgreSQL");
         }

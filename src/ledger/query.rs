@@ -416,7 +416,10 @@ impl Readers {
 
     fn open(&self) -> Result<Conn, DbError> {
         if let Target::Postgres(connect) = &self.target {
-            return Ok(Conn::Postgres(Box::new(Pg::open((**connect).clone(), true)?)));
+            return Ok(Conn::Postgres(Box::new(Pg::open(
+                (**connect).clone(),
+                true,
+            )?)));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI

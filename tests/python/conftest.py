@@ -7,6 +7,7 @@ it with `cargo build`; `tests/run` does both).
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from harness import Daemon, Daemons
+from postgres_server import PostgresServer
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +40,16 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 def unique() -> Callable[[str], str]:
     """Deployment ids no other test uses: unique('x') -> 'x-3f2a…'."""
     return lambda name: f"{name}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (see postgres_server.py);
+    `postgres.database()` gives a fresh database's URL. Its directory is
+    outside pytest's private temp tree, which the server's user cannot
+    enter."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="rv-postgres-")))
+    try:
+        yield server
+    finally:
+        server.stop()
