@@ -1,5 +1,7 @@
 //! The release ledger against the real daemon: the events it writes for a
-//! canary, events posted from outside, and a restart that forgets nothing.
+//! canary, events posted from outside, and a restart that forgets nothing;
+//! each on both databases (SQLite, and a real PostgreSQL) where both must
+//! do it.
 
 use std::time::Duration;
 
@@ -13,7 +15,11 @@ const CANARY: &str = "checkout-2b5d9af";
 
 fn config(ledger: &str) -> Config {
     let mut c = Config::default();
-    c.ledger.path = ledger.into();
+    if release_verdict::ledger::is_postgres(ledger) {
+        c.ledger.url = ledger.into();
+    } else {
+        c.ledger.path = ledger.into();
+    }
     c.baseline.settle = Duration::from_millis(300);
     c
 }
@@ -50,6 +56,12 @@ async fn post(server: &TestServer, body: Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// The ledgers a test runs on: SQLite's `sqlite` and a fresh PostgreSQL
+/// database.
+fn ledgers(sqlite: &str, name: &str) -> [String; 2] {
+    [sqlite.to_string(), postgres::database(name)]
+}
+
 fn kinds(events: &Value) -> Vec<String> {
     events["events"]
         .as_array()
@@ -61,108 +73,114 @@ fn kinds(events: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_red_canary_leaves_its_story_in_the_ledger() {
-    let server = TestServer::with_config(config(":memory:")).await;
-    until_canary(&server, |v| v["verdict"] == "red").await;
-    // Written off the judge's path: poll until committed.
-    let (mut story, mut timeline) = (Vec::new(), Value::Null);
-    for _ in 0..100 {
-        (_, timeline) = server
-            .get_json(&format!("/api/v1/releases/{CANARY}/timeline"))
-            .await;
-        story = kinds(&timeline);
-        if story.contains(&"canary_failed".to_string()) {
-            break;
+    for ledger in ledgers(":memory:", "story") {
+        let server = TestServer::with_config(config(&ledger)).await;
+        until_canary(&server, |v| v["verdict"] == "red").await;
+        // Written off the judge's path: poll until committed.
+        let (mut story, mut timeline) = (Vec::new(), Value::Null);
+        for _ in 0..100 {
+            (_, timeline) = server
+                .get_json(&format!("/api/v1/releases/{CANARY}/timeline"))
+                .await;
+            story = kinds(&timeline);
+            if story.contains(&"canary_failed".to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            story.first().map(String::as_str),
+            Some("release_started"),
+            "{story:?}"
+        );
+        assert_eq!(
+            story.last().map(String::as_str),
+            Some("canary_failed"),
+            "{story:?}"
+        );
+        // Unless its very first verdict was red, the turn to red is a change.
+        if timeline["events"][0]["metadata"]["verdict"] != "red" {
+            assert!(story.contains(&"verdict_changed".to_string()), "{story:?}");
+        }
+        let (status, failed) = server
+            .get_json(&format!(
+                "/api/v1/events?deployment_id={CANARY}&type=canary_failed"
+            ))
+            .await;
+        assert_eq!(status, 200);
+        let e = &failed["events"][0];
+        assert_eq!(e["source"], "daemon");
+        assert_eq!(e["git_sha"], "2b5d9af");
+        assert_eq!(e["metadata"]["baseline_deployment_id"], STABLE);
+        assert!(
+            e["metadata"]["checks"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+            "{e}"
+        );
+        server.stop().await;
     }
-    assert_eq!(
-        story.first().map(String::as_str),
-        Some("release_started"),
-        "{story:?}"
-    );
-    assert_eq!(
-        story.last().map(String::as_str),
-        Some("canary_failed"),
-        "{story:?}"
-    );
-    // Unless its very first verdict was red, the turn to red is a change.
-    if timeline["events"][0]["metadata"]["verdict"] != "red" {
-        assert!(story.contains(&"verdict_changed".to_string()), "{story:?}");
-    }
-    let (status, failed) = server
-        .get_json(&format!(
-            "/api/v1/events?deployment_id={CANARY}&type=canary_failed"
-        ))
-        .await;
-    assert_eq!(status, 200);
-    let e = &failed["events"][0];
-    assert_eq!(e["source"], "daemon");
-    assert_eq!(e["git_sha"], "2b5d9af");
-    assert_eq!(e["metadata"]["baseline_deployment_id"], STABLE);
-    assert!(
-        e["metadata"]["checks"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty()),
-        "{e}"
-    );
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn posted_events_are_checked_and_idempotent() {
-    let server = TestServer::with_config(config(":memory:")).await;
-    let deploy = json!({"type": "deploy_started", "ts": "2026-11-22T10:00:00Z",
-        "service": "checkout", "environment": "prod", "deployment_id": CANARY,
-        "git_sha": "2b5d9af", "event_id": "ci-run-42", "metadata": {"pipeline": "42"}});
-    let (status, first) = post(&server, deploy.clone()).await;
-    assert_eq!(status, 200, "{first}");
-    assert_eq!(first["results"][0]["status"], "inserted");
-    let (status, again) = post(&server, json!({"events": [deploy]})).await;
-    assert_eq!(status, 200, "{again}");
-    assert_eq!(again["results"][0]["status"], "duplicate");
+    for ledger in ledgers(":memory:", "posted") {
+        let server = TestServer::with_config(config(&ledger)).await;
+        let deploy = json!({"type": "deploy_started", "ts": "2026-11-22T10:00:00Z",
+            "service": "checkout", "environment": "prod", "deployment_id": CANARY,
+            "git_sha": "2b5d9af", "event_id": "ci-run-42", "metadata": {"pipeline": "42"}});
+        let (status, first) = post(&server, deploy.clone()).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["results"][0]["status"], "inserted");
+        let (status, again) = post(&server, json!({"events": [deploy]})).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["results"][0]["status"], "duplicate");
 
-    let (status, bad) = post(
-        &server,
-        json!({"events": [
-        {"type": "commit", "service": "checkout"},
-        {"type": "Deploy Started", "service": "checkout"}]}),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        bad["error"].as_str().unwrap().starts_with("events[1].type"),
-        "{bad}"
-    );
-    let many: Vec<Value> = (0..1001)
-        .map(|_| json!({"type": "commit", "service": "checkout"}))
-        .collect();
-    let (status, _) = post(&server, json!({ "events": many })).await;
-    assert_eq!(status, 413);
-    let (status, bad) = server.get_json("/api/v1/events?since=yesterday").await;
-    assert_eq!(status, 400, "{bad}");
+        let (status, bad) = post(
+            &server,
+            json!({"events": [
+            {"type": "commit", "service": "checkout"},
+            {"type": "Deploy Started", "service": "checkout"}]}),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(
+            bad["error"].as_str().unwrap().starts_with("events[1].type"),
+            "{bad}"
+        );
+        let many: Vec<Value> = (0..1001)
+            .map(|_| json!({"type": "commit", "service": "checkout"}))
+            .collect();
+        let (status, _) = post(&server, json!({ "events": many })).await;
+        assert_eq!(status, 413);
+        let (status, bad) = server.get_json("/api/v1/events?since=yesterday").await;
+        assert_eq!(status, 400, "{bad}");
 
-    let (_, listed) = server.get_json("/api/v1/events?type=deploy_started").await;
-    assert_eq!(listed["events"].as_array().unwrap().len(), 1, "{listed}");
-    assert_eq!(listed["events"][0]["source"], "api");
-    assert_eq!(listed["events"][0]["ts"], "2026-11-22T10:00:00.000Z");
-    server.stop().await;
+        let (_, listed) = server.get_json("/api/v1/events?type=deploy_started").await;
+        assert_eq!(listed["events"].as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed["events"][0]["source"], "api");
+        assert_eq!(listed["events"][0]["ts"], "2026-11-22T10:00:00.000Z");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn a_restart_remembers_red_at_once() {
     let dir = std::env::temp_dir().join(format!("rv-ledger-restart-{}", std::process::id()));
     let path = dir.join("ledger.db").to_string_lossy().into_owned();
-    let server = TestServer::with_config(config(&path)).await;
-    let red = until_canary(&server, |v| v["verdict"] == "red").await;
-    server.stop().await;
+    for ledger in ledgers(&path, "restart") {
+        let server = TestServer::with_config(config(&ledger)).await;
+        let red = until_canary(&server, |v| v["verdict"] == "red").await;
+        server.stop().await;
 
-    let server = TestServer::with_config(config(&path)).await;
-    let (status, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(v["verdict"], "red", "{v}");
-    assert_eq!(v["red_since"], red["red_since"]);
-    assert_eq!(v["baseline"]["deployment_id"], STABLE);
-    server.stop().await;
+        let server = TestServer::with_config(config(&ledger)).await;
+        let (status, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["verdict"], "red", "{ledger}: {v}");
+        assert_eq!(v["red_since"], red["red_since"]);
+        assert_eq!(v["baseline"]["deployment_id"], STABLE);
+        server.stop().await;
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -216,27 +234,29 @@ async fn a_restart_without_the_checkpoint_keeps_the_baseline_by_the_ledger() {
 
 #[tokio::test]
 async fn an_expired_release_is_answered_from_the_ledger() {
-    let mut c = config(":memory:");
-    c.limits.release_idle_expiry = Duration::from_secs(1);
-    let server = TestServer::with_config(c).await;
-    let red = until_canary(&server, |v| v["verdict"] == "red").await;
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let (_, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
-        if v["live"] == false {
-            last = v;
-            break;
+    for ledger in ledgers(":memory:", "expired") {
+        let mut c = config(&ledger);
+        c.limits.release_idle_expiry = Duration::from_secs(1);
+        let server = TestServer::with_config(c).await;
+        let red = until_canary(&server, |v| v["verdict"] == "red").await;
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let (_, v) = server.get_json(&format!("/api/v1/releases/{CANARY}")).await;
+            if v["live"] == false {
+                last = v;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(last["verdict"], "red", "{last}");
+        assert_eq!(last["red_since"], red["red_since"]);
+        let (_, listed) = server.get_json("/api/v1/releases").await;
+        assert!(
+            listed["releases"].as_array().unwrap().is_empty(),
+            "expired from memory"
+        );
+        server.stop().await;
     }
-    assert_eq!(last["verdict"], "red", "{last}");
-    assert_eq!(last["red_since"], red["red_since"]);
-    let (_, listed) = server.get_json("/api/v1/releases").await;
-    assert!(
-        listed["releases"].as_array().unwrap().is_empty(),
-        "expired from memory"
-    );
-    server.stop().await;
 }
 
 /// `release-verdict event` from a pipeline: recorded once however often a
@@ -478,101 +498,103 @@ fn three_days_ago() -> u64 {
 
 #[tokio::test]
 async fn dora_answers_the_fixture() {
-    let mut c = config(":memory:");
-    c.ledger.dora_refresh = Duration::from_secs(1);
-    let server = TestServer::with_config(c).await;
-    let d0 = three_days_ago();
-    let (status, answer) = post(&server, json!({ "events": dora_fixture(d0) })).await;
-    assert_eq!(status, 200, "{answer}");
-    let at = |s: u64| {
-        humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(s)).to_string()
-    };
-    let (status, dora) = server
-        .get_json(&format!(
-            "/api/v1/dora?since={}&until={}",
-            at(d0),
-            at(d0 + 86_400)
-        ))
-        .await;
-    assert_eq!(status, 200, "{dora}");
-    let all = dora["dora"].as_array().unwrap();
-    let services: Vec<&str> = all.iter().map(|r| r["service"].as_str().unwrap()).collect();
-    assert_eq!(services, ["checkout", "search"]);
-    let m = &all[0];
-    assert_eq!(m["environment"], "prod");
-    assert_eq!(m["releases_started"], 10);
-    assert_eq!(m["failed_releases"], 3);
-    assert_eq!(m["change_failure_rate"], 0.3);
-    assert_eq!(m["deployments"], 8);
-    assert_eq!(m["deploy_days"], 1);
-    assert_eq!(m["deployments_per_day"], 8.0);
-    // Lead times 40, 50, 70, 80, 90, 100, 110, 130 minutes.
-    assert_eq!(
-        m["lead_time_seconds"],
-        json!({"count": 8, "median": 5100.0, "p90": 6960.0})
-    );
-    // Restores after 7, 25 and 87 minutes.
-    assert_eq!(
-        m["time_to_restore_seconds"],
-        json!({"count": 3, "open": 0, "median": 1500.0, "p95": 4848.0})
-    );
+    for ledger in ledgers(":memory:", "dora") {
+        let mut c = config(&ledger);
+        c.ledger.dora_refresh = Duration::from_secs(1);
+        let server = TestServer::with_config(c).await;
+        let d0 = three_days_ago();
+        let (status, answer) = post(&server, json!({ "events": dora_fixture(d0) })).await;
+        assert_eq!(status, 200, "{answer}");
+        let at = |s: u64| {
+            humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(s)).to_string()
+        };
+        let (status, dora) = server
+            .get_json(&format!(
+                "/api/v1/dora?since={}&until={}",
+                at(d0),
+                at(d0 + 86_400)
+            ))
+            .await;
+        assert_eq!(status, 200, "{dora}");
+        let all = dora["dora"].as_array().unwrap();
+        let services: Vec<&str> = all.iter().map(|r| r["service"].as_str().unwrap()).collect();
+        assert_eq!(services, ["checkout", "search"]);
+        let m = &all[0];
+        assert_eq!(m["environment"], "prod");
+        assert_eq!(m["releases_started"], 10);
+        assert_eq!(m["failed_releases"], 3);
+        assert_eq!(m["change_failure_rate"], 0.3);
+        assert_eq!(m["deployments"], 8);
+        assert_eq!(m["deploy_days"], 1);
+        assert_eq!(m["deployments_per_day"], 8.0);
+        // Lead times 40, 50, 70, 80, 90, 100, 110, 130 minutes.
+        assert_eq!(
+            m["lead_time_seconds"],
+            json!({"count": 8, "median": 5100.0, "p90": 6960.0})
+        );
+        // Restores after 7, 25 and 87 minutes.
+        assert_eq!(
+            m["time_to_restore_seconds"],
+            json!({"count": 3, "open": 0, "median": 1500.0, "p95": 4848.0})
+        );
 
-    // Narrowed, and cut by day: the second day is empty.
-    let (_, by_day) = server
-        .get_json(&format!(
-            "/api/v1/dora?service=checkout&environment=prod&since={}&until={}&bucket=day",
-            at(d0),
-            at(d0 + 2 * 86_400)
-        ))
-        .await;
-    let only = by_day["dora"].as_array().unwrap();
-    assert_eq!(only.len(), 1, "{by_day}");
-    let days: Vec<(u64, u64)> = only[0]["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["releases_started"].as_u64().unwrap(),
-                b["deployments"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(days, [(10, 8), (0, 0)]);
+        // Narrowed, and cut by day: the second day is empty.
+        let (_, by_day) = server
+            .get_json(&format!(
+                "/api/v1/dora?service=checkout&environment=prod&since={}&until={}&bucket=day",
+                at(d0),
+                at(d0 + 2 * 86_400)
+            ))
+            .await;
+        let only = by_day["dora"].as_array().unwrap();
+        assert_eq!(only.len(), 1, "{by_day}");
+        let days: Vec<(u64, u64)> = only[0]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["releases_started"].as_u64().unwrap(),
+                    b["deployments"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(days, [(10, 8), (0, 0)]);
 
-    for bad in [
-        "/api/v1/dora?since=monday",
-        "/api/v1/dora?bucket=month",
-        "/api/v1/dora?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z",
-        "/api/v1/dora?since=1970-01-01T00:00:00Z&bucket=day",
-        "/api/v1/dora?team=payments",
-    ] {
-        let (status, e) = server.get_json(bad).await;
-        assert_eq!(status, 400, "{bad}: {e}");
-        assert!(e["error"].is_string(), "{e}");
-    }
-
-    // The gauges cover the trailing 30 days, which hold the fixture.
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = server.metrics().await;
-        if metrics.contains("release_verdict_dora_deployments{") {
-            break;
+        for bad in [
+            "/api/v1/dora?since=monday",
+            "/api/v1/dora?bucket=month",
+            "/api/v1/dora?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z",
+            "/api/v1/dora?since=1970-01-01T00:00:00Z&bucket=day",
+            "/api/v1/dora?team=payments",
+        ] {
+            let (status, e) = server.get_json(bad).await;
+            assert_eq!(status, 400, "{bad}: {e}");
+            assert!(e["error"].is_string(), "{e}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // The gauges cover the trailing 30 days, which hold the fixture.
+        let mut metrics = String::new();
+        for _ in 0..100 {
+            metrics = server.metrics().await;
+            if metrics.contains("release_verdict_dora_deployments{") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let labels = r#"{service="checkout",environment="prod"}"#;
+        for line in [
+            format!("release_verdict_dora_deployments{labels} 8"),
+            format!("release_verdict_dora_change_failure_rate{labels} 0.3"),
+            format!("release_verdict_dora_releases_started{labels} 10"),
+            r#"release_verdict_dora_lead_time_seconds{service="checkout",environment="prod",percentile="p50"} 5100"#.to_string(),
+            r#"release_verdict_dora_time_to_restore_seconds{service="checkout",environment="prod",percentile="p95"} 4848"#.to_string(),
+            "release_verdict_dora_window_seconds 2592000".to_string(),
+        ] {
+            assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+        }
+        server.stop().await;
     }
-    let labels = r#"{service="checkout",environment="prod"}"#;
-    for line in [
-        format!("release_verdict_dora_deployments{labels} 8"),
-        format!("release_verdict_dora_change_failure_rate{labels} 0.3"),
-        format!("release_verdict_dora_releases_started{labels} 10"),
-        r#"release_verdict_dora_lead_time_seconds{service="checkout",environment="prod",percentile="p50"} 5100"#.to_string(),
-        r#"release_verdict_dora_time_to_restore_seconds{service="checkout",environment="prod",percentile="p95"} 4848"#.to_string(),
-        "release_verdict_dora_window_seconds 2592000".to_string(),
-    ] {
-        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
-    }
-    server.stop().await;
 }
 
 /// Pages of the database file as another process sees them now.

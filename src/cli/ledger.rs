@@ -10,6 +10,7 @@ use release_verdict::config::LedgerConfig;
 use release_verdict::ledger::event::parse_time;
 use release_verdict::ledger::export::{export, ExportError, Format};
 use release_verdict::model::UnixNanos;
+use release_verdict::server::postgres_options;
 
 use crate::{load, EXIT_BAD_CONFIG, EXIT_NO_INPUT, EXIT_USAGE};
 
@@ -47,11 +48,11 @@ pub fn main(command: Command) -> ExitCode {
     let Command::Export(o) = command;
     let (path, postgres) = match o.ledger {
         // A PostgreSQL password then comes from the environment.
-        Some(path) if o.config.is_none() => (path, LedgerConfig::default().postgres_options()),
+        Some(path) if o.config.is_none() => (path, postgres_options(&LedgerConfig::default())),
         ledger => match load(&o.config) {
             Ok(c) => (
                 ledger.unwrap_or_else(|| c.ledger.location().to_string()),
-                c.ledger.postgres_options(),
+                postgres_options(&c.ledger),
             ),
             Err(code) => return code,
         },

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::ledger::{is_postgres, PostgresOptions};
-
 /// The environment variable that holds the PostgreSQL password when
 /// `ledger.password_file` is not set.
 pub const PASSWORD_ENV: &str = "RELEASE_VERDICT_LEDGER_PASSWORD";
@@ -73,7 +71,7 @@ impl LedgerConfig {
     /// Adds every problem to `problems`.
     pub(super) fn validate(&self, problems: &mut Vec<String>) {
         if !self.url.is_empty() {
-            if !is_postgres(&self.url) {
+            if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
                 problems.push(format!(
                     "ledger.url must be a PostgreSQL URL (postgres://user@host:5432/db), not {:?}",
                     self.url
@@ -113,21 +111,16 @@ impl LedgerConfig {
         }
     }
 
-    /// How PostgreSQL is reached beyond the URL: the password read from
-    /// `password_file` (its first line) or the environment.
-    pub fn postgres_options(&self) -> Result<PostgresOptions, String> {
-        let password = match &self.password_file {
+    /// The PostgreSQL password: `password_file`'s first line, else the
+    /// environment's `RELEASE_VERDICT_LEDGER_PASSWORD`, else none.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        match &self.password_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("ledger.password_file {}: {e}", path.display()))?;
-                Some(text.lines().next().unwrap_or_default().to_string())
+                Ok(Some(text.lines().next().unwrap_or_default().to_string()))
             }
-            None => std::env::var(PASSWORD_ENV).ok(),
-        };
-        Ok(PostgresOptions {
-            password,
-            ca_file: self.ca_file.clone(),
-            ..crate::ledger::LedgerOptions::default().postgres
-        })
+            None => Ok(std::env::var(PASSWORD_ENV).ok()),
+        }
     }
 }

@@ -97,7 +97,7 @@ impl Config {
         let mut problems = Vec::new();
         self.server.validate(&mut problems);
         self.notify.validate(&mut problems);
-        if !self.notify.sinks.is_empty() && self.ledger.path.is_empty() {
+        if !self.notify.sinks.is_empty() && self.ledger.location().is_empty() {
             problems.push(
                 "notify.sinks need the ledger (its outbox): set ledger.path, or \":memory:\""
                     .to_string(),
@@ -125,6 +125,29 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_postgres_ledger_keeps_its_password_out_of_the_file() {
+        let ok =
+            Config::from_toml("[ledger]\nurl = \"postgres://rv@db:5432/ledger?sslmode=require\"\n")
+                .unwrap();
+        assert_eq!(
+            ok.ledger.location(),
+            "postgres://rv@db:5432/ledger?sslmode=require"
+        );
+        for (url, says) in [
+            ("postgres://rv:hunter2@db/ledger", "password_file"),
+            ("mysql://db/ledger", "PostgreSQL URL"),
+            ("postgres://db/ledger?sslmode=sometimes", "does not parse"),
+        ] {
+            let err = Config::from_toml(&format!("[ledger]\nurl = \"{url}\"\n"))
+                .err()
+                .expect(url)
+                .to_string();
+            assert!(err.contains(says), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

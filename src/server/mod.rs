@@ -40,7 +40,7 @@ use crate::clock::system_now;
 use crate::config::{Config, LedgerConfig};
 use crate::dora::Window;
 use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
-use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions};
+use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions, PostgresOptions};
 use crate::notify::Sinks;
 use crate::self_metrics::{SinkResult, SinkResultLabels};
 use otlp_grpc::OtlpGrpc;
@@ -80,6 +80,16 @@ pub enum ServeError {
 
 /// Opens the configured ledger (none when its path is empty). A database
 /// that cannot be opened stops the start, with the reason.
+/// How the ledger reaches PostgreSQL beyond its URL: the password and a
+/// private CA from `[ledger]`.
+pub fn postgres_options(c: &LedgerConfig) -> Result<PostgresOptions, String> {
+    Ok(PostgresOptions {
+        password: c.password()?,
+        ca_file: c.ca_file.clone(),
+        ..LedgerOptions::default().postgres
+    })
+}
+
 async fn open_ledger(
     c: &LedgerConfig,
     sinks: Option<&Sinks>,
@@ -92,7 +102,7 @@ async fn open_ledger(
         retention: c.retention,
         max_bytes: Some(c.max_bytes),
         routes: sinks.map(Sinks::routes).unwrap_or_default(),
-        postgres: c.postgres_options().map_err(LedgerError::Settings)?,
+        postgres: postgres_options(c).map_err(LedgerError::Settings)?,
         ..LedgerOptions::default()
     };
     // PostgreSQL's client blocks: opened off the runtime's threads.

@@ -19,6 +19,8 @@ use release_verdict::server::Server;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+pub mod postgres;
+
 /// A running daemon; dropped, it is told to shut down.
 pub struct TestServer {
     pub grpc: SocketAddr,

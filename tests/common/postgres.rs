@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
+    bin: PathBuf,
 }
 
 impl Server {
@@ -29,11 +30,31 @@ impl Server {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
-    /// Runs SQL on the `postgres` database.
-    pub fn admin(&self, sql: &str) {
-        let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
-            .expect("connect to the test PostgreSQL");
-        client.batch_execute(sql).expect(sql);
+    /// Runs SQL on database `name` with psql (a process: callable from
+    /// async tests, where a blocking client may not run).
+    pub fn psql(&self, name: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-d", name, "-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 }
 
@@ -151,10 +172,10 @@ fn start() -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start postgres");
-    let server = Server { port, dir };
+    let server = Server { port, dir, bin };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match postgres::Client::connect(&server.url("postgres"), postgres::NoTls) {
+        match server.psql("postgres", "SELECT 1") {
             Ok(_) => return server,
             Err(e) if Instant::now() > deadline => {
                 let log =
@@ -180,6 +201,8 @@ pub fn database(hint: &str) -> String {
         })
         .collect();
     let server = server();
-    server.admin(&format!("CREATE DATABASE \"{name}\""));
+    server
+        .psql("postgres", &format!("CREATE DATABASE \"{name}\""))
+        .expect("CREATE DATABASE");
     server.url(&name)
 }
