@@ -1,8 +1,11 @@
-//! The release ledger on a real SQLite file (WAL) in the temp directory:
-//! daemon events written per second through the writer thread, posted
+//! The release ledger on both databases: a real SQLite file (WAL) in the
+//! temp directory, and a real PostgreSQL started in a temporary directory
+//! (Debian's `postgresql`, as the tests start it; loopback TCP, fsync off).
+//! Daemon events written per second through the writer thread, posted
 //! batches, and `/api/v1/dora`'s query on a ledger of one million events.
 //!
-//! cargo bench --bench ledger
+//! cargo bench --bench ledger             both
+//! cargo bench --bench ledger -- sqlite   one
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -17,13 +20,30 @@ use release_verdict::model::{UnixNanos, NANOS_PER_SEC};
 const NOW: UnixNanos = 1_795_478_400 * NANOS_PER_SEC;
 const MINUTE: UnixNanos = 60 * NANOS_PER_SEC;
 
-fn temp_ledger(name: &str) -> (Ledger, std::path::PathBuf) {
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+
+const BACKENDS: [&str; 2] = ["sqlite", "postgres"];
+
+/// A fresh ledger on `backend`, and the directory to remove after (none
+/// for PostgreSQL: its server goes with this process).
+fn temp_ledger(backend: &str, name: &str) -> (Ledger, Option<std::path::PathBuf>) {
+    if backend == "postgres" {
+        let url = postgres::database(name);
+        return (Ledger::open(&url, LedgerOptions::default()).unwrap(), None);
+    }
     let dir = std::env::temp_dir().join(format!("rv-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ledger.db");
     let ledger = Ledger::open(path.to_str().unwrap(), LedgerOptions::default()).unwrap();
-    (ledger, dir)
+    (ledger, Some(dir))
+}
+
+fn remove(dir: Option<std::path::PathBuf>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// A verdict change as the daemon records it, with its checks' numbers.
@@ -44,8 +64,14 @@ fn verdict_changed(i: u64) -> Event {
 }
 
 fn writes(c: &mut Criterion) {
-    let (ledger, dir) = temp_ledger("writes");
-    let mut g = c.benchmark_group("ledger");
+    for backend in BACKENDS {
+        writes_on(c, backend);
+    }
+}
+
+fn writes_on(c: &mut Criterion, backend: &str) {
+    let (ledger, dir) = temp_ledger(backend, "writes");
+    let mut g = c.benchmark_group(format!("ledger/{backend}"));
     const N: u64 = 10_000;
     g.throughput(Throughput::Elements(N));
     let mut next = 0;
@@ -72,7 +98,7 @@ fn writes(c: &mut Criterion) {
     });
     g.finish();
     ledger.close();
-    let _ = std::fs::remove_dir_all(dir);
+    remove(dir);
 }
 
 /// Posts `n` events of releases spread evenly over `span` before NOW: each
@@ -128,7 +154,13 @@ fn fill(ledger: &Ledger, n: usize, span: UnixNanos) {
 }
 
 fn dora(c: &mut Criterion) {
-    let mut g = c.benchmark_group("dora");
+    for backend in BACKENDS {
+        dora_on(c, backend);
+    }
+}
+
+fn dora_on(c: &mut Criterion, backend: &str) {
+    let mut g = c.benchmark_group(format!("dora/{backend}"));
     g.sample_size(10);
     let month = Window {
         since: NOW - 30 * DAY,
@@ -138,10 +170,10 @@ fn dora(c: &mut Criterion) {
         ("1M events over a year, 30-day window", 365 * DAY),
         ("1M events all in the 30-day window", 29 * DAY),
     ] {
-        let (ledger, dir) = temp_ledger("dora");
+        let (ledger, dir) = temp_ledger(backend, "dora");
         let started = Instant::now();
         fill(&ledger, 1_000_000, span);
-        eprintln!("filled in {:.1?}", started.elapsed());
+        eprintln!("{backend}: filled in {:.1?}", started.elapsed());
         let all = DoraQuery {
             service: None,
             environment: None,
@@ -170,7 +202,7 @@ fn dora(c: &mut Criterion) {
             b.iter(|| black_box(ledger.dora(&one).unwrap()))
         });
         ledger.close();
-        let _ = std::fs::remove_dir_all(dir);
+        remove(dir);
     }
     g.finish();
 }

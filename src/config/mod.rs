@@ -141,8 +141,7 @@ mod tests {
             ("postgres://db/ledger?sslmode=sometimes", "does not parse"),
         ] {
             let err = Config::from_toml(&format!("[ledger]\nurl = \"{url}\"\n"))
-                .err()
-                .expect(url)
+                .expect_err(url)
                 .to_string();
             assert!(err.contains(says), "{url}: {err}");
             assert!(!err.contains("hunter2"), "{err}");
