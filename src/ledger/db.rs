@@ -553,6 +553,25 @@ impl Conn {
         }
     }
 
+    /// Runs an INSERT; the id of the row it inserted, or none when it
+    /// inserted nothing (a conflict). SQLite's RETURNING would write a
+    /// statement journal for every row: there the id is the connection's
+    /// last one.
+    pub fn insert(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, DbError> {
+        match self {
+            Conn::Sqlite(c) => {
+                let n = c
+                    .prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(args))?;
+                Ok((n > 0).then(|| c.last_insert_rowid()))
+            }
+            Conn::Postgres(pg) => match pg.rows(&format!("{sql} RETURNING id"), args)?.first() {
+                Some(row) => Ok(Some(row.get(0)?)),
+                None => Ok(None),
+            },
+        }
+    }
+
     /// The query's first row, if any.
     pub fn row(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.rows(sql, args)?.into_iter().next())
@@ -632,6 +651,21 @@ impl Conn {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Runs one of a transaction's commands so that its failure loses only
+    /// its own writes: in PostgreSQL a savepoint around it (a failed
+    /// statement there aborts the whole transaction); SQLite's statements
+    /// fail alone, and its savepoints cost a third of a write, so there it
+    /// runs as it is.
+    pub fn command<T>(
+        &mut self,
+        f: impl FnOnce(&mut Conn) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        match self.dialect() {
+            Dialect::Sqlite => f(self),
+            Dialect::Postgres => self.isolated("command", f),
         }
     }
 

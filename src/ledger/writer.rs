@@ -198,7 +198,7 @@ impl Writer {
                     let routes = &self.options.routes;
                     match command {
                         Command::Record(event) => {
-                            match conn.isolated("command", |c| {
+                            match conn.command(|c| {
                                 let outcome = insert_event(c, &event)?;
                                 enqueue(c, routes, outcome, &event)?;
                                 Ok(outcome)
@@ -208,8 +208,7 @@ impl Writer {
                             }
                         }
                         Command::Release(record) => {
-                            let result =
-                                conn.isolated("command", |c| query::upsert_release(c, &record));
+                            let result = conn.command(|c| query::upsert_release(c, &record));
                             if let Err(e) = result {
                                 failed.add(1, e);
                             }
@@ -237,15 +236,14 @@ impl Writer {
                             }
                         }
                         Command::Checkpoint { now, data, reply } => {
-                            let result =
-                                conn.isolated("command", |c| query::save_checkpoint(c, now, &data));
+                            let result = conn.command(|c| query::save_checkpoint(c, now, &data));
                             if let Err(e) = &result {
                                 failed.add(1, e.again());
                             }
                             owed.push((Reply::Checkpoint(reply), result.map(|()| Vec::new())));
                         }
                         Command::Outbox { op, now, reply } => {
-                            let result = conn.isolated("command", |c| match &op {
+                            let result = conn.command(|c| match &op {
                                 OutboxOp::Settle(id, outcome) => {
                                     outbox::settle(c, *id, outcome, now)
                                 }
@@ -544,12 +542,11 @@ pub(crate) fn insert_event(conn: &mut Conn, e: &Event) -> Result<Outcome, DbErro
         }
     }
     let metadata = serde_json::to_string(&e.metadata).map_err(|err| DbError::json(9, err))?;
-    let inserted = conn.row(
+    let inserted = conn.insert(
         "INSERT INTO events (event_id, type, ts_ns, ts, service, environment,
                              deployment_id, git_sha, source, metadata)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING id",
+         ON CONFLICT (event_id) DO NOTHING",
         args![
             &e.event_id,
             &e.kind,
@@ -563,7 +560,7 @@ pub(crate) fn insert_event(conn: &mut Conn, e: &Event) -> Result<Outcome, DbErro
             metadata.as_str(),
         ],
     )?;
-    let Some(inserted) = inserted else {
+    let Some(id) = inserted else {
         let id = conn
             .row(
                 "SELECT id FROM events WHERE event_id = ?1",
@@ -574,7 +571,6 @@ pub(crate) fn insert_event(conn: &mut Conn, e: &Event) -> Result<Outcome, DbErro
             .unwrap_or_default();
         return Ok(Outcome::Duplicate { id });
     };
-    let id = inserted.get(0)?;
     let mut superseded = 0;
     if let (Source::Api, Some(deployment_id)) = (e.source, release_key) {
         superseded = conn.exec(
