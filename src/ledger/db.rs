@@ -463,13 +463,24 @@ fn pg_row(row: &postgres::Row) -> Result<Row, DbError> {
 
 /// SQLite's spelling made PostgreSQL's: `?N` and `?` become `$N`,
 /// `INDEXED BY name` hints go, `char(` becomes `chr(`. Quoted text is
-/// left alone.
+/// left alone, and so are comments.
 pub(crate) fn postgres_sql(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut next = 0;
     let mut chars = sql.chars().peekable();
     let mut quoted = false;
     while let Some(c) = chars.next() {
+        if !quoted && c == '-' && chars.peek() == Some(&'-') {
+            // A comment, to the end of its line.
+            out.push(c);
+            for c in chars.by_ref() {
+                out.push(c);
+                if c == '\n' {
+                    break;
+                }
+            }
+            continue;
+        }
         if c == '\'' {
             quoted = !quoted;
         }
@@ -694,6 +705,10 @@ mod tests {
             "WHERE a = $1 AND b = $2 AND c = '?' ORDER BY id LIMIT $3"
         );
         assert_eq!(postgres_sql("a || char(31) || b"), "a || chr(31) || b");
+        assert_eq!(
+            postgres_sql("-- the row's own\nWHERE a = ?1"),
+            "-- the row's own\nWHERE a = $1"
+        );
     }
 
     #[test]

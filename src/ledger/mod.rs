@@ -104,6 +104,22 @@ pub struct LedgerOptions {
     pub routes: Vec<outbox::Route>,
     /// How to reach PostgreSQL beyond its URL (a password, a private CA).
     pub postgres: PostgresOptions,
+    /// This daemon's name among replicas sharing the ledger: the owner of
+    /// the deliveries it claims. Unique per process by default.
+    pub replica: String,
+    /// How long a claimed delivery is this replica's: past it (a replica
+    /// that died) another sends it.
+    pub claim_lease: Duration,
+}
+
+/// `host-pid`: unique among the processes sharing a ledger.
+pub fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "release-verdict".into());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Default for LedgerOptions {
@@ -120,6 +136,8 @@ impl Default for LedgerOptions {
                 connect_timeout: Duration::from_secs(5),
                 ..PostgresOptions::default()
             },
+            replica: default_replica(),
+            claim_lease: Duration::from_secs(60),
         }
     }
 }
@@ -424,6 +442,25 @@ impl Ledger {
     /// Applies retention and the size cap as of `now`.
     pub fn maintain(&self, now: UnixNanos) -> Result<Maintenance, LedgerError> {
         self.call(|reply| Command::Maintain { now, reply })?
+    }
+
+    /// Claims up to `limit` of `sink`'s deliveries due at `now` for this
+    /// replica until its lease ends: each sink and release's oldest
+    /// pending one, never one another live replica holds. What its lane
+    /// sends next; blocks until claimed.
+    pub fn claim_deliveries_of(
+        &self,
+        sink: &str,
+        now: UnixNanos,
+        limit: usize,
+    ) -> Result<Vec<outbox::Delivery>, LedgerError> {
+        let sink = Some(sink.to_string());
+        self.call(|reply| Command::Claim {
+            sink,
+            now,
+            limit,
+            reply,
+        })?
     }
 
     /// Returns once everything sent before it is committed (or failed).

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::db::{args, Conn, DbError};
+use super::db::{args, Conn, DbError, Dialect, Row};
 use super::event::Event;
 use super::query::nanos;
 use super::{Ledger, LedgerError};
@@ -161,7 +161,8 @@ pub(crate) fn settle(
     match outcome {
         Settle::Delivered => conn.exec(
             "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                    done_ns = ?2, last_error = NULL WHERE id = ?1",
+                    done_ns = ?2, last_error = NULL, claimed_by = NULL, claimed_until_ns = NULL
+             WHERE id = ?1",
             args![id, nanos(now)],
         )?,
         Settle::Retry {
@@ -169,13 +170,14 @@ pub(crate) fn settle(
             at,
             error,
         } => conn.exec(
-            "UPDATE deliveries SET attempts = ?2, next_at_ns = ?3, last_error = ?4
+            "UPDATE deliveries SET attempts = ?2, next_at_ns = ?3, last_error = ?4,
+                    claimed_by = NULL, claimed_until_ns = NULL
              WHERE id = ?1",
             args![id, *attempts, nanos(*at), error],
         )?,
         Settle::Dead { attempts, error } => conn.exec(
             "UPDATE deliveries SET state = 'dead', attempts = ?2, last_error = ?3,
-                    done_ns = ?4 WHERE id = ?1",
+                    done_ns = ?4, claimed_by = NULL, claimed_until_ns = NULL WHERE id = ?1",
             args![id, *attempts, error, nanos(now)],
         )?,
     };
@@ -196,6 +198,78 @@ pub(crate) fn set_state(
         args![sink, release_key, key, value],
     )?;
     Ok(())
+}
+
+/// Claims up to `limit` of the deliveries due at `now` (each sink and
+/// release's oldest pending one, past its retry time) for `owner` until
+/// `now + lease`: those unclaimed, claimed by `owner`, or whose claim
+/// lapsed (a replica that died). PostgreSQL skips rows another replica is
+/// claiming this instant (`FOR UPDATE SKIP LOCKED`), so replicas sharing a
+/// ledger never claim the same delivery. Oldest first.
+pub(crate) fn claim(
+    conn: &mut Conn,
+    owner: &str,
+    sink: Option<&str>,
+    now: UnixNanos,
+    limit: usize,
+    lease: std::time::Duration,
+) -> Result<Vec<Delivery>, DbError> {
+    let lock = match conn.dialect() {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE OF d SKIP LOCKED",
+    };
+    let until = nanos(now).saturating_add(lease.as_nanos().min(i64::MAX as u128) as i64);
+    let claimed = conn.rows(
+        &format!(
+            "UPDATE deliveries SET claimed_by = ?4, claimed_until_ns = ?5
+             WHERE id IN (
+                 SELECT d.id FROM deliveries d
+                 JOIN (SELECT min(id) AS id FROM deliveries
+                       WHERE state = 'pending' AND (CAST(?3 AS TEXT) IS NULL OR sink = ?3)
+                       GROUP BY sink, release_key) head ON head.id = d.id
+                 -- Checked again on the row as it is now: PostgreSQL reads
+                 -- the heads as of the start of the statement, and another
+                 -- replica may have sent one since.
+                 WHERE d.state = 'pending' AND d.next_at_ns <= ?1
+                   AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ?1
+                        OR d.claimed_by = ?4)
+                 ORDER BY d.id LIMIT ?2{lock})
+             RETURNING id, sink, release_key, delivery_key, attempts, event_row, event_json"
+        ),
+        args![nanos(now), limit as i64, sink, owner, until],
+    )?;
+    let mut deliveries = claimed
+        .iter()
+        .map(delivery)
+        .collect::<Result<Vec<_>, _>>()?;
+    deliveries.sort_by_key(|d| d.id);
+    Ok(deliveries)
+}
+
+/// Gives back `owner`'s claims on deliveries not yet sent (a replica
+/// stopping): another replica, or this one restarted, sends them at once.
+pub(crate) fn release_claims(conn: &mut Conn, owner: &str) -> Result<u64, DbError> {
+    conn.exec(
+        "UPDATE deliveries SET claimed_by = NULL, claimed_until_ns = NULL
+         WHERE claimed_by = ?1 AND state = 'pending'",
+        args![owner],
+    )
+}
+
+/// A row of `id, sink, release_key, delivery_key, attempts, event_row,
+/// event_json`.
+fn delivery(r: &Row) -> Result<Delivery, DbError> {
+    let json: String = r.get(6)?;
+    let event = serde_json::from_str(&json).map_err(|e| DbError::json(6, e))?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        sink: r.get(1)?,
+        release_key: r.get(2)?,
+        key: r.get(3)?,
+        attempts: r.get(4)?,
+        event_row: r.get(5)?,
+        event,
+    })
 }
 
 /// Deletes delivered rows done before `cutoff` (the writer's upkeep).
@@ -246,19 +320,7 @@ impl Ledger {
                 args![nanos(now), limit as i64, sink],
             )?
             .iter()
-            .map(|r| {
-                let json: String = r.get(6)?;
-                let event = serde_json::from_str(&json).map_err(|e| DbError::json(6, e))?;
-                Ok(Delivery {
-                    id: r.get(0)?,
-                    sink: r.get(1)?,
-                    release_key: r.get(2)?,
-                    key: r.get(3)?,
-                    attempts: r.get(4)?,
-                    event_row: r.get(5)?,
-                    event,
-                })
-            })
+            .map(delivery)
             .collect()
         })
     }

@@ -82,6 +82,10 @@ const MIGRATIONS: &[&str] = &[
     // The size cap evicts posted events first, oldest received (row id)
     // first (ledger/cap.rs): this index is (source, id) in that order.
     "CREATE INDEX events_source ON events (source);",
+    // A delivery is claimed by the replica sending it, until its lease
+    // ends (ledger/outbox.rs): replicas sharing a ledger send it once.
+    "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+     ALTER TABLE deliveries ADD COLUMN claimed_until_ns INTEGER;",
 ];
 
 /// The same migrations in PostgreSQL's spelling: one version numbering for
@@ -152,6 +156,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
          PRIMARY KEY (sink, release_key, key)
      );",
     "CREATE INDEX events_source ON events (source);",
+    "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until_ns BIGINT;",
 ];
 
 /// The schema version this build writes.

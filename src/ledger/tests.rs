@@ -620,3 +620,133 @@ fn an_unreachable_postgres_is_named_without_its_password() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+/// Two replicas sharing a ledger never claim the same delivery; a claim of
+/// a replica that died lapses at its lease and the other sends it; a
+/// replica stopping gives its unsent claims back at once.
+#[test]
+fn replicas_claim_each_delivery_once() {
+    const S: UnixNanos = 1_000_000_000;
+    for backend in BACKENDS {
+        let path = backend.fresh("claims");
+        let replica = |name: &str| {
+            Ledger::open(
+                &path,
+                LedgerOptions {
+                    routes: vec![outbox::Route {
+                        sink: "hook".into(),
+                        ..outbox::Route::default()
+                    }],
+                    replica: name.into(),
+                    claim_lease: std::time::Duration::from_secs(60),
+                    ..LedgerOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let (a, b) = (replica("a"), replica("b"));
+        for id in ["r1", "r2", "r3"] {
+            a.try_record(event(types::RELEASE_STARTED, id, Source::Daemon))
+                .unwrap();
+        }
+        a.flush().unwrap();
+        let ids = |d: &[outbox::Delivery]| -> Vec<String> {
+            d.iter()
+                .map(|d| d.event.deployment_id.clone().unwrap())
+                .collect()
+        };
+        let by_a = a.claim_deliveries_of("hook", T + S, 2).unwrap();
+        assert_eq!(ids(&by_a), ["r1", "r2"], "{backend:?}");
+        let by_b = b.claim_deliveries_of("hook", T + S, 10).unwrap();
+        assert_eq!(ids(&by_b), ["r3"], "{backend:?}: only what a did not claim");
+        assert!(b.claim_deliveries_of("hook", T + 2 * S, 10).unwrap().len() == 1);
+        // a sends r1; its claim on r2 stays a's until the lease ends.
+        a.settle_delivery(by_a[0].id, outbox::Settle::Delivered, T + 2 * S)
+            .unwrap();
+        assert_eq!(
+            ids(&b.claim_deliveries_of("hook", T + 30 * S, 10).unwrap()),
+            ["r3"],
+            "{backend:?}: r2 is still a's"
+        );
+        // a "dies" (no more claims); past the lease b takes r2.
+        assert_eq!(
+            ids(&b.claim_deliveries_of("hook", T + 62 * S, 10).unwrap()),
+            ["r2", "r3"],
+            "{backend:?}"
+        );
+        // b stops without sending: its claims go back, a gets them at once.
+        b.close();
+        assert_eq!(
+            ids(&a.claim_deliveries_of("hook", T + 63 * S, 10).unwrap()),
+            ["r2", "r3"],
+            "{backend:?}"
+        );
+        drop(a);
+        backend.remove(&path);
+    }
+}
+
+/// Two replicas claiming and sending at the same time, as fast as they
+/// can: every delivery is sent, and by one replica only.
+#[test]
+fn racing_replicas_send_every_delivery_once() {
+    const RELEASES: usize = 300;
+    for backend in BACKENDS {
+        let path = backend.fresh("race");
+        let options = |name: &str| LedgerOptions {
+            routes: vec![outbox::Route {
+                sink: "hook".into(),
+                ..outbox::Route::default()
+            }],
+            replica: name.into(),
+            ..LedgerOptions::default()
+        };
+        let first = Ledger::open(&path, options("a")).unwrap();
+        for i in 0..RELEASES {
+            first
+                .try_record(event(
+                    types::RELEASE_STARTED,
+                    &format!("r{i}"),
+                    Source::Daemon,
+                ))
+                .unwrap();
+        }
+        first.flush().unwrap();
+        let second = Ledger::open(&path, options("b")).unwrap();
+        let sent: Vec<Vec<i64>> = std::thread::scope(|s| {
+            [&first, &second]
+                .map(|ledger| {
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        loop {
+                            let due = ledger.claim_deliveries_of("hook", T, 7).unwrap();
+                            if due.is_empty() {
+                                return mine;
+                            }
+                            for d in due {
+                                ledger
+                                    .settle_delivery(d.id, outbox::Settle::Delivered, T)
+                                    .unwrap();
+                                mine.push(d.id);
+                            }
+                        }
+                    })
+                })
+                .map(|h| h.join().unwrap())
+                .into()
+        });
+        let mut all: Vec<i64> = sent.concat();
+        let total = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(total, all.len(), "{backend:?}: a delivery was sent twice");
+        assert_eq!(all.len(), RELEASES, "{backend:?}: every delivery is sent");
+        assert!(
+            sent.iter().all(|s| !s.is_empty()),
+            "{backend:?}: both replicas took part: {:?}",
+            sent.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        drop((first, second));
+        backend.remove(&path);
+    }
+}

@@ -47,6 +47,13 @@ pub(crate) enum Command {
         now: UnixNanos,
         reply: SyncSender<Result<Maintenance, LedgerError>>,
     },
+    /// Claims the deliveries due for this replica (the notifiers' lanes).
+    Claim {
+        sink: Option<String>,
+        now: UnixNanos,
+        limit: usize,
+        reply: SyncSender<Result<Vec<outbox::Delivery>, LedgerError>>,
+    },
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
     /// Runs on the writer's connection (tests only: to fill the disk).
@@ -139,6 +146,10 @@ impl Writer {
                 .fetch_sub(pending.len() as u64, Relaxed);
             self.apply(&mut pending);
         }
+        // Stopping: what this replica claimed and did not send goes back.
+        if let Err(e) = outbox::release_claims(&mut self.conn, &self.options.replica) {
+            tracing::warn!(error = %e, "the outbox's claims could not be given back; they lapse");
+        }
     }
 
     /// Writes consecutive data commands in one transaction; a flush or
@@ -154,6 +165,27 @@ impl Writer {
                 Command::Maintain { now, reply } => {
                     self.write(&mut data);
                     let result = self.maintain(now);
+                    if let Err(e) = &result {
+                        self.failed(1, e);
+                    }
+                    let _ = reply.send(result.map_err(LedgerError::Write));
+                }
+                Command::Claim {
+                    sink,
+                    now,
+                    limit,
+                    reply,
+                } => {
+                    self.write(&mut data);
+                    let o = &self.options;
+                    let result = outbox::claim(
+                        &mut self.conn,
+                        &o.replica,
+                        sink.as_deref(),
+                        now,
+                        limit,
+                        o.claim_lease,
+                    );
                     if let Err(e) = &result {
                         self.failed(1, e);
                     }

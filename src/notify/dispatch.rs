@@ -172,7 +172,7 @@ impl Dispatcher {
             let now = system_now();
             let due = {
                 let (ledger, sink) = (self.ledger.clone(), sink.clone());
-                blocking(move || ledger.due_deliveries_of(&sink, now, BATCH)).await
+                blocking(move || ledger.claim_deliveries_of(&sink, now, BATCH)).await
             };
             let due = match due {
                 Ok(due) => {

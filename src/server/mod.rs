@@ -80,6 +80,9 @@ pub enum ServeError {
 
 /// Opens the configured ledger (none when its path is empty). A database
 /// that cannot be opened stops the start, with the reason.
+/// The shortest lease of a claimed delivery (see `open_ledger`).
+const CLAIM_LEASE_MIN: Duration = Duration::from_secs(60);
+
 /// How the ledger reaches PostgreSQL beyond its URL: the password and a
 /// private CA from `[ledger]`.
 pub fn postgres_options(c: &LedgerConfig) -> Result<PostgresOptions, String> {
@@ -91,9 +94,10 @@ pub fn postgres_options(c: &LedgerConfig) -> Result<PostgresOptions, String> {
 }
 
 async fn open_ledger(
-    c: &LedgerConfig,
+    config: &Config,
     sinks: Option<&Sinks>,
 ) -> Result<Option<Arc<Ledger>>, LedgerError> {
+    let c = &config.ledger;
     let location = c.location().to_string();
     if location.is_empty() {
         return Ok(None);
@@ -103,6 +107,9 @@ async fn open_ledger(
         max_bytes: Some(c.max_bytes),
         routes: sinks.map(Sinks::routes).unwrap_or_default(),
         postgres: postgres_options(c).map_err(LedgerError::Settings)?,
+        // A claim outlives a send and its timeout several times over: only
+        // a replica that died lets one lapse.
+        claim_lease: CLAIM_LEASE_MIN.max(config.notify.timeout * 4),
         ..LedgerOptions::default()
     };
     // PostgreSQL's client blocks: opened off the runtime's threads.
@@ -251,7 +258,7 @@ impl Server {
         } else {
             Some(Arc::new(Sinks::load(&config.notify)?))
         };
-        let ledger = open_ledger(&config.ledger, sinks.as_deref()).await?;
+        let ledger = open_ledger(&config, sinks.as_deref()).await?;
         let app = Arc::new(App::with_ledger(config, system_now(), ledger.clone()));
         let auth = auth::Auth::load(&app.config.auth, app.metrics.token_reloads.clone())?;
         let auth = Arc::new(auth);
