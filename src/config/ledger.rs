@@ -26,6 +26,10 @@ pub struct LedgerConfig {
     /// share it. The password is never in this file: `password_file`, or
     /// the `RELEASE_VERDICT_LEDGER_PASSWORD` environment variable.
     pub url: String,
+    /// This daemon's name among replicas sharing the ledger, stable across
+    /// its restarts (a StatefulSet pod's name): its checkpoint is kept
+    /// under it. Empty: the host name.
+    pub replica: String,
     /// A file holding the PostgreSQL password (a mounted Secret).
     pub password_file: Option<PathBuf>,
     /// Certificates (PEM) trusted for PostgreSQL's TLS beside the public
@@ -56,6 +60,7 @@ impl Default for LedgerConfig {
         Self {
             path: "data/ledger.db".into(),
             url: String::new(),
+            replica: String::new(),
             password_file: None,
             ca_file: None,
             checkpoint_interval: Duration::from_secs(5),

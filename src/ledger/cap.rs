@@ -139,7 +139,7 @@ pub(crate) fn used_bytes(conn: &mut Conn) -> Result<u64, DbError> {
     if conn.dialect() == Dialect::Postgres {
         let row = conn.row(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-             WHERE c.relname IN ('events', 'releases', 'checkpoint', 'deliveries', 'sink_state')
+             WHERE c.relname IN ('events', 'releases', 'checkpoints', 'deliveries', 'sink_state')
                AND c.relkind = 'r' AND pg_table_is_visible(c.oid)",
             &[],
         )?;

@@ -104,22 +104,23 @@ pub struct LedgerOptions {
     pub routes: Vec<outbox::Route>,
     /// How to reach PostgreSQL beyond its URL (a password, a private CA).
     pub postgres: PostgresOptions,
-    /// This daemon's name among replicas sharing the ledger: the owner of
-    /// the deliveries it claims. Unique per process by default.
+    /// This daemon's name among replicas sharing the ledger, stable across
+    /// its restarts: its checkpoint is saved under it, and its claims on
+    /// deliveries are made under it (with the process id). The host name
+    /// by default.
     pub replica: String,
     /// How long a claimed delivery is this replica's: past it (a replica
     /// that died) another sends it.
     pub claim_lease: Duration,
 }
 
-/// `host-pid`: unique among the processes sharing a ledger.
+/// The host name: a StatefulSet pod's is stable across its restarts.
 pub fn default_replica() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "release-verdict".into());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "release-verdict".into())
 }
 
 impl Default for LedgerOptions {
@@ -269,6 +270,8 @@ pub struct Stats {
 /// `Send + Sync`; share it in an `Arc`. Dropping it commits what is queued.
 pub struct Ledger {
     path: String,
+    /// The name its checkpoint is saved and read under.
+    replica: String,
     queue: Option<SyncSender<Command>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
@@ -354,8 +357,10 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let counters = Arc::new(Counters::default());
         let (queue, receiver) = sync_channel(options.queue_capacity.max(1));
+        let replica = options.replica.clone();
         let writer = Writer {
             conn,
+            claimer: format!("{replica}-{}", std::process::id()),
             counters: counters.clone(),
             options,
             cap_warned: None,
@@ -370,6 +375,7 @@ impl Ledger {
             })?;
         Ok(Ledger {
             path: path.to_string(),
+            replica,
             queue: Some(queue),
             writer: Some(writer),
             counters,

@@ -270,12 +270,18 @@ impl Ledger {
         })
     }
 
-    /// The judge-state checkpoint and when it was written, if any.
+    /// This replica's judge-state checkpoint and when it was written, if
+    /// any: the one saved under its name, else the unnamed one a ledger
+    /// from before names kept.
     pub fn load_checkpoint(&self) -> Result<Option<(UnixNanos, Vec<u8>)>, LedgerError> {
         self.readers.with(|conn| {
-            conn.row("SELECT written_ns, data FROM checkpoint WHERE id = 1", &[])?
-                .map(|r| Ok((r.get(0)?, r.get(1)?)))
-                .transpose()
+            conn.row(
+                "SELECT written_ns, data FROM checkpoints WHERE replica IN (?1, '')
+                 ORDER BY replica = '' LIMIT 1",
+                args![&self.replica],
+            )?
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .transpose()
         })
     }
 }
@@ -320,12 +326,17 @@ pub(crate) fn upsert_release(conn: &mut Conn, r: &ReleaseRecord) -> Result<(), D
     Ok(())
 }
 
-/// Replaces the one checkpoint row.
-pub(crate) fn save_checkpoint(conn: &mut Conn, now: UnixNanos, data: &[u8]) -> Result<(), DbError> {
+/// Replaces `replica`'s checkpoint.
+pub(crate) fn save_checkpoint(
+    conn: &mut Conn,
+    replica: &str,
+    now: UnixNanos,
+    data: &[u8],
+) -> Result<(), DbError> {
     conn.exec(
-        "INSERT INTO checkpoint (id, written_ns, data) VALUES (1, ?1, ?2)
-         ON CONFLICT (id) DO UPDATE SET written_ns = excluded.written_ns, data = excluded.data",
-        args![nanos(now), data],
+        "INSERT INTO checkpoints (replica, written_ns, data) VALUES (?1, ?2, ?3)
+         ON CONFLICT (replica) DO UPDATE SET written_ns = excluded.written_ns, data = excluded.data",
+        args![replica, nanos(now), data],
     )?;
     Ok(())
 }

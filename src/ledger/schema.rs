@@ -86,6 +86,17 @@ const MIGRATIONS: &[&str] = &[
     // ends (ledger/outbox.rs): replicas sharing a ledger send it once.
     "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
      ALTER TABLE deliveries ADD COLUMN claimed_until_ns INTEGER;",
+    // A checkpoint per replica sharing the ledger, by its stable name; the
+    // one checkpoint before it becomes the unnamed one, which a replica
+    // without its own restores.
+    "CREATE TABLE checkpoints (
+         replica    TEXT PRIMARY KEY,
+         written_ns INTEGER NOT NULL,
+         data       BLOB NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO checkpoints (replica, written_ns, data)
+         SELECT '', written_ns, data FROM checkpoint;
+     DROP TABLE checkpoint;",
 ];
 
 /// The same migrations in PostgreSQL's spelling: one version numbering for
@@ -157,6 +168,14 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
      );",
     "CREATE INDEX events_source ON events (source);",
     "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until_ns BIGINT;",
+    "CREATE TABLE checkpoints (
+         replica    TEXT PRIMARY KEY,
+         written_ns BIGINT NOT NULL,
+         data       BYTEA NOT NULL
+     );
+     INSERT INTO checkpoints (replica, written_ns, data)
+         SELECT '', written_ns, data FROM checkpoint;
+     DROP TABLE checkpoint;",
 ];
 
 /// The schema version this build writes.
@@ -339,7 +358,9 @@ mod tests {
             [],
         );
         assert!(bad_json.is_err());
-        let second_checkpoint = conn.execute("INSERT INTO checkpoint VALUES (2, 1, x'00')", []);
-        assert!(second_checkpoint.is_err());
+        conn.execute("INSERT INTO checkpoints VALUES ('a', 1, x'00')", [])
+            .unwrap();
+        let twice = conn.execute("INSERT INTO checkpoints VALUES ('a', 2, x'00')", []);
+        assert!(twice.is_err(), "one checkpoint per replica");
     }
 }

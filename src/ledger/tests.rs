@@ -199,6 +199,44 @@ fn the_checkpoint_round_trips_and_is_replaced() {
     }
 }
 
+/// Replicas sharing a ledger keep a checkpoint each, under their names; a
+/// replica without one restores the unnamed checkpoint of a ledger from
+/// before names (schema version 4 and older), never another's.
+#[test]
+fn each_replica_restores_its_own_checkpoint() {
+    for backend in BACKENDS {
+        let path = backend.fresh("checkpoints");
+        let named = |replica: &str| {
+            Ledger::open(
+                &path,
+                LedgerOptions {
+                    replica: replica.into(),
+                    ..LedgerOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let (a, b) = (named("a"), named("b"));
+        a.save_checkpoint(1, b"a's").unwrap();
+        b.save_checkpoint(2, b"b's").unwrap();
+        assert_eq!(a.load_checkpoint().unwrap(), Some((1, b"a's".to_vec())));
+        assert_eq!(b.load_checkpoint().unwrap(), Some((2, b"b's".to_vec())));
+        let c = named("c");
+        assert_eq!(c.load_checkpoint().unwrap(), None, "{backend:?}");
+        c.exec(|conn| {
+            conn.exec(
+                "INSERT INTO checkpoints VALUES ('', 3, ?1)",
+                db::args![&[0u8][..]],
+            )
+            .unwrap();
+        });
+        assert_eq!(c.load_checkpoint().unwrap(), Some((3, vec![0])));
+        assert_eq!(a.load_checkpoint().unwrap(), Some((1, b"a's".to_vec())));
+        drop((a, b, c));
+        backend.remove(&path);
+    }
+}
+
 #[test]
 fn a_file_that_is_not_a_database_is_reported_at_open() {
     let path = temp_path("corrupt");

@@ -109,6 +109,9 @@ impl Reply {
 
 pub(crate) struct Writer {
     pub conn: Conn,
+    /// The owner of this process's claims: the replica's name and the
+    /// process id, so a restarted replica waits for no claim of its own.
+    pub claimer: String,
     pub counters: Arc<Counters>,
     pub options: LedgerOptions,
     /// When the cap's warning was last logged, and what was evicted since.
@@ -147,7 +150,7 @@ impl Writer {
             self.apply(&mut pending);
         }
         // Stopping: what this replica claimed and did not send goes back.
-        if let Err(e) = outbox::release_claims(&mut self.conn, &self.options.replica) {
+        if let Err(e) = outbox::release_claims(&mut self.conn, &self.claimer) {
             tracing::warn!(error = %e, "the outbox's claims could not be given back; they lapse");
         }
     }
@@ -180,7 +183,7 @@ impl Writer {
                     let o = &self.options;
                     let result = outbox::claim(
                         &mut self.conn,
-                        &o.replica,
+                        &self.claimer,
                         sink.as_deref(),
                         now,
                         limit,
@@ -268,7 +271,9 @@ impl Writer {
                             }
                         }
                         Command::Checkpoint { now, data, reply } => {
-                            let result = conn.command(|c| query::save_checkpoint(c, now, &data));
+                            let result = conn.command(|c| {
+                                query::save_checkpoint(c, &self.options.replica, now, &data)
+                            });
                             if let Err(e) = &result {
                                 failed.add(1, e.again());
                             }

@@ -40,7 +40,9 @@ use crate::clock::system_now;
 use crate::config::{Config, LedgerConfig};
 use crate::dora::Window;
 use crate::export::proto::pb::{self, verdict_service_server::VerdictServiceServer};
-use crate::ledger::{DoraQuery, Ledger, LedgerError, LedgerOptions, PostgresOptions};
+use crate::ledger::{
+    default_replica, DoraQuery, Ledger, LedgerError, LedgerOptions, PostgresOptions,
+};
 use crate::notify::Sinks;
 use crate::self_metrics::{SinkResult, SinkResultLabels};
 use otlp_grpc::OtlpGrpc;
@@ -110,6 +112,10 @@ async fn open_ledger(
         // A claim outlives a send and its timeout several times over: only
         // a replica that died lets one lapse.
         claim_lease: CLAIM_LEASE_MIN.max(config.notify.timeout * 4),
+        replica: match c.replica.as_str() {
+            "" => default_replica(),
+            name => name.to_string(),
+        },
         ..LedgerOptions::default()
     };
     // PostgreSQL's client blocks: opened off the runtime's threads.
