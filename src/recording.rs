@@ -50,7 +50,9 @@ pub fn tick_records(
             _ => e,
         };
         match c.from {
-            None => events.push(with_red(with_baseline(about(types::RELEASE_STARTED)))),
+            None => events.push(with_red(with_baseline(
+                about(types::RELEASE_STARTED).once_per_release(),
+            ))),
             Some(from) => events.push(with_red(with_baseline(
                 about(types::VERDICT_CHANGED)
                     .with("from", from.as_str())
@@ -59,11 +61,15 @@ pub fn tick_records(
             ))),
         }
         if c.first_pass {
-            events.push(with_baseline(about(types::CANARY_PASSED)));
+            events.push(with_baseline(
+                about(types::CANARY_PASSED).once_per_release(),
+            ));
         }
         if c.color == Color::Red {
             events.push(with_red(with_baseline(
-                about(types::CANARY_FAILED).with("checks", checks(v)),
+                about(types::CANARY_FAILED)
+                    .with("checks", checks(v))
+                    .once_per_release(),
             )));
         }
         records.push(release_record(v, now));
@@ -78,7 +84,8 @@ pub fn tick_records(
                 .with(
                     "baseline_git_sha",
                     e.baseline_sha.as_deref().map(str::to_string),
-                ),
+                )
+                .once_per_release(),
         );
     }
     (events, records)

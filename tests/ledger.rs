@@ -207,7 +207,7 @@ async fn a_restart_without_the_checkpoint_keeps_the_baseline_by_the_ledger() {
     server.stop().await;
     rusqlite::Connection::open(&path)
         .unwrap()
-        .execute("DELETE FROM checkpoint", [])
+        .execute("DELETE FROM checkpoints", [])
         .unwrap();
 
     let server = TestServer::with_config(config(&path)).await;

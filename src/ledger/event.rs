@@ -17,6 +17,9 @@ pub const MAX_TYPE_BYTES: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most events accepted in one post.
 pub const MAX_EVENTS_PER_POST: usize = 1000;
+/// The start of the ids of the daemon's once-per-release events
+/// ([`Event::once_per_release`]); refused in posted events.
+pub const DAEMON_ID_PREFIX: &str = "release-verdict:";
 /// How far ahead of the daemon's clock a posted `ts` may be: room for a
 /// sender's clock skew, not for events stamped in the far future (they
 /// would sort after, and outlive, everything the ledger records).
@@ -156,6 +159,22 @@ impl Event {
         self
     }
 
+    /// The same event with the id that makes it once per release: a
+    /// release's start, first green, red, or inferred rollout end is the
+    /// same event whichever replica (or restart) records it, so replicas
+    /// fed the same telemetry write it once. Posted ids may not take this
+    /// form ([`DAEMON_ID_PREFIX`]).
+    pub fn once_per_release(mut self) -> Event {
+        self.event_id = Some(format!(
+            "{DAEMON_ID_PREFIX}{}:{}:{}:{}",
+            self.kind,
+            self.service,
+            self.environment.as_deref().unwrap_or(""),
+            self.deployment_id.as_deref().unwrap_or("")
+        ));
+        self
+    }
+
     /// The same event with one metadata entry set.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Event {
         self.metadata.insert(key.to_string(), value.into());
@@ -252,6 +271,8 @@ pub enum Problem {
     MetadataTooLarge { len: usize },
     #[error("must be \"api\" (or absent) for posted events")]
     NotApi,
+    #[error("may not start with {DAEMON_ID_PREFIX:?}: the daemon's own events use it")]
+    Reserved,
     #[error("is not an event field (type, ts, service, environment, deployment_id, git_sha, source, metadata, event_id)")]
     Unknown,
 }
@@ -369,6 +390,12 @@ fn posted_event(
         Some(_) => return Err(invalid("metadata.commit_time", Problem::NotAString)),
     }
     let event_id = string(fields, "event_id").map_err(|p| invalid("event_id", p))?;
+    if event_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with(DAEMON_ID_PREFIX))
+    {
+        return Err(invalid("event_id", Problem::Reserved));
+    }
     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(invalid(unknown, Problem::Unknown));
     }

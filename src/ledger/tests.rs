@@ -788,3 +788,47 @@ fn racing_replicas_send_every_delivery_once() {
         backend.remove(&path);
     }
 }
+
+/// Replicas fed the same telemetry record a release's start, red and
+/// inferred end once between them; a post may not take those ids.
+#[test]
+fn once_per_release_events_are_written_once_by_any_number_of_replicas() {
+    for backend in BACKENDS {
+        let path = backend.fresh("once");
+        let replicas: Vec<Ledger> = (0..2)
+            .map(|_| Ledger::open(&path, LedgerOptions::default()).unwrap())
+            .collect();
+        for ledger in &replicas {
+            for kind in [types::RELEASE_STARTED, types::CANARY_FAILED] {
+                ledger
+                    .try_record(event(kind, "v2", Source::Daemon).once_per_release())
+                    .unwrap();
+            }
+            ledger
+                .try_record(event(types::VERDICT_CHANGED, "v2", Source::Daemon))
+                .unwrap();
+            ledger.flush().unwrap();
+        }
+        let kinds: Vec<String> = replicas[0]
+            .timeline("checkout", "prod", "v2")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.kind)
+            .collect();
+        let count = |k: &str| kinds.iter().filter(|x| x.as_str() == k).count();
+        assert_eq!(count(types::RELEASE_STARTED), 1, "{backend:?}: {kinds:?}");
+        assert_eq!(count(types::CANARY_FAILED), 1, "{backend:?}: {kinds:?}");
+        assert_eq!(
+            count(types::VERDICT_CHANGED),
+            2,
+            "{backend:?}: each replica's own"
+        );
+        assert_eq!(replicas[1].stats().duplicates, 2, "{backend:?}");
+        drop(replicas);
+        backend.remove(&path);
+    }
+    let posted = br#"{"type": "canary_failed", "service": "checkout",
+        "event_id": "release-verdict:canary_failed:checkout:prod:v2"}"#;
+    let err = event::parse_posted(posted, T).unwrap_err().to_string();
+    assert!(err.starts_with("event_id: may not start with"), "{err}");
+}
