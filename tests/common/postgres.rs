@@ -10,6 +10,7 @@
 //! Shared by the library's unit tests (`#[path]`) and the integration tests.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,6 +171,9 @@ fn start() -> Server {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // A group of its own: a signal to the tests' group (a timeout, ^C)
+        // leaves the watcher to stop the server and remove its files.
+        .process_group(0)
         .spawn()
         .expect("start postgres");
     let server = Server { port, dir, bin };
