@@ -30,9 +30,10 @@
 //!   environment, over a window or by day or week.
 //!
 //! The shell:
-//! - [`ledger`]: the durable release ledger (SQLite): events, each
-//!   release's last verdict, the judge's checkpoint; a writer thread fed by
-//!   a bounded queue; the DORA query and `ledger export` (Parquet, JSON
+//! - [`ledger`]: the durable release ledger (SQLite, or PostgreSQL shared
+//!   by replicas): events, each release's last verdict, each replica's
+//!   checkpoint, the notifiers' outbox with its claims; a writer thread fed
+//!   by a bounded queue; the DORA query and `ledger export` (Parquet, JSON
 //!   lines). `recording` turns a tick's news into its events.
 //! - `notify`: Slack, webhooks and Grafana annotations from the ledger's
 //!   outbox, each sink's API pure, one loop (`dispatch`) doing the I/O.

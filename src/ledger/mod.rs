@@ -1,5 +1,6 @@
-//! The release ledger: every release's story kept durably in SQLite, the
-//! last verdict of each release, and the judge's checkpoint.
+//! The release ledger: every release's story kept durably in SQLite (one
+//! daemon) or PostgreSQL (replicas sharing it), the last verdict of each
+//! release, each replica's judge checkpoint, and the notifiers' outbox.
 //!
 //! # Using it
 //!
@@ -48,9 +49,10 @@
 //!   until a write succeeds again. [`Ledger::stats`] reads the counters for
 //!   the daemon's self metrics.
 //!
-//! Files: [`event`] (the record and posted-body validation), `schema`
-//! (migrations), `writer` (the thread), `cap` (the size cap's eviction),
-//! [`query`] (reads, releases, checkpoint).
+//! Files: [`event`] (the record and posted-body validation), `db` (the two
+//! databases behind one connection type), `schema` (migrations), `writer`
+//! (the thread), `cap` (the size cap's eviction), [`query`] (reads,
+//! releases, checkpoints), [`outbox`] (deliveries and their claims).
 
 mod cap;
 mod db;

@@ -206,7 +206,7 @@ impl Writer {
     }
 
     /// One transaction for `commands`; replies go out after the commit. A
-    /// failed command loses its own writes (a savepoint around each); a
+    /// failed command loses its own writes (`Conn::command`); a
     /// failed commit (or a transaction the database rolled back itself, as
     /// SQLite does on a full disk) loses all.
     fn write(&mut self, commands: &mut Vec<Command>) {
