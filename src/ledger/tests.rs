@@ -832,3 +832,44 @@ fn once_per_release_events_are_written_once_by_any_number_of_replicas() {
     let err = event::parse_posted(posted, T).unwrap_err().to_string();
     assert!(err.starts_with("event_id: may not start with"), "{err}");
 }
+
+/// PostgreSQL dropping the daemon's connections (a failover, a restart of
+/// the server, an idle timeout): the write in flight may be lost and is
+/// counted; the next ones reconnect and succeed, reads too.
+#[test]
+fn a_postgres_ledger_reconnects_after_its_connections_are_killed() {
+    let url = Backend::Postgres.fresh("reconnect");
+    let ledger = Ledger::open(&url, LedgerOptions::default()).unwrap();
+    ledger
+        .try_record(event(types::RELEASE_STARTED, "v1", Source::Daemon))
+        .unwrap();
+    ledger.flush().unwrap();
+    assert_eq!(
+        ledger.events(&EventFilter::default()).unwrap().events.len(),
+        1
+    );
+    let name = url.rsplit('/').next().unwrap().to_string();
+    postgres_server::server()
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        )
+        .unwrap();
+    // The first use of each dead connection fails; the next reconnects.
+    let mut recorded = false;
+    for i in 0..5 {
+        let e = event(types::VERDICT_CHANGED, &format!("v{i}"), Source::Daemon);
+        ledger.try_record(e).unwrap();
+        ledger.flush().unwrap();
+        if !ledger.is_degraded() {
+            recorded = true;
+            break;
+        }
+    }
+    assert!(recorded, "writes succeed again: {:?}", ledger.stats());
+    let read = (0..5).find_map(|_| ledger.events(&EventFilter::default()).ok());
+    let events = read.expect("reads succeed again").events;
+    assert!(events.len() >= 2, "{events:?}");
+}
