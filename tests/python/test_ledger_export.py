@@ -2,7 +2,8 @@
 change-failure-rate query, run on the exported Parquet file, gives the
 figures `/api/v1/dora` gives.
 
-The ledger holds a real canary driven red by the OpenTelemetry SDK (the
+Run on both databases: a SQLite file, and a real PostgreSQL (the export
+then reads the config's [ledger] url). The ledger holds a real canary driven red by the OpenTelemetry SDK (the
 daemon's own release_started and canary_failed events) and two earlier days
 of releases posted as a CI pipeline would (deploy_started, rolled_back,
 incident_started, canary_failed). The export runs beside the live daemon.
@@ -16,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import pytest
 import requests
 from opentelemetry.trace import SpanKind
 
@@ -28,6 +30,16 @@ path = "ledger.db"
 [baseline]
 settle = "1s"
 """
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def config(request) -> str:
+    """CONFIG on each database: the file beside the daemon, or a fresh
+    PostgreSQL database (the export reads the same [ledger] url)."""
+    if request.param == "sqlite":
+        return CONFIG
+    url = request.getfixturevalue("postgres").database("export")
+    return CONFIG.replace('path = "ledger.db"', f'url = "{url}"')
 
 # The seed's query (BigQuery dialect there), on our event types: a release
 # failed if it went red, was rolled back or caused an incident.
@@ -75,9 +87,9 @@ def posted_days(service: str, today: dt.datetime) -> list[dict]:
     return events
 
 
-def test_duckdb_runs_the_seed_cfr_query_on_the_export(daemon_factory, tmp_path: Path, unique):
+def test_duckdb_runs_the_seed_cfr_query_on_the_export(daemon_factory, tmp_path: Path, unique, config):
     service = unique("shop")
-    d = daemon_factory(CONFIG)
+    d = daemon_factory(config)
     # Today: a real canary goes red against its stable version.
     stable, canary = unique("stable"), unique("canary")
     ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
