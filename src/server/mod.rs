@@ -80,8 +80,6 @@ pub enum ServeError {
     Notify(#[from] crate::notify::NotifyError),
 }
 
-/// Opens the configured ledger (none when its path is empty). A database
-/// that cannot be opened stops the start, with the reason.
 /// The shortest lease of a claimed delivery (see `open_ledger`).
 const CLAIM_LEASE_MIN: Duration = Duration::from_secs(60);
 
@@ -95,6 +93,9 @@ pub fn postgres_options(c: &LedgerConfig) -> Result<PostgresOptions, String> {
     })
 }
 
+/// Opens the configured ledger (none when neither a path nor a URL is
+/// set). A database that cannot be opened or reached stops the start, with
+/// the reason.
 async fn open_ledger(
     config: &Config,
     sinks: Option<&Sinks>,
