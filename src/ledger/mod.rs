@@ -290,7 +290,7 @@ impl Ledger {
     ///
     /// With PostgreSQL, call it (and the ledger's other blocking methods)
     /// off the async runtime's threads: its client blocks.
-    pub fn open(path: &str, mut options: LedgerOptions) -> Result<Ledger, LedgerError> {
+    pub fn open(path: &str, options: LedgerOptions) -> Result<Ledger, LedgerError> {
         if is_postgres(path) {
             return Ledger::open_postgres(path, options);
         }
@@ -327,7 +327,6 @@ impl Ledger {
             DbError::Sqlite(e) => open_error(path, e),
             other => LedgerError::Query(other),
         })?;
-        options.postgres = PostgresOptions::default();
         Ledger::start(path, conn, readers, options)
     }
 

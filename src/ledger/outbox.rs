@@ -200,6 +200,12 @@ pub(crate) fn set_state(
     Ok(())
 }
 
+/// Joined to `deliveries d`: each sink and release's oldest pending
+/// delivery, of sink `?3` alone unless it is null. What is sent next.
+const HEADS: &str = "JOIN (SELECT min(id) AS id FROM deliveries
+          WHERE state = 'pending' AND (CAST(?3 AS TEXT) IS NULL OR sink = ?3)
+          GROUP BY sink, release_key) head ON head.id = d.id";
+
 /// Claims up to `limit` of the deliveries due at `now` (each sink and
 /// release's oldest pending one, past its retry time) for `owner` until
 /// `now + lease`: those unclaimed, claimed by `owner`, or whose claim
@@ -223,10 +229,7 @@ pub(crate) fn claim(
         &format!(
             "UPDATE deliveries SET claimed_by = ?4, claimed_until_ns = ?5
              WHERE id IN (
-                 SELECT d.id FROM deliveries d
-                 JOIN (SELECT min(id) AS id FROM deliveries
-                       WHERE state = 'pending' AND (CAST(?3 AS TEXT) IS NULL OR sink = ?3)
-                       GROUP BY sink, release_key) head ON head.id = d.id
+                 SELECT d.id FROM deliveries d {HEADS}
                  -- Checked again on the row as it is now: PostgreSQL reads
                  -- the heads as of the start of the statement, and another
                  -- replica may have sent one since.
@@ -309,14 +312,13 @@ impl Ledger {
     ) -> Result<Vec<Delivery>, LedgerError> {
         self.readers.with(|conn| {
             conn.rows(
-                "SELECT d.id, d.sink, d.release_key, d.delivery_key, d.attempts, d.event_row,
-                        d.event_json
-                 FROM deliveries d
-                 JOIN (SELECT min(id) AS id FROM deliveries
-                       WHERE state = 'pending' AND (CAST(?3 AS TEXT) IS NULL OR sink = ?3)
-                       GROUP BY sink, release_key) head ON head.id = d.id
-                 WHERE d.next_at_ns <= ?1
-                 ORDER BY d.id LIMIT ?2",
+                &format!(
+                    "SELECT d.id, d.sink, d.release_key, d.delivery_key, d.attempts,
+                            d.event_row, d.event_json
+                     FROM deliveries d {HEADS}
+                     WHERE d.next_at_ns <= ?1
+                     ORDER BY d.id LIMIT ?2"
+                ),
                 args![nanos(now), limit as i64, sink],
             )?
             .iter()
