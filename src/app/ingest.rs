@@ -161,6 +161,9 @@ impl App {
         let (applied, tracked) = {
             let mut store = self.store.lock();
             let applied = store.apply(&batch, now);
+            if store.wants_adoption() {
+                self.adoptions.notify_one();
+            }
             (applied, store.len())
         };
         let m = &self.metrics;

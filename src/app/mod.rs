@@ -8,7 +8,8 @@
 //! counted), `tick` (the judge's clock, checkpoint, expiry), `views`
 //! (listings, `/metrics`, verdicts by key), `reads` (the niced thread whole
 //! reads run on), `senders` (who sends what, attributed or not), `bodies`
-//! (the bytes of bodies being read, in all and per peer).
+//! (the bytes of bodies being read, in all and per peer), `shared` (fleet
+//! states for the ledger, and fleets taken over from it).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +74,8 @@ pub struct App {
     /// Who sends what, attributed or not (its own lock, taken once per
     /// export after the store's).
     senders: Mutex<senders::Senders>,
+    /// Told when fleets first seen wait for their state (`shared`).
+    adoptions: tokio::sync::Notify,
 }
 
 /// Most services and environments the DORA gauges are exposed for.
@@ -97,7 +100,8 @@ impl App {
                     Judge::new(&config.judge, &config.checks),
                     BaselineRule::from(&config.baseline),
                 )
-                .with_service_cap(config.limits.max_releases_per_service),
+                .with_service_cap(config.limits.max_releases_per_service)
+                .with_adoption_if(ledger.is_some()),
             ),
             deltas: Mutex::new(
                 DeltaTracker::new(config.limits.max_metric_streams, started_at)
@@ -124,6 +128,7 @@ impl App {
                 SERIES_POINTS,
             )),
             senders: Mutex::new(senders::Senders::default()),
+            adoptions: tokio::sync::Notify::new(),
         }
     }
 
@@ -233,12 +238,14 @@ mod bodies;
 mod ingest;
 mod reads;
 mod senders;
+mod shared;
 mod tick;
 mod views;
 
 pub use bodies::{BodyHold, NoRoom};
 pub use ingest::{Ingested, ServiceScope};
 pub use senders::SendersView;
+pub use shared::Found;
 
 #[cfg(test)]
 mod props;

@@ -30,6 +30,12 @@ pub struct LedgerConfig {
     /// its restarts (a StatefulSet pod's name): its checkpoint is kept
     /// under it. Empty: the host name.
     pub replica: String,
+    /// Where the other replicas sharing the ledger reach this one's HTTP
+    /// API, to forward reads of the releases it judges
+    /// (`http://release-verdict-0.release-verdict:8080`). Empty: the
+    /// HTTP listener's address, or the host name when it listens on all
+    /// addresses, with `https` when `[server.tls]` is on.
+    pub advertise_url: String,
     /// A file holding the PostgreSQL password (a mounted Secret).
     pub password_file: Option<PathBuf>,
     /// Certificates (PEM) trusted for PostgreSQL's TLS beside the public
@@ -61,6 +67,7 @@ impl Default for LedgerConfig {
             path: "data/ledger.db".into(),
             url: String::new(),
             replica: String::new(),
+            advertise_url: String::new(),
             password_file: None,
             ca_file: None,
             checkpoint_interval: Duration::from_secs(5),
@@ -92,6 +99,13 @@ impl LedgerConfig {
                     "ledger.url holds a password: put it in ledger.password_file or {PASSWORD_ENV}, never in the configuration"
                 ));
             }
+        }
+        let url = &self.advertise_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(format!(
+                "ledger.advertise_url must be an http:// or https:// URL, not {:?}",
+                self.advertise_url
+            ));
         }
         if self.checkpoint_interval < Duration::from_millis(100) {
             problems.push("ledger.checkpoint_interval must be at least 100ms".to_string());

@@ -1,6 +1,7 @@
 //! The release ledger: every release's story kept durably in SQLite (one
 //! daemon) or PostgreSQL (replicas sharing it), the last verdict of each
-//! release, each replica's judge checkpoint, and the notifiers' outbox.
+//! release, each fleet's judge state with the replica judging it, the
+//! replicas themselves, and the notifiers' outbox.
 //!
 //! # Using it
 //!
@@ -23,11 +24,11 @@
 //!   ([`LedgerOptions::queue_capacity`]), many per transaction. Non-blocking:
 //!   [`Ledger::try_record`], [`Ledger::try_upsert_release`]. Blocking until
 //!   committed (call them from `spawn_blocking` in async code):
-//!   [`Ledger::insert_posted`], [`Ledger::save_checkpoint`],
+//!   [`Ledger::insert_posted`], [`Ledger::save_fleets`],
 //!   [`Ledger::maintain`], [`Ledger::flush`]. All are applied in the order
 //!   they were sent.
 //! - Reads ([`Ledger::events`], [`Ledger::timeline`], [`Ledger::find_release`],
-//!   [`Ledger::load_checkpoint`]) use
+//!   [`Ledger::fleet_state`], [`Ledger::replicas`]) use
 //!   read-only connections of their own: in WAL mode they never wait on the
 //!   writer. They block for the query's duration.
 //! - An explicit event wins over an inferred one: an `api` event deletes the
@@ -52,7 +53,8 @@
 //! Files: [`event`] (the record and posted-body validation), `db` (the two
 //! databases behind one connection type), `schema` (migrations), `writer`
 //! (the thread), `cap` (the size cap's eviction), [`query`] (reads,
-//! releases, checkpoints), [`outbox`] (deliveries and their claims).
+//! releases), [`states`] (each fleet's judge state and the replicas
+//! sharing the ledger), [`outbox`] (deliveries and their claims).
 
 mod cap;
 mod db;
@@ -62,6 +64,7 @@ pub mod export;
 pub mod outbox;
 pub mod query;
 mod schema;
+pub mod states;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -384,6 +387,11 @@ impl Ledger {
         })
     }
 
+    /// This replica's name among those sharing the ledger.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
     /// The path it was opened with (a PostgreSQL URL without its password).
     pub fn path(&self) -> &str {
         &self.path
@@ -440,10 +448,13 @@ impl Ledger {
         })?
     }
 
-    /// Replaces the judge-state checkpoint; returns once committed.
-    pub fn save_checkpoint(&self, now: UnixNanos, data: &[u8]) -> Result<(), LedgerError> {
-        let data = data.to_vec();
-        self.call(|reply| Command::Checkpoint { now, data, reply })?
+    /// Writes this replica's checkpoint (its fleets' states, its
+    /// heartbeat; see [`states`]); returns once committed.
+    pub fn save_fleets(&self, checkpoint: states::Checkpoint) -> Result<(), LedgerError> {
+        self.call(|reply| Command::Checkpoint {
+            checkpoint: Box::new(checkpoint),
+            reply,
+        })?
     }
 
     /// Applies retention and the size cap as of `now`.

@@ -218,13 +218,36 @@ impl Ledger {
         since: UnixNanos,
         limit: usize,
     ) -> Result<Vec<RecordedBaseline>, LedgerError> {
+        self.baselines_where("", args![nanos(since), limit as i64])
+    }
+
+    /// `recorded_baselines` of one fleet (service, environment).
+    pub fn recorded_baselines_of(
+        &self,
+        service: &str,
+        environment: &str,
+        since: UnixNanos,
+    ) -> Result<Vec<RecordedBaseline>, LedgerError> {
+        self.baselines_where(
+            "AND service = ?3 AND environment = ?4",
+            args![nanos(since), i64::MAX, service, environment],
+        )
+    }
+
+    fn baselines_where(
+        &self,
+        fleet: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<RecordedBaseline>, LedgerError> {
         self.readers.with(|conn| {
             conn.rows(
-                "SELECT service, environment, deployment_id, baseline_deployment_id, last_seen_ns
-                 FROM releases
-                 WHERE baseline_deployment_id IS NOT NULL AND last_seen_ns >= ?1
-                 ORDER BY last_seen_ns DESC LIMIT ?2",
-                args![nanos(since), limit as i64],
+                &format!(
+                    "SELECT service, environment, deployment_id, baseline_deployment_id, last_seen_ns
+                     FROM releases
+                     WHERE baseline_deployment_id IS NOT NULL AND last_seen_ns >= ?1 {fleet}
+                     ORDER BY last_seen_ns DESC LIMIT ?2"
+                ),
+                args,
             )?
             .iter()
             .map(|r| {
@@ -248,13 +271,32 @@ impl Ledger {
         since: UnixNanos,
         limit: usize,
     ) -> Result<Vec<RecordedRed>, LedgerError> {
+        self.reds_where("", args![nanos(since), limit as i64])
+    }
+
+    /// `recorded_reds` of one fleet (service, environment).
+    pub fn recorded_reds_of(
+        &self,
+        service: &str,
+        environment: &str,
+        since: UnixNanos,
+    ) -> Result<Vec<RecordedRed>, LedgerError> {
+        self.reds_where(
+            "AND service = ?3 AND environment = ?4",
+            args![nanos(since), i64::MAX, service, environment],
+        )
+    }
+
+    fn reds_where(&self, fleet: &str, args: &[Arg<'_>]) -> Result<Vec<RecordedRed>, LedgerError> {
         self.readers.with(|conn| {
             conn.rows(
-                "SELECT service, environment, deployment_id, red_since_ns, reason
-                 FROM releases
-                 WHERE red_since_ns IS NOT NULL AND last_seen_ns >= ?1
-                 ORDER BY last_seen_ns DESC LIMIT ?2",
-                args![nanos(since), limit as i64],
+                &format!(
+                    "SELECT service, environment, deployment_id, red_since_ns, reason
+                     FROM releases
+                     WHERE red_since_ns IS NOT NULL AND last_seen_ns >= ?1 {fleet}
+                     ORDER BY last_seen_ns DESC LIMIT ?2"
+                ),
+                args,
             )?
             .iter()
             .map(|r| {
@@ -270,9 +312,10 @@ impl Ledger {
         })
     }
 
-    /// This replica's judge-state checkpoint and when it was written, if
-    /// any: the one saved under its name, else the unnamed one a ledger
-    /// from before names kept.
+    /// This replica's whole-daemon checkpoint of before fleet states
+    /// (ledger/states.rs) and when it was written, if any: the one saved
+    /// under its name, else the unnamed one a ledger from before names
+    /// kept. Read only while the replica has no fleet states.
     pub fn load_checkpoint(&self) -> Result<Option<(UnixNanos, Vec<u8>)>, LedgerError> {
         self.readers.with(|conn| {
             conn.row(
@@ -322,21 +365,6 @@ pub(crate) fn upsert_release(conn: &mut Conn, r: &ReleaseRecord) -> Result<(), D
             r.red_since_ns.map(nanos),
             &r.verdict_json,
         ],
-    )?;
-    Ok(())
-}
-
-/// Replaces `replica`'s checkpoint.
-pub(crate) fn save_checkpoint(
-    conn: &mut Conn,
-    replica: &str,
-    now: UnixNanos,
-    data: &[u8],
-) -> Result<(), DbError> {
-    conn.exec(
-        "INSERT INTO checkpoints (replica, written_ns, data) VALUES (?1, ?2, ?3)
-         ON CONFLICT (replica) DO UPDATE SET written_ns = excluded.written_ns, data = excluded.data",
-        args![replica, nanos(now), data],
     )?;
     Ok(())
 }

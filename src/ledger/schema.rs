@@ -97,6 +97,26 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO checkpoints (replica, written_ns, data)
          SELECT '', written_ns, data FROM checkpoint;
      DROP TABLE checkpoint;",
+    // The judge's state a fleet (service, environment) at a time, with the
+    // replica judging it: a replica that starts receiving a service takes
+    // its state from here (ledger/states.rs). And the replicas sharing the
+    // ledger, with the URL their reads are forwarded to.
+    "CREATE TABLE fleet_states (
+         service      TEXT NOT NULL,
+         environment  TEXT NOT NULL,
+         replica      TEXT NOT NULL,
+         written_ns   INTEGER NOT NULL,
+         last_seen_ns INTEGER NOT NULL,
+         data         BLOB NOT NULL,
+         PRIMARY KEY (service, environment)
+     ) WITHOUT ROWID;
+     CREATE INDEX fleet_states_replica ON fleet_states (replica);
+     CREATE TABLE replicas (
+         name         TEXT PRIMARY KEY,
+         url          TEXT NOT NULL,
+         started_ns   INTEGER NOT NULL,
+         heartbeat_ns INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The same migrations in PostgreSQL's spelling: one version numbering for
@@ -176,6 +196,22 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
      INSERT INTO checkpoints (replica, written_ns, data)
          SELECT '', written_ns, data FROM checkpoint;
      DROP TABLE checkpoint;",
+    "CREATE TABLE fleet_states (
+         service      TEXT NOT NULL,
+         environment  TEXT NOT NULL,
+         replica      TEXT NOT NULL,
+         written_ns   BIGINT NOT NULL,
+         last_seen_ns BIGINT NOT NULL,
+         data         BYTEA NOT NULL,
+         PRIMARY KEY (service, environment)
+     );
+     CREATE INDEX fleet_states_replica ON fleet_states (replica);
+     CREATE TABLE replicas (
+         name         TEXT PRIMARY KEY,
+         url          TEXT NOT NULL,
+         started_ns   BIGINT NOT NULL,
+         heartbeat_ns BIGINT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.

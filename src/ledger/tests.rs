@@ -179,33 +179,33 @@ fn pages_follow_the_cursor_and_filters_narrow() {
     }
 }
 
-#[test]
-fn the_checkpoint_round_trips_and_is_replaced() {
-    for backend in BACKENDS {
-        let path = backend.fresh("checkpoint");
-        {
-            let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-            assert_eq!(ledger.load_checkpoint().unwrap(), None);
-            ledger.save_checkpoint(1, b"first").unwrap();
-            ledger.save_checkpoint(2, &[0, 255, 7]).unwrap();
-        }
-        let ledger = Ledger::open(&path, LedgerOptions::default()).unwrap();
-        assert_eq!(
-            ledger.load_checkpoint().unwrap(),
-            Some((2, vec![0, 255, 7]))
-        );
-        drop(ledger);
-        backend.remove(&path);
+fn fleet(service: &str, last_seen_ns: u64, data: &[u8]) -> states::FleetState {
+    states::FleetState {
+        service: service.into(),
+        environment: "prod".into(),
+        last_seen_ns,
+        data: data.to_vec(),
     }
 }
 
-/// Replicas sharing a ledger keep a checkpoint each, under their names; a
-/// replica without one restores the unnamed checkpoint of a ledger from
-/// before names (schema version 4 and older), never another's.
+fn checkpoint(now: u64, url: &str, fleets: Vec<states::FleetState>) -> states::Checkpoint {
+    states::Checkpoint {
+        now,
+        fleets,
+        url: url.into(),
+        started_ns: 1,
+        forget_before: 0,
+    }
+}
+
+/// Each fleet's state is one row, whoever judges it: a replica whose
+/// telemetry is older than the row's (the one a service moved away from)
+/// does not write over it; the replicas are listed with their URLs; the
+/// judge of a fleet is found by the others, not by itself.
 #[test]
-fn each_replica_restores_its_own_checkpoint() {
+fn a_fleet_state_is_the_newest_telemetrys() {
     for backend in BACKENDS {
-        let path = backend.fresh("checkpoints");
+        let path = backend.fresh("fleet-states");
         let named = |replica: &str| {
             Ledger::open(
                 &path,
@@ -217,22 +217,104 @@ fn each_replica_restores_its_own_checkpoint() {
             .unwrap()
         };
         let (a, b) = (named("a"), named("b"));
-        a.save_checkpoint(1, b"a's").unwrap();
-        b.save_checkpoint(2, b"b's").unwrap();
-        assert_eq!(a.load_checkpoint().unwrap(), Some((1, b"a's".to_vec())));
-        assert_eq!(b.load_checkpoint().unwrap(), Some((2, b"b's".to_vec())));
-        let c = named("c");
+        assert_eq!(a.own_fleets().unwrap(), vec![]);
+        a.save_fleets(checkpoint(
+            100,
+            "http://a:1",
+            vec![fleet("svc", 10, b"a1"), fleet("other", 10, &[0, 255])],
+        ))
+        .unwrap();
+        b.save_fleets(checkpoint(101, "http://b:1", vec![fleet("svc", 20, b"b1")]))
+            .unwrap();
+        // a's copy is staler than b's: refused; then newer: taken.
+        a.save_fleets(checkpoint(102, "http://a:1", vec![fleet("svc", 15, b"a2")]))
+            .unwrap();
+        let svc = a.fleet_state("svc", "prod", 0).unwrap().unwrap();
+        assert_eq!(
+            (svc.replica.as_str(), svc.state.data.as_slice()),
+            ("b", &b"b1"[..])
+        );
+        assert_eq!(svc.written_ns, 101);
+        let own: Vec<_> = a
+            .own_fleets()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.state.service)
+            .collect();
+        assert_eq!(own, vec!["other"]);
+        assert_eq!(
+            a.judge_of("svc", "prod", 0).unwrap().unwrap().url,
+            "http://b:1"
+        );
+        assert_eq!(b.judge_of("svc", "prod", 0).unwrap(), None, "not itself");
+        assert_eq!(
+            a.judge_of("svc", "prod", 102).unwrap(),
+            None,
+            "b's heartbeat is older"
+        );
+        a.save_fleets(checkpoint(103, "http://a:1", vec![fleet("svc", 25, b"a3")]))
+            .unwrap();
+        assert_eq!(
+            b.fleet_state("svc", "prod", 0).unwrap().unwrap().replica,
+            "a"
+        );
+        assert_eq!(
+            b.fleet_state("svc", "prod", 26).unwrap(),
+            None,
+            "seen too long ago"
+        );
+        let names: Vec<_> = a
+            .replicas(0)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.url))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a".into(), "http://a:1".into()),
+                ("b".into(), "http://b:1".into())
+            ]
+        );
+        // What is older than forget_before goes: b's heartbeat, "other".
+        let mut forgetting = checkpoint(104, "http://a:1", vec![fleet("svc", 30, b"a4")]);
+        forgetting.forget_before = 102;
+        a.save_fleets(forgetting).unwrap();
+        assert_eq!(a.replicas(0).unwrap().len(), 1);
+        assert_eq!(a.fleet_state("other", "prod", 0).unwrap(), None);
+        drop((a, b));
+        backend.remove(&path);
+    }
+}
+
+/// A replica restores the whole-daemon checkpoint of a ledger from before
+/// fleet states (its own, else the unnamed one of before names) until it
+/// writes fleet states: then its own is gone.
+#[test]
+fn the_whole_checkpoint_of_before_is_read_until_fleet_states() {
+    for backend in BACKENDS {
+        let path = backend.fresh("checkpoints");
+        let c = Ledger::open(
+            &path,
+            LedgerOptions {
+                replica: "c".into(),
+                ..LedgerOptions::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.load_checkpoint().unwrap(), None, "{backend:?}");
         c.exec(|conn| {
             conn.exec(
-                "INSERT INTO checkpoints VALUES ('', 3, ?1)",
-                db::args![&[0u8][..]],
+                "INSERT INTO checkpoints VALUES ('', 3, ?1), ('c', 4, ?2)",
+                db::args![&[0u8][..], &[1u8][..]],
             )
             .unwrap();
         });
+        assert_eq!(c.load_checkpoint().unwrap(), Some((4, vec![1])));
+        c.save_fleets(checkpoint(5, "http://c:1", vec![fleet("svc", 5, b"c")]))
+            .unwrap();
         assert_eq!(c.load_checkpoint().unwrap(), Some((3, vec![0])));
-        assert_eq!(a.load_checkpoint().unwrap(), Some((1, b"a's".to_vec())));
-        drop((a, b, c));
+        drop(c);
         backend.remove(&path);
     }
 }

@@ -13,6 +13,7 @@ use super::db::{args, Conn, DbError};
 use super::event::{Event, Source};
 use super::outbox;
 use super::query::{self, ReleaseRecord};
+use super::states;
 use super::{Counters, LedgerError, LedgerOptions, Maintenance, Outcome};
 use crate::model::{format_time, UnixNanos};
 
@@ -33,8 +34,7 @@ pub(crate) enum Command {
         reply: SyncSender<Result<Vec<Outcome>, LedgerError>>,
     },
     Checkpoint {
-        now: UnixNanos,
-        data: Vec<u8>,
+        checkpoint: Box<states::Checkpoint>,
         reply: SyncSender<Result<(), LedgerError>>,
     },
     /// A delivery's try, or a sink's state for a release (the notifiers).
@@ -270,10 +270,9 @@ impl Writer {
                                 }
                             }
                         }
-                        Command::Checkpoint { now, data, reply } => {
-                            let result = conn.command(|c| {
-                                query::save_checkpoint(c, &self.options.replica, now, &data)
-                            });
+                        Command::Checkpoint { checkpoint, reply } => {
+                            let result = conn
+                                .command(|c| states::save(c, &self.options.replica, &checkpoint));
                             if let Err(e) = &result {
                                 failed.add(1, e.again());
                             }

@@ -7,6 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::json;
 
@@ -19,11 +20,91 @@ use crate::ledger::{DoraQuery, EventFilter, Ledger, LedgerError};
 use crate::model::{format_time, UnixNanos};
 use crate::verdict::{self, Filter, LookupError};
 
+use super::fleet::{self, Peers, FORWARDED};
+
 /// Verdicts change every second: never let a cache answer for us.
 const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store");
 
-/// `GET /api/v1/releases?service=&environment=`
-pub async fn list(State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> Response {
+/// `GET /api/v1/releases?service=&environment=`: every release this
+/// replica judges, and those the other replicas sharing its ledger judge
+/// (asked within the forwarding timeout), each once.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(peers): Extension<Arc<Peers>>,
+    headers: HeaderMap,
+    Query(filter): Query<Filter>,
+) -> Response {
+    let others = peers.others();
+    if others.is_empty() || headers.contains_key(FORWARDED) {
+        return local_list(app, filter).await;
+    }
+    let query = fleet_query(&filter);
+    let asks = others.iter().map(|peer| {
+        let path = format!("/api/v1/releases{query}");
+        let peers = peers.clone();
+        let auth = headers.get(header::AUTHORIZATION).cloned();
+        async move { peers.get(peer, &path, auth.as_ref()).await }
+    });
+    let (answers, local) = tokio::join!(
+        futures_util::future::join_all(asks),
+        local_list(app, filter)
+    );
+    if local.status() != StatusCode::OK {
+        return local;
+    }
+    let Ok(local) = axum::body::to_bytes(local.into_body(), usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut merged = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let bodies = std::iter::once(Some(local)).chain(
+        answers
+            .into_iter()
+            .map(|a| a.filter(|a| a.status == 200).map(|a| a.body)),
+    );
+    for body in bodies.flatten() {
+        let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let Some(serde_json::Value::Array(releases)) = listing.get("releases").cloned() else {
+            continue;
+        };
+        for v in releases {
+            let key = ["service", "environment", "deployment_id"].map(|k| v[k].to_string());
+            if seen.insert(key) {
+                merged.push(v);
+            }
+        }
+    }
+    ([NO_STORE], Json(json!({ "releases": merged }))).into_response()
+}
+
+/// `?service=&environment=` of a filter, percent-encoded ("" when empty).
+fn fleet_query(filter: &Filter) -> String {
+    let encode = |v: &str| percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string();
+    let mut parts = Vec::new();
+    if let Some(service) = &filter.service {
+        parts.push(format!("service={}", encode(service)));
+    }
+    if let Some(environment) = &filter.environment {
+        parts.push(format!("environment={}", encode(environment)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// What a query value or path segment must escape.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The releases this replica judges.
+async fn local_list(app: Arc<App>, filter: Filter) -> Response {
     let now = system_now();
     // Read and serialized off the async workers, one listing at a time:
     // the JSON of 10,000 releases is many megabytes, and writing it on a
@@ -51,23 +132,37 @@ struct Listing {
 }
 
 /// `GET /api/v1/releases/{deployment_id}?service=&environment=`
+///
+/// A release another replica sharing the ledger judges is asked of it
+/// (within the forwarding timeout); one no replica judges any more is
+/// the ledger's last verdict, `"live": false`.
 pub async fn get(
     State(app): State<Arc<App>>,
+    Extension(peers): Extension<Arc<Peers>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(filter): Query<Filter>,
 ) -> Response {
     let now = system_now();
     match app.read(|store| verdict::find(store, &id, &filter, now)) {
         Ok(v) => ([NO_STORE], Json(v)).into_response(),
-        Err(e @ LookupError::NotFound(_)) => match remembered(&app, &id, &filter).await {
-            Some(answer) => answer,
-            None => (
-                StatusCode::NOT_FOUND,
-                [NO_STORE],
-                Json(json!({ "error": e.to_string() })),
-            )
-                .into_response(),
-        },
+        Err(e @ LookupError::NotFound(_)) => {
+            if !headers.contains_key(FORWARDED) {
+                let auth = headers.get(header::AUTHORIZATION);
+                if let Some(answer) = judged_elsewhere(&app, &peers, &id, &filter, auth).await {
+                    return answer;
+                }
+            }
+            match remembered(&app, &id, &filter).await {
+                Some(answer) => answer,
+                None => (
+                    StatusCode::NOT_FOUND,
+                    [NO_STORE],
+                    Json(json!({ "error": e.to_string() })),
+                )
+                    .into_response(),
+            }
+        }
         Err(ref e @ LookupError::Ambiguous { ref matches, .. }) => {
             let candidates: Vec<_> = matches
                 .iter()
@@ -82,6 +177,66 @@ pub async fn get(
         }
     }
 }
+
+/// A release another live replica judges, answered by it: its fleet is
+/// the filter's, or the ledger's record of the release. None when no live
+/// replica judges it, or the one that does did not answer in time.
+async fn judged_elsewhere(
+    app: &Arc<App>,
+    peers: &Peers,
+    id: &str,
+    filter: &Filter,
+    auth: Option<&axum::http::HeaderValue>,
+) -> Option<Response> {
+    let ledger = app.ledger()?.clone();
+    let alive_since = system_now().saturating_sub(fleet::alive_for(&app.config).as_nanos() as u64);
+    let (id_owned, f) = (id.to_string(), filter.clone());
+    let judge = tokio::task::spawn_blocking(move || {
+        let (service, environment) = match (f.service, f.environment) {
+            (Some(s), Some(e)) => (s, e),
+            (s, e) => {
+                let found = ledger
+                    .find_release(&id_owned, s.as_deref(), e.as_deref())
+                    .ok()?;
+                let [one] = found.as_slice() else {
+                    return None;
+                };
+                (one.service.clone(), one.environment.clone())
+            }
+        };
+        let judge = ledger
+            .judge_of(&service, &environment, alive_since)
+            .ok()??;
+        Some((judge, service, environment))
+    })
+    .await
+    .ok()??;
+    let (judge, service, environment) = judge;
+    let peer = peers.askable(&judge.name)?;
+    let path = format!(
+        "/api/v1/releases/{}{}",
+        percent_encoding::utf8_percent_encode(id, QUERY_VALUE),
+        fleet_query(&Filter {
+            service: Some(service),
+            environment: Some(environment),
+        })
+    );
+    let answer = peers.get(&peer, &path, auth).await?;
+    if answer.status != 200 {
+        return None;
+    }
+    Some(
+        (
+            [(header::CONTENT_TYPE, "application/json"), NO_STORE],
+            [(REPLICA_HEADER, answer.replica)],
+            answer.body,
+        )
+            .into_response(),
+    )
+}
+
+/// Names the replica that answered a forwarded read.
+const REPLICA_HEADER: &str = "x-release-verdict-replica";
 
 /// A release no longer tracked, answered from the ledger: its last verdict,
 /// marked `"live": false`. None when the ledger does not know it either.

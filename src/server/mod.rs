@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 mod api;
 mod auth;
+mod fleet;
 mod grpc_bodies;
 mod otlp_grpc;
 mod otlp_http;
@@ -127,53 +128,6 @@ async fn open_ledger(
     Ok(Some(Arc::new(ledger)))
 }
 
-/// How far back the ledger's record of baselines is read at start.
-const RECORDED_BASELINES_SINCE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Most recorded pairs read at start.
-const RECORDED_BASELINES_MAX: usize = 100_000;
-
-/// Brings back the judge's state from the ledger's checkpoint, if any,
-/// and what the ledger recorded since: its record of baselines, and the
-/// releases it recorded red (a red after the last checkpoint stays red,
-/// with the same `red_since`, whenever the daemon died).
-fn restore(app: &App, ledger: &Ledger) {
-    let since = system_now().saturating_sub(RECORDED_BASELINES_SINCE.as_nanos() as u64);
-    match ledger.recorded_baselines(since, RECORDED_BASELINES_MAX) {
-        Ok(pairs) => app.remember_baselines(pairs),
-        Err(e) => warn!(error = %e, "the ledger's record of baselines could not be read"),
-    }
-    // Held by the store until each release is tracked; a release idle
-    // longer than the expiry would be forgotten anyway.
-    let idle = app.config.limits.release_idle_expiry.as_nanos() as u64;
-    match ledger.recorded_reds(system_now().saturating_sub(idle), RECORDED_BASELINES_MAX) {
-        Ok(reds) => {
-            if !reds.is_empty() {
-                info!(
-                    releases = reds.len(),
-                    "red releases recorded in the ledger stay red"
-                );
-            }
-            app.remember_reds(reds)
-        }
-        Err(e) => warn!(error = %e, "the ledger's record of red releases could not be read"),
-    }
-    match ledger.load_checkpoint() {
-        Ok(Some((written, bytes))) => match app.restore(&bytes) {
-            Ok(n) => info!(
-                releases = n,
-                age_s = system_now().saturating_sub(written) / 1_000_000_000,
-                "restored the judge's state from the ledger's checkpoint"
-            ),
-            Err(e) => {
-                warn!(error = %e, "the ledger's checkpoint was not restored; starting afresh")
-            }
-        },
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "the ledger's checkpoint could not be read; starting afresh"),
-    }
-}
-
-/// Writes the judge's state to the ledger, off the async workers.
 /// Computes the DORA gauges' measures over the trailing window again.
 async fn refresh_dora(app: &Arc<App>, ledger: &Arc<Ledger>) {
     let until = system_now();
@@ -191,28 +145,6 @@ async fn refresh_dora(app: &Arc<App>, ledger: &Arc<Ledger>) {
         Ok(Ok(reports)) => app.set_dora(reports),
         Ok(Err(e)) => warn!(error = %e, "DORA gauges not refreshed"),
         Err(e) => warn!(error = %e, "DORA gauges not refreshed"),
-    }
-}
-
-async fn checkpoint(app: &Arc<App>) {
-    let Some(ledger) = app.ledger().cloned() else {
-        return;
-    };
-    let shared = app.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let now = system_now();
-        let bytes = shared.checkpoint();
-        ledger.save_checkpoint(now, &bytes).map(|()| now)
-    })
-    .await;
-    match written {
-        Ok(Ok(at)) => {
-            app.metrics
-                .checkpoint_written
-                .set(at as f64 / 1_000_000_000.0);
-        }
-        Ok(Err(e)) => warn!(error = %e, "checkpoint not written"),
-        Err(e) => warn!(error = %e, "checkpoint task failed"),
     }
 }
 
@@ -273,7 +205,7 @@ impl Server {
         if let Some(ledger) = ledger {
             let app = app.clone();
             // The ledger's reads block (PostgreSQL's client above all).
-            let _ = tokio::task::spawn_blocking(move || restore(&app, &ledger)).await;
+            let _ = tokio::task::spawn_blocking(move || fleet::restore(&app, &ledger)).await;
         }
         Ok(Self {
             app,
@@ -322,6 +254,15 @@ impl Server {
             warn!(%grpc_addr, %http_addr, "listening beyond loopback with no ingest tokens: anyone who reaches these ports can move a verdict; set [auth] ingest_tokens_file");
         }
         let stop = CancellationToken::new();
+        let me = fleet::Me::new(
+            &app.config,
+            app.ledger()
+                .map_or_else(String::new, |l| l.replica().to_string()),
+            http_addr,
+            system_now(),
+        );
+        let peers = Arc::new(fleet::Peers::new(&me));
+        let adopter = tokio::spawn(fleet::adopt(app.clone(), stop.clone()));
         let limit = app.config.server.max_request_bytes;
 
         let otlp = OtlpGrpc { app: app.clone() };
@@ -427,6 +368,7 @@ impl Server {
             .route("/healthz", get(api::healthz))
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))
+            .layer(axum::Extension(peers.clone()))
             .layer(DefaultBodyLimit::disable())
             .layer(axum::middleware::from_fn_with_state(
                 (app.clone(), auth.clone()),
@@ -489,7 +431,7 @@ impl Server {
         };
 
         let ticker = {
-            let (app, stop) = (app.clone(), stop.clone());
+            let (app, stop, me, peers) = (app.clone(), stop.clone(), me.clone(), peers.clone());
             tokio::spawn(async move {
                 let mut judge = tokio::time::interval(app.config.judge.tick);
                 judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -500,7 +442,7 @@ impl Server {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = saving.tick() => checkpoint(&app).await,
+                        _ = saving.tick() => fleet::checkpoint(&app, &me, &peers).await,
                         _ = upkeep.tick() => {
                             if let Some(ledger) = app.ledger().cloned() {
                                 let _ = tokio::task::spawn_blocking(move || {
@@ -549,6 +491,7 @@ impl Server {
             let grpc = grpc.await;
             let http = http.await;
             let _ = ticker.await;
+            let _ = adopter.await;
             if let Some(gauges) = gauges {
                 let _ = gauges.await;
             }
@@ -572,7 +515,7 @@ impl Server {
             }
         }
         // Nothing is lost on a clean stop: the last state and every event.
-        checkpoint(&app).await;
+        fleet::checkpoint(&app, &me, &peers).await;
         if let Some(ledger) = app.ledger().cloned() {
             let _ = tokio::task::spawn_blocking(move || ledger.flush()).await;
             info!("ledger checkpointed and flushed");

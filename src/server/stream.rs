@@ -117,6 +117,7 @@ impl Snapshot {
 /// `server.max_streams` open streams: 503 with Retry-After.
 pub async fn releases(
     State(s): State<Streams>,
+    peers: axum::Extension<Arc<super::fleet::Peers>>,
     headers: HeaderMap,
     Query(filter): Query<Filter>,
 ) -> Response {
@@ -125,7 +126,8 @@ pub async fn releases(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !wants_events {
-        return super::api::get(State(s.app), Path("stream".into()), Query(filter)).await;
+        let id = Path("stream".into());
+        return super::api::get(State(s.app), peers, headers, id, Query(filter)).await;
     }
     let Some(ticket) = s.readers.open() else {
         let after = s.readers.retry_after().as_secs().max(1);

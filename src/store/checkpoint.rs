@@ -37,10 +37,10 @@ pub fn checkpoint_of(head: Vec<u8>, parts: Vec<Vec<u8>>) -> Vec<u8> {
 
 /// A checkpoint as read back.
 #[derive(Deserialize)]
-struct Saved {
+pub(super) struct Saved {
     version: u32,
     shape: String,
-    fleets: Vec<(Arc<str>, Arc<str>, Fleet)>,
+    pub fleets: Vec<(Arc<str>, Arc<str>, Fleet)>,
 }
 
 /// Why a checkpoint was not restored.
@@ -54,6 +54,8 @@ pub enum RestoreError {
     Version(u32),
     #[error("the checkpoint was made under other [judge] window or [checks] settings")]
     Settings,
+    #[error("taking the checkpoint's releases would pass the cap of {0} releases")]
+    Full(usize),
 }
 
 impl Store {
@@ -86,6 +88,18 @@ impl Store {
     /// releases it restored. A checkpoint made under other judge settings
     /// (window, checks) is refused: its evidence would not fit.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, RestoreError> {
+        let saved = self.decode(bytes)?;
+        self.fleets.clear();
+        for (service, env, fleet) in saved.fleets {
+            self.fleets.entry(service).or_default().insert(env, fleet);
+        }
+        self.len = self.count();
+        self.hold_reds();
+        Ok(self.len)
+    }
+
+    /// A checkpoint's content, if it fits this daemon's settings.
+    pub(super) fn decode(&self, bytes: &[u8]) -> Result<Saved, RestoreError> {
         let saved: Saved = postcard::from_bytes(bytes).map_err(RestoreError::Decode)?;
         if saved.version != CHECKPOINT_VERSION {
             return Err(RestoreError::Version(saved.version));
@@ -93,16 +107,14 @@ impl Store {
         if saved.shape != self.shape() {
             return Err(RestoreError::Settings);
         }
-        self.fleets.clear();
-        for (service, env, fleet) in saved.fleets {
-            if fleet.releases.values().any(|r| r.judgement.is_none()) {
-                return Err(RestoreError::Settings);
-            }
-            self.fleets.entry(service).or_default().insert(env, fleet);
+        let fleets = saved.fleets.iter().map(|(_, _, f)| f);
+        if fleets
+            .flat_map(|f| f.releases.values())
+            .any(|r| r.judgement.is_none())
+        {
+            return Err(RestoreError::Settings);
         }
-        self.len = self.count();
-        self.hold_reds();
-        Ok(self.len)
+        Ok(saved)
     }
 
     /// The settings a checkpoint's evidence depends on.

@@ -105,6 +105,11 @@ pub struct Fleet {
     pub choice: Choice,
     /// When the fleet first had requests since its baseline was last lost.
     pub(super) traffic_since: Option<UnixNanos>,
+    /// Since when its state is being looked for in the shared ledger (it
+    /// was first seen here, and another replica may have judged it): not
+    /// judged meanwhile, for at most `adopt::ADOPT_WAIT`.
+    #[serde(skip)]
+    pub(super) adopting: Option<UnixNanos>,
 }
 
 impl Default for Fleet {
@@ -113,6 +118,7 @@ impl Default for Fleet {
             releases: HashMap::new(),
             choice: Choice::Settling { since: None },
             traffic_since: None,
+            adopting: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::judge::{BaselineView, Color, Judge, Judgement, Pairing, View};
 use crate::model::{Batch, FleetKey, ReleaseKey, RequestSource, Role, UnixNanos};
 use crate::window::{Detail, Rolling, Signals};
 
+mod adopt;
 mod checkpoint;
 mod fleet;
 
@@ -261,6 +262,10 @@ pub struct Store {
     /// oldest last seen at the end, and when they were listed (`make_room`).
     evictable: Vec<Evictable>,
     evictable_at: Option<UnixNanos>,
+    /// Fleets first seen look for their state in the ledger (`adopt`).
+    adopts: bool,
+    /// Fleets first seen since last taken, whose state to look for.
+    to_adopt: Vec<FleetKey>,
 }
 
 /// A release `make_room` may forget, as it was when listed.
@@ -297,6 +302,8 @@ impl Store {
             recorded: HashMap::new(),
             evictable: Vec::new(),
             evictable_at: None,
+            adopts: false,
+            to_adopt: Vec::new(),
         }
     }
 
@@ -429,12 +436,13 @@ impl Store {
                     continue;
                 }
             }
-            let fleet = self
-                .fleets
-                .entry(Arc::from(r.service))
-                .or_default()
-                .entry(Arc::from(r.environment))
-                .or_default();
+            let envs = self.fleets.entry(Arc::from(r.service)).or_default();
+            if !envs.contains_key(r.environment) && self.adopts {
+                let key = FleetKey::new(r.service, r.environment);
+                envs.insert(key.environment.clone(), Fleet::adopting(now));
+                self.to_adopt.push(key);
+            }
+            let fleet = envs.entry(Arc::from(r.environment)).or_default();
             if !known {
                 let id: Arc<str> = Arc::from(r.deployment_id);
                 let mut release = Release {
@@ -577,6 +585,9 @@ impl Store {
                 let Some(fleet) = self.fleets.get_mut(service).and_then(|e| e.get_mut(env)) else {
                     continue;
                 };
+                if fleet.waits_for_adoption(now) {
+                    continue;
+                }
                 for r in fleet.releases.values_mut() {
                     r.window.advance(now);
                 }
@@ -731,15 +742,19 @@ impl Store {
         before - self.len
     }
 
-    /// Every (service, environment, fleet).
-    /// One service and environment's deployments.
+    /// One service and environment's deployments. A fleet waiting for its
+    /// state from the ledger is not shown: its verdicts would be of the
+    /// few spans counted here.
     pub fn fleet(&self, service: &str, environment: &str) -> Option<&Fleet> {
-        self.fleets.get(service)?.get(environment)
+        let fleet = self.fleets.get(service)?.get(environment)?;
+        fleet.adopting.is_none().then_some(fleet)
     }
 
+    /// Every (service, environment, fleet) shown (see `fleet`).
     pub fn fleets(&self) -> impl Iterator<Item = (&str, &str, &Fleet)> {
         self.fleets.iter().flat_map(|(service, envs)| {
             envs.iter()
+                .filter(|(_, fleet)| fleet.adopting.is_none())
                 .map(move |(env, fleet)| (&**service, &**env, fleet))
         })
     }

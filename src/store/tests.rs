@@ -289,6 +289,60 @@ fn a_restored_checkpoint_carries_on_as_if_never_stopped() {
     assert_eq!(verdicts(&b), verdicts(&a));
 }
 
+/// A fleet first seen by a replica waits (unjudged) for its state from the
+/// ledger; the state taken, it goes on with the last judge's baseline and
+/// red, and the requests counted here while waiting are added to it.
+#[test]
+fn a_fleet_moved_to_another_replica_keeps_its_verdict_and_counts() {
+    let traffic = [("old", 200, 1), ("bad", 20, 4), ("good", 20, 0)];
+    let mut a = store(10);
+    for t in 1..40 {
+        a.apply(&failing(&traffic), t * SEC);
+        a.tick(t * SEC + SEC / 2);
+    }
+    let (state, last_seen) = a.fleet_state("svc", "prod").unwrap();
+    assert_eq!(last_seen, 39 * SEC);
+    let before = verdicts(&a);
+    assert_eq!(before[0].1, Color::Red, "{before:?}");
+
+    let mut b = store(10).with_adoption_if(true);
+    b.apply(&failing(&traffic), 40 * SEC);
+    assert!(b.wants_adoption());
+    let keys = b.take_to_adopt();
+    assert_eq!(keys, vec![FleetKey::new("svc", "prod")]);
+    assert!(
+        b.tick(40 * SEC + SEC / 2).is_empty(),
+        "not judged while waiting"
+    );
+    assert_eq!(
+        b.fleet_state("svc", "prod"),
+        None,
+        "nothing written over the state"
+    );
+    assert_eq!(b.adopt(&state, 40 * SEC + SEC / 2).unwrap(), 3);
+    assert_eq!(fleet(&b).choice, fleet(&a).choice);
+    let bad = &fleet(&b).releases["bad"];
+    let in_a = &fleet(&a).releases["bad"].total;
+    assert_eq!(bad.total.requests, in_a.requests + 20);
+    assert_eq!(bad.total.errors, in_a.errors + 4);
+    b.tick(41 * SEC);
+    let after = verdicts(&b);
+    assert_eq!(after[0].1, Color::Red);
+    assert_eq!(after[0].3, before[0].3, "the same red_since");
+    assert_eq!(b.len(), 3);
+
+    // No state in the ledger: judged on its own count.
+    let mut c = store(10).with_adoption_if(true);
+    c.apply(&failing(&traffic), 40 * SEC);
+    let key = c.take_to_adopt().remove(0);
+    c.adopted(&key);
+    assert!(c.fleet_state("svc", "prod").is_some());
+    // A state that would pass the cap is refused.
+    let mut d = store(4).with_adoption_if(true);
+    d.apply(&batch(&[("x", 1, None), ("y", 1, None)]), SEC);
+    assert!(matches!(d.adopt(&state, SEC), Err(RestoreError::Full(4))));
+}
+
 #[test]
 fn a_checkpoint_from_other_settings_is_refused() {
     let mut a = store(10);

@@ -501,6 +501,13 @@ impl Rolling {
         self.sum.add_endpoints(hits);
     }
 
+    /// Adds signals counted elsewhere to the current sub-window (a state
+    /// taken over from another replica; call `advance` first).
+    pub fn absorb(&mut self, signals: &Signals) {
+        self.slots[self.head].add(signals);
+        self.sum.add(signals);
+    }
+
     /// Everything in the window.
     pub fn sum(&self) -> &Signals {
         &self.sum

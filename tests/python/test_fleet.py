@@ -6,19 +6,23 @@ Asserted: every notification of the fleet reaches the local webhook
 receiver exactly once although both replicas' notifiers work the one
 outbox, and both take part; each replica answers for the whole fleet's
 events and DORA; a release judged by one replica is answered by the other
-from the ledger (`"live": false`, the same verdict and red_since).
+(forwarded live, then from the ledger once its judge is dead); three
+replicas behind a consistent-hash ring keep a red across a move and a kill.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import time
+import zlib
 from collections import Counter
 
 import pytest
 import requests
 from opentelemetry.trace import SpanKind
 
-from harness import Daemon, poll, poll_release
+from harness import Daemon, counts, poll, poll_release
 from otel import release_resource, send_spans
 from receivers import WEBHOOK_SECRET, Receivers
 
@@ -105,6 +109,9 @@ def test_two_replicas_on_one_postgres_ledger_speak_once(daemon_factory, postgres
 
 
 def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory, postgres, receivers, unique):
+    """Replica b forwards reads of a's releases to a (live); once a is
+    killed, b answers from the ledger (`"live": false`), the same verdict
+    and red_since, having waited for the dead peer at most once."""
     url = postgres.database("fleet")
     env = {"RV_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET}
     a = daemon_factory(config(url, "replica-a", receivers), env=env)
@@ -119,8 +126,160 @@ def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory
         return a.get_release(canary).json()
 
     red = poll(traffic, lambda v: v.get("verdict") == "red", timeout=30, interval=0.2, what="red on replica a")
-    # Recorded off the judge's path: replica b answers once it is written.
-    other = poll_release(b, canary, lambda v: v.get("verdict") == "red", timeout=15)
-    assert other["live"] is False, other
-    assert other["red_since"] == red["red_since"], (other, red)
-    assert other["baseline"]["deployment_id"] == stable, other
+    # b learns who judges the service at a's next checkpoint.
+    forwarded = poll(lambda: b.get_release(canary), lambda r: r.headers.get(REPLICA) == "replica-a",
+                     timeout=15, what="b forwarding to a")
+    other = forwarded.json()
+    assert "live" not in other, other
+    assert (other["verdict"], other["red_since"]) == ("red", red["red_since"]), (other, red)
+    assert counts(other)[0] >= counts(red)[0] and counts(other)[1] >= counts(red)[1], (other, red)
+    listed = {v["deployment_id"]: v for v in b.releases(service=service)}
+    assert set(listed) == {stable, canary}, listed
+    assert listed[canary]["red_since"] == red["red_since"]
+
+    a.kill()
+    # The first read after the death waits for the peer's timeout; the
+    # next ones are answered by the ledger without asking it.
+    answers = [b.get_release(canary) for _ in range(3)]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        v = r.json()
+        assert v["live"] is False, v
+        assert (v["verdict"], v["red_since"]) == ("red", red["red_since"]), v
+        assert v["baseline"]["deployment_id"] == stable, v
+    assert all(r.elapsed.total_seconds() < 0.5 for r in answers[1:]), [r.elapsed for r in answers]
+
+
+# --- three daemons behind a Collector's consistent-hash ring ---------------
+
+REPLICA = "x-release-verdict-replica"
+MAX_POSITIONS = 36_000
+POINTS = 100
+
+
+class Ring:
+    """The Collector's loadbalancing exporter's ring: each endpoint at 100
+    positions (CRC32 of the endpoint and the point's number, modulo
+    36,000); a routing key goes to the first position at or after its own
+    CRC32 modulo 36,000, wrapping round."""
+
+    def __init__(self, endpoints: list[str]):
+        self.items = sorted(
+            (zlib.crc32(e.encode() + bytes([i])) % MAX_POSITIONS, e)
+            for e in endpoints for i in range(POINTS)
+        )
+
+    def owner(self, key: str) -> str:
+        pos = zlib.crc32(key.encode()) % MAX_POSITIONS
+        i = bisect.bisect_left(self.items, (pos, ""))
+        return self.items[i % len(self.items)][1]
+
+
+def ring_config(url: str, replica: str, receivers: Receivers) -> str:
+    return config(url, replica, receivers).replace('settle = "1s"', 'settle = "1s"\n[judge]\ntick = "250ms"')
+
+
+def test_three_replicas_keep_a_red_across_a_move_and_a_kill(daemon_factory, postgres, receivers, unique):
+    """Three daemons on one PostgreSQL ledger, fed by a consistent-hash
+    ring routing by service. A canary turns red on its owner; the ring
+    drops that owner and the service moves; then its new owner is killed
+    and it moves again. The red stays red with the same red_since at each
+    owner, counted from where the last one stopped; every replica alive
+    answers for every release; each notification arrives once; DORA is
+    the fleet's from any replica."""
+    receivers.accepting = True
+    url = postgres.database("ring")
+    env = {"RV_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    daemons = {name: daemon_factory(ring_config(url, name, receivers), env=env) for name in ("rv-a", "rv-b", "rv-c")}
+    by_endpoint = {d.grpc_addr: name for name, d in daemons.items()}
+    ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
+
+    ring = Ring(list(by_endpoint))
+    services = [unique(f"svc{i}") for i in range(12)]
+    owner = {s: by_endpoint[ring.owner(s)] for s in services}
+    assert len(set(owner.values())) == 3, owner  # the ring spreads them
+    moved = services[0]
+    first = owner[moved]
+    rollouts = {s: (f"{s}-stable", f"{s}-canary") for s in services}
+    sent = Counter()
+
+    def send(service: str, to: str, bad: bool) -> None:
+        stable, canary = rollouts[service]
+        d = daemons[to]
+        send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
+        canary_spans = [ok] * 10 + ([failed] * 10 if bad else [ok] * 10)
+        send_spans(d, "grpc", release_resource(service, canary), canary_spans)
+        sent[service, "canary"] += len(canary_spans)
+        sent[service, "errors"] += 10 if bad else 0
+
+    def route(service: str, ring: Ring) -> str:
+        return by_endpoint[ring.owner(service)]
+
+    # 1. Every service's rollout on its owner; `moved`'s canary is bad.
+    def everyone(ring: Ring):
+        for s in services:
+            send(s, route(s, ring), bad=(s == moved))
+        return daemons[route(moved, ring)].get_release(rollouts[moved][1]).json()
+
+    red = poll(lambda: everyone(ring), lambda v: v.get("verdict") == "red", timeout=40, interval=0.25,
+               what=f"{moved}'s canary red on {first}")
+    sent_to_first = sent[moved, "canary"]
+
+    # 2. The ring drops the first owner: the service moves. Its new owner
+    # answers red, same red_since, from its first answer on.
+    after_move = Ring([e for e, n in by_endpoint.items() if n != first])
+    second = route(moved, after_move)
+    assert second != first
+    # The first owner's checkpoint after its last telemetry (every 500ms).
+    sent_at = time.time()
+    poll(lambda: daemons[first].metrics().get("release_verdict_checkpoint_timestamp_seconds"),
+         lambda t: t and t > sent_at, timeout=10, what=f"{first}'s checkpoint")
+    send(moved, second, bad=True)
+    mine = poll(lambda: daemons[second].get_release(rollouts[moved][1]),
+                lambda r: r.status_code == 200 and REPLICA not in r.headers and "live" not in r.json(),
+                timeout=10, what=f"{second} judging {moved}").json()
+    assert (mine["verdict"], mine["red_since"]) == ("red", red["red_since"]), mine
+    requests_, errors = counts(mine)
+    assert requests_ > sent_to_first, ("carried on from the first owner's count", mine, sent_to_first)
+    for _ in range(8):
+        send(moved, second, bad=True)
+        time.sleep(0.1)
+    assert daemons[second].get_release(rollouts[moved][1]).json()["red_since"] == red["red_since"]
+
+    # 3. The new owner dies (SIGKILL): the ring routes round it.
+    daemons[second].kill()
+    after_kill = Ring([e for e, n in by_endpoint.items() if n not in (first, second)])
+    third = route(moved, after_kill)
+    send(moved, third, bad=True)
+    last = poll(lambda: daemons[third].get_release(rollouts[moved][1]),
+                lambda r: r.status_code == 200 and REPLICA not in r.headers and "live" not in r.json(),
+                timeout=10, what=f"{third} judging {moved}").json()
+    assert (last["verdict"], last["red_since"]) == ("red", red["red_since"]), last
+    assert sent_to_first < counts(last)[0] <= sent[moved, "canary"], (last, sent)
+
+    # Every replica alive answers for every release, live or from the ledger.
+    alive = [daemons[n] for n in daemons if n != second]
+    for d in alive:
+        for s in services:
+            for deployment in rollouts[s]:
+                r = d.get_release(deployment)
+                assert r.status_code == 200, (d.workdir, deployment, r.text)
+        v = d.get_release(rollouts[moved][1]).json()
+        assert (v["verdict"], v["red_since"]) == ("red", red["red_since"]), v
+        listed = {v["deployment_id"] for v in d.releases()}
+        alive_owned = {dep for s in services if owner[s] != second for dep in rollouts[s]}
+        assert alive_owned <= listed, (d.workdir, alive_owned - listed)
+
+    # Each notification once; the fleet's DORA from any replica.
+    poll(lambda: Counter(h["event"].get("type") for h in receivers.hooks)["canary_failed"],
+         lambda n: n >= 1, timeout=30, what="canary_failed at the webhook")
+    keys = Counter(h["key"] for h in receivers.hooks)
+    assert not {k: n for k, n in keys.items() if n > 1}, keys
+    failed_events = [h for h in receivers.hooks if h["type"] == "canary_failed"]
+    assert len(failed_events) == 1, failed_events
+    post_releases(alive[0], services[1], 3)
+    post_releases(alive[1], services[2], 2)
+    for d in alive:
+        dora = requests.get(f"{d.http_url}/api/v1/dora", timeout=10).json()["dora"]
+        deployments = {r["service"]: r["deployments"] for r in dora}
+        assert (deployments.get(services[1]), deployments.get(services[2])) == (3, 2), deployments
