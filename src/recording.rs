@@ -57,7 +57,8 @@ pub fn tick_records(
                 about(types::VERDICT_CHANGED)
                     .with("from", from.as_str())
                     .with("to", c.color.as_str())
-                    .with("checks", checks(v)),
+                    .with("checks", checks(v))
+                    .nth_of_release(c.nth),
             ))),
         }
         if c.first_pass {

@@ -132,6 +132,9 @@ pub struct Judgement {
     /// When it first turned green.
     pub passed_at: Option<UnixNanos>,
     pub evaluated_at: Option<UnixNanos>,
+    /// How many times its verdict was given or changed color: the number
+    /// of the last change, which names its event in the ledger.
+    pub changes: u32,
     /// The last deployment it was compared with.
     last_baseline: Option<Arc<str>>,
     /// Said with every reason once the baseline changed from one
@@ -178,6 +181,7 @@ impl Judgement {
             red_now: None,
             red_place: Place::default(),
             passed_at: None,
+            changes: 0,
             evaluated_at: None,
             last_baseline: None,
             note: None,
@@ -500,6 +504,7 @@ impl Judge {
         j.evaluated_at = Some(now);
         if changed {
             j.changed_at = now;
+            j.changes = j.changes.saturating_add(1);
             if color == Color::Red && j.red_since.is_none() {
                 j.red_since = Some(now);
             }

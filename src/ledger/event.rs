@@ -165,14 +165,27 @@ impl Event {
     /// fed the same telemetry write it once. Posted ids may not take this
     /// form ([`DAEMON_ID_PREFIX`]).
     pub fn once_per_release(mut self) -> Event {
-        self.event_id = Some(format!(
+        self.event_id = Some(self.release_id());
+        self
+    }
+
+    /// The same event with the id that makes it the release's `nth` of its
+    /// kind: a release's third change of color is the same event whichever
+    /// replica records it (they count the same changes from the same
+    /// telemetry, and a replica taking a service over carries the count on).
+    pub fn nth_of_release(mut self, nth: u32) -> Event {
+        self.event_id = Some(format!("{}:{nth}", self.release_id()));
+        self
+    }
+
+    fn release_id(&self) -> String {
+        format!(
             "{DAEMON_ID_PREFIX}{}:{}:{}:{}",
             self.kind,
             self.service,
             self.environment.as_deref().unwrap_or(""),
             self.deployment_id.as_deref().unwrap_or("")
-        ));
-        self
+        )
     }
 
     /// The same event with one metadata entry set.

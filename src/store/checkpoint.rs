@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Fleet, Store};
 
 /// Bumped whenever a checkpointed type changes shape.
-pub(super) const CHECKPOINT_VERSION: u32 = 7;
+pub(super) const CHECKPOINT_VERSION: u32 = 8;
 
 /// A checkpoint as written (in parts: see `checkpoint_of`).
 #[cfg(test)]

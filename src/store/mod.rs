@@ -206,6 +206,8 @@ pub struct Changed {
     pub from: Option<Color>,
     /// Its first green.
     pub first_pass: bool,
+    /// The release's count of verdicts given (`Judgement::changes`).
+    pub nth: u32,
 }
 
 /// How a rollout ended, as the telemetry tells it.
@@ -645,6 +647,7 @@ impl Store {
                             color: j.color,
                             from,
                             first_pass: j.passed_at == Some(now),
+                            nth: j.changes,
                         });
                     }
                     if let Some(r) = fleet.releases.get_mut(&id) {
