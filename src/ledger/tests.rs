@@ -833,10 +833,15 @@ fn racing_replicas_send_every_delivery_once() {
         }
         first.flush().unwrap();
         let second = Ledger::open(&path, options("b")).unwrap();
+        // Both start together: neither may sweep the outbox before the
+        // other has begun.
+        let start = std::sync::Barrier::new(2);
         let sent: Vec<Vec<i64>> = std::thread::scope(|s| {
             [&first, &second]
                 .map(|ledger| {
+                    let start = &start;
                     s.spawn(move || {
+                        start.wait();
                         let mut mine = Vec::new();
                         loop {
                             let due = ledger.claim_deliveries_of("hook", T, 7).unwrap();
