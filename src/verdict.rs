@@ -1,9 +1,10 @@
 //! The verdict object (docs/design.md): one schema for the HTTP API, replay
 //! and gRPC, built from a release and its judgement.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::judge::checks::{CheckReport, EndpointReport, KindReport};
 use crate::judge::{Color, Figures, RedEvidence};
@@ -11,7 +12,7 @@ use crate::model::{format_time, FleetKey, RequestSource, Role, UnixNanos};
 use crate::store::{Choice, Fleet, Release, Store};
 
 /// A release's verdict as users see it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Verdict {
     pub service: String,
     pub environment: String,
@@ -53,10 +54,15 @@ pub struct Verdict {
     /// While yellow for want of evidence, about how long until a decision
     /// at the current traffic (seconds); null when it cannot be estimated.
     pub decision_eta_seconds: Option<u64>,
+    /// False when no replica judges the release now and the ledger's last
+    /// verdict answers; absent when it is judged live (here, or by the
+    /// replica a read was forwarded to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
 }
 
 /// What a red was decided on, then and now.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RedStory {
     /// When (the same instant as `red_since`).
     pub decided_at: String,
@@ -72,14 +78,14 @@ pub struct RedStory {
 }
 
 /// A kind of error and how many canary requests failed with it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorKind {
     pub kind: String,
     pub count: u64,
 }
 
 /// The baseline a release is compared with.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BaselineRef {
     pub deployment_id: String,
     pub git_sha: Option<String>,
@@ -88,11 +94,11 @@ pub struct BaselineRef {
     /// Why it is the baseline: `role_baseline`, `role_stable` (declared
     /// `deployment.role`), `ledger` (compared with it before a restart) or
     /// `traffic` (it serves clearly the most).
-    pub chosen_by: &'static str,
+    pub chosen_by: Cow<'static, str>,
 }
 
 /// Request and error totals of a cohort since first seen.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CohortTotals {
     pub requests: u64,
     pub errors: u64,
@@ -116,7 +122,7 @@ impl Verdict {
             git_sha: b.git_sha.as_deref().map(str::to_string),
             requests: b.total.requests,
             errors: b.total.errors,
-            chosen_by,
+            chosen_by: Cow::Borrowed(chosen_by),
         });
         let j = r.judgement();
         Verdict {
@@ -161,6 +167,7 @@ impl Verdict {
                 .collect(),
             error_kinds: j.kinds.clone(),
             decision_eta_seconds: j.decision_eta,
+            live: None,
         }
     }
 }

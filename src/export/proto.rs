@@ -83,7 +83,7 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
             git_sha: b.git_sha.clone(),
             requests: b.requests,
             errors: b.errors,
-            chosen_by: b.chosen_by.into(),
+            chosen_by: b.chosen_by.to_string(),
         }),
         verdict: v.verdict.as_str().into(),
         reason: v.reason.clone(),
@@ -130,6 +130,7 @@ pub fn to_pb(v: &Verdict) -> pb::Verdict {
             })
             .collect(),
         decision_eta_seconds: v.decision_eta_seconds,
+        live: v.live,
         requests_from: v.requests_from.as_str().into(),
         error_kinds: v
             .error_kinds

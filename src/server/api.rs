@@ -16,11 +16,11 @@ use crate::clock::system_now;
 use crate::dora::{Bucket, Window};
 use crate::export::prometheus::Format;
 use crate::ledger::event::{parse_posted, parse_time, PostError};
-use crate::ledger::{DoraQuery, EventFilter, Ledger, LedgerError};
+use crate::ledger::{DoraQuery, EventFilter, Ledger, LedgerError, ReleaseRecord};
 use crate::model::{format_time, UnixNanos};
 use crate::verdict::{self, Filter, LookupError};
 
-use super::fleet::{self, Peers, FORWARDED};
+use super::fleet::{self, Elsewhere, Peers, FORWARDED};
 
 /// Verdicts change every second: never let a cache answer for us.
 const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store");
@@ -38,16 +38,10 @@ pub async fn list(
     if others.is_empty() || headers.contains_key(FORWARDED) {
         return local_list(app, filter).await;
     }
-    let query = fleet_query(&filter);
-    let asks = others.iter().map(|peer| {
-        let path = format!("/api/v1/releases{query}");
-        let peers = peers.clone();
-        let auth = headers.get(header::AUTHORIZATION).cloned();
-        async move { peers.get(peer, &path, auth.as_ref()).await }
-    });
+    let auth = headers.get(header::AUTHORIZATION);
     let (answers, local) = tokio::join!(
-        futures_util::future::join_all(asks),
-        local_list(app, filter)
+        fleet::peer_listings(&peers, &filter, auth),
+        local_list(app, filter.clone())
     );
     if local.status() != StatusCode::OK {
         return local;
@@ -57,16 +51,11 @@ pub async fn list(
     };
     let mut merged = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let bodies = std::iter::once(Some(local)).chain(
-        answers
-            .into_iter()
-            .map(|a| a.filter(|a| a.status == 200).map(|a| a.body)),
-    );
-    for body in bodies.flatten() {
-        let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&body) else {
+    for body in std::iter::once(local).chain(answers) {
+        let Ok(mut listing) = serde_json::from_slice::<serde_json::Value>(&body) else {
             continue;
         };
-        let Some(serde_json::Value::Array(releases)) = listing.get("releases").cloned() else {
+        let serde_json::Value::Array(releases) = listing["releases"].take() else {
             continue;
         };
         for v in releases {
@@ -78,30 +67,6 @@ pub async fn list(
     }
     ([NO_STORE], Json(json!({ "releases": merged }))).into_response()
 }
-
-/// `?service=&environment=` of a filter, percent-encoded ("" when empty).
-fn fleet_query(filter: &Filter) -> String {
-    let encode = |v: &str| percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string();
-    let mut parts = Vec::new();
-    if let Some(service) = &filter.service {
-        parts.push(format!("service={}", encode(service)));
-    }
-    if let Some(environment) = &filter.environment {
-        parts.push(format!("environment={}", encode(environment)));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
-
-/// What a query value or path segment must escape.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// The releases this replica judges.
 async fn local_list(app: Arc<App>, filter: Filter) -> Response {
@@ -147,15 +112,14 @@ pub async fn get(
     match app.read(|store| verdict::find(store, &id, &filter, now)) {
         Ok(v) => ([NO_STORE], Json(v)).into_response(),
         Err(e @ LookupError::NotFound(_)) => {
-            if !headers.contains_key(FORWARDED) {
-                let auth = headers.get(header::AUTHORIZATION);
-                if let Some(answer) = judged_elsewhere(&app, &peers, &id, &filter, auth).await {
-                    return answer;
+            let forward = !headers.contains_key(FORWARDED);
+            let auth = headers.get(header::AUTHORIZATION);
+            match fleet::elsewhere(&app, &peers, &id, &filter, "", auth, forward).await {
+                Some(Elsewhere::Judged { body, replica }) => forwarded(body, replica),
+                Some(Elsewhere::Recorded(records)) if !records.is_empty() => {
+                    remembered(&id, &records)
                 }
-            }
-            match remembered(&app, &id, &filter).await {
-                Some(answer) => answer,
-                None => (
+                _ => (
                     StatusCode::NOT_FOUND,
                     [NO_STORE],
                     Json(json!({ "error": e.to_string() })),
@@ -178,100 +142,50 @@ pub async fn get(
     }
 }
 
-/// A release another live replica judges, answered by it: its fleet is
-/// the filter's, or the ledger's record of the release. None when no live
-/// replica judges it, or the one that does did not answer in time.
-async fn judged_elsewhere(
-    app: &Arc<App>,
-    peers: &Peers,
-    id: &str,
-    filter: &Filter,
-    auth: Option<&axum::http::HeaderValue>,
-) -> Option<Response> {
-    let ledger = app.ledger()?.clone();
-    let alive_since = system_now().saturating_sub(fleet::alive_for(&app.config).as_nanos() as u64);
-    let (id_owned, f) = (id.to_string(), filter.clone());
-    let judge = tokio::task::spawn_blocking(move || {
-        let (service, environment) = match (f.service, f.environment) {
-            (Some(s), Some(e)) => (s, e),
-            (s, e) => {
-                let found = ledger
-                    .find_release(&id_owned, s.as_deref(), e.as_deref())
-                    .ok()?;
-                let [one] = found.as_slice() else {
-                    return None;
-                };
-                (one.service.clone(), one.environment.clone())
-            }
-        };
-        let judge = ledger
-            .judge_of(&service, &environment, alive_since)
-            .ok()??;
-        Some((judge, service, environment))
-    })
-    .await
-    .ok()??;
-    let (judge, service, environment) = judge;
-    let peer = peers.askable(&judge.name)?;
-    let path = format!(
-        "/api/v1/releases/{}{}",
-        percent_encoding::utf8_percent_encode(id, QUERY_VALUE),
-        fleet_query(&Filter {
-            service: Some(service),
-            environment: Some(environment),
-        })
-    );
-    let answer = peers.get(&peer, &path, auth).await?;
-    if answer.status != 200 {
-        return None;
-    }
-    Some(
-        (
-            [(header::CONTENT_TYPE, "application/json"), NO_STORE],
-            [(REPLICA_HEADER, answer.replica)],
-            answer.body,
-        )
-            .into_response(),
+/// A live verdict another replica answered, as it answered it.
+fn forwarded(body: bytes::Bytes, replica: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json"), NO_STORE],
+        [(REPLICA_HEADER, replica)],
+        body,
     )
+        .into_response()
 }
 
 /// Names the replica that answered a forwarded read.
 const REPLICA_HEADER: &str = "x-release-verdict-replica";
 
-/// A release no longer tracked, answered from the ledger: its last verdict,
-/// marked `"live": false`. None when the ledger does not know it either.
-async fn remembered(app: &Arc<App>, id: &str, filter: &Filter) -> Option<Response> {
-    let ledger = app.ledger()?.clone();
-    let (id, f) = (id.to_string(), filter.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        ledger.find_release(&id, f.service.as_deref(), f.environment.as_deref())
-    })
-    .await
-    .ok()?
-    .ok()?;
-    match found.as_slice() {
-        [] => None,
-        [one] => {
-            let mut v: serde_json::Value = serde_json::from_str(&one.verdict_json).ok()?;
-            v["live"] = json!(false);
-            Some(([NO_STORE], Json(v)).into_response())
-        }
+/// Releases no replica judges, answered from the ledger: the last verdict,
+/// marked `"live": false`; several releases by that id: which.
+fn remembered(id: &str, records: &[ReleaseRecord]) -> Response {
+    match records {
+        [one] => match serde_json::from_str::<serde_json::Value>(&one.verdict_json) {
+            Ok(mut v) => {
+                v["live"] = json!(false);
+                ([NO_STORE], Json(v)).into_response()
+            }
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the ledger's record of {:?} does not read: {e}",
+                    verdict::shown(id)
+                ),
+            ),
+        },
         many => {
             let candidates: Vec<_> = many
                 .iter()
                 .map(|r| json!({ "service": r.service, "environment": r.environment }))
                 .collect();
-            Some(
-                (
-                    StatusCode::CONFLICT,
-                    [NO_STORE],
-                    Json(json!({
-                        "error": format!("deployment id {:?} names {} releases; narrow with ?service= and ?environment=", verdict::shown(&many[0].deployment_id), many.len()),
-                        "matches": candidates,
-                    })),
-                )
-                    .into_response(),
+            (
+                StatusCode::CONFLICT,
+                [NO_STORE],
+                Json(json!({
+                    "error": format!("deployment id {:?} names {} releases; narrow with ?service= and ?environment=", verdict::shown(id), many.len()),
+                    "matches": candidates,
+                })),
             )
+                .into_response()
         }
     }
 }
@@ -540,6 +454,8 @@ pub async fn timeline(
 /// over the last 30 minutes, oldest first.
 pub async fn series(
     State(app): State<Arc<App>>,
+    Extension(peers): Extension<Arc<Peers>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(filter): Query<Filter>,
 ) -> Response {
@@ -548,19 +464,33 @@ pub async fn series(
         (Some(s), Some(e)) => (s, e),
         _ => match app.read(|store| verdict::find(store, &id, &filter, now)) {
             Ok(v) => (v.service, v.environment),
-            Err(e @ LookupError::NotFound(_)) => return error(StatusCode::NOT_FOUND, e),
+            Err(LookupError::NotFound(_)) => (String::new(), String::new()),
             Err(e @ LookupError::Ambiguous { .. }) => return error(StatusCode::CONFLICT, e),
         },
     };
     match app.series(&service, &environment, &id) {
         Some(points) => ([NO_STORE], Json(json!({ "points": points }))).into_response(),
-        None => error(
+        None if !headers.contains_key(FORWARDED) => {
+            // Its chart is kept by the replica judging it.
+            let auth = headers.get(header::AUTHORIZATION);
+            match fleet::elsewhere(&app, &peers, &id, &filter, "/series", auth, true).await {
+                Some(Elsewhere::Judged { body, replica }) => forwarded(body, replica),
+                _ => no_series(&id),
+            }
+        }
+        None => no_series(&id),
+    }
+}
+
+fn no_series(id: &str) -> Response {
+    {
+        error(
             StatusCode::NOT_FOUND,
             format!(
                 "no release with deployment id {:?} is tracked",
-                verdict::shown(&id)
+                verdict::shown(id)
             ),
-        ),
+        )
     }
 }
 

@@ -349,3 +349,127 @@ impl Peers {
         }
     }
 }
+
+/// Where the answer for a release this replica does not judge comes from.
+pub enum Elsewhere {
+    /// The replica judging it answered (its JSON body).
+    Judged { body: bytes::Bytes, replica: String },
+    /// The ledger's last verdict of each release it knows by that id (none:
+    /// no release by that id at all).
+    Recorded(Vec<crate::ledger::ReleaseRecord>),
+}
+
+/// Percent-encodes a path segment or a query value.
+pub fn encode(value: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
+}
+
+/// `?service=&environment=` of a filter ("" when empty).
+pub fn fleet_query(filter: &crate::verdict::Filter) -> String {
+    let parts: Vec<String> = [
+        ("service", &filter.service),
+        ("environment", &filter.environment),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_deref().map(|v| format!("{key}={}", encode(v))))
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// Asks for release `id` (narrowed by `filter`) where it is judged: the
+/// live replica judging its fleet (GET `/api/v1/releases/{id}{tail}`, as
+/// the caller, when `forward`), else the ledger's record. None when there
+/// is no ledger.
+pub async fn elsewhere(
+    app: &Arc<App>,
+    peers: &Peers,
+    id: &str,
+    filter: &crate::verdict::Filter,
+    tail: &str,
+    authorization: Option<&axum::http::HeaderValue>,
+    forward: bool,
+) -> Option<Elsewhere> {
+    let ledger = app.ledger()?.clone();
+    let alive_since = system_now().saturating_sub(alive_for(&app.config).as_nanos() as u64);
+    let (id_owned, f) = (id.to_string(), filter.clone());
+    let (records, judge) = tokio::task::spawn_blocking(move || {
+        let records = ledger
+            .find_release(&id_owned, f.service.as_deref(), f.environment.as_deref())
+            .unwrap_or_default();
+        let fleet = match (f.service, f.environment, records.as_slice()) {
+            (Some(s), Some(e), _) => Some((s, e)),
+            (_, _, [one]) => Some((one.service.clone(), one.environment.clone())),
+            _ => None,
+        };
+        let judge = fleet
+            .filter(|_| forward)
+            .and_then(|(service, environment)| {
+                let judge = ledger
+                    .judge_of(&service, &environment, alive_since)
+                    .ok()??;
+                Some((judge, service, environment))
+            });
+        (records, judge)
+    })
+    .await
+    .ok()?;
+    if let Some((judge, service, environment)) = judge {
+        if let Some(peer) = peers.askable(&judge.name) {
+            let fleet = crate::verdict::Filter {
+                service: Some(service),
+                environment: Some(environment),
+            };
+            let path = format!(
+                "/api/v1/releases/{}{tail}{}",
+                encode(id),
+                fleet_query(&fleet)
+            );
+            if let Some(answer) = peers.get(&peer, &path, authorization).await {
+                if answer.status == 200 {
+                    return Some(Elsewhere::Judged {
+                        body: answer.body,
+                        replica: answer.replica,
+                    });
+                }
+            }
+        }
+    }
+    Some(Elsewhere::Recorded(records))
+}
+
+/// The listings of every other live replica (`GET /api/v1/releases`, as
+/// the caller), those that answered in time.
+pub async fn peer_listings(
+    peers: &Peers,
+    filter: &crate::verdict::Filter,
+    authorization: Option<&axum::http::HeaderValue>,
+) -> Vec<bytes::Bytes> {
+    let path = format!("/api/v1/releases{}", fleet_query(filter));
+    let others = peers.others();
+    let asks = others
+        .iter()
+        .map(|peer| peers.get(peer, &path, authorization));
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|a| a.status == 200)
+        .map(|a| a.body)
+        .collect()
+}
+
+/// A ledger record's verdict, marked not live.
+pub fn recorded_verdict(record: &crate::ledger::ReleaseRecord) -> Option<crate::verdict::Verdict> {
+    let mut v: crate::verdict::Verdict = serde_json::from_str(&record.verdict_json).ok()?;
+    v.live = Some(false);
+    Some(v)
+}

@@ -316,6 +316,7 @@ impl Server {
                 let watches = watch::Watches::new(app.clone(), readers.clone(), stop.clone());
                 let grpc = VerdictGrpc {
                     app: app.clone(),
+                    peers: peers.clone(),
                     watches: watches.clone(),
                 };
                 watch::WatchServer::new(VerdictServiceServer::new(grpc), watches)

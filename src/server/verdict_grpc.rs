@@ -1,6 +1,7 @@
 //! The verdict service over gRPC (`proto/release_verdict/v1/verdict.proto`):
 //! get, list and watch, carrying the same verdict object as the HTTP API.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,7 +13,21 @@ use super::watch::{filter, Watches};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::judge::Color;
-use crate::verdict::{self, LookupError};
+use crate::verdict::{self, LookupError, Verdict};
+
+use super::fleet::{self, Elsewhere, Peers};
+
+/// Another replica's listing, as its JSON API gives it.
+#[derive(serde::Deserialize)]
+struct Listing {
+    releases: Vec<Verdict>,
+}
+
+/// The caller's bearer token, to ask another replica as the caller.
+fn authorization<T>(request: &Request<T>) -> Option<axum::http::HeaderValue> {
+    let value = request.metadata().get("authorization")?;
+    axum::http::HeaderValue::from_bytes(value.as_bytes()).ok()
+}
 
 use crate::export::proto::{pb, to_pb};
 use pb::verdict_service_server::VerdictService;
@@ -20,6 +35,8 @@ use pb::verdict_service_server::VerdictService;
 #[derive(Clone)]
 pub struct VerdictGrpc {
     pub app: Arc<App>,
+    /// The replicas beside this one, asked for the releases they judge.
+    pub peers: Arc<Peers>,
     /// The watch streams (see `watch`).
     pub watches: Watches,
 }
@@ -30,6 +47,7 @@ impl VerdictService for VerdictGrpc {
         &self,
         request: Request<pb::GetVerdictRequest>,
     ) -> Result<Response<pb::Verdict>, Status> {
+        let auth = authorization(&request);
         let r = request.into_inner();
         if r.deployment_id.is_empty() {
             return Err(Status::invalid_argument("deployment_id is required"));
@@ -41,7 +59,33 @@ impl VerdictService for VerdictGrpc {
             .read(|s| verdict::find(s, &r.deployment_id, &f, now))
         {
             Ok(v) => Ok(Response::new(to_pb(&v))),
-            Err(e @ LookupError::NotFound(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ LookupError::NotFound(_)) => {
+                let id = &r.deployment_id;
+                let found =
+                    fleet::elsewhere(&self.app, &self.peers, id, &f, "", auth.as_ref(), true).await;
+                match found {
+                    Some(Elsewhere::Judged { body, replica }) => {
+                        let v: Verdict = serde_json::from_slice(&body).map_err(|e| {
+                            Status::unavailable(format!("replica {replica} answered {e}"))
+                        })?;
+                        Ok(Response::new(to_pb(&v)))
+                    }
+                    Some(Elsewhere::Recorded(records)) => match records.as_slice() {
+                        [] => Err(Status::not_found(e.to_string())),
+                        [one] => fleet::recorded_verdict(one)
+                            .map(|v| Response::new(to_pb(&v)))
+                            .ok_or_else(|| {
+                                Status::internal("the ledger's record of the release does not read")
+                            }),
+                        many => Err(Status::failed_precondition(format!(
+                            "deployment id {:?} names {} releases; set service and environment",
+                            verdict::shown(id),
+                            many.len()
+                        ))),
+                    },
+                    None => Err(Status::not_found(e.to_string())),
+                }
+            }
             Err(e @ LookupError::Ambiguous { .. }) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
@@ -52,6 +96,7 @@ impl VerdictService for VerdictGrpc {
         &self,
         request: Request<pb::ListVerdictsRequest>,
     ) -> Result<Response<pb::ListVerdictsResponse>, Status> {
+        let auth = authorization(&request);
         let r = request.into_inner();
         let color = match r.verdict.as_str() {
             "" => None,
@@ -62,18 +107,46 @@ impl VerdictService for VerdictGrpc {
         };
         let f = filter(&r.service, &r.environment);
         let now = system_now();
-        let releases = self
-            .app
-            .whole_read(move |app| {
-                let releases = app.list_verdicts(&f, now);
-                releases
-                    .iter()
-                    .filter(|v| color.is_none_or(|c| v.verdict == c))
-                    .map(to_pb)
-                    .collect()
+        let peers = self.peers.clone();
+        let fleet_filter = f.clone();
+        let theirs =
+            async move { fleet::peer_listings(&peers, &fleet_filter, auth.as_ref()).await };
+        let mine = self.app.whole_read(move |app| {
+            let releases = app.list_verdicts(&f, now);
+            releases
+                .iter()
+                .filter(|v| color.is_none_or(|c| v.verdict == c))
+                .map(to_pb)
+                .collect()
+        });
+        let (theirs, mine) = tokio::join!(theirs, mine);
+        let mut releases: Vec<pb::Verdict> =
+            mine.ok_or_else(|| Status::internal("listing the releases failed"))?;
+        let mut seen: HashSet<(String, String, String)> = releases
+            .iter()
+            .map(|v| {
+                (
+                    v.service.clone(),
+                    v.environment.clone(),
+                    v.deployment_id.clone(),
+                )
             })
-            .await
-            .ok_or_else(|| Status::internal("listing the releases failed"))?;
+            .collect();
+        for body in theirs {
+            let Ok(listing) = serde_json::from_slice::<Listing>(&body) else {
+                continue;
+            };
+            for v in listing.releases {
+                let key = (
+                    v.service.clone(),
+                    v.environment.clone(),
+                    v.deployment_id.clone(),
+                );
+                if color.is_none_or(|c| v.verdict == c) && seen.insert(key) {
+                    releases.push(to_pb(&v));
+                }
+            }
+        }
         Ok(Response::new(pb::ListVerdictsResponse { releases }))
     }
 

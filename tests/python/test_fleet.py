@@ -18,12 +18,14 @@ import time
 import zlib
 from collections import Counter
 
+import grpc
 import pytest
 import requests
 from opentelemetry.trace import SpanKind
 
 from harness import Daemon, counts, poll, poll_release
 from otel import release_resource, send_spans
+from outputs_support import generate_stubs
 from receivers import WEBHOOK_SECRET, Receivers
 
 
@@ -108,8 +110,9 @@ def test_two_replicas_on_one_postgres_ledger_speak_once(daemon_factory, postgres
         assert deployments.get(east) == 150 and deployments.get(west) == 150, deployments
 
 
-def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory, postgres, receivers, unique):
-    """Replica b forwards reads of a's releases to a (live); once a is
+def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory, postgres, receivers, unique, tmp_path):
+    """Replica b forwards reads of a's releases to a (live): the JSON API,
+    the chart's series, and the gRPC service's get and list. Once a is
     killed, b answers from the ledger (`"live": false`), the same verdict
     and red_since, having waited for the dead peer at most once."""
     url = postgres.database("fleet")
@@ -136,6 +139,19 @@ def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory
     listed = {v["deployment_id"]: v for v in b.releases(service=service)}
     assert set(listed) == {stable, canary}, listed
     assert listed[canary]["red_since"] == red["red_since"]
+    # The chart's points are taken every 5 s by the replica judging it.
+    series = poll(lambda: requests.get(f"{b.http_url}/api/v1/releases/{canary}/series", timeout=5),
+                  lambda r: r.status_code == 200, timeout=15, what="the canary's chart through b")
+    assert series.headers.get(REPLICA) == "replica-a", series.headers
+    assert series.json()["points"], series.json()
+    # The gRPC verdict service of b answers for a's releases too.
+    pb2, pb2_grpc = generate_stubs(tmp_path / "stubs")
+    with grpc.insecure_channel(b.grpc_addr) as channel:
+        stub = pb2_grpc.VerdictServiceStub(channel)
+        got = stub.GetVerdict(pb2.GetVerdictRequest(deployment_id=canary), timeout=5)
+        assert (got.verdict, got.red_since, got.HasField("live")) == ("red", red["red_since"], False), got
+        listing = stub.ListVerdicts(pb2.ListVerdictsRequest(service=service), timeout=5)
+        assert {v.deployment_id for v in listing.releases} == {stable, canary}, listing
 
     a.kill()
     # The first read after the death waits for the peer's timeout; the
@@ -148,6 +164,9 @@ def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory
         assert (v["verdict"], v["red_since"]) == ("red", red["red_since"]), v
         assert v["baseline"]["deployment_id"] == stable, v
     assert all(r.elapsed.total_seconds() < 0.5 for r in answers[1:]), [r.elapsed for r in answers]
+    with grpc.insecure_channel(b.grpc_addr) as channel:
+        got = pb2_grpc.VerdictServiceStub(channel).GetVerdict(pb2.GetVerdictRequest(deployment_id=canary), timeout=5)
+        assert (got.verdict, got.red_since, got.live) == ("red", red["red_since"], False), got
 
 
 # --- three daemons behind a Collector's consistent-hash ring ---------------
@@ -283,3 +302,62 @@ def test_three_replicas_keep_a_red_across_a_move_and_a_kill(daemon_factory, post
         dora = requests.get(f"{d.http_url}/api/v1/dora", timeout=10).json()["dora"]
         deployments = {r["service"]: r["deployments"] for r in dora}
         assert (deployments.get(services[1]), deployments.get(services[2])) == (3, 2), deployments
+
+
+@pytest.mark.parametrize("victim", ["replica-a", "replica-b"])
+def test_an_ha_pair_speaks_once_and_survives_either_death(daemon_factory, postgres, receivers, unique, victim):
+    """Two replicas fed the same telemetry (the Collector exporting to
+    both) on one ledger: each event is written once and each message
+    delivered once, a change of color included; killing either replica
+    (SIGKILL) mid-rollout loses no event, and the other goes on judging
+    and answering."""
+    receivers.accepting = True
+    url = postgres.database("ha")
+    env = {"RV_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    pair = {name: daemon_factory(config(url, name, receivers), env=env) for name in ("replica-a", "replica-b")}
+    service = unique("checkout")
+    stable, canary = unique("stable"), unique("canary")
+    ok, failed = (SpanKind.SERVER, "ok"), (SpanKind.SERVER, "http_500")
+    sent = Counter()
+
+    def both(bad: bool, to=pair.values()) -> None:
+        for d in to:
+            send_spans(d, "grpc", release_resource(service, stable), [ok] * 100)
+            send_spans(d, "grpc", release_resource(service, canary), [ok] * 20 + ([failed] * 20 if bad else []))
+        sent["canary"] += 40 if bad else 20
+
+    # A healthy start: both judge the canary (its first verdicts).
+    poll(lambda: both(bad=False) or [d.get_release(canary) for d in pair.values()],
+         lambda rs: all(r.status_code == 200 and "live" not in r.json() for r in rs),
+         timeout=20, interval=0.2, what="both replicas judging the canary")
+    # Mid-rollout, one dies; the survivor is fed alone and turns red.
+    pair[victim].kill()
+    survivor = next(d for name, d in pair.items() if name != victim)
+    red = poll(lambda: both(bad=True, to=[survivor]) or survivor.get_release(canary).json(),
+               lambda v: v.get("verdict") == "red", timeout=40, interval=0.2, what="red on the survivor")
+    assert "live" not in red, red
+    requests_, errors = counts(red)
+    assert 0 < errors <= requests_ and requests_ <= sent["canary"], (red, sent)
+
+    def events(kind: str) -> list[dict]:
+        r = requests.get(f"{survivor.http_url}/api/v1/events",
+                         params={"service": service, "type": kind, "limit": "1000"}, timeout=10)
+        r.raise_for_status()
+        return r.json()["events"]
+
+    started = [e for e in events("release_started") if e["deployment_id"] == canary]
+    assert len(started) == 1, started
+    failed_events = poll(lambda: events("canary_failed"), lambda es: len(es) >= 1, timeout=10,
+                         what="canary_failed recorded")
+    assert len(failed_events) == 1, failed_events
+    changes = [e for e in events("verdict_changed") if e["deployment_id"] == canary]
+    assert changes and changes[-1]["metadata"]["to"] == "red", changes
+    assert len({e["event_id"] for e in changes}) == len(changes), changes
+
+    # Every message once, the red's included.
+    poll(lambda: [h for h in receivers.hooks if h["type"] == "canary_failed"], lambda hs: len(hs) >= 1,
+         timeout=30, what="canary_failed at the webhook")
+    keys = Counter(h["key"] for h in receivers.hooks)
+    assert not {k: n for k, n in keys.items() if n > 1}, keys
+    assert len([h for h in receivers.hooks if h["type"] == "canary_failed"]) == 1
+    assert receivers.violations == [], receivers.violations

@@ -16,7 +16,7 @@ use crate::model::OTHER_ENDPOINT;
 use crate::window::{Detail, Signals};
 
 /// One endpoint's result, as the verdict lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointReport {
     pub name: Arc<str>,
     pub result: CheckResult,

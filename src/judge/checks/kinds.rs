@@ -21,7 +21,7 @@ use crate::window::{Detail, MAX_ERROR_KINDS};
 type KindCounts = Vec<(Arc<str>, u64)>;
 
 /// One kind's result, as the verdict lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KindReport {
     pub kind: Arc<str>,
     pub result: CheckResult,

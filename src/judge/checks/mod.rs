@@ -27,7 +27,7 @@ pub use latency::LatencyTest;
 pub use metric::MetricTest;
 
 /// pass / marginal / fail / nodata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckResult {
     Pass,
@@ -110,7 +110,7 @@ impl CohortStats {
 }
 
 /// The evidence behind a result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Statistic {
     /// Anytime-valid e-value for a regression beyond tolerance.
     pub e_value: f64,
@@ -142,7 +142,7 @@ pub(super) fn round_sig(x: f64) -> f64 {
 }
 
 /// One check's report, as the verdict object carries it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckReport {
     pub name: String,
     pub result: CheckResult,
@@ -163,7 +163,7 @@ pub struct CheckReport {
 
 /// A canary request behind a check's result: its trace and span ids (hex),
 /// its latency and, with `[judge] trace_url_template`, a link to it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExemplarRef {
     pub trace_id: String,
     pub span_id: String,

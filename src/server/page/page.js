@@ -156,9 +156,14 @@
       return;
     }
     if (event === "snapshot") {
-      setReleases(body.releases || []);
+      // The stream holds this replica's releases; the listing holds the
+      // whole fleet's (other replicas sharing its ledger): keep both until
+      // the listing is read again.
+      for (const v of body.releases || []) state.releases.set(keyOf(v), v);
+      state.listed = true;
       setConn("live");
       render();
+      refreshList();
       refreshDetail();
     } else if (event === "verdict") {
       state.releases.set(keyOf(body), body);
