@@ -20,7 +20,7 @@ mod simulate;
 mod status;
 
 /// Exit code for a configuration that cannot be used.
-const EXIT_BAD_CONFIG: u8 = 78;
+pub(crate) const EXIT_BAD_CONFIG: u8 = 78;
 /// Exit code for an input file that cannot be opened.
 const EXIT_NO_INPUT: u8 = 66;
 

@@ -9,7 +9,7 @@ use release_verdict::config::Config;
 use release_verdict::server::Server;
 use release_verdict::telemetry;
 
-use crate::load;
+use crate::{load, EXIT_BAD_CONFIG};
 
 /// Where the configuration comes from, and the listen overrides.
 #[derive(Debug, clap::Args)]
@@ -24,6 +24,10 @@ pub struct Args {
     /// Overrides `server.http_listen` (OTLP/HTTP, API, metrics).
     #[arg(long)]
     http_listen: Option<std::net::SocketAddr>,
+    /// Overrides `ledger.advertise_url`: where the other replicas reach
+    /// this one (a pod's address from the environment, say).
+    #[arg(long, env = "RELEASE_VERDICT_ADVERTISE_URL")]
+    advertise_url: Option<String>,
 }
 
 /// The `serve` command: the daemon's exit code.
@@ -37,6 +41,13 @@ pub fn main(args: Args) -> ExitCode {
     }
     if let Some(addr) = args.http_listen {
         config.server.http_listen = addr;
+    }
+    if let Some(url) = args.advertise_url {
+        config.ledger.advertise_url = url;
+        if let Err(e) = config.validate() {
+            eprintln!("release-verdict: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
     }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
