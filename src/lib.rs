@@ -31,8 +31,9 @@
 //!
 //! The shell:
 //! - [`ledger`]: the durable release ledger (SQLite, or PostgreSQL shared
-//!   by replicas): events, each release's last verdict, each replica's
-//!   checkpoint, the notifiers' outbox with its claims; a writer thread fed
+//!   by replicas): events, each release's last verdict, each fleet's judge
+//!   state with the replica judging it, the replicas themselves, the
+//!   notifiers' outbox with its claims; a writer thread fed
 //!   by a bounded queue; the DORA query and `ledger export` (Parquet, JSON
 //!   lines). `recording` turns a tick's news into its events.
 //! - `notify`: Slack, webhooks and Grafana annotations from the ledger's
@@ -41,7 +42,9 @@
 //! - [`server`]: binds ports; OTLP receivers (HTTP bodies and gRPC
 //!   messages read in full under one budget, shared per peer), JSON API
 //!   and its event stream, verdict gRPC and its watch (one shared
-//!   snapshot); the tick and expiry loops; draining.
+//!   snapshot); the tick and expiry loops; draining; among replicas
+//!   sharing a ledger, the checkpoint and heartbeat, fleets taken over,
+//!   and reads forwarded to the replica judging a release.
 //! - [`replay`], [`sim`], [`loadgen`], [`telemetry`]: the engine on
 //!   recorded lines, the simulator, the traffic generator, logs and own
 //!   traces; `clock` reads the system time for them, `rng` is their
