@@ -59,6 +59,10 @@ pub struct Verdict {
     /// replica a read was forwarded to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<bool>,
+    /// The replica judging it, when that is another one sharing the ledger
+    /// (a verdict relayed from its event stream); None: judged here.
+    #[serde(skip)]
+    pub judged_by: Option<Arc<str>>,
 }
 
 /// What a red was decided on, then and now.
@@ -168,6 +172,7 @@ impl Verdict {
             error_kinds: j.kinds.clone(),
             decision_eta_seconds: j.decision_eta,
             live: None,
+            judged_by: None,
         }
     }
 }

@@ -76,6 +76,9 @@ pub struct App {
     senders: Mutex<senders::Senders>,
     /// Told when fleets first seen wait for their state (`shared`).
     adoptions: tokio::sync::Notify,
+    /// The verdicts other replicas sharing the ledger judge, as their
+    /// event streams tell them (`shared`).
+    remote: Mutex<shared::Remote>,
 }
 
 /// Most services and environments the DORA gauges are exposed for.
@@ -129,6 +132,7 @@ impl App {
             )),
             senders: Mutex::new(senders::Senders::default()),
             adoptions: tokio::sync::Notify::new(),
+            remote: Mutex::new(shared::Remote::default()),
         }
     }
 

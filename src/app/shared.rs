@@ -1,15 +1,39 @@
 //! What this daemon shares with the replicas beside it through the ledger:
-//! its fleets' states, a fleet at a time, for its checkpoints; and the
-//! state of a fleet first seen here, taken from the ledger (`adopt`), so
-//! a service the Collector's ring moves keeps its verdict.
+//! its fleets' states, a fleet at a time, for its checkpoints; the state
+//! of a fleet first seen here, taken from the ledger (`adopt`), so a
+//! service the Collector's ring moves keeps its verdict; and the verdicts
+//! the other replicas judge, relayed from their event streams to this
+//! one's watchers (`Remote`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::ledger::states::FleetState;
 use crate::ledger::{RecordedBaseline, RecordedRed};
 use crate::model::{FleetKey, UnixNanos};
 use crate::store::RestoreError;
-use crate::verdict::{self, Filter};
+use crate::verdict::{self, Filter, Verdict};
 
-use super::App;
+use super::{lock, App};
+
+/// Most verdicts of other replicas kept: past it, new releases of theirs
+/// are not relayed (their own streams and the merged listing still show
+/// them).
+pub const MAX_REMOTE: usize = 100_000;
+
+/// The other replicas' verdicts, by release.
+#[derive(Debug, Default)]
+pub struct Remote {
+    verdicts: HashMap<(String, String, String), Arc<Verdict>>,
+}
+
+fn key(v: &Verdict) -> (String, String, String) {
+    (
+        v.service.clone(),
+        v.environment.clone(),
+        v.deployment_id.clone(),
+    )
+}
 
 /// What the ledger holds of a fleet first seen here.
 #[derive(Debug, Default)]
@@ -40,6 +64,17 @@ impl App {
                 })
             })
             .collect()
+    }
+
+    /// Forgets fleets another replica judges now (the Collector's ring
+    /// moved them away): reads of them are forwarded there, and their
+    /// stale copy here is neither shown nor checkpointed. Returns the
+    /// releases let go of.
+    pub fn let_go(&self, fleets: &[FleetKey]) -> usize {
+        let mut store = self.store.lock();
+        let n = fleets.iter().map(|f| store.let_go(f)).sum();
+        self.metrics.releases_tracked.set(store.len() as i64);
+        n
     }
 
     /// Fleets first seen since last asked: look for their state in the
@@ -81,5 +116,64 @@ impl App {
         store.adopted(key);
         self.metrics.releases_tracked.set(store.len() as i64);
         taken
+    }
+}
+
+impl App {
+    /// Takes verdicts `peer` judges (its stream's snapshot when `whole`,
+    /// which replaces what it said before; else a change) and tells this
+    /// daemon's watchers those that are news.
+    pub fn take_remote(&self, peer: &str, verdicts: Vec<Verdict>, whole: bool) {
+        let peer: Arc<str> = Arc::from(peer);
+        let mut news = Vec::new();
+        {
+            let mut remote = lock(&self.remote);
+            if whole {
+                remote
+                    .verdicts
+                    .retain(|_, v| v.judged_by.as_deref() != Some(&*peer));
+            }
+            for mut v in verdicts {
+                v.judged_by = Some(peer.clone());
+                let k = key(&v);
+                let known = remote.verdicts.get(&k);
+                let same = known.is_some_and(|old| **old == v);
+                if !same && (known.is_some() || remote.verdicts.len() < MAX_REMOTE) {
+                    let v = Arc::new(v);
+                    remote.verdicts.insert(k, v.clone());
+                    news.push(v);
+                }
+            }
+        }
+        for v in news {
+            let _ = self.changes.send(v);
+        }
+    }
+
+    /// Forgets what `peer` said (it is gone).
+    pub fn forget_remote(&self, peer: &str) {
+        lock(&self.remote)
+            .verdicts
+            .retain(|_, v| v.judged_by.as_deref() != Some(peer));
+    }
+
+    /// The other replicas' verdicts of releases not judged here.
+    pub fn remote_verdicts(&self, filter: &Filter) -> Vec<Arc<Verdict>> {
+        let remote: Vec<Arc<Verdict>> = lock(&self.remote)
+            .verdicts
+            .values()
+            .filter(|v| filter.matches(&v.service, &v.environment))
+            .cloned()
+            .collect();
+        self.read(|store| {
+            remote
+                .into_iter()
+                .filter(|v| {
+                    store
+                        .fleet(&v.service, &v.environment)
+                        .is_none_or(|f| !f.releases.contains_key(v.deployment_id.as_str()))
+                })
+                .collect()
+        })
     }
 }

@@ -153,6 +153,20 @@ impl Ledger {
         })
     }
 
+    /// The fleets other replicas judge, with their latest telemetry:
+    /// (service, environment, last seen).
+    pub fn fleets_judged_elsewhere(&self) -> Result<Vec<(String, String, UnixNanos)>, LedgerError> {
+        self.readers.with(|conn| {
+            conn.rows(
+                "SELECT service, environment, last_seen_ns FROM fleet_states WHERE replica <> ?1",
+                args![&self.replica],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect()
+        })
+    }
+
     /// The replicas heard from since `alive_since`, by name.
     pub fn replicas(&self, alive_since: UnixNanos) -> Result<Vec<Replica>, LedgerError> {
         self.readers.with(|conn| {

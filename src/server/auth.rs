@@ -211,6 +211,21 @@ impl Auth {
         })
     }
 
+    /// `Bearer <token>` of the first read token in force, if reads need
+    /// one: what this replica reads the others' event streams with
+    /// (replicas sharing a ledger share their configuration).
+    pub fn read_token(&self) -> Option<axum::http::HeaderValue> {
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let first = tokens.read.as_ref()?.first()?;
+        let mut value = b"Bearer ".to_vec();
+        value.extend_from_slice(&first.secret);
+        axum::http::HeaderValue::from_bytes(&value).ok()
+    }
+
     /// Whether any scope has a tokens file (so there is something to reload).
     pub fn has_files(&self) -> bool {
         self.files.files().iter().any(|p| !p.is_empty())

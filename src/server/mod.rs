@@ -263,6 +263,16 @@ impl Server {
         );
         let peers = Arc::new(fleet::Peers::new(&me));
         let adopter = tokio::spawn(fleet::adopt(app.clone(), stop.clone()));
+        let follower = {
+            let auth = auth.clone();
+            let token = move || auth.read_token();
+            tokio::spawn(fleet::follow(
+                app.clone(),
+                peers.clone(),
+                token,
+                stop.clone(),
+            ))
+        };
         let limit = app.config.server.max_request_bytes;
 
         let otlp = OtlpGrpc { app: app.clone() };
@@ -493,6 +503,7 @@ impl Server {
             let http = http.await;
             let _ = ticker.await;
             let _ = adopter.await;
+            let _ = follower.await;
             if let Some(gauges) = gauges {
                 let _ = gauges.await;
             }

@@ -66,16 +66,26 @@ struct Encoded {
     service: String,
     environment: String,
     json: Box<[u8]>,
+    /// Judged by another replica (relayed from its stream).
+    remote: bool,
 }
 
 impl Snapshot {
     /// Blocking: run on the whole-reads thread.
     fn build(app: &App) -> Self {
-        let releases = app.map_verdicts(&Filter::default(), system_now(), |v| Encoded {
+        let mut releases = app.map_verdicts(&Filter::default(), system_now(), |v| Encoded {
             json: serde_json::to_vec(&v).unwrap_or_default().into(),
             service: v.service,
             environment: v.environment,
+            remote: false,
         });
+        let remote = app.remote_verdicts(&Filter::default());
+        releases.extend(remote.iter().map(|v| Encoded {
+            json: serde_json::to_vec(&**v).unwrap_or_default().into(),
+            service: v.service.clone(),
+            environment: v.environment.clone(),
+            remote: true,
+        }));
         Self { releases }
     }
 
@@ -95,13 +105,13 @@ impl Snapshot {
     /// Appends the releases `filter` admits from `*next` on to `out`
     /// until it holds about `PIECE` bytes, moving `*next` on; true once
     /// the last was written. `*any` says whether one was written before.
-    fn piece(&self, filter: &Filter, next: &mut usize, any: &mut bool, out: &mut Vec<u8>) -> bool {
+    fn piece(&self, want: &Want, next: &mut usize, any: &mut bool, out: &mut Vec<u8>) -> bool {
         while let Some(r) = self.releases.get(*next) {
             if out.len() >= PIECE {
                 return false;
             }
             *next += 1;
-            if filter.matches(&r.service, &r.environment) {
+            if want.filter.matches(&r.service, &r.environment) && !(r.remote && want.local_only) {
                 if std::mem::replace(any, true) {
                     out.push(b',');
                 }
@@ -140,7 +150,11 @@ pub async fn releases(
             .insert(header::RETRY_AFTER, HeaderValue::from(after));
         return resp;
     };
-    let body = Body::from_stream(events(s, filter, ticket).map(Ok::<_, std::convert::Infallible>));
+    let want = Want {
+        filter,
+        local_only: headers.contains_key(super::fleet::FORWARDED),
+    };
+    let body = Body::from_stream(events(s, want, ticket).map(Ok::<_, std::convert::Infallible>));
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -165,9 +179,23 @@ enum Phase {
     Changes,
 }
 
+/// What a stream sends: the releases its filter admits, and only this
+/// replica's when another replica follows it (`fleet::FORWARDED`), so
+/// no verdict goes round the fleet.
+struct Want {
+    filter: Filter,
+    local_only: bool,
+}
+
+impl Want {
+    fn admits(&self, v: &Verdict) -> bool {
+        self.filter.admits(v) && !(self.local_only && v.judged_by.is_some())
+    }
+}
+
 struct Client {
     streams: Streams,
-    filter: Filter,
+    want: Want,
     changes: broadcast::Receiver<Arc<Verdict>>,
     keep_alive: tokio::time::Interval,
     phase: Phase,
@@ -184,7 +212,7 @@ fn change(v: &Verdict) -> Bytes {
     out.into()
 }
 
-fn events(streams: Streams, filter: Filter, ticket: Ticket) -> impl Stream<Item = Bytes> {
+fn events(streams: Streams, want: Want, ticket: Ticket) -> impl Stream<Item = Bytes> {
     // Subscribe before asking for the snapshot, so no change falls between.
     let changes = streams.app.subscribe();
     let mut keep_alive =
@@ -192,7 +220,7 @@ fn events(streams: Streams, filter: Filter, ticket: Ticket) -> impl Stream<Item 
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let client = Client {
         streams,
-        filter,
+        want,
         changes,
         keep_alive,
         phase: Phase::Start,
@@ -228,7 +256,7 @@ async fn next(mut c: Client) -> Option<(Bytes, Client)> {
                 let out = &mut c.scratch;
                 out.clear();
                 // Let go of for stalling: the client reconnects.
-                let done = held.with(|s| s.piece(&c.filter, next, any, out))?;
+                let done = held.with(|s| s.piece(&c.want, next, any, out))?;
                 if done {
                     out.extend_from_slice(b"]}\n\n");
                 }
@@ -247,7 +275,7 @@ async fn next(mut c: Client) -> Option<(Bytes, Client)> {
                     next = c.changes.recv() => next,
                 };
                 match next {
-                    Ok(v) if c.filter.admits(&v) => return Some((change(&v), c)),
+                    Ok(v) if c.want.admits(&v) => return Some((change(&v), c)),
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         c.streams.readers.dropped(StreamDrop::Lagged);
@@ -269,14 +297,24 @@ mod tests {
             service: service.into(),
             environment: "prod".into(),
             json: format!("{{\"n\":{n}}}").into_bytes().into(),
+            // Every third is another replica's.
+            remote: n % 3 == 2,
         }
     }
 
     fn written(s: &Snapshot, filter: &Filter) -> (String, usize) {
+        written_for(s, filter, false)
+    }
+
+    fn written_for(s: &Snapshot, filter: &Filter, local_only: bool) -> (String, usize) {
+        let want = Want {
+            filter: filter.clone(),
+            local_only,
+        };
         let (mut next, mut any, mut all, mut pieces) = (0, false, Vec::new(), 0);
         loop {
             let mut out = Vec::new();
-            let done = s.piece(filter, &mut next, &mut any, &mut out);
+            let done = s.piece(&want, &mut next, &mut any, &mut out);
             assert!(out.len() < PIECE + 64, "a piece is about PIECE bytes");
             all.extend_from_slice(&out);
             pieces += 1;
@@ -310,5 +348,9 @@ mod tests {
             environment: None,
         };
         assert_eq!(written(&s, &none).0, "");
+        // A replica following this one's stream gets this one's only.
+        let (mine, _) = written_for(&s, &Filter::default(), true);
+        let v: serde_json::Value = serde_json::from_str(&format!("[{mine}]")).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2000);
     }
 }

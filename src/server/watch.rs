@@ -100,13 +100,22 @@ struct Release {
 
 /// Every release's verdict in protobuf, built once for all the watches
 /// that asked at the time. Blocking: run on the whole-reads thread.
+/// The other replicas' releases follow this one's.
 fn snapshot(app: &App) -> Vec<Release> {
-    app.map_verdicts(&Filter::default(), system_now(), |v| Release {
+    let mut releases = app.map_verdicts(&Filter::default(), system_now(), |v| Release {
         message: to_pb(&v).encode_to_vec().into(),
         service: v.service,
         environment: v.environment,
         deployment_id: v.deployment_id,
-    })
+    });
+    let remote = app.remote_verdicts(&Filter::default());
+    releases.extend(remote.iter().map(|v| Release {
+        message: to_pb(v).encode_to_vec().into(),
+        service: v.service.clone(),
+        environment: v.environment.clone(),
+        deployment_id: v.deployment_id.clone(),
+    }));
+    releases
 }
 
 /// A snapshot's bytes, about: its messages and names.

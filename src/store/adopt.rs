@@ -145,6 +145,21 @@ impl Store {
         Ok(taken)
     }
 
+    /// Forgets a fleet judged elsewhere now; returns its releases.
+    pub fn let_go(&mut self, key: &FleetKey) -> usize {
+        let Some(envs) = self.fleets.get_mut(&key.service) else {
+            return 0;
+        };
+        let n = envs
+            .remove(&key.environment)
+            .map_or(0, |f| f.releases.len());
+        if envs.is_empty() {
+            self.fleets.remove(&key.service);
+        }
+        self.len = self.count();
+        n
+    }
+
     /// Ends a fleet's wait for its state (the ledger had none, or it was
     /// refused): it is judged on its own telemetry from the next tick.
     pub fn adopted(&mut self, key: &FleetKey) {

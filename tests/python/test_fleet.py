@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 import time
 import zlib
 from collections import Counter
@@ -153,6 +154,25 @@ def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory
         listing = stub.ListVerdicts(pb2.ListVerdictsRequest(service=service), timeout=5)
         assert {v.deployment_id for v in listing.releases} == {stable, canary}, listing
 
+    # b's event stream and gRPC watch carry a's releases: its snapshot,
+    # then a's changes as a judges them.
+    events = sse_events(b)
+    snapshot = next_event(events, lambda kind, body: kind == "snapshot"
+                          and canary in {v["deployment_id"] for v in body["releases"]})
+    assert {v["deployment_id"] for v in snapshot["releases"]} >= {stable, canary}
+    newcomer = unique("newcomer")
+    send_spans(a, "grpc", release_resource(service, newcomer), [ok] * 10)
+    change = next_event(events, lambda kind, body: kind == "verdict" and body["deployment_id"] == newcomer)
+    assert change["service"] == service, change
+    with grpc.insecure_channel(b.grpc_addr) as channel:
+        watch = pb2_grpc.VerdictServiceStub(channel).WatchVerdicts(pb2.WatchVerdictsRequest(service=service), timeout=10)
+        seen = set()
+        for v in watch:
+            seen.add(v.deployment_id)
+            if {stable, canary, newcomer} <= seen:
+                break
+        watch.cancel()
+
     a.kill()
     # The first read after the death waits for the peer's timeout; the
     # next ones are answered by the ledger without asking it.
@@ -167,6 +187,35 @@ def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory
     with grpc.insecure_channel(b.grpc_addr) as channel:
         got = pb2_grpc.VerdictServiceStub(channel).GetVerdict(pb2.GetVerdictRequest(deployment_id=canary), timeout=5)
         assert (got.verdict, got.red_since, got.live) == ("red", red["red_since"], False), got
+
+
+def sse_events(d: Daemon):
+    """(event, data) pairs of d's event stream, reconnecting when it ends
+    (its snapshot comes again then)."""
+    while True:
+        with requests.get(f"{d.http_url}/api/v1/releases/stream", headers={"Accept": "text/event-stream"},
+                          stream=True, timeout=(5, 30)) as r:
+            kind, data = "message", []
+            for line in r.iter_lines(decode_unicode=True):
+                if line == "":
+                    if data:
+                        yield kind, json.loads("\n".join(data))
+                    kind, data = "message", []
+                elif line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+
+
+def next_event(events, wanted, timeout: float = 20.0) -> dict:
+    """The first event's data for which wanted(kind, data) holds; each new
+    snapshot (a reconnection) is looked at too."""
+    deadline = time.monotonic() + timeout
+    for kind, body in events:
+        if wanted(kind, body):
+            return body
+        assert time.monotonic() < deadline, f"no such event in {timeout}s"
+    raise AssertionError("the stream ended")
 
 
 # --- three daemons behind a Collector's consistent-hash ring ---------------
@@ -260,9 +309,14 @@ def test_three_replicas_keep_a_red_across_a_move_and_a_kill(daemon_factory, post
     assert (mine["verdict"], mine["red_since"]) == ("red", red["red_since"]), mine
     requests_, errors = counts(mine)
     assert requests_ > sent_to_first, ("carried on from the first owner's count", mine, sent_to_first)
-    for _ in range(8):
+    # The first owner, which no longer receives it, lets its stale copy go
+    # and forwards reads of it to the second.
+    def first_answers():
         send(moved, second, bad=True)
-        time.sleep(0.1)
+        return daemons[first].get_release(rollouts[moved][1])
+    answer = poll(first_answers, lambda r: r.headers.get(REPLICA) == second, timeout=40, interval=0.5,
+                  what=f"{first} letting go of {moved}")
+    assert answer.json()["red_since"] == red["red_since"], answer.json()
     assert daemons[second].get_release(rollouts[moved][1]).json()["red_since"] == red["red_since"]
 
     # 3. The new owner dies (SIGKILL): the ring routes round it.
