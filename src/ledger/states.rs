@@ -72,6 +72,16 @@ fn saved_fleet(r: &Row) -> Result<SavedFleet, DbError> {
     })
 }
 
+/// A row of (name, url, started_ns, heartbeat_ns).
+fn replica(r: &Row) -> Result<Replica, DbError> {
+    Ok(Replica {
+        name: r.get(0)?,
+        url: r.get(1)?,
+        started_ns: r.get(2)?,
+        heartbeat_ns: r.get(3)?,
+    })
+}
+
 /// Writes `replica`'s checkpoint (the writer runs it in a transaction).
 pub(crate) fn save(conn: &mut Conn, replica: &str, c: &Checkpoint) -> Result<(), DbError> {
     for f in &c.fleets {
@@ -176,14 +186,7 @@ impl Ledger {
                 args![nanos(alive_since)],
             )?
             .iter()
-            .map(|r| {
-                Ok(Replica {
-                    name: r.get(0)?,
-                    url: r.get(1)?,
-                    started_ns: r.get(2)?,
-                    heartbeat_ns: r.get(3)?,
-                })
-            })
+            .map(replica)
             .collect()
         })
     }
@@ -204,14 +207,7 @@ impl Ledger {
                    AND r.heartbeat_ns >= ?3 AND r.name <> ?4",
                 args![service, environment, nanos(alive_since), &self.replica],
             )?
-            .map(|r| {
-                Ok(Replica {
-                    name: r.get(0)?,
-                    url: r.get(1)?,
-                    started_ns: r.get(2)?,
-                    heartbeat_ns: r.get(3)?,
-                })
-            })
+            .map(|r| replica(&r))
             .transpose()
         })
     }

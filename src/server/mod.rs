@@ -261,7 +261,7 @@ impl Server {
             http_addr,
             system_now(),
         );
-        let peers = Arc::new(fleet::Peers::new(&me));
+        let peers = Arc::new(fleet::Peers::new(&me.name));
         let adopter = tokio::spawn(fleet::adopt(app.clone(), stop.clone()));
         let follower = {
             let auth = auth.clone();
