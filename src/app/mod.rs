@@ -92,6 +92,7 @@ impl App {
 
     /// As `new`, recording into `ledger` and restoring its checkpoint.
     pub fn with_ledger(config: Config, started_at: UnixNanos, ledger: Option<Arc<Ledger>>) -> Self {
+        let remote = shared::Remote::new(config.limits.max_releases);
         let metrics = SelfMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -132,7 +133,7 @@ impl App {
             )),
             senders: Mutex::new(senders::Senders::default()),
             adoptions: tokio::sync::Notify::new(),
-            remote: Mutex::new(shared::Remote::default()),
+            remote: Mutex::new(remote),
         }
     }
 

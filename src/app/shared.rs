@@ -16,15 +16,28 @@ use crate::verdict::{self, Filter, Verdict};
 
 use super::{lock, App};
 
-/// Most verdicts of other replicas kept: past it, new releases of theirs
-/// are not relayed (their own streams and the merged listing still show
-/// them).
-pub const MAX_REMOTE: usize = 100_000;
+/// Most news of a peer's snapshot told to watchers: past it (a peer
+/// followed anew with thousands of releases) they are not told, so as not
+/// to overrun the change broadcast and cut every watcher off; each
+/// watcher's next snapshot holds them.
+const MAX_SNAPSHOT_NEWS: usize = super::CHANGES_BUFFER / 4;
 
-/// The other replicas' verdicts, by release.
-#[derive(Debug, Default)]
+/// The other replicas' verdicts, by release: at most `cap` (twice this
+/// replica's release cap), past which new releases of theirs are not
+/// relayed (the merged listing still shows them).
+#[derive(Debug)]
 pub struct Remote {
     verdicts: HashMap<(String, String, String), Arc<Verdict>>,
+    cap: usize,
+}
+
+impl Remote {
+    pub fn new(max_releases: usize) -> Self {
+        Remote {
+            verdicts: HashMap::new(),
+            cap: max_releases.saturating_mul(2),
+        }
+    }
 }
 
 fn key(v: &Verdict) -> (String, String, String) {
@@ -129,21 +142,27 @@ impl App {
         {
             let mut remote = lock(&self.remote);
             if whole {
+                // What the peer no longer judges goes; the rest is
+                // compared with what it said before.
+                let now: std::collections::HashSet<_> = verdicts.iter().map(key).collect();
                 remote
                     .verdicts
-                    .retain(|_, v| v.judged_by.as_deref() != Some(&*peer));
+                    .retain(|k, v| v.judged_by.as_deref() != Some(&*peer) || now.contains(k));
             }
             for mut v in verdicts {
                 v.judged_by = Some(peer.clone());
                 let k = key(&v);
                 let known = remote.verdicts.get(&k);
                 let same = known.is_some_and(|old| **old == v);
-                if !same && (known.is_some() || remote.verdicts.len() < MAX_REMOTE) {
+                if !same && (known.is_some() || remote.verdicts.len() < remote.cap) {
                     let v = Arc::new(v);
                     remote.verdicts.insert(k, v.clone());
                     news.push(v);
                 }
             }
+        }
+        if whole && news.len() > MAX_SNAPSHOT_NEWS {
+            return;
         }
         for v in news {
             let _ = self.changes.send(v);
@@ -175,5 +194,56 @@ impl App {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn verdict(service: &str, id: &str, color: &str) -> Verdict {
+        serde_json::from_value(serde_json::json!({
+            "service": service, "environment": "prod", "deployment_id": id,
+            "verdict": color, "reason": "r", "evaluated_at": "t", "first_seen_at": "t",
+            "last_seen_at": "t", "changed_at": "t", "canary": {"requests": 1, "errors": 0},
+            "requests_from": "spans", "checks": [], "endpoints": [], "new_errors": [],
+            "error_kinds": [],
+        }))
+        .unwrap()
+    }
+
+    /// A peer's snapshot is kept and its changes told to watchers; a
+    /// snapshot of thousands is kept but not told (it would overrun the
+    /// broadcast); what the peer said goes when it is gone; the cap holds.
+    #[test]
+    fn other_replicas_verdicts_are_relayed_within_bounds() {
+        let mut config = Config::default();
+        config.limits.max_releases = 1_000;
+        let app = App::new(config, 0);
+        let mut changes = app.subscribe();
+        app.take_remote("a", vec![verdict("s", "x", "green")], true);
+        let told = changes.try_recv().unwrap();
+        assert_eq!(told.judged_by.as_deref(), Some("a"));
+        // The same again is no news.
+        app.take_remote("a", vec![verdict("s", "x", "green")], true);
+        assert!(changes.try_recv().is_err());
+        app.take_remote("a", vec![verdict("s", "x", "red")], false);
+        assert_eq!(
+            changes.try_recv().unwrap().verdict,
+            crate::judge::Color::Red
+        );
+
+        let many = (0..3_000)
+            .map(|i| verdict("t", &format!("r{i}"), "yellow"))
+            .collect();
+        app.take_remote("b", many, true);
+        assert!(changes.try_recv().is_err(), "a big snapshot is not told");
+        let kept = app.remote_verdicts(&Filter::default());
+        assert_eq!(kept.len(), 2_000, "twice the release cap");
+        app.forget_remote("b");
+        let kept = app.remote_verdicts(&Filter::default());
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].deployment_id, "x");
     }
 }
