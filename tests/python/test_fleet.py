@@ -415,3 +415,40 @@ def test_an_ha_pair_speaks_once_and_survives_either_death(daemon_factory, postgr
     assert not {k: n for k, n in keys.items() if n > 1}, keys
     assert len([h for h in receivers.hooks if h["type"] == "canary_failed"]) == 1
     assert receivers.violations == [], receivers.violations
+
+
+def test_replicas_that_need_read_tokens_ask_each_other_with_them(daemon_factory, postgres, receivers, unique, tmp_path):
+    """Reads need a token on both replicas (one shared tokens file): a
+    forwarded read carries the caller's, which the judging replica checks;
+    a replica follows the other's event stream with its own first read
+    token, so its stream shows the other's releases."""
+    tokens = tmp_path / "read-tokens"
+    tokens.write_text("# the fleet's readers\nreader-tok\nother-tok\n")
+    url = postgres.database("fleet-auth")
+    env = {"RV_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    auth = f'\n[auth]\nread_tokens_file = "{tokens}"\n'
+    a = daemon_factory(config(url, "replica-a", receivers) + auth, env=env)
+    b = daemon_factory(config(url, "replica-b", receivers) + auth, env=env)
+    service, canary = unique("checkout"), unique("canary")
+    send_spans(a, "grpc", release_resource(service, canary), [(SpanKind.SERVER, "ok")] * 10)
+    reader = {"Authorization": "Bearer other-tok"}
+
+    def ask(headers):
+        return requests.get(f"{b.http_url}/api/v1/releases/{canary}", headers=headers, timeout=5)
+
+    answer = poll(lambda: ask(reader), lambda r: r.headers.get(REPLICA) == "replica-a", timeout=15,
+                  what="b forwarding to a with the caller's token")
+    assert answer.json()["deployment_id"] == canary
+    assert ask({}).status_code == 401
+    assert ask({"Authorization": "Bearer wrong"}).status_code == 401
+
+    def b_streams_a() -> bool:
+        with requests.get(f"{b.http_url}/api/v1/releases/stream", stream=True, timeout=(5, 10),
+                          headers={"Accept": "text/event-stream", **reader}) as r:
+            assert r.status_code == 200, r.text
+            for line in r.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    return canary in line
+        return False
+
+    poll(b_streams_a, lambda ok: ok, timeout=15, interval=0.5, what="a's release on b's stream")
