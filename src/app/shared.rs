@@ -96,6 +96,11 @@ impl App {
         self.store.lock().take_to_adopt()
     }
 
+    /// Whether a fleet first seen still waits for its state (see `adopt`).
+    pub fn is_adopting(&self, key: &FleetKey) -> bool {
+        self.read(|store| store.is_adopting(key))
+    }
+
     /// Wakes whoever looks for the state of fleets first seen.
     pub fn adoptions(&self) -> &tokio::sync::Notify {
         &self.adoptions

@@ -160,6 +160,15 @@ impl Store {
         n
     }
 
+    /// Whether a fleet still waits for its state (not evicted, expired or
+    /// past its wait since it was listed to adopt).
+    pub fn is_adopting(&self, key: &FleetKey) -> bool {
+        self.fleets
+            .get(&key.service)
+            .and_then(|envs| envs.get(&key.environment))
+            .is_some_and(|f| f.adopting.is_some())
+    }
+
     /// Ends a fleet's wait for its state (the ledger had none, or it was
     /// refused): it is judged on its own telemetry from the next tick.
     pub fn adopted(&mut self, key: &FleetKey) {

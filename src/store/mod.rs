@@ -439,7 +439,10 @@ impl Store {
                 }
             }
             let envs = self.fleets.entry(Arc::from(r.service)).or_default();
-            if !envs.contains_key(r.environment) && self.adopts {
+            // At most a cap's worth wait for their state: a flood of new
+            // service names is judged on its own telemetry.
+            let room = self.to_adopt.len() < self.max_releases;
+            if !envs.contains_key(r.environment) && self.adopts && room {
                 let key = FleetKey::new(r.service, r.environment);
                 envs.insert(key.environment.clone(), Fleet::adopting(now));
                 self.to_adopt.push(key);

@@ -337,6 +337,17 @@ fn a_fleet_moved_to_another_replica_keeps_its_verdict_and_counts() {
     let key = c.take_to_adopt().remove(0);
     c.adopted(&key);
     assert!(c.fleet_state("svc", "prod").is_some());
+    assert!(!c.is_adopting(&key));
+    // A flood of new services: at most a cap's worth wait for a state.
+    let mut e = store(3).with_adoption_if(true);
+    for (i, name) in ["s1", "s2", "s3", "s4", "s5"].into_iter().enumerate() {
+        let mut b = batch(&[("x", 1, None)]);
+        b.groups[0].release.service = name;
+        // Each after the last went idle: the cap makes room for it.
+        e.apply(&b, (1 + 100 * i as u64) * SEC);
+    }
+    assert_eq!(e.len(), 3);
+    assert_eq!(e.take_to_adopt().len(), 3);
     // A state that would pass the cap is refused.
     let mut d = store(4).with_adoption_if(true);
     d.apply(&batch(&[("x", 1, None), ("y", 1, None)]), SEC);

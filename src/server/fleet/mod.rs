@@ -225,6 +225,10 @@ pub async fn adopt(app: Arc<App>, stop: CancellationToken) {
         let _ = tokio::task::spawn_blocking(move || {
             let idle = app.config.limits.release_idle_expiry.as_nanos() as u64;
             for key in keys {
+                if !app.is_adopting(&key) {
+                    // Evicted, or judged on its own after its wait.
+                    continue;
+                }
                 let since = system_now().saturating_sub(idle);
                 let found = look_up(&ledger, &key, since);
                 let from = found.as_ref().ok().and_then(|(f, from)| f.state.as_ref().map(|_| from.clone()));
