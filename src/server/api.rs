@@ -49,9 +49,19 @@ pub async fn list(
     let Ok(local) = axum::body::to_bytes(local.into_body(), usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    // Megabytes of JSON read and written again: off the async workers.
+    let merged = tokio::task::spawn_blocking(move || merge_listings(local, answers)).await;
+    match merged {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json"), NO_STORE], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Listings' releases, each release once (the first listing's first).
+fn merge_listings(first: bytes::Bytes, others: Vec<bytes::Bytes>) -> Vec<u8> {
     let mut merged = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for body in std::iter::once(local).chain(answers) {
+    for body in std::iter::once(first).chain(others) {
         let Ok(mut listing) = serde_json::from_slice::<serde_json::Value>(&body) else {
             continue;
         };
@@ -65,7 +75,7 @@ pub async fn list(
             }
         }
     }
-    ([NO_STORE], Json(json!({ "releases": merged }))).into_response()
+    serde_json::to_vec(&json!({ "releases": merged })).unwrap_or_default()
 }
 
 /// The releases this replica judges.

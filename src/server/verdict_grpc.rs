@@ -23,6 +23,32 @@ struct Listing {
     releases: Vec<Verdict>,
 }
 
+/// Adds the releases of other replicas' listings that `color` admits and
+/// `releases` does not hold.
+fn add_theirs(
+    mut releases: Vec<pb::Verdict>,
+    theirs: Vec<bytes::Bytes>,
+    color: Option<Color>,
+) -> Vec<pb::Verdict> {
+    let key = |s: &str, e: &str, d: &str| (s.to_string(), e.to_string(), d.to_string());
+    let mut seen: HashSet<(String, String, String)> = releases
+        .iter()
+        .map(|v| key(&v.service, &v.environment, &v.deployment_id))
+        .collect();
+    for body in theirs {
+        let Ok(listing) = serde_json::from_slice::<Listing>(&body) else {
+            continue;
+        };
+        for v in listing.releases {
+            let k = key(&v.service, &v.environment, &v.deployment_id);
+            if color.is_none_or(|c| v.verdict == c) && seen.insert(k) {
+                releases.push(to_pb(&v));
+            }
+        }
+    }
+    releases
+}
+
 /// The caller's bearer token, to ask another replica as the caller.
 fn authorization<T>(request: &Request<T>) -> Option<axum::http::HeaderValue> {
     let value = request.metadata().get("authorization")?;
@@ -120,33 +146,15 @@ impl VerdictService for VerdictGrpc {
                 .collect()
         });
         let (theirs, mine) = tokio::join!(theirs, mine);
-        let mut releases: Vec<pb::Verdict> =
+        let releases: Vec<pb::Verdict> =
             mine.ok_or_else(|| Status::internal("listing the releases failed"))?;
-        let mut seen: HashSet<(String, String, String)> = releases
-            .iter()
-            .map(|v| {
-                (
-                    v.service.clone(),
-                    v.environment.clone(),
-                    v.deployment_id.clone(),
-                )
-            })
-            .collect();
-        for body in theirs {
-            let Ok(listing) = serde_json::from_slice::<Listing>(&body) else {
-                continue;
-            };
-            for v in listing.releases {
-                let key = (
-                    v.service.clone(),
-                    v.environment.clone(),
-                    v.deployment_id.clone(),
-                );
-                if color.is_none_or(|c| v.verdict == c) && seen.insert(key) {
-                    releases.push(to_pb(&v));
-                }
-            }
+        if theirs.is_empty() {
+            return Ok(Response::new(pb::ListVerdictsResponse { releases }));
         }
+        // The other replicas' listings are read off the async workers.
+        let releases = tokio::task::spawn_blocking(move || add_theirs(releases, theirs, color))
+            .await
+            .map_err(|_| Status::internal("listing the releases failed"))?;
         Ok(Response::new(pb::ListVerdictsResponse { releases }))
     }
 
