@@ -183,7 +183,10 @@ def test_a_release_judged_by_one_replica_is_answered_by_the_other(daemon_factory
         assert v["live"] is False, v
         assert (v["verdict"], v["red_since"]) == ("red", red["red_since"]), v
         assert v["baseline"]["deployment_id"] == stable, v
-    assert all(r.elapsed.total_seconds() < 0.5 for r in answers[1:]), [r.elapsed for r in answers]
+    # The dead peer was asked once; the reads after it did not ask again.
+    asked = [line for line in b.log().splitlines()
+             if "did not answer a forwarded read" in line and "peer=replica-a" in line]
+    assert len(asked) == 1, asked
     with grpc.insecure_channel(b.grpc_addr) as channel:
         got = pb2_grpc.VerdictServiceStub(channel).GetVerdict(pb2.GetVerdictRequest(deployment_id=canary), timeout=5)
         assert (got.verdict, got.red_since, got.live) == ("red", red["red_since"], False), got
