@@ -105,7 +105,9 @@ impl App {
                     BaselineRule::from(&config.baseline),
                 )
                 .with_service_cap(config.limits.max_releases_per_service)
-                .with_adoption_if(ledger.is_some()),
+                // Only another replica can have judged a fleet first
+                // seen here; one daemon restores its own at start.
+                .with_adoption_if(ledger.as_ref().is_some_and(|l| l.is_shared())),
             ),
             deltas: Mutex::new(
                 DeltaTracker::new(config.limits.max_metric_streams, started_at)

@@ -387,6 +387,11 @@ impl Ledger {
         })
     }
 
+    /// Whether replicas may share it (PostgreSQL; SQLite is one daemon's).
+    pub fn is_shared(&self) -> bool {
+        is_postgres(&self.path)
+    }
+
     /// This replica's name among those sharing the ledger.
     pub fn replica(&self) -> &str {
         &self.replica
