@@ -192,20 +192,23 @@ fn a_new_error_kind_is_red_and_named() {
         assert!(s.median_red.unwrap() <= median, "{name}: {}", s.row());
         assert!(share(s.red_on_kind) >= 0.95, "{name}: {}", s.row());
     }
-    // Green before red: 0% at 100 canary rps; at 10, 7.5% on simulate's
-    // seeds (was 32%; the target of 2% is not met yet).
+    // Green before red: 0% at 100 canary rps; at 10, 1.5% on simulate's
+    // seeds (32% before kinds were evidence, 7.5% while green ruled out new
+    // kinds only on the error ratio's 0.75% of requests).
     let s = case("new error kind on 0.5% more, 100 rps");
     assert!(share(s.green_before_red) <= 0.02, "{}", s.row());
-    let s = case("new error kind on 0.5% more, 10 rps");
-    assert!(share(s.green_before_red) <= 0.1, "{}", s.row());
+    let s = full_case("new error kind on 0.5% more, 10 rps");
+    assert!(share_of(s.green_before_red, &s) <= 0.02, "{}", s.row());
 }
 
 #[test]
 fn tails_and_large_regressions_are_judged_from_the_first_requests() {
-    let s = case("tail: 3% of requests +1 s, 10 rps");
-    assert!(share(s.red) >= 0.95, "{}", s.row());
+    // Green before red 2.5% while a p99 too thin to test did not hold
+    // green back however it leaned; 0% since.
+    let s = full_case("tail: 3% of requests +1 s, 10 rps");
+    assert!(share_of(s.red, &s) >= 0.95, "{}", s.row());
     assert!(s.median_red.unwrap() <= 60, "{}", s.row());
-    assert!(share(s.green_before_red) <= 0.04, "{}", s.row());
+    assert!(share_of(s.green_before_red, &s) <= 0.02, "{}", s.row());
     let s = case("latency ×10, 10 rps");
     assert!(share(s.red) >= 0.99, "{}", s.row());
     assert!(s.median_red.unwrap() <= 15, "{}", s.row());

@@ -133,6 +133,12 @@ pub struct ErrorRatioCheck {
     pub pass_bound: f64,
     /// ...or at most the baseline's plus this (absolute).
     pub pass_bound_abs: f64,
+    /// Green also rules out error kinds the baseline has not shown on this
+    /// share of the canary's requests. Tighter than `pass_bound_abs`: a
+    /// new kind arrives a few at a time, and its red needs a handful, so
+    /// green must wait long enough that a kind on 0.5% of requests would
+    /// have shown itself.
+    pub new_kind_pass_bound_abs: f64,
 }
 
 impl Default for ErrorRatioCheck {
@@ -145,6 +151,7 @@ impl Default for ErrorRatioCheck {
             tolerance_abs: 0.001,
             pass_bound: 0.5,
             pass_bound_abs: 0.0075,
+            new_kind_pass_bound_abs: 0.0045,
         }
     }
 }
@@ -246,6 +253,12 @@ impl ChecksConfig {
             if !(v.is_finite() && v >= 0.0) {
                 problems.push(format!("{name} must be a non-negative number, not {v}"));
             }
+        }
+        if !(e.new_kind_pass_bound_abs > 0.0 && e.new_kind_pass_bound_abs < 1.0) {
+            problems.push(format!(
+                "checks.error_ratio.new_kind_pass_bound_abs must be in (0, 1), not {}",
+                e.new_kind_pass_bound_abs
+            ));
         }
         if e.pass_bound < e.tolerance {
             problems

@@ -166,6 +166,28 @@ mod tests {
     }
 
     #[test]
+    fn the_new_kind_pass_bound_is_a_share() {
+        let c =
+            Config::from_toml("[checks.error_ratio]\nnew_kind_pass_bound_abs = 0.002\n").unwrap();
+        assert_eq!(c.checks.error_ratio.new_kind_pass_bound_abs, 0.002);
+        assert_eq!(
+            Config::default().checks.error_ratio.new_kind_pass_bound_abs,
+            0.0045
+        );
+        for bad in ["0.0", "1.0", "-0.01"] {
+            let e = Config::from_toml(&format!(
+                "[checks.error_ratio]\nnew_kind_pass_bound_abs = {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("new_kind_pass_bound_abs must be in (0, 1)"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn tls_files_parse_and_go_together() {
         let c = Config::from_toml(
             "[server.tls]\ncert_file = \"/etc/rv/cert.pem\"\nkey_file = \"/etc/rv/key.pem\"\nreload_interval = \"30s\"\n",

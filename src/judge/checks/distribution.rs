@@ -391,6 +391,12 @@ impl DistributionTest {
             passed: self.passed_once || self.tested_all_passed(),
             worst: worst.map_or(0.5, |w| w.q),
             worst_log_e: worst.map_or(0.0, |w| w.worse.log_e()),
+            thin_log_e: self
+                .quantiles
+                .iter()
+                .filter(|q| !q.active())
+                .map(|q| q.worse.log_e())
+                .fold(f64::NEG_INFINITY, f64::max),
             ready: self
                 .quantiles
                 .iter()
@@ -517,6 +523,51 @@ mod tests {
         }
         assert!(passed_at.is_some_and(|t| t < 95), "{passed_at:?}");
         assert!(p99_tested);
+    }
+
+    /// Seconds from the 30th to the 90th where the p99, still too thin to
+    /// test for green (10 canary requests a second), leans towards a
+    /// regression, over 20 releases; `tail` of the canary's requests are
+    /// 1 s slower.
+    fn thin_p99_leaning(tail: f64) -> f64 {
+        let m = margins(0.5, true);
+        let look = Look {
+            alpha: 0.1,
+            now: true,
+        };
+        let (mut leaning, mut seconds) = (0, 0);
+        for seed in 1..=20 {
+            let mut rng = crate::rng::Rng::new(seed);
+            let mut test = DistributionTest::new(&[0.5, 0.95, 0.99]);
+            let mut window = Distribution::default();
+            for t in 0..90 {
+                let mut c = Distribution::default();
+                for _ in 0..10 {
+                    let slow = if rng.bernoulli(tail) { 1000.0 } else { 0.0 };
+                    c.record(((rng.lognormal(50.0, 0.5) + slow) * 1000.0) as u64, 1);
+                }
+                let b = second(&mut rng, 90);
+                window.add(&b);
+                test.feed(&c, &b, &window, &m, t % 15 == 0, look);
+                let e = test.evidence();
+                if t >= 30 {
+                    assert_eq!(e.thin.len(), 1, "only p99 waits (for 1,000 requests)");
+                    seconds += 1;
+                    leaning += usize::from(e.thin_log_e >= 0.0);
+                }
+            }
+        }
+        leaning as f64 / seconds as f64
+    }
+
+    #[test]
+    fn a_thin_tail_that_leans_towards_a_regression_is_seen() {
+        // 3% of requests 1 s slower: the p99's evidence leans that way
+        // nearly all the time before it is tested (the latency check holds
+        // green while it does); with no regression it seldom does.
+        let regression = thin_p99_leaning(0.03);
+        let healthy = thin_p99_leaning(0.0);
+        assert!(regression > 0.9 && healthy < 0.2, "{regression} {healthy}");
     }
 
     #[test]

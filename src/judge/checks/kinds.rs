@@ -48,10 +48,11 @@ pub struct KindTests {
     /// only takes them: what came before judging began is not evidence.
     seen: Option<[KindCounts; 2]>,
     /// Green's side: the canary's requests failing with kinds the
-    /// baseline has not shown, against the error ratio's `pass_bound_abs`
-    /// of its requests. A new kind arrives a few at a time, too slowly
-    /// for its evidence to stop a green that the pooled ratio allows; so
-    /// green also rules out new kinds on that share of the requests.
+    /// baseline has not shown, against the error ratio's
+    /// `new_kind_pass_bound_abs` of its requests. A new kind arrives a few
+    /// at a time, too slowly for its evidence to stop a green that the
+    /// pooled ratio allows; so green also rules out new kinds on that share
+    /// of the requests.
     #[serde(default)]
     unshared: PassTest,
     /// Canary requests and their failures of kinds the baseline has not
@@ -119,7 +120,7 @@ impl KindTests {
         self.unshared_total[1] += unshared;
         if canary.requests > 0 {
             self.unshared
-                .update(unshared, canary.requests, cfg.pass_bound_abs, look);
+                .update(unshared, canary.requests, cfg.new_kind_pass_bound_abs, look);
         }
         for (kind, test) in &mut self.tests {
             let add = [
@@ -133,7 +134,7 @@ impl KindTests {
     }
 
     /// Whether green has ruled out kinds the baseline has not shown on
-    /// `pass_bound_abs` of the canary's requests; if not, why not.
+    /// `new_kind_pass_bound_abs` of the canary's requests; if not, why not.
     pub fn unshared_pending(&self, cfg: &ErrorRatioCheck) -> Option<String> {
         if self.unshared.passed() {
             return None;
@@ -143,7 +144,7 @@ impl KindTests {
             "error kinds the baseline has not shown ({} of {} canary requests; green rules out {:.2}%)",
             grouped(x),
             grouped(n),
-            cfg.pass_bound_abs * 100.0
+            cfg.new_kind_pass_bound_abs * 100.0
         ))
     }
 
@@ -307,6 +308,38 @@ mod tests {
         let shared = reports.iter().find(|r| &*r.kind == "HTTP 503").unwrap();
         assert_eq!(shared.result, CheckResult::Pass, "{shared:?}");
         assert!(shared.e_value < 1.0, "{shared:?}");
+    }
+
+    #[test]
+    fn green_waits_until_a_new_kind_on_half_a_percent_would_have_shown() {
+        // No new kind at all, 10 canary requests a tick: green's side of
+        // new kinds passes only once a kind on 0.5% of requests would have
+        // shown itself with little doubt (e^-4.5 ≈ 1% of the time not at
+        // all by 900 requests). With the error ratio's 0.75% it passed at
+        // about 550, where a 0.5% kind is still silent 6% of the time.
+        let cfg = ErrorRatioCheck::default();
+        let mut tests = KindTests::default();
+        let mut passed_at = None;
+        for t in 1..=200u64 {
+            let (cd, bd) = (detail(&[]), detail(&[("HTTP 503", t)]));
+            tests.feed(
+                &KindCounters {
+                    detail: &cd,
+                    requests: 10,
+                },
+                &KindCounters {
+                    detail: &bd,
+                    requests: 90,
+                },
+                &cfg,
+                LOOK,
+            );
+            if passed_at.is_none() && tests.unshared_pending(&cfg).is_none() {
+                passed_at = Some(t * 10);
+            }
+        }
+        let at = passed_at.expect("green's side of new kinds never passed");
+        assert!((800..=1200).contains(&at), "passed at {at} requests");
     }
 
     #[test]

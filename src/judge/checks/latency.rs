@@ -179,10 +179,16 @@ impl LatencyTest {
             passed,
             worst: worst_q,
             worst_log_e,
+            thin_log_e,
             ready,
             thin,
         } = self.test.evidence();
-        let calm = worst_log_e < levels.leaning();
+        // A quantile too thin to test for green (a p99 before its 1,000th
+        // canary request) holds it back while its evidence leans the wrong
+        // way at all (e > 1: more slow canary requests there than the
+        // canary's share): a tail regression seen early is not passed over
+        // by the quantiles tested before it.
+        let calm = worst_log_e < levels.leaning() && thin_log_e < 0.0;
         let result = levels.result(ready && canary.requests > 0, log_e, true, passed && calm);
         let quantiles = |w: &Signals| {
             cfg.quantiles

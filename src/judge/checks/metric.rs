@@ -194,6 +194,7 @@ impl MetricTest {
                         passed: s.counts.within.passed(),
                         worst: 0.5,
                         worst_log_e: s.counts.worse.log_e(),
+                        thin_log_e: f64::NEG_INFINITY,
                         ready: nc > 0 && nb > 0,
                         thin: Vec::new(),
                     }

@@ -309,6 +309,9 @@ pub(super) struct Evidence {
     /// Its evidence, as a natural log: one quantile leaning towards a
     /// regression holds green back, however calm the others are.
     pub worst_log_e: f64,
+    /// The most evidence of a regression at a quantile still too thin to
+    /// test for green (see `THIN_HOLD`).
+    pub thin_log_e: f64,
     /// Some threshold is set.
     pub ready: bool,
     /// Quantiles whose tail is still too thin to test, with the canary
