@@ -8,7 +8,7 @@ use std::io::{BufRead, Write};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::app::App;
+use crate::app::{App, Sender};
 use crate::config::Config;
 use crate::ingest::decode::from_json;
 use crate::model::UnixNanos;
@@ -223,7 +223,9 @@ pub fn replay(
         now = t;
         let outcome = match &parsed {
             Line::Traces(r) => app.ingest_traces(r, Transport::Replay, now),
-            Line::Metrics(r) => app.ingest_metrics(r, Transport::Replay, now, None, None),
+            Line::Metrics(r) => {
+                app.ingest_metrics(r, Transport::Replay, now, None, Sender::Unknown)
+            }
         };
         if outcome.rejected > 0 {
             summary

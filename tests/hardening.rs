@@ -354,6 +354,82 @@ async fn one_address_with_many_resources_cannot_fill_the_stream_table() {
     server.stop().await;
 }
 
+/// Issue 28: the per-sender quota was kept per address, so exporters
+/// behind one collector or NAT shared one share, and one token spread over
+/// many addresses had many. With tokens on, it is kept per ingest token:
+/// two tokens from the same address each get their own (on the address
+/// quota, the second token's streams were refused here).
+#[tokio::test]
+async fn with_tokens_on_the_stream_quota_is_each_tokens_own() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+
+    let dir = std::env::temp_dir().join(format!("rv-sender-quota-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("ingest");
+    std::fs::write(&tokens, "flood-tok\nhonest-tok\n").unwrap();
+    let mut config = Config::default();
+    config.auth.ingest_tokens_file = tokens.to_string_lossy().into_owned();
+    config.limits.max_metric_streams = 40;
+    config.limits.max_metric_streams_per_resource = 5;
+    config.limits.max_metric_streams_per_sender = 10;
+    let server = TestServer::with_config(config).await;
+    let start = now_nanos();
+    let post = |token: &'static str, body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(server.url("/v1/metrics"))
+            .header("content-type", "application/x-protobuf")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .send()
+    };
+    // Four resources of five streams each with one token: ten are past
+    // its quota.
+    let flood = metrics_request(
+        (0..4)
+            .map(|r| {
+                let points = (0..5)
+                    .map(|s| cumulative(start, start + 1, 1, &format!("/r{r}/s{s}")))
+                    .collect();
+                durations(&format!("pay-flood-{r}"), CUMULATIVE, points)
+            })
+            .collect(),
+    );
+    let answer = post("flood-tok", flood.encode_to_vec()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = ExportMetricsServiceResponse::decode(answer.bytes().await.unwrap()).unwrap();
+    let partial = answer.partial_success.expect("past the token's quota");
+    assert_eq!(partial.rejected_data_points, 10);
+    assert!(
+        partial.error_message.contains("ingest token"),
+        "{}",
+        partial.error_message
+    );
+    // From the same address, the other token's new streams are its own.
+    let honest = metrics_request(
+        (0..2)
+            .map(|r| {
+                let points = (0..5)
+                    .map(|s| cumulative(start, start + 1, 2, &format!("/h{r}/s{s}")))
+                    .collect();
+                durations(&format!("pay-honest-{r}"), CUMULATIVE, points)
+            })
+            .collect(),
+    );
+    let answer = post("honest-tok", honest.encode_to_vec()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = ExportMetricsServiceResponse::decode(answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer.partial_success, None, "the second token's own share");
+    for r in 0..2 {
+        server
+            .wait_for_release(&format!("pay-honest-{r}"), |v| {
+                v["canary"]["requests"] == 10
+            })
+            .await;
+    }
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The review, "a full stream table is blamed on the sender": with
 /// `limits.max_metric_streams` reached, a legitimate new stream was
 /// answered 400 and counted as invalid, so exporters dropped it.

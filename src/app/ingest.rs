@@ -23,6 +23,44 @@ use crate::self_metrics::{
 /// rest are counted as `other`, so senders cannot grow the label set.
 const IGNORED_METRIC_NAMES: usize = 16;
 
+/// Which ingest token an export came with (a key derived from it, never
+/// the token itself), put on the request by the auth layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenSender(pub u64);
+
+/// Who sends an export, for the per-sender quota of cumulative streams:
+/// its ingest token when tokens are on, so exporters behind one address
+/// (a collector, a NAT) each with its own token each have their own share,
+/// and one token spread over many addresses has one; else its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sender {
+    Token(TokenSender),
+    Address(std::net::IpAddr),
+    /// Neither is known (a replay): one shared quota.
+    Unknown,
+}
+
+impl Sender {
+    pub fn of(token: Option<TokenSender>, peer: Option<std::net::IpAddr>) -> Self {
+        match (token, peer) {
+            (Some(t), _) => Sender::Token(t),
+            (None, Some(ip)) => Sender::Address(ip),
+            (None, None) => Sender::Unknown,
+        }
+    }
+
+    /// The key its streams are counted under (0 for `Unknown`).
+    fn key(self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        if self == Sender::Unknown {
+            return 0;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
 /// The services an ingest token may speak for (`TOKEN service=a,b` in the
 /// tokens file): telemetry of any other service is refused, counted
 /// (`reason="out_of_scope"`) and named in the partial success.
@@ -124,7 +162,7 @@ impl App {
 
     /// Maps and applies a metrics export (of the services in `scope` only,
     /// when the sender's token has one). New cumulative streams count
-    /// against the quota of `peer`, the sender's address when known.
+    /// against the quota of `sender`.
     #[tracing::instrument(name = "ingest metrics", skip_all, fields(transport = ?via))]
     pub fn ingest_metrics(
         &self,
@@ -132,16 +170,11 @@ impl App {
         via: Transport,
         now: UnixNanos,
         scope: Option<&ServiceScope>,
-        peer: Option<std::net::IpAddr>,
+        sender: Sender,
     ) -> Ingested {
         let batch = {
             let mut deltas = lock(&self.deltas);
-            deltas.sending(peer.map_or(0, |ip| {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                ip.hash(&mut h);
-                h.finish()
-            }));
+            deltas.sending(sender.key());
             self.mapper.metrics(req, &mut deltas, now)
         };
         self.apply(batch, Signal::Points, via, now, scope)

@@ -250,7 +250,7 @@ mod tick;
 mod views;
 
 pub use bodies::{BodyHold, NoRoom};
-pub use ingest::{Ingested, ServiceScope};
+pub use ingest::{Ingested, Sender, ServiceScope, TokenSender};
 pub use senders::SendersView;
 pub use shared::Found;
 

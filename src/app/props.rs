@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use proptest::prelude::*;
 
-use super::App;
+use super::{App, Sender};
 use crate::config::Config;
 use crate::ingest::decode::{decode, Encoding};
 use crate::otlp_kit::attr;
@@ -239,7 +239,7 @@ proptest! {
             let n = (explicit.len() + exponential.len()) as u64;
             let req = metrics(temporality, unit, explicit, exponential);
             let at = now.saturating_add(k as u64);
-            let outcome = app.ingest_metrics(&req, Transport::Replay, at, None, None);
+            let outcome = app.ingest_metrics(&req, Transport::Replay, at, None, Sender::Unknown);
             prop_assert!(outcome.rejected <= n);
             app.tick(at);
         }

@@ -23,8 +23,9 @@ pub struct LimitsConfig {
     /// Most of them for one resource (its attributes, as sent), so one
     /// sender's flood of streams cannot lock the others out.
     pub max_metric_streams_per_resource: usize,
-    /// Most of them sent from one address, so one sender's many resources
-    /// cannot lock the others out either.
+    /// Most of them sent with one ingest token (from one address where
+    /// tokens are off), so one sender's many resources cannot lock the
+    /// others out either.
     pub max_metric_streams_per_sender: usize,
     /// Most bytes the remembered cumulative points take in all (a stream
     /// costs in proportion to its buckets: ~65 KiB at 4,096 bounds, under

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::reload::{self, Watched};
-use crate::app::{App, ServiceScope};
+use crate::app::{App, ServiceScope, TokenSender};
 use crate::config::AuthConfig;
 use crate::self_metrics::{Reason, ReloadLabels, Signal, Transport};
 
@@ -70,6 +70,29 @@ pub enum AuthError {
 struct Token {
     secret: Vec<u8>,
     services: Option<ServiceScope>,
+    /// Who sends with it, for per-sender quotas (derived from the secret).
+    sender: TokenSender,
+}
+
+/// What a request's token grants it; the default when its scope is open.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grant {
+    /// The services it may send for; None: any.
+    pub services: Option<ServiceScope>,
+    /// Which token it came with.
+    pub token: Option<TokenSender>,
+}
+
+impl Grant {
+    /// Puts what the handlers read on the request.
+    fn attach(self, extensions: &mut axum::http::Extensions) {
+        if let Some(services) = self.services {
+            extensions.insert(services);
+        }
+        if let Some(token) = self.token {
+            extensions.insert(token);
+        }
+    }
 }
 
 /// The tokens of each scope; None is open.
@@ -111,7 +134,17 @@ fn parse_token(key: &'static str, path: &str, n: usize, line: &str) -> Result<To
         }
         services = Some(ServiceScope(names.into()));
     }
-    Ok(Token { secret, services })
+    let sender = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (key, &secret).hash(&mut h);
+        TokenSender(h.finish())
+    };
+    Ok(Token {
+        secret,
+        services,
+        sender,
+    })
 }
 
 impl Tokens {
@@ -148,17 +181,16 @@ impl Tokens {
         })
     }
 
-    /// Checks the `Authorization: Bearer …` header for `scope`: the
-    /// services the token may send for (None: any), or the message to
-    /// answer with.
-    fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<Option<ServiceScope>, String> {
+    /// Checks the `Authorization: Bearer …` header for `scope`: what the
+    /// token grants, or the message to answer with.
+    fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<Grant, String> {
         let tokens = match scope {
             Scope::Ingest => &self.ingest,
             Scope::Read => &self.read,
             Scope::Write => &self.write,
         };
         let Some(tokens) = tokens else {
-            return Ok(None);
+            return Ok(Grant::default());
         };
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -183,7 +215,10 @@ impl Tokens {
             }
         });
         match matched {
-            Some(token) => Ok(token.services.clone()),
+            Some(token) => Ok(Grant {
+                services: token.services.clone(),
+                token: Some(token.sender),
+            }),
             None => Err(format!("the token is not a valid {} token", scope.as_str())),
         }
     }
@@ -268,9 +303,9 @@ impl Auth {
     }
 
     /// Checks the `Authorization: Bearer …` header for `scope` against the
-    /// tokens in force: the services the token may send for (None: any),
-    /// or the message to answer with.
-    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<Option<ServiceScope>, String> {
+    /// tokens in force: what the token grants, or the message to answer
+    /// with.
+    pub fn check(&self, scope: Scope, headers: &HeaderMap) -> Result<Grant, String> {
         let tokens = self.tokens.read().expect("tokens lock").clone();
         tokens.check(scope, headers)
     }
@@ -305,10 +340,8 @@ pub async fn http(
         return next.run(req).await;
     };
     match auth.check(scope, req.headers()) {
-        Ok(services) => {
-            if let Some(services) = services {
-                req.extensions_mut().insert(services);
-            }
+        Ok(grant) => {
+            grant.attach(req.extensions_mut());
             next.run(req).await
         }
         Err(message) => {
@@ -389,9 +422,9 @@ where
         let checked = grpc_scope(req.uri().path())
             .map(|(scope, signal)| (self.auth.check(scope, req.headers()), signal));
         let denied = match checked {
-            None | Some((Ok(None), _)) => None,
-            Some((Ok(Some(services)), _)) => {
-                req.extensions_mut().insert(services);
+            None => None,
+            Some((Ok(grant), _)) => {
+                grant.attach(req.extensions_mut());
                 None
             }
             Some((Err(message), signal)) => {
@@ -438,14 +471,29 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_scope() {
         let a = auth(&["s3cret", "other"]);
-        assert_eq!(a.check(Scope::Ingest, &bearer("Bearer s3cret")), Ok(None));
-        assert_eq!(a.check(Scope::Ingest, &bearer("bearer  other ")), Ok(None));
+        let services = |h: &HeaderMap| a.check(Scope::Ingest, h).map(|g| g.services);
+        assert_eq!(services(&bearer("Bearer s3cret")), Ok(None));
+        assert_eq!(services(&bearer("bearer  other ")), Ok(None));
+        // each token is a sender of its own
+        let (one, two) = (
+            a.check(Scope::Ingest, &bearer("Bearer s3cret"))
+                .unwrap()
+                .token,
+            a.check(Scope::Ingest, &bearer("Bearer other"))
+                .unwrap()
+                .token,
+        );
+        assert!(one.is_some() && two.is_some() && one != two);
         assert!(a.check(Scope::Ingest, &bearer("Bearer s3cre")).is_err());
         assert!(a.check(Scope::Ingest, &bearer("Basic s3cret")).is_err());
         let missing = a.check(Scope::Ingest, &HeaderMap::new()).unwrap_err();
         assert!(missing.contains("ingest token is required"), "{missing}");
         assert!(!missing.contains("s3cret"), "never echoes a token");
-        assert_eq!(a.check(Scope::Read, &HeaderMap::new()), Ok(None), "open");
+        assert_eq!(
+            a.check(Scope::Read, &HeaderMap::new()),
+            Ok(Grant::default()),
+            "open"
+        );
     }
 
     #[test]
@@ -453,10 +501,11 @@ mod tests {
         let a = auth(&["team-a service=checkout,pay", "anyone"]);
         let scope = a.check(Scope::Ingest, &bearer("Bearer team-a")).unwrap();
         assert_eq!(
-            scope,
+            scope.services,
             Some(ServiceScope(vec!["checkout".into(), "pay".into()].into()))
         );
-        assert_eq!(a.check(Scope::Ingest, &bearer("Bearer anyone")), Ok(None));
+        let anyone = a.check(Scope::Ingest, &bearer("Bearer anyone")).unwrap();
+        assert_eq!(anyone.services, None);
         assert!(a
             .check(Scope::Ingest, &bearer("Bearer team-a service=checkout"))
             .is_err());

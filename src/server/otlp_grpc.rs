@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::app::{App, Ingested, ServiceScope};
+use crate::app::{App, Ingested, Sender, ServiceScope, TokenSender};
 use crate::clock::system_now;
 use crate::ingest::decode::Encoding;
 use crate::self_metrics::{Reason, Signal, Transport};
@@ -215,7 +215,10 @@ impl MetricsService for OtlpGrpc {
             Transport::Grpc,
             system_now(),
             request.extensions().get::<ServiceScope>(),
-            request.remote_addr().map(|a| a.ip()),
+            Sender::of(
+                request.extensions().get::<TokenSender>().copied(),
+                request.remote_addr().map(|a| a.ip()),
+            ),
         );
         Ok(Response::new(check(&self.app, outcome)?.metrics_response()))
     }

@@ -19,7 +19,7 @@ use axum::serve::IncomingStream;
 use axum::Extension;
 use tonic::Code;
 
-use crate::app::{App, BodyHold, NoRoom, ServiceScope};
+use crate::app::{App, BodyHold, NoRoom, Sender, ServiceScope, TokenSender};
 use crate::clock::system_now;
 use crate::ingest::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
 use crate::self_metrics::{Reason, Signal, Transport};
@@ -99,11 +99,13 @@ pub async fn metrics(
     State(app): State<Arc<App>>,
     peer: Peer,
     scope: Option<Extension<ServiceScope>>,
+    token: Option<Extension<TokenSender>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let scope = scope.map(|Extension(s)| s);
     let peer = peer_ip(peer);
+    let sender = Sender::of(token.map(|Extension(t)| t), peer);
     let received = receive(&app, peer, &headers, body, Signal::Points).await;
     let (raw, encoding, _buffered) = match received {
         Ok(ok) => ok,
@@ -117,7 +119,7 @@ pub async fn metrics(
         Err(e) => return undecodable(&app, &e, encoding, Signal::Points),
     };
     drop(raw);
-    let outcome = app.ingest_metrics(&req, Transport::Http, system_now(), scope.as_ref(), peer);
+    let outcome = app.ingest_metrics(&req, Transport::Http, system_now(), scope.as_ref(), sender);
     if outcome.all_invalid {
         return invalid(outcome.message, encoding);
     }

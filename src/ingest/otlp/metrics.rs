@@ -349,7 +349,7 @@ fn resolve<'a>(
                         let bound = match full {
                             Full::Table => "the table of cumulative streams is full ([limits] max_metric_streams)",
                             Full::Resource => "the resource holds as many cumulative streams as one may ([limits] max_metric_streams_per_resource)",
-                            Full::Sender => "this address holds as many cumulative streams as one may ([limits] max_metric_streams_per_sender)",
+                            Full::Sender => "this sender (its ingest token, or its address where tokens are off) holds as many cumulative streams as one may ([limits] max_metric_streams_per_sender)",
                             Full::Bytes => "the cumulative streams hold as many bytes of buckets as they may ([limits] max_metric_stream_bytes)",
                         };
                         batch.refuse_full(
