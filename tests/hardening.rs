@@ -291,6 +291,26 @@ async fn a_point_stamped_ahead_within_the_allowance_does_not_freeze_its_stream()
     server.stop().await;
 }
 
+/// `resources` resources (releases `{prefix}-0`, …) of five cumulative
+/// streams each, every point counting `n` requests.
+fn five_streams_each(
+    start: u64,
+    prefix: &str,
+    resources: u64,
+    n: u64,
+) -> ExportMetricsServiceRequest {
+    metrics_request(
+        (0..resources)
+            .map(|r| {
+                let points = (0..5)
+                    .map(|s| cumulative(start, start + 1, n, &format!("/{prefix}{r}/s{s}")))
+                    .collect();
+                durations(&format!("{prefix}-{r}"), CUMULATIVE, points)
+            })
+            .collect(),
+    )
+}
+
 /// Issue 28: one sender with 101 resources filled the cumulative stream
 /// table (the per-resource quota holds per resource only) and every other
 /// sender's new streams were refused. Streams are now also counted per
@@ -306,16 +326,7 @@ async fn one_address_with_many_resources_cannot_fill_the_stream_table() {
     let server = TestServer::with_config(config).await;
     let start = now_nanos();
     // Four resources of five streams each, all from 127.0.0.2.
-    let flood = metrics_request(
-        (0..4)
-            .map(|r| {
-                let points = (0..5)
-                    .map(|s| cumulative(start, start + 1, 1, &format!("/r{r}/s{s}")))
-                    .collect();
-                durations(&format!("pay-flood-{r}"), CUMULATIVE, points)
-            })
-            .collect(),
-    );
+    let flood = five_streams_each(start, "pay-flood", 4, 1);
     let flooder = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
@@ -384,16 +395,7 @@ async fn with_tokens_on_the_stream_quota_is_each_tokens_own() {
     };
     // Four resources of five streams each with one token: ten are past
     // its quota.
-    let flood = metrics_request(
-        (0..4)
-            .map(|r| {
-                let points = (0..5)
-                    .map(|s| cumulative(start, start + 1, 1, &format!("/r{r}/s{s}")))
-                    .collect();
-                durations(&format!("pay-flood-{r}"), CUMULATIVE, points)
-            })
-            .collect(),
-    );
+    let flood = five_streams_each(start, "pay-flood", 4, 1);
     let answer = post("flood-tok", flood.encode_to_vec()).await.unwrap();
     assert_eq!(answer.status(), 200);
     let answer = ExportMetricsServiceResponse::decode(answer.bytes().await.unwrap()).unwrap();
@@ -405,16 +407,7 @@ async fn with_tokens_on_the_stream_quota_is_each_tokens_own() {
         partial.error_message
     );
     // From the same address, the other token's new streams are its own.
-    let honest = metrics_request(
-        (0..2)
-            .map(|r| {
-                let points = (0..5)
-                    .map(|s| cumulative(start, start + 1, 2, &format!("/h{r}/s{s}")))
-                    .collect();
-                durations(&format!("pay-honest-{r}"), CUMULATIVE, points)
-            })
-            .collect(),
-    );
+    let honest = five_streams_each(start, "pay-honest", 2, 2);
     let answer = post("honest-tok", honest.encode_to_vec()).await.unwrap();
     assert_eq!(answer.status(), 200);
     let answer = ExportMetricsServiceResponse::decode(answer.bytes().await.unwrap()).unwrap();

@@ -246,6 +246,22 @@ mod tests {
         now: true,
     };
 
+    /// Feeds one tick of 10 canary and 90 baseline requests.
+    fn tick(tests: &mut KindTests, canary: &Detail, baseline: &Detail, cfg: &ErrorRatioCheck) {
+        tests.feed(
+            &KindCounters {
+                detail: canary,
+                requests: 10,
+            },
+            &KindCounters {
+                detail: baseline,
+                requests: 90,
+            },
+            cfg,
+            LOOK,
+        );
+    }
+
     /// Ticks of 10 canary and 90 baseline requests: the canary fails with
     /// a new kind on the ticks `new_on`, and every `both_every` ticks
     /// both cohorts fail with a shared kind in proportion to traffic.
@@ -265,18 +281,7 @@ mod tests {
             }
             let cd = detail(&[("HTTP 503", shared_c), ("KeyError", new)]);
             let bd = detail(&[("HTTP 503", shared_b)]);
-            tests.feed(
-                &KindCounters {
-                    detail: &cd,
-                    requests: 10,
-                },
-                &KindCounters {
-                    detail: &bd,
-                    requests: 90,
-                },
-                &cfg,
-                LOOK,
-            );
+            tick(&mut tests, &cd, &bd, &cfg);
             reports = tests.reports(&cfg, levels);
         }
         (tests, reports)
@@ -322,18 +327,7 @@ mod tests {
         let mut passed_at = None;
         for t in 1..=200u64 {
             let (cd, bd) = (detail(&[]), detail(&[("HTTP 503", t)]));
-            tests.feed(
-                &KindCounters {
-                    detail: &cd,
-                    requests: 10,
-                },
-                &KindCounters {
-                    detail: &bd,
-                    requests: 90,
-                },
-                &cfg,
-                LOOK,
-            );
+            tick(&mut tests, &cd, &bd, &cfg);
             if passed_at.is_none() && tests.unshared_pending(&cfg).is_none() {
                 passed_at = Some(t * 10);
             }
