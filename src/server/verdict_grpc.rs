@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::{Stream, StreamExt};
-use prost::Message;
+use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
-use super::watch::{filter, Watches};
+use super::watch::{decoded, filter, Watches};
 use crate::app::App;
 use crate::clock::system_now;
 use crate::judge::Color;
@@ -167,8 +166,6 @@ impl VerdictService for VerdictGrpc {
         request: Request<pb::WatchVerdictsRequest>,
     ) -> Result<Response<Self::WatchVerdictsStream>, Status> {
         let encoded = self.watches.open(request.into_inner())?;
-        Ok(Response::new(Box::pin(encoded.map(|m| {
-            m.and_then(|b| pb::Verdict::decode(b).map_err(|e| Status::internal(e.to_string())))
-        }))))
+        Ok(Response::new(Box::pin(decoded(encoded))))
     }
 }

@@ -1,25 +1,29 @@
 //! `WatchVerdicts`: the releases a watch names, then their changes. The
 //! snapshot is encoded once for every watch that asks at the time
-//! (`readers`) and sent as those bytes: `WatchServer` serves this one
-//! method with a codec that writes them as they are, in front of the
-//! generated server for the rest. A watch is pulled by its connection, a
-//! message at a time; one that falls behind, or has not taken its snapshot
-//! within `server.stream_snapshot_timeout`, ends with UNAVAILABLE, which
-//! clients retry.
+//! (`readers`), gRPC frames and all, in pieces of about `CHUNK` bytes, and
+//! each watch sends slices of those pieces: `WatchServer` serves this one
+//! method in front of the generated server for the rest, so what a
+//! connection queues for its watches is the shared snapshot, not a copy
+//! per watch (h2 queues up to 400 KiB a stream while the socket is busy:
+//! 500 watches copying theirs added some 300 MiB). A watch is pulled by its
+//! connection; one that falls behind, or has not taken its snapshot within
+//! `server.stream_snapshot_timeout`, ends with UNAVAILABLE, which clients
+//! retry.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes};
-use futures_util::Stream;
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+use http_body::Frame;
 use prost::Message;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codec::Streaming;
 use tonic::codegen::{http, Body, BoxFuture, Context, Poll, Service, StdError};
-use tonic::server::{NamedService, ServerStreamingService};
-use tonic::{Code, Request, Response, Status};
+use tonic::server::NamedService;
+use tonic::{Code, Status};
 use tonic_prost::ProstDecoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -30,8 +34,17 @@ use crate::export::proto::{pb, to_pb};
 use crate::self_metrics::StreamDrop;
 use crate::verdict::{Filter, Verdict};
 
-/// A watch's messages, encoded.
+/// A watch's messages as gRPC frames (a flag byte, a length, the message),
+/// one or more an item.
 pub type Encoded = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// Snapshot messages are framed into pieces of about this size: large
+/// enough for few DATA frames, small enough that a watch queued behind a
+/// busy socket pins little of a snapshot it has let go of.
+const CHUNK: usize = 16 * 1024;
+
+/// The largest `WatchVerdictsRequest` read.
+const MAX_REQUEST: usize = 64 * 1024;
 
 /// What every watch shares: the cap, the snapshots, the stop.
 #[derive(Clone)]
@@ -39,7 +52,7 @@ pub struct Watches {
     app: Arc<App>,
     readers: Arc<Readers>,
     /// One protobuf snapshot for the watches that open at the same time.
-    snapshots: Arc<Shared<Vec<Release>>>,
+    snapshots: Arc<Shared<Snapshot>>,
     /// Ends watch streams when the daemon shuts down.
     stop: CancellationToken,
 }
@@ -47,7 +60,7 @@ pub struct Watches {
 impl Watches {
     pub fn new(app: Arc<App>, readers: Arc<Readers>, stop: CancellationToken) -> Self {
         Self {
-            snapshots: Shared::new(&readers, snapshot, |s| snapshot_bytes(s)),
+            snapshots: Shared::new(&readers, Snapshot::build, Snapshot::bytes),
             app,
             readers,
             stop,
@@ -89,47 +102,160 @@ pub fn filter(service: &str, environment: &str) -> Filter {
     }
 }
 
-/// One release of a watch snapshot: what a filter reads, and its
-/// message encoded (a third of the memory of the message itself).
+/// One release of a watch snapshot: what a filter reads, and where its
+/// framed message is in the snapshot's pieces.
 struct Release {
     service: String,
     environment: String,
     deployment_id: String,
-    message: Bytes,
+    chunk: u32,
+    start: u32,
+    end: u32,
 }
 
-/// Every release's verdict in protobuf, built once for all the watches
-/// that asked at the time. Blocking: run on the whole-reads thread.
-/// The other replicas' releases follow this one's.
-fn snapshot(app: &App) -> Vec<Release> {
-    let mut releases = app.map_verdicts(&Filter::default(), system_now(), |v| Release {
-        message: to_pb(&v).encode_to_vec().into(),
-        service: v.service,
-        environment: v.environment,
-        deployment_id: v.deployment_id,
-    });
-    let remote = app.remote_verdicts(&Filter::default());
-    releases.extend(remote.iter().map(|v| Release {
-        message: to_pb(v).encode_to_vec().into(),
-        service: v.service.clone(),
-        environment: v.environment.clone(),
-        deployment_id: v.deployment_id.clone(),
-    }));
-    releases
+/// Every release's verdict in protobuf, framed, built once for all the
+/// watches that asked at the time. The other replicas' releases follow
+/// this one's.
+pub struct Snapshot {
+    releases: Vec<Release>,
+    chunks: Vec<Bytes>,
 }
 
-/// A snapshot's bytes, about: its messages and names.
-fn snapshot_bytes(releases: &[Release]) -> usize {
-    releases
-        .iter()
-        .map(|r| {
-            std::mem::size_of::<Release>()
-                + r.message.len()
-                + r.service.len()
-                + r.environment.len()
-                + r.deployment_id.len()
-        })
-        .sum()
+impl Snapshot {
+    /// Blocking: run on the whole-reads thread.
+    fn build(app: &App) -> Self {
+        // Framed one by one, then copied into the pieces in the listing's
+        // order (which it sorts after the messages are made).
+        let mut messages = app.map_verdicts(&Filter::default(), system_now(), |v| {
+            (
+                framed(&to_pb(&v)),
+                v.service,
+                v.environment,
+                v.deployment_id,
+            )
+        });
+        let remote = app.remote_verdicts(&Filter::default());
+        messages.extend(remote.iter().map(|v| {
+            let names = (
+                v.service.clone(),
+                v.environment.clone(),
+                v.deployment_id.clone(),
+            );
+            (framed(&to_pb(v)), names.0, names.1, names.2)
+        }));
+        let mut pieces = Pieces::default();
+        let releases = messages
+            .into_iter()
+            .map(|(frame, service, environment, deployment_id)| {
+                let (chunk, start, end) = pieces.add(&frame);
+                Release {
+                    service,
+                    environment,
+                    deployment_id,
+                    chunk,
+                    start,
+                    end,
+                }
+            })
+            .collect();
+        Self {
+            releases,
+            chunks: pieces.finish(),
+        }
+    }
+
+    /// Its bytes, about: its pieces and names.
+    fn bytes(&self) -> usize {
+        let names: usize = self
+            .releases
+            .iter()
+            .map(|r| r.service.len() + r.environment.len() + r.deployment_id.len())
+            .sum();
+        let pieces: usize = self.chunks.iter().map(Bytes::len).sum();
+        self.releases.len() * std::mem::size_of::<Release>() + names + pieces
+    }
+
+    /// The frames of the next run of releases a watch wants, from
+    /// `*next` on and within one piece, moving `*next` past them; None
+    /// once there are no more.
+    fn run(&self, wants: impl Fn(&Release) -> bool, next: &mut usize) -> Option<Bytes> {
+        let first = loop {
+            let r = self.releases.get(*next)?;
+            *next += 1;
+            if wants(r) {
+                break r;
+            }
+        };
+        let mut end = first.end;
+        while let Some(r) = self.releases.get(*next) {
+            if r.chunk != first.chunk || r.start != end || !wants(r) {
+                break;
+            }
+            end = r.end;
+            *next += 1;
+        }
+        Some(self.chunks[first.chunk as usize].slice(first.start as usize..end as usize))
+    }
+}
+
+/// The snapshot's pieces as they are filled.
+#[derive(Default)]
+struct Pieces {
+    done: Vec<Bytes>,
+    filling: Vec<u8>,
+}
+
+impl Pieces {
+    /// Copies a frame into the pieces: its piece, start and end.
+    fn add(&mut self, frame: &[u8]) -> (u32, u32, u32) {
+        if !self.filling.is_empty() && self.filling.len() + frame.len() > CHUNK {
+            let full = std::mem::take(&mut self.filling);
+            self.done.push(full.into());
+        }
+        if self.filling.is_empty() {
+            self.filling.reserve_exact(frame.len().max(CHUNK));
+        }
+        let start = self.filling.len() as u32;
+        self.filling.extend_from_slice(frame);
+        (self.done.len() as u32, start, self.filling.len() as u32)
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.filling.is_empty() {
+            self.done.push(self.filling.into());
+        }
+        self.done
+    }
+}
+
+/// A gRPC message's frame header: the compressed flag and the length.
+const FRAME_HEADER: usize = 5;
+
+fn frame_into(message: &impl Message, out: &mut Vec<u8>) {
+    out.push(0);
+    out.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
+    message
+        .encode(out)
+        .expect("a Vec grows to take any message");
+}
+
+fn framed(message: &impl Message) -> Bytes {
+    let mut out = Vec::with_capacity(FRAME_HEADER + message.encoded_len());
+    frame_into(message, &mut out);
+    out.into()
+}
+
+/// The messages in frames as `Encoded` carries them.
+fn unframe(mut frames: Bytes) -> impl Iterator<Item = Result<pb::Verdict, Status>> {
+    std::iter::from_fn(move || {
+        if frames.len() < FRAME_HEADER {
+            return None;
+        }
+        frames.advance(1);
+        let len = frames.get_u32() as usize;
+        let message = frames.split_to(len.min(frames.len()));
+        Some(pb::Verdict::decode(message).map_err(|e| Status::internal(e.to_string())))
+    })
 }
 
 /// Where a watch is.
@@ -138,7 +264,7 @@ enum Phase {
     Start,
     /// Sending the snapshot's releases, from `next` on.
     Snapshot {
-        held: Pending<Snap<Vec<Release>>>,
+        held: Pending<Snap<Snapshot>>,
         next: usize,
     },
     /// Sending changes as they come.
@@ -192,18 +318,12 @@ async fn next(mut w: Watcher) -> Option<(Result<Bytes, Status>, Watcher)> {
                 };
             }
             Phase::Snapshot { held, next } => {
+                let (filter, id) = (&w.filter, &w.deployment_id);
                 let found = held.with(|all| {
-                    while let Some(v) = all.get(*next) {
-                        *next += 1;
-                        if wanted(
-                            &w.filter,
-                            &w.deployment_id,
-                            (&v.service, &v.environment, &v.deployment_id),
-                        ) {
-                            return Some(v.message.clone());
-                        }
-                    }
-                    None
+                    all.run(
+                        |r| wanted(filter, id, (&r.service, &r.environment, &r.deployment_id)),
+                        next,
+                    )
                 });
                 match found {
                     Some(Some(v)) => return Some((Ok(v), w)),
@@ -229,7 +349,7 @@ async fn next(mut w: Watcher) -> Option<(Result<Bytes, Status>, Watcher)> {
                             (&v.service, &v.environment, &v.deployment_id),
                         ) =>
                     {
-                        return Some((Ok(to_pb(&v).encode_to_vec().into()), w))
+                        return Some((Ok(framed(&to_pb(&v))), w))
                     }
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -245,10 +365,21 @@ async fn next(mut w: Watcher) -> Option<(Result<Bytes, Status>, Watcher)> {
     }
 }
 
-/// The verdict service with `WatchVerdicts` served from encoded
-/// snapshots: the generated server (`inner`) decodes and encodes every
-/// message, and a watch of 10,000 releases would cost each watcher that
-/// much CPU again.
+/// The messages of a watch's frames, decoded again.
+pub fn decoded(encoded: Encoded) -> impl Stream<Item = Result<pb::Verdict, Status>> + Send {
+    encoded.flat_map(|item| {
+        let items: Vec<_> = match item {
+            Ok(frames) => unframe(frames).collect(),
+            Err(status) => vec![Err(status)],
+        };
+        futures_util::stream::iter(items)
+    })
+}
+
+/// The verdict service with `WatchVerdicts` served from the shared
+/// snapshot's frames: the generated server (`inner`) decodes and encodes
+/// every message into a buffer of each stream's own, and a watch of
+/// 10,000 releases would cost each watcher that much CPU again.
 #[derive(Clone)]
 pub struct WatchServer<S> {
     inner: S,
@@ -275,7 +406,7 @@ where
         Error = Infallible,
         Future = BoxFuture<http::Response<tonic::body::Body>, Infallible>,
     >,
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -290,51 +421,189 @@ where
         if req.uri().path() != WATCH_PATH {
             return self.inner.call(req);
         }
-        let mut grpc = tonic::server::Grpc::new(WatchCodec);
-        let watch = Watch(self.watches.clone());
-        Box::pin(async move { Ok(grpc.server_streaming(watch, req).await) })
+        let watches = self.watches.clone();
+        Box::pin(async move {
+            Ok(match watches.serve(req).await {
+                Ok(frames) => {
+                    let mut resp = http::Response::new(tonic::body::Body::new(Frames {
+                        inner: frames,
+                        done: false,
+                    }));
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    resp
+                }
+                Err(status) => status.into_http(),
+            })
+        })
     }
 }
 
-struct Watch(Watches);
-
-impl ServerStreamingService<pb::WatchVerdictsRequest> for Watch {
-    type Response = Bytes;
-    type ResponseStream = Encoded;
-    type Future = BoxFuture<Response<Encoded>, Status>;
-
-    fn call(&mut self, request: Request<pb::WatchVerdictsRequest>) -> Self::Future {
-        let opened = self.0.open(request.into_inner()).map(Response::new);
-        Box::pin(async move { opened })
+impl Watches {
+    /// The watch an HTTP/2 request asks for: its one message read
+    /// (uncompressed, as the generated server would take it).
+    async fn serve<B>(&self, req: http::Request<B>) -> Result<Encoded, Status>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let encoding = req
+            .headers()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap_or("?"));
+        if let Some(e) = encoding.filter(|e| *e != "identity") {
+            return Err(Status::unimplemented(format!(
+                "WatchVerdictsRequest compressed with {e} is not accepted: send it uncompressed"
+            )));
+        }
+        let decoder = ProstDecoder::<pb::WatchVerdictsRequest>::default();
+        let mut body = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
+        let Some(r) = body.message().await? else {
+            return Err(Status::invalid_argument("no WatchVerdictsRequest was sent"));
+        };
+        // To the end of the request, as the generated server reads it: a
+        // request body dropped unread is reset, and the answer with it.
+        if body.message().await?.is_some() {
+            return Err(Status::invalid_argument(
+                "a watch takes one WatchVerdictsRequest",
+            ));
+        }
+        body.trailers().await?;
+        self.open(r)
     }
 }
 
-/// Requests decoded by prost, answers already encoded.
-struct WatchCodec;
+/// A watch's response body: its frames as DATA, then its status as
+/// trailers (OK when it simply ends).
+struct Frames {
+    inner: Encoded,
+    done: bool,
+}
 
-impl Codec for WatchCodec {
-    type Encode = Bytes;
-    type Decode = pb::WatchVerdictsRequest;
-    type Encoder = BytesEncoder;
-    type Decoder = ProstDecoder<pb::WatchVerdictsRequest>;
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
 
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let status = match std::task::ready!(self.inner.as_mut().poll_next(cx)) {
+            Some(Ok(frames)) => return Poll::Ready(Some(Ok(Frame::data(frames)))),
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        if let Err(unsendable) = status.add_header(&mut trailers) {
+            let _ = unsendable.add_header(&mut trailers);
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
 
-struct BytesEncoder;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
+    fn verdict(service: &str, n: usize) -> pb::Verdict {
+        pb::Verdict {
+            service: service.into(),
+            environment: "prod".into(),
+            deployment_id: format!("{service}-{n}"),
+            // Sizes from a few bytes to past a piece.
+            git_sha: Some("x".repeat((n * 997) % (CHUNK + 300))),
+            ..Default::default()
+        }
+    }
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
+    fn snapshot(messages: &[pb::Verdict]) -> Snapshot {
+        let mut pieces = Pieces::default();
+        let releases = messages
+            .iter()
+            .map(|m| {
+                let (chunk, start, end) = pieces.add(&framed(m));
+                Release {
+                    service: m.service.clone(),
+                    environment: m.environment.clone(),
+                    deployment_id: m.deployment_id.clone(),
+                    chunk,
+                    start,
+                    end,
+                }
+            })
+            .collect();
+        Snapshot {
+            releases,
+            chunks: pieces.finish(),
+        }
+    }
+
+    /// Every run a watch of `service` (None: all) sends, decoded.
+    fn sent(snap: &Snapshot, service: Option<&str>) -> (Vec<pb::Verdict>, Vec<usize>) {
+        let (mut out, mut sizes, mut next) = (Vec::new(), Vec::new(), 0);
+        while let Some(run) = snap.run(|r| service.is_none_or(|s| r.service == s), &mut next) {
+            sizes.push(run.len());
+            out.extend(unframe(run).map(Result::unwrap));
+        }
+        (out, sizes)
+    }
+
+    #[test]
+    fn a_watch_sends_the_releases_it_wants_in_order_in_slices_of_the_shared_pieces() {
+        let all: Vec<_> = (0..400)
+            .map(|n| verdict(if n % 3 == 0 { "checkout" } else { "search" }, n))
+            .collect();
+        let snap = snapshot(&all);
+        assert!(snap.chunks.len() > 10, "{} pieces", snap.chunks.len());
+
+        let (every, sizes) = sent(&snap, None);
+        assert_eq!(every, all);
+        // One run a piece: a piece is at most CHUNK but for one message past it.
+        assert_eq!(sizes.len(), snap.chunks.len());
+        let largest = all
+            .iter()
+            .map(|m| FRAME_HEADER + m.encoded_len())
+            .max()
+            .unwrap();
+        assert!(sizes.iter().all(|&s| s <= CHUNK.max(largest)), "{sizes:?}");
+
+        let (checkout, _) = sent(&snap, Some("checkout"));
+        let wanted: Vec<_> = all
+            .iter()
+            .filter(|m| m.service == "checkout")
+            .cloned()
+            .collect();
+        assert_eq!(checkout, wanted);
+        assert_eq!(sent(&snap, Some("nothing")).0, vec![]);
+
+        // Slices of the pieces, not copies.
+        let mut next = 0;
+        let run = snap.run(|_| true, &mut next).unwrap();
+        assert_eq!(run.as_ptr(), snap.chunks[0].as_ptr());
+    }
+
+    #[test]
+    fn a_change_is_one_frame() {
+        let v = verdict("checkout", 7);
+        let frame = framed(&v);
+        assert_eq!(frame[0], 0, "not compressed");
+        assert_eq!(
+            u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize,
+            v.encoded_len()
+        );
+        assert_eq!(
+            unframe(frame).map(Result::unwrap).collect::<Vec<_>>(),
+            vec![v]
+        );
     }
 }

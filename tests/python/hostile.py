@@ -14,6 +14,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 MIB = 1 << 20
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -109,3 +110,42 @@ class Attack:
                 s.message = urllib.parse.unquote(headers.get("grpc-message", ""))
         if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
             s.closed = True
+
+
+WATCH = "/release_verdict.v1.VerdictService/WatchVerdicts"
+# The largest window HTTP/2 allows (RFC 9113, 6.9.1).
+MAX_WINDOW = (1 << 31) - 1
+
+
+def open_watches(addr: str, streams: int) -> socket.socket:
+    """A raw HTTP/2 connection that opens `streams` WatchVerdicts streams
+    with the largest windows HTTP/2 allows and then never reads: the daemon
+    may send each stream as much as it likes, and whatever it queues waits
+    behind a full socket. Returns the socket, to close."""
+    host, port = addr.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    conn = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    conn.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: MAX_WINDOW}
+    )
+    conn.initiate_connection()
+    conn.increment_flow_control_window(MAX_WINDOW - 65535)
+    for _ in range(streams):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", WATCH),
+                (":authority", addr),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
+        )
+        # An empty WatchVerdictsRequest: every release.
+        conn.send_data(sid, b"\x00" + struct.pack(">I", 0), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock

@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from harness import burst_requests, poll, proc_status_kb, send_burst
+from hostile import open_watches
 from outputs_support import generate_stubs
 
 SERVICES = 100
@@ -200,6 +201,70 @@ def test_streams_that_never_read_are_bounded_cut_off_capped_and_let_go(daemon_fa
         what=f"RSS back near {before:.0f} MiB",
     )
     assert after <= before + max(0.2 * before, 16)
+
+
+def test_watches_queued_behind_a_full_socket_share_their_snapshot(daemon_factory):
+    """HTTP/2 queues up to 400 KiB for each stream whose window is open
+    while the connection's socket is full. 200 watches on two raw
+    connections that grant the largest windows and never read: what is
+    queued for them is slices of the one shared snapshot, not a copy per
+    watch. Before, each watch's messages were copied into buffers of its
+    own, and the 200 held some 80 MiB for as long as they stayed open."""
+    d = daemon_factory('[server]\nstream_snapshot_timeout = "2s"\n')
+    track_releases(d, "q")
+    assert len(d.releases()) == RELEASES
+    before = rss_mib(d.proc.pid)
+
+    conns = [open_watches(d.grpc_addr, 100) for _ in range(2)]
+    try:
+        poll(lambda: d.metrics().get("release_verdict_streams_open"), lambda n: n == 200, timeout=20, what="200 watches open")
+        # A watch lets go of its snapshot once it has sent it all, or 2 s
+        # after it got it (`stalled`): by then the daemon has queued all it
+        # will for it. A socket's kernel buffers take a few MB, so the
+        # first watches on a connection may finish.
+        def snapshots() -> tuple[float, float]:
+            m = d.metrics()
+            return m.get("release_verdict_streams_dropped_total", reason="stalled"), m.get(
+                "release_verdict_stream_snapshot_bytes"
+            )
+
+        poll(
+            snapshots,
+            lambda s: s[0] >= 190 and s[1] == 0,
+            timeout=30,
+            what="every watch's snapshot let go, nearly all of them stalled",
+        )
+        held = rss_mib(d.proc.pid)
+        print(f"RSS {before:.0f} MiB before, {held:.0f} MiB with 200 watches queued")
+        assert held - before < MAX_QUEUED_MIB, (
+            f"200 watches queued behind full sockets added {held - before:.0f} MiB"
+            f" (from {before:.0f} to {held:.0f}); at most {MAX_QUEUED_MIB} MiB"
+        )
+    finally:
+        for c in conns:
+            c.close()
+    poll(lambda: d.metrics().get("release_verdict_streams_open"), lambda n: n == 0, timeout=20, what="every watch closed")
+
+
+# What 200 watches queued behind full sockets may add: a few pieces of
+# the shared snapshot and the connections' own buffers. A copy per watch
+# was 200 x 400 KiB.
+MAX_QUEUED_MIB = 45
+
+
+def track_releases(d, prefix: str) -> None:
+    """RELEASES releases on the daemon, PER_SERVICE a service."""
+    for i in range(SERVICES):
+        sent = send_burst(
+            d.http_addr, burst_requests(PER_SERVICE, PER_SERVICE, prefix=f"{prefix}{i}-", service=f"{prefix}svc-{i}")
+        )
+        assert sent.rejected_spans == 0, sent.messages
+    poll(
+        lambda: d.metrics().get("release_verdict_releases_tracked"),
+        lambda n: n == RELEASES,
+        timeout=20,
+        what="every release tracked",
+    )
 
 
 def test_snapshots_held_at_once_stay_within_their_budget(daemon_factory):
