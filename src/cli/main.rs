@@ -4,6 +4,10 @@
 //! command line and hands each command to its file beside it; all of them
 //! work over the library's public face.
 
+// The library forbids unsafe code; here one audited call asks the
+// allocator to give memory back (`serve::give_back_freed_memory`).
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -106,3 +106,52 @@ def test_partial_grpc_messages_hold_only_the_peers_share(daemon_factory, unique)
         timeout=10,
         what="the budget freed",
     )
+
+
+def test_memory_a_flood_held_is_given_back_once_it_ends(daemon_factory):
+    """Two peers each fill their 64 MiB share with 16 MiB messages they never
+    finish (the default limits). Once the streams are answered the daemon is
+    idle, and what it held goes back to the system within seconds: mimalloc
+    returns freed memory only when some thread next frees a page, so an idle
+    daemon kept the ~130 MiB, in some runs for as long as it stayed idle,
+    until `serve` asked for it every second."""
+    d = daemon_factory('[server]\nbody_read_timeout = "3s"\n')
+    before = rss_kb(d) / 1024
+    attacks = [
+        Attack(d.grpc_addr, source, streams=20, declared=16 * MIB, to_send=15 * MIB)
+        for source in ("127.0.0.2", "127.0.0.3")
+    ]
+    peak = [before]
+    running = threading.Event()
+    running.set()
+
+    def watch_rss() -> None:
+        while running.is_set():
+            peak[0] = max(peak[0], rss_kb(d) / 1024)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_rss, daemon=True)
+    watcher.start()
+    attackers = [threading.Thread(target=a.run, args=(time.monotonic() + 30,)) for a in attacks]
+    for t in attackers:
+        t.start()
+    for t in attackers:
+        t.join(timeout=40)
+    running.clear()
+    watcher.join()
+    answered = [s.status for a in attacks for s in a.by_id.values()]
+    assert all(s in (4, 8) for s in answered), answered
+    assert peak[0] - before > 64, f"the flood held only {peak[0] - before:.0f} MiB: nothing to give back"
+
+    # Watched from /proc alone: a request to the daemon would make the
+    # allocator work, and give memory back on its own account.
+    bound = before + max(0.2 * before, 16)
+    after = poll(
+        lambda: rss_kb(d) / 1024,
+        lambda mib: mib <= bound,
+        timeout=10,
+        interval=0.5,
+        what=f"RSS back within {bound:.0f} MiB (from a peak of {peak[0]:.0f} MiB, {before:.0f} before)",
+    )
+    print(f"RSS {before:.0f} MiB before, peak {peak[0]:.0f} MiB, {after:.0f} MiB after")
+    assert d.metrics().get("release_verdict_request_body_bytes_buffered") == 0
