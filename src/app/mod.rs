@@ -15,10 +15,12 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::dora::Report;
+use crate::ingest::decode::{self, DecodeError, Encoding};
 use crate::ingest::delta::DeltaTracker;
 use crate::ingest::otlp::Mapper;
 use crate::judge::Judge;
@@ -57,6 +59,9 @@ pub struct App {
     changes: tokio::sync::broadcast::Sender<Arc<Verdict>>,
     /// Export requests being processed (bounded: see `admit`).
     admission: tokio::sync::Semaphore,
+    /// KiB of `server.max_decoding_bytes` free for metrics requests
+    /// being decoded.
+    decoding: tokio::sync::Semaphore,
     /// Bytes of request bodies being read, in all and per peer.
     bodies: bodies::Bodies,
     /// Reads of every release, one at a time (see `whole_read`).
@@ -116,6 +121,7 @@ impl App {
                     .with_byte_budget(config.limits.max_metric_stream_bytes),
             ),
             admission: tokio::sync::Semaphore::new(config.server.max_inflight_requests),
+            decoding: tokio::sync::Semaphore::new(config.server.max_decoding_bytes >> 10),
             whole_reads: reads::Reads::default(),
             bodies: bodies::Bodies::new(
                 config.server.max_buffered_bytes,
@@ -163,6 +169,36 @@ impl App {
             self.refuse_request(signal, transport, Reason::Overloaded);
         }
         permit
+    }
+
+    /// A metrics request decoded from `body` (decompressed), once there
+    /// is room for what decoding it takes (`decode::weight`) under
+    /// `server.max_decoding_bytes`, waited for in turn; the room is held
+    /// with the request. A request heavier than all of it is refused.
+    pub async fn decode_metrics(
+        &self,
+        body: &[u8],
+        encoding: Encoding,
+    ) -> Result<
+        (
+            ExportMetricsServiceRequest,
+            tokio::sync::SemaphorePermit<'_>,
+        ),
+        DecodeError,
+    > {
+        let weight = decode::weight(body, encoding);
+        let limit = self.config.server.max_decoding_bytes;
+        let too_heavy = DecodeError::TooHeavy { weight, limit };
+        let kib = u32::try_from(weight.div_ceil(1024)).map_err(|_| too_heavy)?;
+        if weight > limit {
+            return Err(DecodeError::TooHeavy { weight, limit });
+        }
+        let room = self
+            .decoding
+            .acquire_many(kib)
+            .await
+            .expect("the decoding semaphore is never closed");
+        Ok((decode::decode(body, encoding)?, room))
     }
 
     /// The room of one request body from `peer` while it is read, empty

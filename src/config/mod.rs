@@ -224,6 +224,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.max_stream_snapshot_bytes"), "{e}");
+        assert_eq!(Config::default().server.max_decoding_bytes, 256 << 20);
+        let e = Config::from_toml("[server]\nmax_decoding_bytes = 1048576\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.max_decoding_bytes"), "{e}");
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct ServerConfig {
     /// sender's unfinished bodies never take the room of the others. At
     /// least `max_request_bytes`; above `max_buffered_bytes` it is that.
     pub max_buffered_bytes_per_peer: usize,
+    /// Memory OTLP metrics requests may take while decoded, all together,
+    /// as `ingest::decode::weight` reckons it from their bytes (a few
+    /// bytes of wire can become a struct of a few hundred): a request
+    /// waits for room, and one heavier than all of it is refused (HTTP
+    /// 413, gRPC INVALID_ARGUMENT). At least `max_request_bytes`.
+    pub max_decoding_bytes: usize,
     /// gRPC streams one HTTP/2 connection may have open at once (the
     /// SETTINGS_MAX_CONCURRENT_STREAMS the server announces).
     pub grpc_max_concurrent_streams: u32,
@@ -111,6 +117,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(10),
             max_buffered_bytes: 256 * 1024 * 1024,
             max_buffered_bytes_per_peer: 64 * 1024 * 1024,
+            max_decoding_bytes: 256 * 1024 * 1024,
             grpc_max_concurrent_streams: 100,
             max_streams: 1000,
             stream_snapshot_timeout: Duration::from_secs(30),
@@ -134,6 +141,14 @@ impl ServerConfig {
         if self.max_buffered_bytes_per_peer < self.max_request_bytes {
             problems.push(format!(
                 "server.max_buffered_bytes_per_peer must be at least server.max_request_bytes ({})",
+                self.max_request_bytes
+            ));
+        }
+        if self.max_decoding_bytes < self.max_request_bytes
+            || self.max_decoding_bytes > (u32::MAX as usize) << 10
+        {
+            problems.push(format!(
+                "server.max_decoding_bytes must be between server.max_request_bytes ({}) and 4 TiB",
                 self.max_request_bytes
             ));
         }

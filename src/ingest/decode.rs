@@ -46,6 +46,12 @@ pub enum DecodeError {
     ContentEncoding(String),
     #[error("request body is larger than the limit of {limit} bytes (after decompression)")]
     TooLarge { limit: usize },
+    #[error(
+        "request body would take about {} MiB to decode, more than server.max_decoding_bytes ({} MiB): send fewer items in a request",
+        weight >> 20,
+        limit >> 20
+    )]
+    TooHeavy { weight: usize, limit: usize },
     #[error("gzip body could not be decompressed: {0}")]
     Gzip(std::io::Error),
     #[error("invalid protobuf: {0}")]
@@ -146,6 +152,72 @@ pub struct RpcStatus {
     pub message: String,
 }
 
+/// The most memory one decoded OTLP metrics struct takes: the largest
+/// (`ExponentialHistogramDataPoint`, 208 bytes), twice, for the `Vec` it
+/// is in, which doubles as it grows.
+const STRUCT_BYTES: usize = 2 * 208;
+/// Nesting the weight walk reads into; below it, a message's bytes are
+/// weighed as if every two were a struct of their own.
+const WEIGH_DEPTH: u32 = 16;
+
+/// About the most memory decoding `bytes` into prost's structs (or
+/// serde's, from JSON) takes, so that a body can be refused before it
+/// costs that: a few bytes of wire can each become a struct of a few
+/// hundred bytes (13 MiB of empty histogram points decoded to 2.7 GB).
+/// Read only, without allocating, and never less than the bytes.
+///
+/// Protobuf: every length-delimited field that reads as a message
+/// weighs a struct and what it holds; any other (a string, a packed
+/// array) 8 bytes a byte, as packed varints become `u64`s; every other
+/// field 8 bytes, as in a `Vec`. JSON: a struct an object, and 4 bytes a
+/// byte, as "0," becomes a `u64`.
+pub fn weight(bytes: &[u8], encoding: Encoding) -> usize {
+    let weight = match encoding {
+        Encoding::Protobuf => weigh_message(bytes, WEIGH_DEPTH).unwrap_or(bytes.len() * 8),
+        Encoding::Json => {
+            let objects = bytes.iter().filter(|&&b| b == b'{').count();
+            objects * STRUCT_BYTES + bytes.len() * 4
+        }
+    };
+    weight.max(bytes.len())
+}
+
+/// The weight of `b`'s fields, or None if it does not read as a message.
+fn weigh_message(mut b: &[u8], depth: u32) -> Option<usize> {
+    use prost::encoding::decode_varint;
+    let mut weight = 0usize;
+    while !b.is_empty() {
+        let key = decode_varint(&mut b).ok()?;
+        if key >> 3 == 0 {
+            return None;
+        }
+        let skip = match key & 7 {
+            0 => {
+                decode_varint(&mut b).ok()?;
+                0
+            }
+            1 => 8,
+            5 => 4,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut b).ok()?).ok()?;
+                let payload = b.get(..len)?;
+                weight += match depth.checked_sub(1) {
+                    None => STRUCT_BYTES * (len / 2 + 1),
+                    Some(d) => match weigh_message(payload, d) {
+                        Some(inner) => STRUCT_BYTES + inner,
+                        None => len * 8,
+                    },
+                };
+                len
+            }
+            _ => return None,
+        };
+        b = b.get(skip..)?;
+        weight += 8;
+    }
+    Some(weight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +307,59 @@ mod tests {
         let e = decode::<ExportTraceServiceRequest>(b"{\"resourceSpans\": [", Encoding::Json)
             .unwrap_err();
         assert!(e.to_string().starts_with("invalid OTLP JSON"), "{e}");
+    }
+
+    #[test]
+    fn weight_covers_what_decoding_takes_and_empty_points_weigh_most() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric::Data, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        };
+        let request = |points: Vec<HistogramDataPoint>| ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "http.server.request.duration".into(),
+                        data: Some(Data::Histogram(Histogram {
+                            data_points: points,
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        use opentelemetry_proto::tonic::metrics::v1::ExponentialHistogramDataPoint;
+        let largest = std::mem::size_of::<ExponentialHistogramDataPoint>();
+        assert!(2 * largest <= STRUCT_BYTES, "{largest}");
+        let size = std::mem::size_of::<HistogramDataPoint>();
+        // Empty points: two bytes on the wire, a struct decoded.
+        let empty = prost::Message::encode_to_vec(&request(vec![Default::default(); 10_000]));
+        let decoded = 10_000 * size;
+        let w = weight(&empty, Encoding::Protobuf);
+        assert!(
+            w >= decoded && w > 100 * empty.len(),
+            "{w} for {} bytes",
+            empty.len()
+        );
+        // Points with buckets: weighed as decoded, not as empty ones.
+        let point = HistogramDataPoint {
+            count: 8,
+            bucket_counts: vec![0, 8],
+            explicit_bounds: vec![0.1],
+            time_unix_nano: 1,
+            ..Default::default()
+        };
+        let full = prost::Message::encode_to_vec(&request(vec![point; 10_000]));
+        let decoded = 10_000 * (size + 16 + 8);
+        let w = weight(&full, Encoding::Protobuf);
+        assert!(w >= decoded && w < 10 * decoded, "{w} for {decoded}");
+        // JSON: an object a struct.
+        let json = serde_json::to_vec(&request(vec![Default::default(); 1_000])).unwrap();
+        assert!(weight(&json, Encoding::Json) >= 1_000 * STRUCT_BYTES);
+        // Bytes that are not a message weigh 8 a byte.
+        assert_eq!(weight(&[0, 0, 0], Encoding::Protobuf), 24);
     }
 }

@@ -13,8 +13,6 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -46,7 +44,6 @@ use crate::ledger::{
 };
 use crate::notify::Sinks;
 use crate::self_metrics::{SinkResult, SinkResultLabels};
-use otlp_grpc::OtlpGrpc;
 use otlp_http as http;
 use tls::{Port, Tls, TlsError};
 use verdict_grpc::VerdictGrpc;
@@ -275,15 +272,14 @@ impl Server {
         };
         let limit = app.config.server.max_request_bytes;
 
-        let otlp = OtlpGrpc { app: app.clone() };
         // SSE streams and gRPC watches, capped together.
         let readers = Arc::new(readers::Readers::new(app.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<VerdictServiceServer<VerdictGrpc>>()
             .await;
-        health.set_serving::<TraceServiceServer<OtlpGrpc>>().await;
-        health.set_serving::<MetricsServiceServer<OtlpGrpc>>().await;
+        health.set_serving::<otlp_grpc::TraceServer>().await;
+        health.set_serving::<otlp_grpc::MetricsServer>().await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -317,7 +313,7 @@ impl Server {
                     .max_decoding_message_size(limit),
             )
             .add_service(
-                MetricsServiceServer::new(otlp)
+                otlp_grpc::MetricsServer::new(app.clone())
                     .accept_compressed(CompressionEncoding::Gzip)
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(limit),

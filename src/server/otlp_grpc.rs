@@ -1,14 +1,14 @@
 //! OTLP/gRPC receivers: `TraceService/Export` (its bytes walked in place)
-//! and `MetricsService/Export` (decoded by prost), admitted under the
+//! and `MetricsService/Export` (decoded by prost once there is room for
+//! what decoding it takes, `App::decode_metrics`), admitted under the
 //! in-flight bound, mapped and recorded by `App`.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
@@ -23,14 +23,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::{App, Ingested, Sender, ServiceScope, TokenSender};
 use crate::clock::system_now;
-use crate::ingest::decode::Encoding;
+use crate::ingest::decode::{DecodeError, Encoding};
 use crate::self_metrics::{Reason, Signal, Transport};
-
-/// Both OTLP services over one shared state.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    pub app: Arc<App>,
-}
 
 /// The overload answer: UNAVAILABLE, which OTLP exporters always retry,
 /// with `google.rpc.RetryInfo` saying when (the OTLP specification's
@@ -65,24 +59,41 @@ fn check(app: &App, outcome: Ingested) -> Result<Ingested, Status> {
     }
 }
 
-/// `TraceService/Export`, its request walked in place (`ingest::walk`)
-/// instead of decoded by prost. tonic's generated `TraceServiceServer`
-/// fixes prost's codec, so this is that server with a codec whose decoder
-/// hands over the message's bytes (framing, decompression and the size
-/// cap stay tonic's).
-#[derive(Clone)]
-pub struct TraceServer {
+/// An OTLP export service served from the request's bytes: tonic's
+/// generated servers fix prost's codec, so this is such a server with a
+/// codec whose decoder hands over the message's bytes (framing,
+/// decompression and the size cap stay tonic's). Traces are walked in
+/// place (`ingest::walk`); metrics decoded by prost once there is room.
+pub struct ExportServer<K> {
     app: Arc<App>,
     accept: EnabledCompressionEncodings,
     max_decoding: Option<usize>,
+    kind: PhantomData<fn() -> K>,
 }
 
-impl TraceServer {
+/// `TraceService/Export`.
+pub type TraceServer = ExportServer<Traces>;
+/// `MetricsService/Export`.
+pub type MetricsServer = ExportServer<Metrics>;
+
+impl<K> Clone for ExportServer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            app: self.app.clone(),
+            accept: self.accept,
+            max_decoding: self.max_decoding,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> ExportServer<K> {
     pub fn new(app: Arc<App>) -> Self {
         Self {
             app,
             accept: EnabledCompressionEncodings::default(),
             max_decoding: None,
+            kind: PhantomData,
         }
     }
 
@@ -101,13 +112,26 @@ impl TraceServer {
     }
 }
 
-impl NamedService for TraceServer {
-    const NAME: &'static str = trace_service_server::SERVICE_NAME;
+/// What an `ExportServer` serves: the service, its one method, and the
+/// export of a request's bytes.
+pub trait Kind: Send + 'static {
+    const NAME: &'static str;
+    const PATH: &'static str;
+    type Response: prost::Message + Default + Send + 'static;
+    fn export(
+        app: Arc<App>,
+        request: Request<Bytes>,
+    ) -> BoxFuture<Response<Self::Response>, Status>;
 }
 
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub struct Traces;
+pub struct Metrics;
 
-impl<B> Service<http::Request<B>> for TraceServer
+impl<K: Kind> NamedService for ExportServer<K> {
+    const NAME: &'static str = K::NAME;
+}
+
+impl<K: Kind, B> Service<http::Request<B>> for ExportServer<K>
 where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -121,7 +145,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != EXPORT_PATH {
+        if req.uri().path() != K::PATH {
             return Box::pin(async {
                 let mut resp = http::Response::new(tonic::body::Body::default());
                 let headers = resp.headers_mut();
@@ -133,23 +157,35 @@ where
                 Ok(resp)
             });
         }
-        let mut grpc = tonic::server::Grpc::new(RawCodec)
+        let mut grpc = tonic::server::Grpc::new(RawCodec::<K::Response>(PhantomData))
             .apply_compression_config(self.accept, EnabledCompressionEncodings::default())
             .apply_max_message_size_config(self.max_decoding, None);
-        let export = Export(self.app.clone());
+        let export = Export::<K>(self.app.clone(), PhantomData);
         Box::pin(async move { Ok(grpc.unary(export, req).await) })
     }
 }
 
-/// The export itself: admitted, walked, mapped and recorded.
-struct Export(Arc<App>);
+/// The export itself: admitted, read, mapped and recorded.
+struct Export<K>(Arc<App>, PhantomData<fn() -> K>);
 
-impl UnaryService<Bytes> for Export {
-    type Response = ExportTraceServiceResponse;
+impl<K: Kind> UnaryService<Bytes> for Export<K> {
+    type Response = K::Response;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let app = self.0.clone();
+        K::export(self.0.clone(), request)
+    }
+}
+
+impl Kind for Traces {
+    const NAME: &'static str = trace_service_server::SERVICE_NAME;
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    type Response = ExportTraceServiceResponse;
+
+    fn export(
+        app: Arc<App>,
+        request: Request<Bytes>,
+    ) -> BoxFuture<Response<Self::Response>, Status> {
         Box::pin(async move {
             let Some(_admitted) = app.admit(Signal::Spans, Transport::Grpc) else {
                 return Err(overloaded(&app));
@@ -171,13 +207,52 @@ impl UnaryService<Bytes> for Export {
     }
 }
 
-/// Requests as their bytes, answers encoded by prost.
-struct RawCodec;
+impl Kind for Metrics {
+    const NAME: &'static str = metrics_service_server::SERVICE_NAME;
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    type Response = ExportMetricsServiceResponse;
 
-impl Codec for RawCodec {
-    type Encode = ExportTraceServiceResponse;
+    fn export(
+        app: Arc<App>,
+        request: Request<Bytes>,
+    ) -> BoxFuture<Response<Self::Response>, Status> {
+        Box::pin(async move {
+            let Some(_admitted) = app.admit(Signal::Points, Transport::Grpc) else {
+                return Err(overloaded(&app));
+            };
+            let (req, _decoding) = app
+                .decode_metrics(request.get_ref(), Encoding::Protobuf)
+                .await
+                .map_err(|e| {
+                    let reason = match e {
+                        DecodeError::TooHeavy { .. } => Reason::TooLarge,
+                        _ => Reason::Malformed,
+                    };
+                    app.refuse_request(Signal::Points, Transport::Grpc, reason);
+                    Status::invalid_argument(e.to_string())
+                })?;
+            let outcome = app.ingest_metrics(
+                &req,
+                Transport::Grpc,
+                system_now(),
+                request.extensions().get::<ServiceScope>(),
+                Sender::of(
+                    request.extensions().get::<TokenSender>().copied(),
+                    request.remote_addr().map(|a| a.ip()),
+                ),
+            );
+            Ok(Response::new(check(&app, outcome)?.metrics_response()))
+        })
+    }
+}
+
+/// Requests as their bytes, answers encoded by prost.
+struct RawCodec<R>(PhantomData<fn() -> R>);
+
+impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
     type Decode = Bytes;
-    type Encoder = ProstEncoder<ExportTraceServiceResponse>;
+    type Encoder = ProstEncoder<R>;
     type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
@@ -198,29 +273,6 @@ impl Decoder for RawDecoder {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         // tonic's buffer is one `BytesMut`: this splits it, without a copy.
         Ok(Some(buf.copy_to_bytes(buf.remaining())))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let Some(_admitted) = self.app.admit(Signal::Points, Transport::Grpc) else {
-            return Err(overloaded(&self.app));
-        };
-        let outcome = self.app.ingest_metrics(
-            request.get_ref(),
-            Transport::Grpc,
-            system_now(),
-            request.extensions().get::<ServiceScope>(),
-            Sender::of(
-                request.extensions().get::<TokenSender>().copied(),
-                request.remote_addr().map(|a| a.ip()),
-            ),
-        );
-        Ok(Response::new(check(&self.app, outcome)?.metrics_response()))
     }
 }
 

@@ -10,7 +10,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::connect_info::Connected;
@@ -21,7 +20,7 @@ use tonic::Code;
 
 use crate::app::{App, BodyHold, NoRoom, Sender, ServiceScope, TokenSender};
 use crate::clock::system_now;
-use crate::ingest::decode::{decode, decompress, encode, DecodeError, Encoding, RpcStatus};
+use crate::ingest::decode::{decompress, encode, DecodeError, Encoding, RpcStatus};
 use crate::self_metrics::{Reason, Signal, Transport};
 
 /// gRPC status codes carried in `google.rpc.Status` bodies.
@@ -114,8 +113,12 @@ pub async fn metrics(
     let Some(_admitted) = app.admit(Signal::Points, Transport::Http) else {
         return overloaded(&app, encoding);
     };
-    let req = match parse::<ExportMetricsServiceRequest>(&app, &headers, &raw, encoding) {
-        Ok(req) => req,
+    let decoded = match inflate(&app, &headers, &raw) {
+        Ok(body) => app.decode_metrics(&body, encoding).await,
+        Err(e) => Err(e),
+    };
+    let (req, _decoding) = match decoded {
+        Ok(decoded) => decoded,
         Err(e) => return undecodable(&app, &e, encoding, Signal::Points),
     };
     drop(raw);
@@ -275,23 +278,10 @@ fn inflate<'a>(
     decompress(raw, content_encoding, app.config.server.max_request_bytes)
 }
 
-/// Decompresses and decodes a received body.
-fn parse<M>(
-    app: &App,
-    headers: &HeaderMap,
-    raw: &[u8],
-    encoding: Encoding,
-) -> Result<M, DecodeError>
-where
-    M: prost::Message + serde::de::DeserializeOwned + Default,
-{
-    decode::<M>(&inflate(app, headers, raw)?, encoding)
-}
-
 /// The answer to a body that cannot be decoded, counted by its reason.
 fn undecodable(app: &App, e: &DecodeError, encoding: Encoding, signal: Signal) -> Response {
     let reason = match e {
-        DecodeError::TooLarge { .. } => Reason::TooLarge,
+        DecodeError::TooLarge { .. } | DecodeError::TooHeavy { .. } => Reason::TooLarge,
         DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => Reason::Unsupported,
         _ => Reason::Malformed,
     };
@@ -369,7 +359,9 @@ fn invalid(message: String, encoding: Encoding) -> Response {
 /// The OTLP/HTTP error answer: status code plus a `google.rpc.Status` body.
 pub fn error_response(e: &DecodeError, encoding: Encoding) -> Response {
     let (status, code) = match e {
-        DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED),
+        DecodeError::TooLarge { .. } | DecodeError::TooHeavy { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED)
+        }
         DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT)
         }
