@@ -172,9 +172,8 @@ impl App {
     }
 
     /// A metrics request decoded from `body` (decompressed), once there
-    /// is room for what decoding it takes (`decode::weight`) under
-    /// `server.max_decoding_bytes`, waited for in turn; the room is held
-    /// with the request. A request heavier than all of it is refused.
+    /// is room for what decoding it takes (`decoding_room`); the room is
+    /// held with the request.
     pub async fn decode_metrics(
         &self,
         body: &[u8],
@@ -186,19 +185,27 @@ impl App {
         ),
         DecodeError,
     > {
-        let weight = decode::weight(body, encoding);
+        let room = self.decoding_room(decode::weight(body, encoding)).await?;
+        Ok((decode::decode(body, encoding)?, room))
+    }
+
+    /// Room for a decoding that takes `weight` bytes (`decode::weight`)
+    /// under `server.max_decoding_bytes`, waited for in turn; a decoding
+    /// heavier than all of it is refused.
+    pub async fn decoding_room(
+        &self,
+        weight: usize,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, DecodeError> {
         let limit = self.config.server.max_decoding_bytes;
-        let too_heavy = DecodeError::TooHeavy { weight, limit };
-        let kib = u32::try_from(weight.div_ceil(1024)).map_err(|_| too_heavy)?;
-        if weight > limit {
-            return Err(DecodeError::TooHeavy { weight, limit });
-        }
-        let room = self
+        let kib = u32::try_from(weight.div_ceil(1024))
+            .ok()
+            .filter(|_| weight <= limit)
+            .ok_or(DecodeError::TooHeavy { weight, limit })?;
+        Ok(self
             .decoding
             .acquire_many(kib)
             .await
-            .expect("the decoding semaphore is never closed");
-        Ok((decode::decode(body, encoding)?, room))
+            .expect("the decoding semaphore is never closed"))
     }
 
     /// The room of one request body from `peer` while it is read, empty

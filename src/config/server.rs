@@ -40,11 +40,13 @@ pub struct ServerConfig {
     /// sender's unfinished bodies never take the room of the others. At
     /// least `max_request_bytes`; above `max_buffered_bytes` it is that.
     pub max_buffered_bytes_per_peer: usize,
-    /// Memory OTLP metrics requests may take while decoded, all together,
-    /// as `ingest::decode::weight` reckons it from their bytes (a few
-    /// bytes of wire can become a struct of a few hundred): a request
-    /// waits for room, and one heavier than all of it is refused (HTTP
-    /// 413, gRPC INVALID_ARGUMENT). At least `max_request_bytes`.
+    /// Memory OTLP requests may take while decoded, all together, as
+    /// `ingest::decode::weight` reckons it from their bytes (a few bytes
+    /// of wire can become a struct of a few hundred): metrics requests
+    /// and OTLP/JSON trace requests (protobuf spans are walked in place).
+    /// A request waits for room, and one heavier than all of it is
+    /// refused (HTTP 413, gRPC INVALID_ARGUMENT). At least
+    /// `max_request_bytes`.
     pub max_decoding_bytes: usize,
     /// gRPC streams one HTTP/2 connection may have open at once (the
     /// SETTINGS_MAX_CONCURRENT_STREAMS the server announces).

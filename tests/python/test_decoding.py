@@ -6,8 +6,10 @@ its bytes (issue 28: memory bounded whatever the input).
 
 Before, one 13 MiB body of 7,000,000 empty histogram points (two bytes
 each) was decoded by prost into 2.7 GB (peak RSS, release build) and
-answered 200. The body is built here byte by byte, as a hostile sender
-would; a normal export on the same daemon is still counted.
+answered 200, and 14 MiB of OTLP/JSON with 5,000,000 empty spans, its
+resource after them (read through a model of the request, not span by
+span), took 2.4 GB. The bodies are built here byte by byte, as a hostile
+sender would; a normal export on the same daemon is still counted.
 """
 
 from __future__ import annotations
@@ -117,3 +119,23 @@ def light_body(deployment_id: str) -> bytes:
         for k, v in (("service.name", "light"), ("deployment.id", deployment_id))
     )
     return field(1, field(1, attrs) + field(2, field(2, metric)))
+
+
+def test_json_spans_that_would_be_read_through_a_model_are_weighed_first(daemon_factory):
+    d = daemon_factory()
+    pid = d.proc.pid
+    spans = ",".join(["{}"] * 5_000_000)
+    resource = '{"attributes":[{"key":"service.name","value":{"stringValue":"heavy"}}]}'
+    # The resource after the spans: not the layout exporters write, so the
+    # spans would be read into a model of the request first.
+    body = ('{"resourceSpans":[{"scopeSpans":[{"spans":[%s]}],"resource":%s}]}' % (spans, resource)).encode()
+    assert len(body) < 16 << 20
+    before = proc_status_kb(pid, "VmRSS") / 1024
+    r = requests.post(f"{d.http_url}/v1/traces", data=body, headers={"Content-Type": "application/json"}, timeout=120)
+    assert r.status_code == 413, (r.status_code, r.text[:300])
+    assert "server.max_decoding_bytes" in r.json()["message"], r.text
+    peak = proc_status_kb(pid, "VmHWM") / 1024
+    print(f"RSS {before:.0f} MiB before, peak {peak:.0f} MiB")
+    assert peak - before < MAX_ADDED_MIB, f"refusing a {len(body) >> 20} MiB body took {peak - before:.0f} MiB"
+    refused = d.metrics().get("release_verdict_export_requests_refused_total", signal="spans", transport="http", reason="too_large")
+    assert refused == 1, refused
