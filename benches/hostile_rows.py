@@ -46,26 +46,10 @@ import requests  # noqa: E402
 
 from export_latency import fleet_requests, summary  # noqa: E402
 from harness import proc_status_kb, start_daemon  # noqa: E402
+from hostile import field, kv, varint  # noqa: E402
 
 MIB = 1 << 20
 TOKEN = "bench-write-token"
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def kv(key: str, value: str) -> bytes:
-    return field(1, key.encode()) + field(2, field(1, value.encode()))
 
 
 def rss(pid: int) -> float:

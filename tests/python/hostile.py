@@ -149,3 +149,24 @@ def open_watches(addr: str, streams: int) -> socket.socket:
         conn.send_data(sid, b"\x00" + struct.pack(">I", 0), end_stream=True)
     sock.sendall(conn.data_to_send())
     return sock
+
+
+def varint(n: int) -> bytes:
+    """A protobuf varint."""
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: bodies built byte by byte, as a
+    hostile sender would, with no model that would refuse them."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def kv(key: str, value: str) -> bytes:
+    """An OTLP KeyValue with a string value, encoded."""
+    return field(1, key.encode()) + field(2, field(1, value.encode()))

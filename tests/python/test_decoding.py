@@ -20,25 +20,13 @@ import grpc
 import requests
 
 from harness import proc_status_kb
+from hostile import field, kv, varint
 
 POINTS = 7_000_000
 # What the refusals may add to the daemon's peak RSS: the body itself
 # (read in full before anything else), a decompressed copy at most, and
 # the daemon's working room; decoding the points would add gigabytes.
 MAX_ADDED_MIB = 120
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def empty_points_body(points: int, deployment_id: str) -> bytes:
@@ -48,7 +36,7 @@ def empty_points_body(points: int, deployment_id: str) -> bytes:
     histogram = b"\x0a\x00" * points + b"\x10\x01"
     metric = field(1, b"http.server.request.duration") + field(3, b"s") + field(9, histogram)
     attrs = b"".join(
-        field(1, field(1, k.encode()) + field(2, field(1, v.encode())))
+        field(1, kv(k, v))
         for k, v in (("service.name", "heavy"), ("deployment.id", deployment_id))
     )
     return field(1, field(1, attrs) + field(2, field(2, metric)))
@@ -115,7 +103,7 @@ def light_body(deployment_id: str) -> bytes:
     histogram = field(1, point) + b"\x10\x01"
     metric = field(1, b"http.server.request.duration") + field(3, b"s") + field(9, histogram)
     attrs = b"".join(
-        field(1, field(1, k.encode()) + field(2, field(1, v.encode())))
+        field(1, kv(k, v))
         for k, v in (("service.name", "light"), ("deployment.id", deployment_id))
     )
     return field(1, field(1, attrs) + field(2, field(2, metric)))

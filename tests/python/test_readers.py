@@ -130,15 +130,7 @@ def test_streams_that_never_read_are_bounded_cut_off_capped_and_let_go(daemon_fa
     pb2, pb2_grpc = stubs
     d = daemon_factory(CONFIG)
     pid = d.proc.pid
-    for i in range(SERVICES):
-        sent = send_burst(d.http_addr, burst_requests(PER_SERVICE, PER_SERVICE, prefix=f"r{i}-", service=f"svc-{i}"))
-        assert sent.rejected_spans == 0, sent.messages
-    poll(
-        lambda: d.metrics().get("release_verdict_releases_tracked"),
-        lambda n: n == RELEASES,
-        timeout=20,
-        what="every release tracked",
-    )
+    track_releases(d, "r")
     # A listing of every release once, so the allocator has already grown
     # for one; the baseline is taken after it.
     listing = len(d.releases())
@@ -276,10 +268,7 @@ def test_snapshots_held_at_once_stay_within_their_budget(daemon_factory):
     once, and a stream of reconnects pinned one per second."""
     d = daemon_factory('[server]\nmax_stream_snapshot_bytes = 1048576\nstream_snapshot_timeout = "60s"\n')
     # 10,000 releases: a snapshot larger than the socket buffers take.
-    for i in range(SERVICES):
-        sent = send_burst(d.http_addr, burst_requests(PER_SERVICE, PER_SERVICE, prefix=f"b{i}-", service=f"budget-{i}"))
-        assert sent.rejected_spans == 0, sent.messages
-    poll(lambda: d.metrics().get("release_verdict_releases_tracked"), lambda n: n == RELEASES, timeout=20, what="releases")
+    track_releases(d, "b")
     def held() -> float:
         # /metrics writes every release's series: slow in a debug build on a
         # busy machine, so a read that times out is tried again.
