@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::gate::exit;
+use crate::exit;
 
 /// The event is recorded (or was already, by its `event_id`).
 const RECORDED: u8 = 0;

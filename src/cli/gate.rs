@@ -10,24 +10,8 @@ use release_verdict::Color;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use crate::exit;
 use crate::status;
-
-/// Exit codes, as documented in `--help` and the README.
-pub mod exit {
-    /// The release is green: promote.
-    pub const GREEN: u8 = 0;
-    /// The release is red: roll back.
-    pub const RED: u8 = 1;
-    /// Still yellow when the timeout passed.
-    pub const UNDECIDED: u8 = 2;
-    /// The server could not be reached, or did not know the release, until
-    /// the timeout passed.
-    pub const UNAVAILABLE: u8 = 3;
-    /// The deployment id names releases in several services or environments.
-    pub const AMBIGUOUS: u8 = 4;
-    /// The `--server` URL cannot be used (EX_USAGE).
-    pub const USAGE: u8 = 64;
-}
 
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "\

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use release_verdict::config::Config;
 
 mod event;
+mod exit;
 mod gate;
 mod ledger;
 mod loadgen;

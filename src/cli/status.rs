@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use crate::gate::exit;
+use crate::exit;
 
 /// The verdict object, as much as the story tells.
 #[derive(Debug, Clone, Default, Deserialize)]
