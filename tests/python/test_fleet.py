@@ -458,3 +458,18 @@ def test_replicas_that_need_read_tokens_ask_each_other_with_them(daemon_factory,
         return False
 
     poll(b_streams_a, lambda ok: ok, timeout=15, interval=0.5, what="a's release on b's stream")
+
+    # A replica whose read tokens differ is refused the others' streams:
+    # it says so as a warning naming the fix, once a peer (before, only at
+    # debug level, so nothing told why its stream lacked their releases).
+    strangers = tmp_path / "stranger-tokens"
+    strangers.write_text("stranger-tok\n")
+    c = daemon_factory(config(url, "replica-c", receivers) + f'\n[auth]\nread_tokens_file = "{strangers}"\n', env=env)
+    warning = "replicas sharing a ledger need the same [auth] read tokens"
+
+    def refusals() -> list[str]:
+        return [line for line in c.log().splitlines() if warning in line]
+
+    poll(lambda: {p for p in ("replica-a", "replica-b") if any(p in line for line in refusals())},
+         lambda peers: len(peers) == 2, timeout=15, interval=0.5, what="c warning that a and b refused it")
+    assert all("WARN" in line and "401" in line for line in refusals()), refusals()

@@ -61,9 +61,24 @@ pub async fn follow(
             let (app, http, token) = (app.clone(), http.clone(), token.clone());
             let url = peer.url.clone();
             let task = tokio::spawn(async move {
+                // A refusal is a configuration to fix, said once until
+                // the stream is taken again; other ends are routine.
+                let mut warned = false;
                 loop {
-                    if let Err(e) = follow_one(&app, &http, &peer, token()).await {
-                        tracing::debug!(peer = %peer.name, error = %e, "a replica's event stream ended");
+                    match follow_one(&app, &http, &peer, token()).await {
+                        Err(Ended::Refused(status)) if !warned => {
+                            warned = true;
+                            tracing::warn!(
+                                peer = %peer.name,
+                                %status,
+                                "a replica refused this one its event stream: its verdicts are not relayed here; \
+                                 replicas sharing a ledger need the same [auth] read tokens"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %peer.name, error = %e, "a replica's event stream ended");
+                        }
+                        Ok(()) => warned = false,
                     }
                     tokio::time::sleep(FOLLOW_AGAIN).await;
                 }
@@ -77,13 +92,23 @@ pub async fn follow(
     }
 }
 
+/// Why a peer's event stream ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    /// The peer refused this replica's token (HTTP 401 or 403).
+    #[error("refused: HTTP {0}")]
+    Refused(reqwest::StatusCode),
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Reads one peer's event stream until it ends.
 async fn follow_one(
     app: &App,
     http: &reqwest::Client,
     peer: &Replica,
     token: Option<axum::http::HeaderValue>,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     let mut request = http
         .get(format!("{}/api/v1/releases/stream", peer.url))
         .header(reqwest::header::ACCEPT, "text/event-stream")
@@ -91,19 +116,32 @@ async fn follow_one(
     if let Some(token) = token {
         request = request.header(reqwest::header::AUTHORIZATION, token);
     }
-    let mut response = request.send().await.map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| Ended::Other(e.to_string()))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(Ended::Refused(status));
+    }
+    if !status.is_success() {
+        return Err(Ended::Other(format!("HTTP {status}")));
     }
     let mut buffer: Vec<u8> = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Ended::Other(e.to_string()))?
+    {
         buffer.extend_from_slice(&chunk);
         while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = buffer.drain(..end + 2).collect();
             take_event(app, &peer.name, &event[..end]);
         }
         if buffer.len() > MAX_PEER_EVENT {
-            return Err(format!("an event over {MAX_PEER_EVENT} bytes"));
+            return Err(Ended::Other(format!(
+                "an event over {MAX_PEER_EVENT} bytes"
+            )));
         }
     }
     Ok(())
