@@ -15,11 +15,13 @@ Rows (`--row`, default all):
   request, 1,000 a resource (25 resources).
 - `events`: a write-token holder posting batches of 1,000 events for 10 s
   to a ledger capped at 4 MiB (`ledger.max_bytes`), every tenth batch
-  stamped in the year 2200.
+  stamped in the year 2200. `--batches 18` posts just enough to fill the
+  ledger to its cap, with no flood: the memory that state costs after,
+  to compare.
 
     cargo build --release
     tests/run                      # once, to create .venv
-    .venv/bin/python benches/hostile_rows.py [--row NAME] [--bin PATH]
+    .venv/bin/python benches/hostile_rows.py [--row NAME] [--bin PATH] [--batches N]
 
 Targets (issue 28): RSS under 512 MiB, the honest exporter's p99 ≤ 50 ms,
 RSS back within 20% after. It talks only to the daemon it starts.
@@ -141,15 +143,15 @@ def streams(d, answers: list[str]) -> None:
 
 
 def events(d, answers: list[str]) -> None:
-    """Batches of 1,000 posted events for 10 s, every tenth batch stamped
-    in 2200 (refused whole, 400)."""
+    """Batches of 1,000 posted events for 10 s (or `--batches` of them),
+    every tenth batch stamped in 2200 (refused whole, 400)."""
     session = requests.Session()
     session.mount("http://", SourceAdapter("127.0.0.2"))
     url = f"{d.http_url}/api/v1/events"
     deadline = time.monotonic() + 10
     n = 0
     batches = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and batches < BATCHES[0]:
         now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
         future = batches % 10 == 9
         batches += 1
@@ -180,6 +182,8 @@ class SourceAdapter(requests.adapters.HTTPAdapter):
 
 
 ROWS = {"http-bodies": http_bodies, "streams": streams, "events": events}
+# The events row's batches at most (`--batches`).
+BATCHES = [sys.maxsize]
 
 
 def ledger_bytes(path: Path) -> int:
@@ -270,7 +274,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "release-verdict")
     ap.add_argument("--row", choices=sorted(ROWS), action="append")
+    ap.add_argument(
+        "--batches", type=int, default=sys.maxsize,
+        help="events row: stop after this many batches (18 leaves a ledger at its cap with no flood, to compare)",
+    )
     args = ap.parse_args()
+    BATCHES[0] = args.batches
     if not args.bin.is_file():
         print(f"{args.bin} not found: run `cargo build --release`", file=sys.stderr)
         return 2
