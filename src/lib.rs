@@ -57,7 +57,8 @@
 //!
 //! The binary, apart from this library (`src/cli/`): the commands a user
 //! types, one file each (`serve`, `replay`, `simulate`, `gate`, `loadgen`,
-//! `event`, `ledger export`), over this crate's public face.
+//! `event`, `ledger export`), and the exit codes they share (`exit`), over
+//! this crate's public face.
 
 #![forbid(unsafe_code)]
 

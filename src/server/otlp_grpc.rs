@@ -23,7 +23,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::{App, Ingested, Sender, ServiceScope, TokenSender};
 use crate::clock::system_now;
-use crate::ingest::decode::{DecodeError, Encoding};
+use crate::ingest::decode::Encoding;
 use crate::self_metrics::{Reason, Signal, Transport};
 
 /// The overload answer: UNAVAILABLE, which OTLP exporters always retry,
@@ -224,10 +224,7 @@ impl Kind for Metrics {
                 .decode_metrics(request.get_ref(), Encoding::Protobuf)
                 .await
                 .map_err(|e| {
-                    let reason = match e {
-                        DecodeError::TooHeavy { .. } => Reason::TooLarge,
-                        _ => Reason::Malformed,
-                    };
+                    let reason = super::otlp_http::refusal_reason(&e);
                     app.refuse_request(Signal::Points, Transport::Grpc, reason);
                     Status::invalid_argument(e.to_string())
                 })?;

@@ -290,13 +290,17 @@ fn inflate<'a>(
 
 /// The answer to a body that cannot be decoded, counted by its reason.
 fn undecodable(app: &App, e: &DecodeError, encoding: Encoding, signal: Signal) -> Response {
-    let reason = match e {
+    app.refuse_request(signal, Transport::Http, refusal_reason(e));
+    error_response(e, encoding)
+}
+
+/// How a body that cannot be decoded is counted, on either transport.
+pub(super) fn refusal_reason(e: &DecodeError) -> Reason {
+    match e {
         DecodeError::TooLarge { .. } | DecodeError::TooHeavy { .. } => Reason::TooLarge,
         DecodeError::MediaType(_) | DecodeError::ContentEncoding(_) => Reason::Unsupported,
         _ => Reason::Malformed,
-    };
-    app.refuse_request(signal, Transport::Http, reason);
-    error_response(e, encoding)
+    }
 }
 
 fn reply<M: prost::Message + serde::Serialize>(msg: &M, encoding: Encoding) -> Response {
