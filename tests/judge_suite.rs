@@ -209,6 +209,13 @@ fn tails_and_large_regressions_are_judged_from_the_first_requests() {
     assert!(share_of(s.red, &s) >= 0.95, "{}", s.row());
     assert!(s.median_red.unwrap() <= 60, "{}", s.row());
     assert!(share_of(s.green_before_red, &s) <= 0.02, "{}", s.row());
+    // 1% of requests 500 ms slower put only 1.6 times the canary's share
+    // of the requests beyond the baseline's p99 + 10% (median to red 71 s
+    // with p50, p95 and p99), but 10 times its share beyond its p99.9.
+    let s = case("tail: 1% of requests +500 ms, 100 rps");
+    assert!(share(s.red) >= 0.95, "{}", s.row());
+    assert!(s.median_red.unwrap() <= 45, "{}", s.row());
+    assert!(share(s.green_before_red) <= 0.02, "{}", s.row());
     let s = case("latency ×10, 10 rps");
     assert!(share(s.red) >= 0.99, "{}", s.row());
     assert!(s.median_red.unwrap() <= 15, "{}", s.row());

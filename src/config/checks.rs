@@ -189,7 +189,7 @@ impl Default for LatencyCheck {
             enabled: true,
             critical: true,
             weight: 1.0,
-            quantiles: vec![0.5, 0.95, 0.99],
+            quantiles: vec![0.5, 0.95, 0.99, 0.999],
             tolerance: 0.1,
             tolerance_abs: Duration::from_millis(1),
             pass_bound: 0.25,

@@ -38,6 +38,10 @@ const GRID: usize = 5;
 /// every nat counts; small ones take minutes whatever the weight, and
 /// large ones are caught in seconds even with little.
 const WEIGHTS: [f64; GRID] = [0.05, 0.3, 0.4, 0.15, 0.1];
+/// Their logs, taken once: the judge reads every e-process's value at
+/// every tick.
+static LOG_WEIGHTS: std::sync::LazyLock<[f64; GRID]> =
+    std::sync::LazyLock::new(|| WEIGHTS.map(f64::ln));
 
 /// Nats a change detector's evidence starts below zero at, for its
 /// likeliest alternative: the prior weights of the release's start and of
@@ -121,7 +125,7 @@ impl EProcess {
 
     /// log of the e-value: the mixture's likelihood ratio.
     pub fn log_e(&self) -> f64 {
-        log_sum_exp(self.log_lr.iter().zip(WEIGHTS).map(|(s, w)| s + w.ln()))
+        log_sum_exp(self.log_lr.iter().zip(*LOG_WEIGHTS).map(|(s, w)| s + w))
     }
 }
 

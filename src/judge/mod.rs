@@ -404,15 +404,11 @@ impl Judge {
             }
         }
         reports.extend(j.guards.reports(canary.window, self.levels));
-        if let (Some(c), Some(b)) = (&j.comparison, &baseline) {
+        if let (Some(c), Some(_)) = (&mut j.comparison, &baseline) {
             // Each endpoint's p95 beside its errors, once latency is
             // compared endpoint by endpoint.
             for e in &mut endpoints {
-                let (pc, pb, _) = c
-                    .latency
-                    .at(0.95, Some(&e.name), canary.window, b.view.window);
-                e.canary.p95_ms = pc;
-                e.baseline.p95_ms = pb;
+                (e.canary.p95_ms, e.baseline.p95_ms) = c.latency.endpoint_p95(&e.name);
             }
         }
         self.attach_exemplars(&mut reports, &endpoints, canary.detail);

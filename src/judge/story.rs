@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::checks::{
-    grouped, odds, pct, CheckReport, CheckResult, CohortStats, EndpointReport, KindReport,
-    LatencyTest,
+    grouped, odds, pct, quantile_name, CheckReport, CheckResult, CohortStats, EndpointReport,
+    KindReport, LatencyTest,
 };
 use crate::model::{UnixNanos, NANOS_PER_SEC};
 use crate::window::Signals;
@@ -166,7 +166,7 @@ impl RedEvidence {
         let subject = self.subject.as_deref().unwrap_or_default();
         let q = self
             .quantile
-            .map(|q| format!("p{} ", (q * 100.0).round()))
+            .map(|q| format!("{} ", quantile_name(q)))
             .unwrap_or_default();
         match self.check.as_str() {
             "error_ratio" => "the error ratio".into(),

@@ -181,8 +181,15 @@ impl QuantileTest {
         }
     }
 
-    fn stratum(&mut self, name: &str) -> Option<&mut StratumState> {
-        let i = match self.strata.iter().position(|s| &*s.name == name) {
+    /// The state of stratum `name`, fed `at` in the strata: looked for
+    /// there first, since strata come in the same order tick after tick.
+    fn stratum(&mut self, at: usize, name: &str) -> Option<&mut StratumState> {
+        let same = |s: &StratumState| &*s.name == name;
+        let found = match self.strata.get(at) {
+            Some(s) if same(s) => Some(at),
+            _ => self.strata.iter().position(same),
+        };
+        let i = match found {
             Some(i) => i,
             None if self.strata.len() < MAX_STRATA => {
                 self.strata.push(StratumState {
@@ -205,8 +212,8 @@ impl QuantileTest {
             .saturating_add(strata.iter().map(|s| s.canary.count()).sum::<u64>());
         let active = self.active();
         let q = self.q;
-        for input in strata {
-            let Some(st) = self.stratum(input.name) else {
+        for (at, input) in strata.iter().enumerate() {
+            let Some(st) = self.stratum(at, input.name) else {
                 continue;
             };
             let mut fed = None;
@@ -372,14 +379,14 @@ impl DistributionTest {
 
     /// The evidence at all quantiles together.
     pub(super) fn evidence(&self) -> Evidence {
-        // the average of e-processes is one
-        let log_e = log_mean_exp(self.quantiles.iter().map(|q| q.worse.log_e()));
-        let worst = self
-            .quantiles
-            .iter()
-            .max_by(|a, b| a.worse.log_e().total_cmp(&b.worse.log_e()));
+        // Each quantile's e-value read once: a change detector's is a sum
+        // over its restarts and alternatives.
+        let log_es: Vec<f64> = self.quantiles.iter().map(|q| q.worse.log_e()).collect();
+        let at = || self.quantiles.iter().zip(log_es.iter().copied());
+        let worst = at().max_by(|a, b| a.1.total_cmp(&b.1));
         Evidence {
-            log_e,
+            // the average of e-processes is one
+            log_e: log_mean_exp(log_es.iter().copied()),
             pass_p: self
                 .quantiles
                 .iter()
@@ -389,13 +396,11 @@ impl DistributionTest {
             // does not hold green back: at 10 canary requests/s a p99 would
             // wait minutes for its 1,000 requests.
             passed: self.passed_once || self.tested_all_passed(),
-            worst: worst.map_or(0.5, |w| w.q),
-            worst_log_e: worst.map_or(0.0, |w| w.worse.log_e()),
-            thin_log_e: self
-                .quantiles
-                .iter()
-                .filter(|q| !q.active())
-                .map(|q| q.worse.log_e())
+            worst: worst.map_or(0.5, |(w, _)| w.q),
+            worst_log_e: worst.map_or(0.0, |(_, log_e)| log_e),
+            thin_log_e: at()
+                .filter(|(q, _)| !q.active())
+                .map(|(_, log_e)| log_e)
                 .fold(f64::NEG_INFINITY, f64::max),
             ready: self
                 .quantiles

@@ -1,7 +1,9 @@
 //! Guardrails: absolute limits on the canary alone (error ratio, latency
 //! percentiles), as in a PrometheusRule, judged with or without a baseline.
 
-use super::{ms, pct, ratio, CheckReport, CheckResult, CohortStats, Levels, Statistic};
+use super::{
+    ms, pct, quantile_name, ratio, CheckReport, CheckResult, CohortStats, Levels, Statistic,
+};
 use crate::config::Guardrails;
 use crate::judge::eprocess::ChangeDetector;
 use crate::judge::spending::{Look, PassTest};
@@ -112,11 +114,11 @@ impl GuardTest {
                             .quantile(q)
                             .map(|us| us as f64 / 1000.0);
                         (
-                            format!("guardrail_p{}", (q * 100.0).round()),
+                            format!("guardrail_{}", quantile_name(q)),
                             stats,
                             format!(
-                                "p{} latency {} (limit {})",
-                                (q * 100.0).round(),
+                                "{} latency {} (limit {})",
+                                quantile_name(q),
                                 ms(p),
                                 ms(Some(max_us as f64 / 1000.0))
                             ),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::distribution::{DistributionTest, Margins, Stratum};
 use super::endpoints::EndpointCounters;
-use super::{ms, CheckReport, CheckResult, CohortStats, Evidence, Levels, Statistic};
+use super::{
+    ms, quantile_name, CheckReport, CheckResult, CohortStats, Evidence, Levels, Statistic,
+};
 use crate::config::LatencyCheck;
 use crate::judge::spending::Look;
 use crate::window::{Counts, Distribution, Recent, Signals};
@@ -30,6 +32,34 @@ struct EndpointLatency {
     name: Arc<str>,
     canary: Distribution,
     baseline: Distribution,
+    /// The p95 each cohort's row of the endpoint table shows.
+    #[serde(skip)]
+    shown: [Shown; 2],
+}
+
+/// A p95 as last read, and the observations it was read from.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shown {
+    count: u64,
+    p95_ms: Option<f64>,
+}
+
+impl Shown {
+    /// The p95 of `d` (ms), read again once `d` holds 10% more
+    /// observations than when last read (or fewer: it was emptied).
+    /// Walking two histograms for every endpoint of every release at every
+    /// tick was a third of the judge's tick, for a figure that a tenth more
+    /// requests since judging began hardly move.
+    fn p95(&mut self, d: &Distribution) -> Option<f64> {
+        let n = d.count();
+        if n < self.count || n > self.count + self.count / 10 {
+            *self = Self {
+                count: n,
+                p95_ms: d.quantile(0.95).map(|us| us as f64 / 1000.0),
+            };
+        }
+        self.p95_ms
+    }
 }
 
 impl LatencyTest {
@@ -86,6 +116,7 @@ impl LatencyTest {
                         name: Arc::clone(name),
                         canary: Distribution::default(),
                         baseline: Distribution::default(),
+                        shown: Default::default(),
                     });
                     self.endpoints.len() - 1
                 }
@@ -122,8 +153,8 @@ impl LatencyTest {
         let e = self.endpoints.iter().find(|e| &*e.name == name)?;
         let at = |d: &Distribution| d.quantile(q).map(|us| us as f64 / 1000.0);
         Some(format!(
-            "{name}: canary p{} latency {} vs baseline {}",
-            (q * 100.0).round(),
+            "{name}: canary {} latency {} vs baseline {}",
+            quantile_name(q),
             ms(at(&e.canary)),
             ms(at(&e.baseline))
         ))
@@ -138,6 +169,15 @@ impl LatencyTest {
     /// endpoint by endpoint.
     pub fn worst_endpoint_name(&self) -> Option<String> {
         self.test.worst_stratum().map(|(_, name)| name.to_string())
+    }
+
+    /// Both cohorts' p95 (ms) on `endpoint` since judging began, for the
+    /// endpoint table (see `Shown`).
+    pub fn endpoint_p95(&mut self, endpoint: &str) -> (Option<f64>, Option<f64>) {
+        match self.endpoints.iter_mut().find(|e| &*e.name == endpoint) {
+            Some(e) => (e.shown[0].p95(&e.canary), e.shown[1].p95(&e.baseline)),
+            None => (None, None),
+        }
     }
 
     /// Both cohorts' latency (ms) at `q` and the canary's observations:
@@ -191,16 +231,17 @@ impl LatencyTest {
         let calm = worst_log_e < levels.leaning() && thin_log_e < 0.0;
         let result = levels.result(ready && canary.requests > 0, log_e, true, passed && calm);
         let quantiles = |w: &Signals| {
-            cfg.quantiles
-                .iter()
-                .map(|&q| ms(w.latency.quantile(q).map(|us| us as f64 / 1000.0)))
+            w.latency
+                .quantiles(&cfg.quantiles)
+                .into_iter()
+                .map(|us| ms(us.map(|us| us as f64 / 1000.0)))
                 .collect::<Vec<_>>()
                 .join(" / ")
         };
         let names = cfg
             .quantiles
             .iter()
-            .map(|q| format!("p{}", q * 100.0))
+            .map(|&q| quantile_name(q))
             .collect::<Vec<_>>()
             .join(" / ");
         let at = |q: f64| -> (Option<f64>, Option<f64>) {
@@ -230,8 +271,8 @@ impl LatencyTest {
                     let q = worst_q;
                     let (c, b) = at(q);
                     format!(
-                        "canary p{} latency {} vs baseline {} (p<{:.2}{how}): the canary is slower; roll back",
-                        (q * 100.0).round(),
+                        "canary {} latency {} vs baseline {} (p<{:.2}{how}): the canary is slower; roll back",
+                        quantile_name(q),
                         ms(c),
                         ms(b),
                         (-levels.fail).exp()
@@ -254,8 +295,8 @@ impl LatencyTest {
                 );
                 for (q, needed) in &thin {
                     why.push_str(&format!(
-                        "; p{} is judged from {needed} canary requests on (it does not hold green back until then)",
-                        q * 100.0
+                        "; {} is judged from {needed} canary requests on (it does not hold green back until then)",
+                        quantile_name(*q)
                     ));
                 }
                 why
@@ -309,5 +350,32 @@ impl LatencyTest {
     /// The evidence of a regression, as a natural log.
     pub fn log_e(&self) -> f64 {
         self.test.evidence().log_e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+    use crate::window::Distribution;
+
+    #[test]
+    fn an_endpoint_p95_is_read_again_once_its_requests_grow_by_10_percent() {
+        let (mut d, mut shown) = (Distribution::default(), Shown::default());
+        assert_eq!(shown.p95(&d), None);
+        d.record(10_000, 100);
+        let fast = shown.p95(&d);
+        assert!(
+            fast.is_some_and(|ms| (10.0..10.1).contains(&ms)),
+            "{fast:?}"
+        );
+        // 10 slow requests more: within 10%, the figure stays.
+        d.record(900_000, 10);
+        assert_eq!(shown.p95(&d), fast);
+        // The 11th: read again.
+        d.record(900_000, 1);
+        assert!(shown.p95(&d).unwrap() > 800.0);
+        // Emptied: read again at once.
+        d = Distribution::default();
+        assert_eq!(shown.p95(&d), None);
     }
 }

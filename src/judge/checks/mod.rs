@@ -98,12 +98,13 @@ impl CohortStats {
     }
 
     pub(super) fn latency(window: &Signals) -> Self {
-        let ms = |q| window.latency.quantile(q).map(|us| us as f64 / 1000.0);
+        let ms = |us: &Option<u64>| us.map(|us| us as f64 / 1000.0);
+        let at = window.latency.quantiles(&[0.5, 0.95, 0.99]);
         Self {
             requests: window.latency.count(),
-            p50_ms: ms(0.5),
-            p95_ms: ms(0.95),
-            p99_ms: ms(0.99),
+            p50_ms: ms(&at[0]),
+            p95_ms: ms(&at[1]),
+            p99_ms: ms(&at[2]),
             ..Self::default()
         }
     }
@@ -319,6 +320,12 @@ pub(super) struct Evidence {
     pub thin: Vec<(f64, u64)>,
 }
 
+/// "p50", "p99", "p99.9": a quantile as people name it.
+pub(crate) fn quantile_name(q: f64) -> String {
+    let p = format!("{:.3}", q * 100.0);
+    format!("p{}", p.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// log of the mean of exp(x): averaging e-values keeps an e-value.
 pub(super) fn log_mean_exp(xs: impl Iterator<Item = f64>) -> f64 {
     let xs: Vec<f64> = xs.collect();
@@ -327,4 +334,18 @@ pub(super) fn log_mean_exp(xs: impl Iterator<Item = f64>) -> f64 {
         return f64::NEG_INFINITY;
     }
     max + xs.iter().map(|l| (l - max).exp()).sum::<f64>().ln() - (xs.len() as f64).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile_name;
+
+    #[test]
+    fn quantiles_are_named_as_people_name_them() {
+        let names: Vec<String> = [0.5, 0.95, 0.99, 0.999, 0.9995, 0.1]
+            .into_iter()
+            .map(quantile_name)
+            .collect();
+        assert_eq!(names, ["p50", "p95", "p99", "p99.9", "p99.95", "p10"]);
+    }
 }
