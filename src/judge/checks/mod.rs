@@ -311,7 +311,7 @@ pub(super) struct Evidence {
     /// regression holds green back, however calm the others are.
     pub worst_log_e: f64,
     /// The most evidence of a regression at a quantile still too thin to
-    /// test for green (see `THIN_HOLD`).
+    /// test for green, until green has been shown (see `keep_pass`).
     pub thin_log_e: f64,
     /// Some threshold is set.
     pub ready: bool,
